@@ -1,0 +1,331 @@
+"""The run configuration: one pydantic model, loaded from YAML, with every default in one place.
+
+Unknown keys and invalid values raise :class:`~sm1km.errors.ConfigError` naming the key.
+Secrets never live here: S3 credentials come from the environment (``AWS_ACCESS_KEY_ID`` …)
+or a Kubernetes Secret mounted as environment variables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .grid import DEFAULT_FACTOR, BBox, FineGrid, Region, snap_bbox
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegionConfig(_Strict):
+    """Geographic box in degrees; snapped outward to whole 0.25° cells."""
+
+    west: float = Field(ge=-180, le=180)
+    south: float = Field(ge=-90, le=90)
+    east: float = Field(ge=-180, le=180)
+    north: float = Field(ge=-90, le=90)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.west < self.east:
+            raise ValueError(f"west ({self.west}) must be less than east ({self.east})")
+        if not self.south < self.north:
+            raise ValueError(f"south ({self.south}) must be less than north ({self.north})")
+        return self
+
+    def bbox(self) -> BBox:
+        return BBox(self.west, self.south, self.east, self.north)
+
+
+class PeriodConfig(_Strict):
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+    @property
+    def n_days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+class GridConfig(_Strict):
+    factor: int = Field(DEFAULT_FACTOR, ge=1, le=240, description="fine pixels per 0.25° cell side")
+    tile_cells: int = Field(4, ge=1, le=1440, description="master shard side in 0.25° cells")
+    time_block_days: int = Field(32, ge=1, le=3660, description="master shard length in days")
+
+
+_SECRET_KEYS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+                "password", "session_token"}
+
+
+class StoreConfig(_Strict):
+    root: str = Field(description="local path or fsspec URL (s3://bucket/prefix) of the run's stores")
+    endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto, Ceph); None = AWS")
+    anon: bool = Field(False, description="anonymous access (public buckets); else credentials from env")
+    region_name: str | None = None
+    client_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("client_kwargs")
+    @classmethod
+    def _no_secrets(cls, v):
+        bad = sorted(k for k in v if k.lower() in _SECRET_KEYS)
+        if bad:
+            raise ValueError(f"credentials ({', '.join(bad)}) are not allowed in the config; "
+                             "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
+        return v
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec storage options for ``root`` (empty for local paths). Credentials: environment."""
+        if not self.root.startswith(("s3://", "s3a://")):
+            return {}
+        opts: dict[str, Any] = {"anon": self.anon}
+        ck = dict(self.client_kwargs)
+        if self.region_name:
+            ck.setdefault("region_name", self.region_name)
+        if ck:
+            opts["client_kwargs"] = ck
+        if self.endpoint_url:
+            opts["endpoint_url"] = self.endpoint_url
+        return opts
+
+    def url(self, *parts: str) -> str:
+        """URL of a child of the root (``url('master.zarr')``)."""
+        base = self.root.rstrip("/")
+        return "/".join([base, *[p.strip("/") for p in parts]])
+
+
+class PredictorInputs(_Strict):
+    """Globs of 1 km predictor rasters (GeoTIFF / MODIS HDF). Dates are parsed from file names."""
+
+    lst_day: str | None = None
+    lst_night: str | None = None
+    ndvi: str | None = None
+    elevation: str | None = None
+    slope: str | None = None
+    twi: str | None = None
+    clay: str | None = None
+    sand: str | None = None
+    land_cover: str | None = None
+
+
+class InputsConfig(_Strict):
+    cci: str | None = Field(None, description="glob of ESA CCI SM COMBINED daily netCDF files")
+    era5: str | None = Field(None, description="glob of ERA5 swvl1 netCDF/GRIB files")
+    era5_lsm: str | None = Field(None, description="ERA5 land-sea mask file (optional)")
+    ismn: str | None = Field(None, description="ISMN download folder or zip (Header+values or CEOP)")
+    predictors: PredictorInputs = Field(default_factory=PredictorInputs)
+    truth: str | None = Field(None, description="synthetic-world truth store (evaluation only)")
+
+
+class FusionConfig(_Strict):
+    method: Literal["meanstd", "cdf"] = "meanstd"
+    min_overlap_days: int = Field(20, ge=2, description="CCI+ERA5 days a pixel needs for its own matching")
+    neighbourhood_cells: int = Field(2, ge=0, le=20, description="radius for the regional fallback")
+    space_chunk: int = Field(16, ge=1, le=1440, description="0.25° cells per chunk side for fusion")
+
+
+class ModelConfig(_Strict):
+    path: str | None = Field(None, description="model file (model.ubj); default <root>/model/model.ubj")
+    algorithm: Literal["auto", "rf", "gbt"] = "auto"
+    cv_folds: int = Field(5, ge=2, le=20)
+    min_station_days: int = Field(10, ge=1)
+    min_hours_per_day: int = Field(12, ge=1, le=24)
+    predict_device: Literal["cpu", "cuda"] = "cpu"
+    n_threads: int = Field(1, ge=0, description="xgboost threads per prediction task (0 = all)")
+
+
+class KubernetesConfig(_Strict):
+    image: str = "ghcr.io/sm1km/sm1km:0.1.0"
+    namespace: str | None = None
+    name: str = "sm1km"
+    service_account: str | None = None
+    env_from_secret: str | None = Field(None, description="Secret holding AWS_ACCESS_KEY_ID etc.")
+    adaptive_min: int | None = Field(None, ge=0)
+    adaptive_max: int | None = Field(None, ge=1)
+    worker_cpu: str = "2"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+
+
+class ClusterConfig(_Strict):
+    kind: Literal["local", "address", "kubernetes", "synchronous"] = "local"
+    address: str | None = Field(None, description="scheduler address; default $DASK_SCHEDULER_ADDRESS")
+    n_workers: int = Field(2, ge=1, le=10000)
+    threads_per_worker: int = Field(1, ge=1, le=256)
+    memory_limit: str = "4GiB"
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+
+
+class SeedsConfig(_Strict):
+    synth: int = 20240601
+    withhold: int = 7
+    train: int = 42
+
+
+class RunConfig(_Strict):
+    """A whole run: where, when, on which grid, from which inputs, into which store, on which cluster."""
+
+    name: str = "sm1km-run"
+    region: RegionConfig
+    period: PeriodConfig
+    grid: GridConfig = Field(default_factory=GridConfig)
+    store: StoreConfig
+    inputs: InputsConfig = Field(default_factory=InputsConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+
+    # -- derived --------------------------------------------------------------------------
+    @property
+    def coarse_region(self) -> Region:
+        return snap_bbox(self.region.bbox())
+
+    @property
+    def fine_grid(self) -> FineGrid:
+        return FineGrid(self.grid.factor)
+
+    @property
+    def model_path(self) -> str:
+        return self.model.path or self.store.url("model", "model.ubj")
+
+    def dates(self):
+        import pandas as pd
+
+        return pd.date_range(self.period.start, self.period.end, freq="D")
+
+    def redacted(self) -> dict:
+        """The config as a plain dict for provenance attrs (holds no secrets by construction)."""
+        return self.model_dump(mode="json")
+
+    # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<config>") -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(source, "the config must be a YAML mapping of keys to values.",
+                              "start from `sm1km config --example`.")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _config_error(exc, source) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(str(p), "config file not found.", "pass the path of an existing YAML file.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(p), f"cannot read config file ({exc}).", "check the file and its permissions.") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(str(p), f"not valid YAML ({exc}).", "fix the YAML syntax.") from None
+        cfg = cls.from_dict(data, source=str(p))
+        return cfg._resolve_relative(p.parent)
+
+    def _resolve_relative(self, base: Path) -> "RunConfig":
+        """Local relative paths in the config are relative to the config file's folder."""
+
+        def fix(v):
+            if v is None or "://" in v or os.path.isabs(v):
+                return v
+            return str((base / v).resolve())
+
+        data = self.model_dump()
+        data["store"]["root"] = fix(data["store"]["root"])
+        if data["model"]["path"]:
+            data["model"]["path"] = fix(data["model"]["path"])
+        for k in ("cci", "era5", "era5_lsm", "ismn", "truth"):
+            data["inputs"][k] = fix(data["inputs"][k])
+        for k, v in data["inputs"]["predictors"].items():
+            data["inputs"]["predictors"][k] = fix(v)
+        return type(self).model_validate(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in exc.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        elif e["type"] == "missing":
+            lines.append(f"missing required key '{key}'")
+        else:
+            lines.append(f"invalid value for '{key}': {e['msg']}")
+    return ConfigError(source, "; ".join(lines) + ".",
+                       "compare with `sm1km config --example` and docs/configuration.md.")
+
+
+EXAMPLE_CONFIG = """\
+# sm1km run configuration (YAML). Every key is documented in docs/configuration.md.
+name: demo-run
+region:            # degrees; snapped outward to whole 0.25-degree cells
+  west: 10.0
+  south: 44.0
+  east: 14.0
+  north: 48.0
+period:            # inclusive, ISO dates (UTC days)
+  start: 2020-04-01
+  end: 2020-06-29
+grid:
+  factor: 30           # fine pixels per 0.25-degree cell side: 30 -> 1/120 deg (~0.93 km)
+  tile_cells: 4        # master shard side, in 0.25-degree cells (4 -> 120x120 px)
+  time_block_days: 32  # master shard length in days
+store:
+  root: ./work/store   # local path or s3://bucket/prefix
+  endpoint_url: null   # e.g. http://minio:9000 ; credentials come from AWS_* environment variables
+  anon: false
+inputs:
+  cci: ./work/inputs/cci/*.nc          # ESA CCI SM COMBINED daily netCDF
+  era5: ./work/inputs/era5/*.nc        # ERA5 swvl1 netCDF or GRIB
+  era5_lsm: null
+  ismn: ./work/inputs/ismn             # ISMN download (folder or zip)
+  predictors:
+    lst_day: ./work/inputs/predictors/lst_day_*.tif
+    lst_night: ./work/inputs/predictors/lst_night_*.tif
+    ndvi: ./work/inputs/predictors/ndvi_*.tif
+    elevation: ./work/inputs/predictors/elevation.tif
+    slope: ./work/inputs/predictors/slope.tif
+    twi: ./work/inputs/predictors/twi.tif
+    clay: ./work/inputs/predictors/clay.tif
+    sand: ./work/inputs/predictors/sand.tif
+    land_cover: ./work/inputs/predictors/land_cover.tif
+  truth: null                          # synthetic world only: truth store for evaluation
+fusion:
+  method: meanstd      # meanstd (published) or cdf
+  min_overlap_days: 20
+  neighbourhood_cells: 2
+  space_chunk: 16
+model:
+  path: null           # default: <store.root>/model/model.ubj
+  algorithm: auto      # auto (best under station-grouped CV), rf, gbt
+  cv_folds: 5
+  min_station_days: 10
+  min_hours_per_day: 12
+  predict_device: cpu  # cpu or cuda
+  n_threads: 1
+cluster:
+  kind: local          # local, address ($DASK_SCHEDULER_ADDRESS), kubernetes, synchronous
+  address: null
+  n_workers: 2
+  threads_per_worker: 1
+  memory_limit: 4GiB
+seeds:
+  synth: 20240601
+  withhold: 7
+  train: 42
+"""

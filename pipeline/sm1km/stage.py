@@ -1,0 +1,30 @@
+"""Shared plumbing for stage entry points: config loading for the CLI and the dask client."""
+
+from __future__ import annotations
+
+import contextlib
+
+from .config import RunConfig
+
+
+def add_config_argument(p, required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=required, metavar="RUN_YAML", help="run configuration (YAML)")
+
+
+def load_config(args_or_path) -> RunConfig:
+    if isinstance(args_or_path, RunConfig):
+        return args_or_path
+    path = getattr(args_or_path, "config", args_or_path)
+    return RunConfig.from_yaml(path)
+
+
+@contextlib.contextmanager
+def stage_client(cfg: RunConfig, client=None):
+    """Yield a dask ``Client``: the one given, else one made by the cluster factory from the config."""
+    if client is not None:
+        yield client
+        return
+    from .cluster import make_client
+
+    with make_client(cfg) as c:
+        yield c
