@@ -154,6 +154,15 @@ class KubernetesConfig(_Strict):
     adaptive_max: int | None = Field(None, ge=1)
     worker_cpu: str = "2"
     node_selector: dict[str, str] = Field(default_factory=dict)
+    # worker placement/extras (node_selector and tolerations apply to worker pods only)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="worker pod tolerations")
+    worker_gpu: int = Field(0, ge=0, le=16, description="nvidia.com/gpu per worker (predict_device: cuda)")
+    scheduler_cpu: str = "1"
+    scheduler_memory: str = "2GiB"
+    env: dict[str, str] = Field(default_factory=dict, description="extra env on scheduler and workers (no secrets)")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    idle_timeout_s: int = Field(0, ge=0, description="delete the DaskCluster after this idle time (0 = never)")
+    scratch_size: str | None = Field(None, description="sizeLimit of the /tmp emptyDir (dask spill)")
 
 
 class ClusterConfig(_Strict):
