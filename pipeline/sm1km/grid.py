@@ -25,13 +25,13 @@ DEFAULT_FACTOR = 30  # 0.25° / 30 = 1/120° ≈ 0.93 km at the equator
 def coarse_lat(rows) -> np.ndarray:
     """Latitude of coarse cell centres for integer row indices (0 → 89.875)."""
     rows = np.asarray(rows, dtype=np.int64)
-    return 90.0 - (2 * rows + 1) / (2.0 * COARSE_PER_DEG)
+    return (180 * COARSE_PER_DEG - 2 * rows - 1) / (2.0 * COARSE_PER_DEG)
 
 
 def coarse_lon(cols) -> np.ndarray:
     """Longitude of coarse cell centres for integer column indices (0 → -179.875)."""
     cols = np.asarray(cols, dtype=np.int64)
-    return -180.0 + (2 * cols + 1) / (2.0 * COARSE_PER_DEG)
+    return (2 * cols + 1 - 360 * COARSE_PER_DEG) / (2.0 * COARSE_PER_DEG)
 
 
 def coarse_row_of_lat(lat) -> np.ndarray:
@@ -104,8 +104,8 @@ def snap_bbox(bbox: BBox | tuple) -> Region:
     """Smallest region of whole 0.25° cells that covers ``bbox`` (edges snapped outward)."""
     if not isinstance(bbox, BBox):
         bbox = BBox(*bbox)
-    # Use Fractions so that e.g. 10.25 snaps exactly and 10.2500000001 snaps outward.
-    w, s, e, n = (Fraction(v).limit_denominator(10**9) for v in bbox.as_tuple())
+    # Exact rational arithmetic: 10.25 snaps to itself, 10.2500000001 snaps outward.
+    w, s, e, n = (Fraction(v) for v in bbox.as_tuple())  # floats are exact rationals
     col0 = math.floor((w + 180) * COARSE_PER_DEG)
     col1 = math.ceil((e + 180) * COARSE_PER_DEG)
     row0 = math.floor((90 - n) * COARSE_PER_DEG)
@@ -141,11 +141,12 @@ class FineGrid:
 
     def lat(self, rows) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        return 90.0 - (2 * rows + 1) / (2.0 * self.per_deg)
+        # one integer numerator, one division: correctly rounded, no cancellation or drift
+        return (180 * self.per_deg - 2 * rows - 1) / (2.0 * self.per_deg)
 
     def lon(self, cols) -> np.ndarray:
         cols = np.asarray(cols, dtype=np.int64)
-        return -180.0 + (2 * cols + 1) / (2.0 * self.per_deg)
+        return (2 * cols + 1 - 360 * self.per_deg) / (2.0 * self.per_deg)
 
     def row_of_lat(self, lat) -> np.ndarray:
         lat = np.asarray(lat, dtype=np.float64)
