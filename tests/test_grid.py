@@ -58,7 +58,9 @@ def test_snap_bbox_covers_and_is_minimal(w, s, dw, ds):
     b = reg.bbox
     assert b.west <= w and b.east >= e and b.south <= s and b.north >= n
     # minimal: shrinking by one cell on any side would no longer cover
-    assert b.west > w - 0.25 and b.east < e + 0.25 and b.south > s - 0.25 and b.north < n + 0.25
+    from fractions import Fraction as F
+    q = F(1, 4)
+    assert F(b.west) > F(w) - q and F(b.east) < F(e) + q and F(b.south) > F(s) - q and F(b.north) < F(n) + q
     for edge in (b.west, b.east, b.south, b.north):
         assert (edge * 4) == int(edge * 4)
 
