@@ -1,0 +1,126 @@
+"""The ingest chunk planner — a small pure algorithm, separate from execution (cf. rechunker).
+
+Daily input maps are rechunked into time-long cubes in two passes whose memory does not depend
+on the length of the period:
+
+* **read pass** (one task per *batch of days × spatial band*): reads the batch's files for the
+  band and writes them into a staging array chunked ``(batch_days, cy, cx)``. A band is a whole
+  number of store chunks, so each staging chunk is written by exactly one task.
+* **write pass** (one task per *output chunk*): reads its piece of the staging array and writes
+  one whole chunk of the final store; concurrent tasks never share a chunk.
+
+:func:`plan_staging` picks ``batch_days`` and the band shape so that one read task holds at most
+``mem_budget`` bytes; :func:`output_chunks` lists the output chunks a set of days touches;
+:func:`blocks_touched` / :func:`block_window` give the time blocks (and their haloed windows)
+that must be recomputed when days change, for the gap-filled predictors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["ReadTask", "StagingPlan", "plan_staging", "chunk_slices", "output_chunks", "blocks_touched",
+           "block_window", "hull"]
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One read-pass task: positions in the staged-day list and rows/cols of the region."""
+
+    days: slice
+    rows: slice
+    cols: slice
+
+
+@dataclass(frozen=True)
+class StagingPlan:
+    batch_days: int
+    band_rows: int
+    band_cols: int
+    chunks: tuple[int, int, int]  # staging chunks (batch_days, cy, cx)
+    task_bytes: int               # largest read task: batch_days * band_rows * band_cols * bytes
+    tasks: list[ReadTask] = field(repr=False)
+
+
+def chunk_slices(n: int, size: int, start: int = 0) -> list[slice]:
+    """Consecutive slices of ``size`` covering ``[start, n)`` (the last one may be shorter)."""
+    if size < 1:
+        raise ValueError("size must be >= 1")
+    return [slice(i, min(i + size, n)) for i in range(start, n, size)]
+
+
+def plan_staging(n_days: int, n_rows: int, n_cols: int, chunk_rows: int, chunk_cols: int,
+                 bytes_per_px_day: int, mem_budget: int, preferred_batch_days: int = 32) -> StagingPlan:
+    """Read-pass plan for ``n_days`` daily maps of ``n_rows × n_cols`` pixels.
+
+    Keeps ``preferred_batch_days`` if one chunk of that many days fits ``mem_budget`` (else fewer
+    days, at least 1), then grows a band to as many whole chunks as fit — full rows first, then
+    several chunk rows. The result depends on the chunk grid, never on ``n_days`` beyond the batch.
+    """
+    if min(n_rows, n_cols, chunk_rows, chunk_cols, bytes_per_px_day, mem_budget) < 1 or n_days < 0:
+        raise ValueError("sizes must be positive")
+    cy, cx = min(chunk_rows, n_rows), min(chunk_cols, n_cols)
+    batch = max(1, min(preferred_batch_days, max(n_days, 1)))
+    per_chunk_day = cy * cx * bytes_per_px_day
+    if batch * per_chunk_day > mem_budget:
+        batch = max(1, mem_budget // per_chunk_day)
+    max_px = max(mem_budget // (batch * bytes_per_px_day), cy * cx)
+    n_chunk_cols = math.ceil(n_cols / cx)
+    if max_px >= n_cols * cy:
+        band_cols = n_chunk_cols * cx
+        band_rows = cy * max(1, max_px // (n_cols * cy))
+    else:
+        band_rows = cy
+        band_cols = cx * max(1, max_px // (cy * cx))
+    band_rows = min(band_rows, math.ceil(n_rows / cy) * cy)
+    band_cols = min(band_cols, n_chunk_cols * cx)
+    tasks = [ReadTask(d, r, c) for d in chunk_slices(n_days, batch)
+             for r in chunk_slices(n_rows, band_rows) for c in chunk_slices(n_cols, band_cols)]
+    task_bytes = batch * min(band_rows, n_rows) * min(band_cols, n_cols) * bytes_per_px_day
+    return StagingPlan(batch, band_rows, band_cols, (batch, cy, cx), task_bytes, tasks)
+
+
+def output_chunks(time_positions, n_time: int, chunk_time: int, n_rows: int, chunk_rows: int,
+                  n_cols: int, chunk_cols: int) -> list[tuple[slice, slice, slice]]:
+    """Regions (time, rows, cols) of every output chunk that holds one of ``time_positions``."""
+    t_blocks = sorted({int(p) // chunk_time for p in time_positions if 0 <= int(p) < n_time})
+    out = []
+    for b in t_blocks:
+        ts = slice(b * chunk_time, min((b + 1) * chunk_time, n_time))
+        for r in chunk_slices(n_rows, chunk_rows):
+            for c in chunk_slices(n_cols, chunk_cols):
+                out.append((ts, r, c))
+    return out
+
+
+def block_window(block: int, block_days: int, halo: int, n_time: int) -> slice:
+    """Days ``[start - halo, stop + halo)`` of time block ``block``, clipped to ``[0, n_time)``."""
+    start = block * block_days
+    stop = min(start + block_days, n_time)
+    return slice(max(start - halo, 0), min(stop + halo, n_time))
+
+
+def blocks_touched(changed_positions, block_days: int, halo: int, n_time: int) -> list[int]:
+    """Time blocks whose haloed window contains a changed day (they must be recomputed)."""
+    n_blocks = math.ceil(n_time / block_days) if n_time else 0
+    out = set()
+    for p in changed_positions:
+        p = int(p)
+        if not 0 <= p < n_time:
+            continue
+        lo = max((p - halo) // block_days, 0)
+        hi = min((p + halo) // block_days, n_blocks - 1)
+        for b in range(lo, hi + 1):
+            w = block_window(b, block_days, halo, n_time)
+            if w.start <= p < w.stop:
+                out.add(b)
+    return sorted(out)
+
+
+def hull(slices) -> slice | None:
+    """The smallest slice covering all ``slices`` (None if there are none)."""
+    slices = list(slices)
+    if not slices:
+        return None
+    return slice(min(s.start for s in slices), max(s.stop for s in slices))

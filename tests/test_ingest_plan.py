@@ -1,0 +1,61 @@
+"""The ingest chunk planner (pure): memory bound, exact coverage, one writer per chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sm1km.rechunk_plan import block_window, blocks_touched, chunk_slices, hull, output_chunks, plan_staging
+
+
+@settings(max_examples=80, deadline=None)
+@given(n_days=st.integers(1, 400), ny=st.integers(1, 90), nx=st.integers(1, 90), cy=st.integers(1, 40),
+       cx=st.integers(1, 40), bpp=st.sampled_from([2, 4, 10, 12]), budget=st.integers(1_000, 2_000_000),
+       pref=st.integers(1, 64))
+def test_read_plan_covers_exactly_and_respects_chunks(n_days, ny, nx, cy, cx, bpp, budget, pref):
+    p = plan_staging(n_days, ny, nx, cy, cx, bpp, budget, pref)
+    seen = np.zeros((n_days, ny, nx), dtype=np.int32)
+    for t in p.tasks:
+        # bands are whole staging chunks: start on a chunk boundary
+        assert t.days.start % p.batch_days == 0
+        assert t.rows.start % p.chunks[1] == 0 and t.cols.start % p.chunks[2] == 0
+        assert (t.days.stop - t.days.start) * (t.rows.stop - t.rows.start) * (t.cols.stop - t.cols.start) * bpp <= p.task_bytes
+        seen[t.days, t.rows, t.cols] += 1
+    assert (seen == 1).all()
+    one_chunk = min(cy, ny) * min(cx, nx) * bpp
+    if one_chunk <= budget:  # the budget holds whenever a single one-day chunk fits
+        assert p.task_bytes <= budget
+
+
+def test_task_memory_does_not_grow_with_the_period():
+    a = plan_staging(365, 720, 1440, 16, 16, 10, 256 << 20)
+    b = plan_staging(4 * 365, 720, 1440, 16, 16, 10, 256 << 20)
+    assert a.task_bytes == b.task_bytes and a.chunks == b.chunks
+    assert len(b.tasks) == pytest.approx(4 * len(a.tasks), rel=0.05)
+
+
+def test_global_fine_grid_plan_is_bounded():
+    p = plan_staging(64, 21600, 43200, 120, 120, 12, 256 << 20, preferred_batch_days=32)
+    assert p.task_bytes <= 256 << 20
+    assert p.batch_days >= 1 and p.chunks[1:] == (120, 120)
+
+
+def test_output_chunks_only_where_days_changed():
+    regions = output_chunks([0, 1, 40], 50, 32, 10, 4, 6, 6)
+    assert {r[0].start for r in regions} == {0, 32}
+    assert len(regions) == 2 * 3 * 1
+    assert regions[-1][0] == slice(32, 50)
+
+
+def test_blocks_touched_and_windows():
+    assert block_window(1, 10, 3, 25) == slice(7, 23)
+    assert block_window(2, 10, 3, 25) == slice(17, 25)
+    # day 21 lies in block 2 and within the halo of block 1 (window 7..23)
+    assert blocks_touched([21], 10, 3, 25) == [1, 2]
+    assert blocks_touched([5], 10, 3, 25) == [0]
+    assert blocks_touched([], 10, 3, 25) == []
+    assert hull([slice(7, 23), slice(17, 25)]) == slice(7, 25)
+    assert hull([]) is None
+    assert chunk_slices(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
