@@ -1,0 +1,404 @@
+"""Fusion science, pure numpy: rescale ERA5 ``swvl1`` to ESA CCI per pixel and fill CCI gaps.
+
+All functions take whole per-pixel time series, time on axis 0 (``(t, y, x)`` blocks or
+``(t, n_pixels)``), and are vectorised over pixels. No I/O, no dask: the ``fuse`` stage calls
+:func:`fuse_block` once per spatial chunk (plus a halo for the neighbourhood fallback).
+
+Matching uses only the *overlap* days of a pixel (both CCI and ERA5 finite):
+
+* **mean–std matching** (the published method):
+  ERA5′ = (ERA5 − μ_ERA5)·σ_CCI/σ_ERA5 + μ_CCI, moments over the overlap days (ddof = 0).
+* **CDF matching**: piecewise-linear map through matched order statistics of the overlap days
+  (``CDF_NODES`` nodes at equal rank spacing: every order statistic when n ≤ ``CDF_NODES``).
+  Outside the overlap range of ERA5 the map continues linearly with the mean–std slope
+  σ_CCI/σ_ERA5 (the end segments of an empirical CDF are too noisy to extrapolate).
+
+A land pixel with fewer than ``min_overlap_days`` overlap days uses the pooled overlap days of all
+land pixels within ``neighbourhood_cells`` (a (2r+1)² square box, itself included); if the pool
+is also too small, the unscaled ERA5. Both fallbacks carry ``source_flag`` 3.
+
+Outputs are clipped to [``SM_MIN``, max(``SM_MAX``, the pixel's largest observed CCI value)]:
+0.6 m³/m³ is above the porosity of almost every mineral soil, and the max() term guarantees that
+an observed CCI value is never altered by the clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SM_MIN = 0.0
+SM_MAX = 0.6
+CDF_NODES = 101
+STD_MIN = 1e-9  # m³/m³: an ERA5 series varying less than this is constant (no rescaling exists)
+
+# source_flag per pixel-day (the fused.zarr contract)
+FLAG_NO_DATA = 0
+FLAG_CCI = 1
+FLAG_ERA5_RESCALED = 2
+FLAG_FALLBACK = 3
+FLAG_VALUES = (FLAG_NO_DATA, FLAG_CCI, FLAG_ERA5_RESCALED, FLAG_FALLBACK)
+FLAG_MEANINGS = "no_data cci_observed era5_rescaled_own_pixel era5_fallback_neighbourhood_or_unscaled"
+
+# how each pixel's ERA5 was matched (per pixel, not per day)
+PIXEL_NOT_LAND = 0
+PIXEL_OWN = 1
+PIXEL_NEIGHBOURHOOD = 2
+PIXEL_UNSCALED = 3
+
+METHODS = ("meanstd", "cdf")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _as_2d(a) -> tuple[np.ndarray, tuple]:
+    """(t, P) float64 view of a (t, ...) array, plus the trailing shape to restore."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        return a[:, None], ()
+    return a.reshape(a.shape[0], -1), a.shape[1:]
+
+
+def overlap(era5, cci) -> np.ndarray:
+    """Boolean mask of the days where both series are finite."""
+    return np.isfinite(np.asarray(era5, dtype=np.float64)) & np.isfinite(np.asarray(cci, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class MeanStdParams:
+    """Per-pixel matching moments over the overlap days (arrays of the pixel shape)."""
+
+    n: np.ndarray
+    mean_era5: np.ndarray
+    std_era5: np.ndarray
+    mean_cci: np.ndarray
+    std_cci: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Where a finite rescaling exists: n ≥ 2 and ERA5 not constant."""
+        with np.errstate(invalid="ignore"):
+            return (self.n >= 2) & np.isfinite(self.std_era5) & (self.std_era5 > STD_MIN) & np.isfinite(self.std_cci)
+
+    @property
+    def slope(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.valid, self.std_cci / np.where(self.std_era5 > 0, self.std_era5, 1.0), np.nan)
+
+
+def meanstd_params(era5, cci) -> MeanStdParams:
+    """Overlap-day moments per pixel (two-pass, ddof = 0)."""
+    e, shape = _as_2d(era5)
+    c, _ = _as_2d(cci)
+    ov = np.isfinite(e) & np.isfinite(c)
+    n = ov.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nn = np.where(n > 0, n, 1)
+        me = np.where(ov, e, 0.0).sum(0) / nn
+        mc = np.where(ov, c, 0.0).sum(0) / nn
+        se = np.sqrt(np.where(ov, (e - me) ** 2, 0.0).sum(0) / nn)
+        sc = np.sqrt(np.where(ov, (c - mc) ** 2, 0.0).sum(0) / nn)
+    nan = n == 0
+    me, mc, se, sc = (np.where(nan, np.nan, v) for v in (me, mc, se, sc))
+    return MeanStdParams(*(v.reshape(shape) for v in (n, me, se, mc, sc)))
+
+
+def apply_meanstd(era5, p: MeanStdParams) -> np.ndarray:
+    """ERA5′ = (ERA5 − μ_ERA5)·σ_CCI/σ_ERA5 + μ_CCI; NaN for pixels without valid parameters."""
+    e = np.asarray(era5, dtype=np.float64)
+    return (e - p.mean_era5) * p.slope + p.mean_cci
+
+
+def rescale_meanstd(era5, cci) -> np.ndarray:
+    """ERA5 rescaled to CCI per pixel by mean–std matching over the overlap days (float64)."""
+    return apply_meanstd(era5, meanstd_params(era5, cci))
+
+
+@dataclass(frozen=True)
+class CdfParams:
+    """Per-pixel CDF-matching nodes: ``x`` (ERA5) and ``y`` (CCI) of shape (K, P), tail slope (P,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    slope: np.ndarray
+    n: np.ndarray
+    shape: tuple
+
+    @property
+    def valid(self) -> np.ndarray:
+        ok = (self.n >= 2) & np.isfinite(self.slope)
+        with np.errstate(invalid="ignore"):
+            ok &= (self.x[-1] - self.x[0]) > 0
+        return ok
+
+
+def cdf_params(era5, cci, n_nodes: int = CDF_NODES) -> CdfParams:
+    """Matched order statistics of the overlap days, at ``n_nodes`` equally spaced ranks.
+
+    The same rank indices are taken from the sorted ERA5 and the sorted CCI overlap values, so
+    every node is an exact pair (e₍ₖ₎, c₍ₖ₎): a monotone relation CCI = f(ERA5) is reproduced
+    exactly at the nodes, and with n ≤ ``n_nodes`` at every overlap day.
+    """
+    e, shape = _as_2d(era5)
+    c, _ = _as_2d(cci)
+    ov = np.isfinite(e) & np.isfinite(c)
+    n = ov.sum(axis=0)
+    es = np.sort(np.where(ov, e, np.nan), axis=0)  # NaN sort last
+    cs = np.sort(np.where(ov, c, np.nan), axis=0)
+    j = np.arange(n_nodes, dtype=np.float64)[:, None]
+    idx = np.rint(j * (np.maximum(n, 1) - 1)[None, :] / (n_nodes - 1)).astype(np.int64)
+    x = np.take_along_axis(es, idx, axis=0)
+    y = np.take_along_axis(cs, idx, axis=0)
+    ms = meanstd_params(e, c)
+    return CdfParams(x=x, y=y, slope=ms.slope.ravel(), n=n, shape=shape)
+
+
+def apply_cdf(era5, p: CdfParams) -> np.ndarray:
+    """Piecewise-linear map through the nodes, linear tails with the mean–std slope (float64)."""
+    e, shape = _as_2d(era5)
+    t, npx = e.shape
+    valid = p.valid
+    # Dummy strictly increasing nodes for invalid pixels so one flat np.interp serves all pixels.
+    k = p.x.shape[0]
+    dummy = np.linspace(0.0, 1.0, k)[:, None]
+    x = np.where(valid[None, :], p.x, dummy)
+    y = np.where(valid[None, :], p.y, 0.0)
+    lo, hi = x[0], x[-1]
+    span = float(np.max(hi - lo)) + 1.0
+    base = np.arange(npx, dtype=np.float64) * span - lo  # pixel p's nodes occupy [p·span, p·span + range)
+    xp = (x + base[None, :]).T.ravel()
+    fp = y.T.ravel()
+    with np.errstate(invalid="ignore"):
+        ec = np.clip(e, lo[None, :], hi[None, :])
+    q = (ec + base[None, :])
+    out = np.interp(q.ravel(), xp, fp).reshape(t, npx)
+    with np.errstate(invalid="ignore"):
+        below = e < lo[None, :]
+        above = e > hi[None, :]
+    out = np.where(below, y[0][None, :] + (e - lo[None, :]) * p.slope[None, :], out)
+    out = np.where(above, y[-1][None, :] + (e - hi[None, :]) * p.slope[None, :], out)
+    out = np.where(np.isfinite(e) & valid[None, :], out, np.nan)
+    return out.reshape((t, *shape))
+
+
+def rescale_cdf(era5, cci, n_nodes: int = CDF_NODES) -> np.ndarray:
+    """ERA5 rescaled to CCI per pixel by CDF (quantile) matching over the overlap days (float64)."""
+    return apply_cdf(era5, cdf_params(era5, cci, n_nodes))
+
+
+def rescale(era5, cci, method: str) -> np.ndarray:
+    """Per-pixel rescaling with ``method`` in :data:`METHODS`."""
+    if method == "meanstd":
+        return rescale_meanstd(era5, cci)
+    if method == "cdf":
+        return rescale_cdf(era5, cci)
+    raise ValueError(f"unknown fusion method {method!r}; expected one of {METHODS}")
+
+
+# --------------------------------------------------------------------------------------------
+# neighbourhood (regional) matching
+# --------------------------------------------------------------------------------------------
+def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
+    """Sum over the (2r+1)² square around every cell of a (y, x) array (zero outside)."""
+    if r == 0:
+        return a.copy()
+    ny, nx = a.shape
+    p = np.pad(a, r)
+    c = p.cumsum(0).cumsum(1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    w = 2 * r + 1
+    return c[w:w + ny, w:w + nx] - c[:ny, w:w + nx] - c[w:w + ny, :nx] + c[:ny, :nx]
+
+
+def neighbourhood_meanstd_params(era5, cci, land, r: int) -> MeanStdParams:
+    """Mean–std moments of the pooled overlap days of all land pixels within radius ``r`` (box)."""
+    e = np.asarray(era5, dtype=np.float64)
+    c = np.asarray(cci, dtype=np.float64)
+    ov = np.isfinite(e) & np.isfinite(c) & np.asarray(land, dtype=bool)[None]
+    e0, c0 = np.where(ov, e, 0.0), np.where(ov, c, 0.0)
+    n = _box_sum(ov.sum(0).astype(np.float64), r)
+    se, sc = _box_sum(e0.sum(0), r), _box_sum(c0.sum(0), r)
+    see, scc = _box_sum((e0 * e0).sum(0), r), _box_sum((c0 * c0).sum(0), r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nn = np.where(n > 0, n, np.nan)
+        me, mc = se / nn, sc / nn
+        sde = np.sqrt(np.maximum(see / nn - me * me, 0.0))
+        sdc = np.sqrt(np.maximum(scc / nn - mc * mc, 0.0))
+    return MeanStdParams(np.rint(n).astype(np.int64), me, sde, mc, sdc)
+
+
+def _neighbourhood_samples(e: np.ndarray, c: np.ndarray, ov: np.ndarray, iy: int, ix: int, r: int):
+    ys, xs = slice(max(iy - r, 0), iy + r + 1), slice(max(ix - r, 0), ix + r + 1)
+    m = ov[:, ys, xs]
+    return e[:, ys, xs][m], c[:, ys, xs][m]
+
+
+# --------------------------------------------------------------------------------------------
+# the block fusion
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FusionResult:
+    """Output of :func:`fuse_block_detailed`: the two contract arrays and per-pixel diagnostics."""
+
+    sm: np.ndarray            # (t, y, x) float32, NaN where no data
+    source_flag: np.ndarray   # (t, y, x) uint8, FLAG_*
+    pixel_kind: np.ndarray    # (y, x) uint8, PIXEL_*
+    n_overlap: np.ndarray     # (y, x) int32 own overlap days
+
+    def counts(self) -> dict[str, int]:
+        """Pixel counts by matching kind (land only) — for logs and store attributes."""
+        k = self.pixel_kind
+        return {"land_pixels": int((k != PIXEL_NOT_LAND).sum()), "own_pixels": int((k == PIXEL_OWN).sum()),
+                "neighbourhood_pixels": int((k == PIXEL_NEIGHBOURHOOD).sum()),
+                "unscaled_pixels": int((k == PIXEL_UNSCALED).sum())}
+
+
+def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_days: int = 20,
+                        neighbourhood_cells: int = 2, sm_max: float = SM_MAX) -> FusionResult:
+    """Fuse a (t, y, x) block: CCI where observed, else ERA5 rescaled (own pixel / fallback).
+
+    ``land`` (y, x) bool selects the pixels to fill; everything else gets NaN and flag 0. A land
+    pixel-day where neither CCI nor ERA5 exists also stays NaN with flag 0.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown fusion method {method!r}; expected one of {METHODS}")
+    cci = np.asarray(cci, dtype=np.float64)
+    era5 = np.asarray(era5, dtype=np.float64)
+    land = np.asarray(land, dtype=bool)
+    if cci.ndim != 3 or cci.shape != era5.shape or land.shape != cci.shape[1:]:
+        raise ValueError(f"shapes must be cci (t,y,x) == era5 (t,y,x) and land (y,x); got "
+                         f"{cci.shape}, {era5.shape}, {land.shape}")
+    t, ny, nx = cci.shape
+    cci = np.where(land[None], cci, np.nan)
+    ov = np.isfinite(cci) & np.isfinite(era5)
+    n_own = ov.sum(axis=0)
+
+    # own-pixel matching
+    if method == "meanstd":
+        p = meanstd_params(era5, cci)
+        own_valid = p.valid
+        filled = apply_meanstd(era5, p)
+    else:
+        pc = cdf_params(era5, cci)
+        own_valid = pc.valid.reshape(ny, nx)
+        filled = apply_cdf(era5, pc)
+    own_ok = land & (n_own >= min_overlap_days) & own_valid
+
+    kind = np.full((ny, nx), PIXEL_NOT_LAND, dtype=np.uint8)
+    kind[own_ok] = PIXEL_OWN
+    need = land & ~own_ok
+    if need.any():
+        r = int(neighbourhood_cells)
+        if method == "meanstd":
+            pn = neighbourhood_meanstd_params(era5, cci, land, r)
+            nb_ok = need & (pn.n >= min_overlap_days) & pn.valid
+            fb = apply_meanstd(era5, pn)
+            filled = np.where(nb_ok[None], fb, filled)
+        else:
+            nb_ok = np.zeros_like(need)
+            for iy, ix in zip(*np.nonzero(need)):
+                se, sc = _neighbourhood_samples(era5, cci, ov, iy, ix, r)
+                if se.size < min_overlap_days:
+                    continue
+                pp = cdf_params(se[:, None], sc[:, None])
+                if not pp.valid[0]:
+                    continue
+                filled[:, iy, ix] = apply_cdf(era5[:, iy, ix], pp)
+                nb_ok[iy, ix] = True
+        unscaled = need & ~nb_ok
+        filled = np.where(unscaled[None], era5, filled)
+        kind[nb_ok] = PIXEL_NEIGHBOURHOOD
+        kind[unscaled] = PIXEL_UNSCALED
+
+    # bounds: never below 0, never above max(sm_max, the pixel's largest observed CCI value)
+    with np.errstate(invalid="ignore"):
+        obs_max = np.where(np.isfinite(cci).any(0), np.nanmax(np.where(np.isfinite(cci), cci, -np.inf), axis=0),
+                           -np.inf)
+    upper = np.maximum(sm_max, obs_max)
+
+    obs = np.isfinite(cci)
+    gap = land[None] & ~obs & np.isfinite(filled)
+    sm = np.where(obs, cci, np.where(gap, filled, np.nan))
+    sm = np.clip(sm, SM_MIN, upper[None])
+    flag = np.zeros((t, ny, nx), dtype=np.uint8)
+    flag[obs] = FLAG_CCI
+    flag[gap & own_ok[None]] = FLAG_ERA5_RESCALED
+    flag[gap & ~own_ok[None]] = FLAG_FALLBACK
+    return FusionResult(sm.astype(np.float32), flag, kind, n_own.astype(np.int32))
+
+
+def fuse_block(cci, era5, land, method: str = "meanstd", min_overlap_days: int = 20,
+               neighbourhood_cells: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(sm float32, source_flag uint8), both (t, y, x): see :func:`fuse_block_detailed`."""
+    res = fuse_block_detailed(cci, era5, land, method, min_overlap_days, neighbourhood_cells)
+    return res.sm, res.source_flag
+
+
+def fuse_series(cci, era5, method: str = "meanstd", min_overlap_days: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """One land pixel's time series (t,): (sm, source_flag); no neighbourhood, so fallback = unscaled."""
+    c = np.asarray(cci, dtype=np.float64)[:, None, None]
+    e = np.asarray(era5, dtype=np.float64)[:, None, None]
+    sm, flag = fuse_block(c, e, np.ones((1, 1), bool), method, min_overlap_days, 0)
+    return sm[:, 0, 0], flag[:, 0, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# baselines and the withheld-observation mask (used by the experiment)
+# --------------------------------------------------------------------------------------------
+def doy_climatology(cci, doy, half_window: int = 15) -> np.ndarray:
+    """Smoothed per-pixel day-of-year climatology of ``cci`` (t, y, x), evaluated on every day.
+
+    Mean of all finite values whose day of year is within ±``half_window`` days (circular, all
+    years pooled). With less than a year of data this is a 31-day running mean of the observations;
+    where a window holds no value, the pixel's mean over all its values is used (NaN if none).
+    """
+    c = np.asarray(cci, dtype=np.float64)
+    doy = np.asarray(doy, dtype=np.int64) - 1  # 0..365
+    nb = 366
+    fin = np.isfinite(c)
+    s = np.zeros((nb,) + c.shape[1:])
+    k = np.zeros((nb,) + c.shape[1:])
+    np.add.at(s, doy, np.where(fin, c, 0.0))
+    np.add.at(k, doy, fin.astype(np.float64))
+    w = int(half_window)
+    ss, kk = np.zeros_like(s), np.zeros_like(k)
+    for d in range(-w, w + 1):
+        ss += np.roll(s, d, axis=0)
+        kk += np.roll(k, d, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        clim = ss / kk
+        pixel_mean = s.sum(0) / k.sum(0)
+    clim = np.where(kk > 0, clim, pixel_mean[None])
+    return clim[doy]
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_uniform(seed: int, day, row, col) -> np.ndarray:
+    """Deterministic U[0, 1) per (seed, day, row, col), broadcast over the index arrays.
+
+    A counter-based hash (splitmix64) instead of a sequential RNG, so that every chunk (and its
+    halo) draws the same numbers for the same global pixel-day, whatever the chunking.
+    """
+    with np.errstate(over="ignore"):
+        d = np.asarray(day, dtype=np.int64).astype(np.uint64)
+        r = np.asarray(row, dtype=np.int64).astype(np.uint64)
+        c = np.asarray(col, dtype=np.int64).astype(np.uint64)
+        z = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) + np.zeros(1, np.uint64))
+        z = _splitmix64(z ^ d)
+        z = _splitmix64(z ^ (r << np.uint64(32)) ^ c)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def withheld_mask(cci_observed: np.ndarray, fraction: float, seed: int, day, row, col) -> np.ndarray:
+    """Observations to hide: each observed pixel-day independently with probability ``fraction``."""
+    u = hash_uniform(seed, np.asarray(day)[:, None, None], np.asarray(row)[None, :, None],
+                     np.asarray(col)[None, None, :])
+    return np.asarray(cci_observed, dtype=bool) & (u < fraction)
