@@ -64,7 +64,7 @@ def k8s_memory(value: str, where: str) -> str:
         n = -1
     if n <= 0:
         raise ConfigError(where, f"'{value}' is not a memory size.", "write e.g. 4GiB or 512MiB.")
-    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("G", 10**9), ("M", 10**6), ("Ki", 2**10), ("k", 10**3)):
         if n % size == 0:
             return f"{n // size}{unit}"
     return str(n)
@@ -158,6 +158,8 @@ def build_cluster_spec(cfg: RunConfig) -> dict[str, Any]:
         ctr["volumeMounts"] = [{"name": "scratch", "mountPath": SCRATCH_MOUNT}]
         if ctr.get("env") is None:
             ctr.pop("env", None)
+        else:  # make_cluster_spec shares one env list between scheduler and worker
+            ctr["env"] = copy.deepcopy(ctr["env"])
         pod["securityContext"] = copy.deepcopy(POD_SECURITY_CONTEXT)
         pod["volumes"] = [{"name": "scratch", "emptyDir": dict(scratch)}]
         pod["automountServiceAccountToken"] = False  # no pod here talks to the Kubernetes API
@@ -259,7 +261,13 @@ def kube_cluster(cfg: RunConfig):
                           "pip install 'sm1km[k8s]'.") from None
     k = cfg.cluster.kubernetes
     log.info("creating DaskCluster %s (image %s)", k.name, k.image)
-    cluster = KubeCluster(custom_cluster_spec=spec, namespace=k.namespace, quiet=True)
+    try:
+        cluster = KubeCluster(custom_cluster_spec=spec, namespace=k.namespace, quiet=True)
+    except Exception as exc:  # kr8s/kopf/HTTP errors: no credentials, no operator, scheduler failed
+        raise ConfigError("cluster.kind", f"cannot start DaskCluster '{k.name}' on Kubernetes "
+                          f"({type(exc).__name__}: {exc}).",
+                          "check `kubectl auth can-i create daskclusters.kubernetes.dask.org`, that the dask "
+                          "operator is installed and the image can be pulled (docs/kubernetes.md).") from exc
     try:
         if bounds is not None:
             cluster.adapt(minimum=bounds[0], maximum=bounds[1])
