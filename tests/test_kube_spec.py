@@ -205,43 +205,46 @@ def _expand(args: list[str], env: dict[str, str]) -> list[str]:
     return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
 
 
-def run_scheduler_and_worker(scheduler_args, worker_args, worker_env, tmp_path):
-    """Start the spec's scheduler and worker commands as processes on 127.0.0.1 (the scheduler's
-    0.0.0.0 is swapped for loopback), connect, compute; return (worker info, result)."""
-    from distributed import Client
+def check_scheduler_args(args: list[str]) -> None:
+    """The scheduler command parses with the real `dask scheduler` CLI (click) of this version."""
+    from distributed.cli.dask_scheduler import main as dask_scheduler
 
-    port, dash = _free_port(), _free_port()
-    sched_cmd = [a if a != "0.0.0.0" else "127.0.0.1" for a in scheduler_args]
-    sched_cmd += ["--port", str(port), "--dashboard-address", f"127.0.0.1:{dash}"]
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": "spec-worker-0",
-           "DASK_TEMPORARY_DIRECTORY": str(tmp_path), **worker_env}
-    wargs = _expand(worker_args, env)
-    # the worker's dashboard port is fixed in the spec (8788, one pod one port): use a free one here
-    i = wargs.index("--dashboard-address")
-    wargs[i + 1] = f"127.0.0.1:{_free_port()}"
-    wargs += ["--host", "127.0.0.1"]
-    bindir = Path(sys.executable).parent
-    procs = []
-    try:
-        procs.append(subprocess.Popen([str(bindir / sched_cmd[0]), *sched_cmd[1:]], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        procs.append(subprocess.Popen([str(bindir / wargs[0]), *wargs[1:]], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(1, timeout=60)
-            (info,) = client.scheduler_info()["workers"].values()
-            result = client.submit(sum, [1, 2, 3]).result(timeout=30)
-        return info, result
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
+    assert args[:2] == ["dask", "scheduler"]
+    ctx = dask_scheduler.make_context("dask scheduler", list(args[2:]))
+    assert ctx.params["host"] == "0.0.0.0"  # reachable through the Service from other pods
+
+
+def run_worker(worker_args, worker_env, tmp_path):
+    """Run the spec's worker command as a process against a scheduler on 127.0.0.1, as the
+    operator would (DASK_SCHEDULER_ADDRESS, DASK_WORKER_NAME); return (worker info, result)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=":0") as cluster:
+        address = cluster.scheduler_address
+        env = {**os.environ, "DASK_SCHEDULER_ADDRESS": address, "DASK_WORKER_NAME": "spec-worker-0",
+               "DASK_TEMPORARY_DIRECTORY": str(tmp_path), **worker_env}
+        wargs = _expand(worker_args, env)
+        # the spec's fixed dashboard port (8788, one per pod) could be taken here: use a free one
+        i = wargs.index("--dashboard-address")
+        wargs[i + 1] = f"127.0.0.1:{_free_port()}"
+        wargs += ["--host", "127.0.0.1"]
+        exe = Path(sys.executable).parent / wargs[0]
+        proc = subprocess.Popen([str(exe), *wargs[1:]], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            with Client(address, timeout="30s") as client:
+                client.wait_for_workers(1, timeout=60)
+                (info,) = client.scheduler_info()["workers"].values()
+                result = client.submit(sum, [1, 2, 3]).result(timeout=30)
+            return info, result
+        finally:
+            proc.terminate()
             try:
-                p.wait(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.slow
@@ -250,8 +253,9 @@ def test_spec_commands_start_a_working_cluster(tmp_path):
     spec = kube.build_cluster_spec(cfg)
     s = spec["spec"]["scheduler"]["spec"]["containers"][0]
     w = spec["spec"]["worker"]["spec"]["containers"][0]
+    check_scheduler_args(s["args"])
     env = {e["name"]: e["value"] for e in w["env"]}
-    info, result = run_scheduler_and_worker(s["args"], w["args"], env, tmp_path)
+    info, result = run_worker(w["args"], env, tmp_path)
     assert result == 6
     assert info["name"] == "spec-worker-0"
     assert info["nthreads"] == cfg.cluster.threads_per_worker
