@@ -168,6 +168,8 @@ def test_spec_builder_is_pure():
     ({"scheduler_memory": "lots"}, "cluster.kubernetes.scheduler_memory"),
     ({"env": {"AWS_SECRET_ACCESS_KEY": "x"}}, "cluster.kubernetes.env"),
     ({"env": {"BAD-NAME": "x"}}, "cluster.kubernetes.env"),
+    ({"env_from_secret": "My Secret"}, "cluster.kubernetes.env_from_secret"),
+    ({"service_account": "SA_1"}, "cluster.kubernetes.service_account"),
 ])
 def test_bad_kubernetes_config_is_a_config_error(options, where):
     with pytest.raises(ConfigError) as info:

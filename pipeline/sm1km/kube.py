@@ -82,6 +82,13 @@ def _check_name(name: str) -> None:
                           "use 1-53 lowercase letters, digits and '-', starting with a letter.")
 
 
+def _check_ref(value: str | None, where: str) -> None:
+    """Names of existing objects (Secret, ServiceAccount): DNS-1123 subdomains."""
+    if value is not None and not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", value):
+        raise ConfigError(where, f"'{value}' is not a Kubernetes object name.",
+                          "use the exact lowercase name shown by `kubectl get`.")
+
+
 def _check_env(env: dict[str, str]) -> list[dict[str, str]]:
     bad = sorted(k for k in env if any(w in k.upper() for w in _SECRET_WORDS))
     if bad:
@@ -118,6 +125,8 @@ def build_cluster_spec(cfg: RunConfig) -> dict[str, Any]:
     c = cfg.cluster
     k = c.kubernetes
     _check_name(k.name)
+    _check_ref(k.env_from_secret, "cluster.kubernetes.env_from_secret")
+    _check_ref(k.service_account, "cluster.kubernetes.service_account")
     env = _check_env(k.env)
     bounds = adaptive_bounds(cfg)
     n_workers = c.n_workers if bounds is None else min(max(c.n_workers, bounds[0]), bounds[1])
