@@ -35,7 +35,7 @@ from ._common import decode_cf_values, decode_times, load_checked, open_netcdf_r
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(
-    r"ESACCI-SOILMOISTURE-L3S-(?P<tag>SSM[VS])-(?P<product>[A-Z]+)-(?P<date>\d{8})(?P<hms>\d{6})?-fv(?P<version>[\d.]+)",
+    r"ESACCI-SOILMOISTURE-L3S-(?P<tag>SSM[VS])-(?P<product>[A-Z]+)-(?P<date>\d{8})(?P<hms>\d{6})?-fv(?P<version>\d+(?:\.\d+)*)",
     re.I)
 #: the Julian-date sentinel -999999 shifted to the Unix epoch, found in ``t0`` of real files
 T0_SENTINEL = -3440586.5

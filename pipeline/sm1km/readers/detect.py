@@ -53,6 +53,11 @@ def detect_kind(path: str | os.PathLike) -> str:
         first = next((ln for ln in head.splitlines() if ln.strip()), "")
         if Path(path).suffix.lower() == ".stm" or _DATE_LINE.match(first) or _looks_like_ismn_header(first):
             return "ismn"
+        expected = {".nc": "netCDF", ".nc4": "netCDF", ".grib": "GRIB", ".grb": "GRIB", ".grib2": "GRIB",
+                    ".tif": "GeoTIFF", ".tiff": "GeoTIFF", ".hdf": "HDF", ".h5": "HDF5"}.get(Path(path).suffix.lower())
+        if expected:
+            raise InputError(path, f"this is a text file, not a {expected} file.",
+                             "re-download the file (a failed download often saves an error page).")
         raise InputError(path, "unrecognised text file (not an ISMN .stm file).",
                          "pass ESA CCI SM daily files, ERA5 swvl1 files, ISMN .stm files or GeoTIFFs.")
     if kind == "empty":

@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,9 @@ def _open(path: str, subdataset: str | None):
         raise InputError(path, f"not a raster file (looks like: {kind}).", "pass a GeoTIFF.")
     target = subdataset or path
     try:
-        ds = rasterio.open(target)
+        with warnings.catch_warnings():  # a missing geotransform is reported as an InputError below
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            ds = rasterio.open(target)
     except Exception as exc:
         raise InputError(path, f"cannot open as a raster ({type(exc).__name__}: {exc}); the file may be "
                          "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
@@ -145,9 +148,9 @@ def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resam
     dst_transform = fine.transform(region)
     dst_crs = rasterio.crs.CRS.from_epsg(4326)
     with _open(path, subdataset) as ds:
-        if ds.crs is None:
-            raise InputError(path, "the raster has no coordinate reference system.",
-                             "assign one (gdal_edit.py -a_srs EPSG:4326 …) or re-export with georeferencing.")
+        if ds.crs is None or ds.transform.is_identity:
+            raise InputError(path, "the raster has no coordinate reference system or no geotransform.",
+                             "assign them (gdal_edit.py -a_srs EPSG:4326 -a_ullr …) or re-export with georeferencing.")
         if not 1 <= band <= ds.count:
             raise InputError(path, f"band {band} requested, the file has {ds.count}.", "choose an existing band.")
         b = region.bbox
@@ -176,7 +179,9 @@ def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resam
             raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
                              "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
         src, scale = _physical(raw, ds, path, integer_scale, valid_range, band)
-        src_transform = ds.window_transform(window)
+        from affine import Affine
+
+        src_transform = ds.transform @ Affine.translation(c0, r0)  # = window_transform, without affine's `*`
         dst = np.full((lat.size, lon.size), np.nan, dtype=np.float32)
         reproject(src, dst, src_transform=src_transform, src_crs=ds.crs, src_nodata=np.nan,
                   dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=np.nan,
