@@ -285,6 +285,11 @@ def test_wrong_grid(tmp_path):
     p = write_cci(tmp_path / "tenth.nc", lat=np.arange(45.05, 44.4, -0.1)[:6], lon=np.arange(-1.05, -0.2, 0.1)[:8])
     with pytest.raises(InputError, match="not on the 0.25° CCI cell centres"):
         read_cci_day(p)
+    # a 0.5° grid whose centres happen to coincide with CCI centres
+    half = write_cci(tmp_path / "half.nc", lat=grid.coarse_lat(np.arange(180, 192, 2)),
+                     lon=grid.coarse_lon(np.arange(716, 732, 2)))
+    with pytest.raises(InputError, match="spacing is 0.5°"):
+        read_cci_day(half)
 
 
 def test_all_missing_day(tmp_path):

@@ -73,6 +73,12 @@ def cci_rows_cols(lat: np.ndarray, lon: np.ndarray, path: str = "") -> tuple[np.
         raise InputError(path, "coordinates fall outside the global 0.25° grid.", "check the lat/lon variables.")
     if len(np.unique(rows)) != len(rows) or len(np.unique(cols)) != len(cols):
         raise InputError(path, "duplicate latitude or longitude values.", "pass a regular-grid CCI file.")
+    for name, idx in (("latitude", rows), ("longitude", cols)):
+        steps = np.diff(np.sort(idx))
+        if steps.size and not (steps == 1).all():
+            raise InputError(path, f"{name} spacing is {steps.max() / grid.COARSE_PER_DEG:g}° somewhere, not 0.25° "
+                             "(wrong resolution or gaps in the grid).",
+                             "pass ESA CCI SM L3S files on the regular 0.25° grid (regrid other products first).")
     return rows, cols
 
 
