@@ -6,11 +6,13 @@ coarse and station series) whatever the world's size.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +108,14 @@ class WorldPaths:
 
 
 # ------------------------------------------------------------------------------------------ truth
+@contextlib.contextmanager
+def _quiet_zarr():
+    """Silence zarr's note that consolidated metadata is not in the v3 spec (we use it on purpose)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
+
+
 class _TruthWriter:
     """Fine truth into ``truth.zarr`` block by block: template first, then one region write per time block."""
 
@@ -137,7 +147,8 @@ class _TruthWriter:
                "time": {"units": f"days since {dates[0]:%Y-%m-%d}", "calendar": "proleptic_gregorian",
                         "dtype": "int64"}}
         try:
-            ds.to_zarr(path, mode="w", compute=False, zarr_format=3, consolidated=True, encoding=enc)
+            with _quiet_zarr():
+                ds.to_zarr(path, mode="w", compute=False, zarr_format=3, consolidated=True, encoding=enc)
         except OSError as exc:
             raise StoreError(str(path), f"cannot create the truth store ({exc}).", "check the folder and free space.") from None
         self.buf = np.empty((chunks[0], ny, nx), np.float32)
@@ -176,7 +187,8 @@ def _write_truth_25km(path: Path, st: Statics, dates, theta_c: np.ndarray) -> No
                     date_created=W.SYNTH_EPOCH)
     enc = {"sm": {"chunks": theta_c.shape, "fill_value": np.float32(np.nan)},
            "time": {"units": f"days since {dates[0]:%Y-%m-%d}", "calendar": "proleptic_gregorian", "dtype": "int64"}}
-    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=True, encoding=enc)
+    with _quiet_zarr():
+        ds.to_zarr(path, mode="w", zarr_format=3, consolidated=True, encoding=enc)
 
 
 # -------------------------------------------------------------------------------------- run.yaml
