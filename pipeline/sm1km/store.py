@@ -169,13 +169,47 @@ def update_attrs(url: str, attrs: Mapping[str, Any], storage_options: Mapping[st
 
 
 def finalize(url: str, storage_options: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None) -> None:
-    """Set final attributes (coverage, last_updated) and write consolidated metadata — always last."""
-    g = open_group(url, storage_options, mode="r+")
-    if attrs:
-        g.attrs.update(dict(attrs))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        zarr.consolidate_metadata(_zarr_target(url, storage_options), zarr_format=3)
+    """Set final attributes (coverage, last_updated) and write consolidated metadata — always last.
+
+    Both go into the root ``zarr.json`` in **one** write (an atomic PUT on S3, write + rename
+    locally), built from the arrays' own metadata. HTTP readers read only that object to open the
+    store, so at any moment they see the previous published state or the new one — never new
+    attributes beside old shapes, nor a root without consolidated metadata (see docs/reading.md).
+    """
+    import dataclasses
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import ConsolidatedMetadata, GroupMetadata
+
+    try:
+        g = zarr.open_group(_zarr_target(url, storage_options), mode="r", zarr_format=3, use_consolidated=False)
+        members = {name: node.metadata for name, node in
+                   sorted(g.members(max_depth=None, use_consolidated_for_children=False), key=lambda m: m[0])}
+    except Exception as exc:
+        raise StoreError(url, f"cannot read the store's metadata to consolidate it ({_describe(exc)}).",
+                         "check the URL and that the store was created (create_template).") from None
+    for name, meta in members.items():  # empty child groups: explicit empty consolidated metadata
+        if isinstance(meta, GroupMetadata) and meta.consolidated_metadata is None:
+            members[name] = dataclasses.replace(meta, consolidated_metadata=ConsolidatedMetadata(metadata={}))
+    ConsolidatedMetadata._flat_to_nested(members)
+    root = dataclasses.replace(g.metadata, attributes={**g.metadata.attributes, **dict(attrs or {})},
+                               consolidated_metadata=ConsolidatedMetadata(metadata=members))
+    payload = root.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+    put_atomic(join(url, "zarr.json"), payload, storage_options)
+
+
+def put_atomic(url: str, payload: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Replace one object/file as a whole: readers see the old bytes or the new, never a part."""
+    fs, path = filesystem(url, storage_options)
+    if is_remote(url):
+        fs.pipe_file(path, payload)  # one PUT: atomic on S3 and S3-compatible stores
+        return
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{id(payload):x}.partial")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, path)
 
 
 def remove(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
