@@ -142,3 +142,18 @@ def test_missing_model_and_card(tmp_path):
     M.save_model(m_url, b)
     with pytest.raises(ModelError, match="no uncertainty"):
         M.load_model(m_url).predict_uncertainty(X)
+
+
+def test_residual_target_adds_sm_25km_back(tmp_path):
+    X, y = _data()
+    c = F.column("sm_25km")
+    d = xgb.DMatrix(X, label=y - X[:, c], feature_names=list(F.FEATURE_NAMES))
+    b = xgb.train({"max_depth": 3, "nthread": 1, "seed": 1}, d, num_boost_round=10)
+    url = str(tmp_path / "model.ubj")
+    M.save_model(url, b, {"target_kind": "residual"})
+    m = M.load_model(url)
+    assert m.target_kind == "residual"
+    np.testing.assert_allclose(m.predict(X), np.clip(b.inplace_predict(X) + X[:, c], 0, 1), rtol=1e-5)
+    M.save_model(str(tmp_path / "bad" / "model.ubj"), b, {"target_kind": "log"})
+    with pytest.raises(ModelError, match="target_kind"):
+        M.load_model(str(tmp_path / "bad" / "model.ubj"))

@@ -141,7 +141,8 @@ class LoadedModel:
     """A verified model: ``predict(X)`` (m3/m3) and ``predict_uncertainty(X)`` on feature matrices.
 
     Thread-safe (XGBoost's in-place prediction). Rows whose ``sm_25km`` feature is NaN (sea, no
-    data) predict NaN; predictions are clipped to the physical range [0, 1] m3/m3.
+    data) predict NaN; predictions are clipped to the physical range [0, 1] m3/m3. A card with
+    ``target_kind: residual`` means the booster learned ``y − sm_25km``: ``predict`` adds it back.
     """
 
     url: str
@@ -160,6 +161,11 @@ class LoadedModel:
         return self.card["files"][self.card["model_file"]]["sha256"]
 
     @property
+    def target_kind(self) -> str:
+        """``residual``: the booster predicts y − sm_25km; ``sm``: it predicts y."""
+        return self.card.get("target_kind", "sm")
+
+    @property
     def has_uncertainty(self) -> bool:
         return self.uncertainty_booster is not None
 
@@ -176,6 +182,8 @@ class LoadedModel:
         if X.shape[0] == 0:
             return np.empty(0, np.float32)
         y = np.asarray(self.booster.inplace_predict(X), dtype=np.float32).reshape(-1)
+        if self.target_kind == "residual":
+            y += X[:, column("sm_25km")]
         np.clip(y, *SM_RANGE, out=y)
         y[np.isnan(X[:, column("sm_25km")])] = np.nan
         return y
@@ -235,6 +243,8 @@ def _load_cached(url: str, card_text: str, stamp: str, options_key: str, n_threa
     except json.JSONDecodeError as exc:
         raise ModelError(card_url(url), f"model card is not valid JSON ({exc}).", "re-run `sm1km train`.") from None
     problems = schema_problems(card.get("feature_schema"))
+    if card.get("target_kind", "sm") not in ("sm", "residual"):
+        problems.append(f"unknown target_kind {card.get('target_kind')!r}")
     if problems:
         raise ModelError(url, "the model's feature schema does not match this sm1km's feature builder: "
                          + "; ".join(problems) + ".",

@@ -1,0 +1,389 @@
+"""``sm1km train``: the XGBoost downscaling model, trained on ISMN stations, with honest CV.
+
+1. :func:`sm1km.collocate.collocate_stores` pairs each station-day with its 1 km pixel's features.
+2. Both algorithms — XGBoost as a **random forest** (``rf``: one round of ``num_parallel_tree``
+   trees, row subsample 0.63, ``colsample_bynode`` 0.33, learning rate 1, as in the published
+   product) and **gradient-boosted trees** (``gbt``: hist, depth 6, eta 0.05, early stopping on
+   held-out *stations* inside each training fold) — are cross-validated under the four designs
+   of :mod:`sm1km.cv`. ``model.algorithm: auto`` keeps the one with the lower per-station median
+   ubRMSE under **station-grouped** CV.
+3. The chosen algorithm is refitted on all samples (``model.ubj``); a quantile model
+   (``reg:quantileerror``, α = 0.16/0.84) of its out-of-fold (station-grouped) residuals gives
+   the per-pixel uncertainty (``uncertainty.ubj``); the card ``model.json`` records everything.
+4. The CV numbers go to ``<root>/report/metrics.json`` under ``model``.
+
+Deterministic: fixed ``seeds.train`` and a fixed XGBoost thread count give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, store
+from .config import RunConfig
+from .cv import SCHEMES, cross_validate, summarize
+from .errors import ModelError
+from .features import FEATURE_NAMES, FEATURE_SCHEMA, column
+from .model import QUANTILES, save_model
+from .stage import add_config_argument, load_config, stage_client
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("rf", "gbt")
+TARGET_KINDS = ("residual", "sm")
+DEFAULT_THREADS = 4  # fixed (not os.cpu_count()): XGBoost's sums depend on the thread split
+
+RF_PARAMS: dict[str, Any] = {
+    "objective": "reg:squarederror",
+    "tree_method": "hist",
+    "num_parallel_tree": 250,
+    "subsample": 0.63,
+    "colsample_bynode": 0.33,
+    "learning_rate": 1.0,
+    "max_depth": 12,
+    "min_child_weight": 5,
+    "reg_lambda": 0.1,  # near-zero L2: leaves are (almost) plain means, as in a random forest
+    "max_bin": 256,
+}
+GBT_PARAMS: dict[str, Any] = {
+    "objective": "reg:squarederror",
+    "tree_method": "hist",
+    "max_depth": 6,
+    "learning_rate": 0.05,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "min_child_weight": 5,
+    "reg_lambda": 1.0,
+    "max_bin": 256,
+}
+GBT_MAX_ROUNDS = 600
+GBT_EARLY_STOPPING = 30
+GBT_VALID_FRACTION = 0.2  # of the training fold's stations, for early stopping
+UNCERTAINTY_PARAMS: dict[str, Any] = {
+    "objective": "reg:quantileerror",
+    "tree_method": "hist",
+    "max_depth": 4,
+    "learning_rate": 0.05,
+    "subsample": 0.8,
+    "min_child_weight": 20,
+    "max_bin": 256,
+}
+UNCERTAINTY_ROUNDS = 200
+
+
+@dataclass
+class Trainer:
+    """Fits one algorithm; ``fit_predict`` is the CV callback. Records GBT early-stopping rounds."""
+
+    algorithm: str
+    seed: int
+    n_threads: int = DEFAULT_THREADS
+    rf_trees: int = RF_PARAMS["num_parallel_tree"]
+    gbt_max_rounds: int = GBT_MAX_ROUNDS
+    target: str = "residual"  # "residual": learn y - sm_25km (predict adds it back); "sm": learn y
+    best_rounds: list[int] = field(default_factory=list)
+
+    def _label(self, X, y):
+        return y - X[:, column("sm_25km")] if self.target == "residual" else y
+
+    def params(self) -> dict[str, Any]:
+        base = dict(RF_PARAMS, num_parallel_tree=self.rf_trees) if self.algorithm == "rf" else dict(GBT_PARAMS)
+        base.update(seed=int(self.seed), nthread=int(self.n_threads))
+        return base
+
+    def _dmatrix(self, X, y=None):
+        import xgboost as xgb
+
+        return xgb.DMatrix(X, label=y, feature_names=list(FEATURE_NAMES), nthread=int(self.n_threads),
+                           missing=np.nan)
+
+    def fit(self, X, y, stations=None, rounds: int | None = None):
+        """Booster on (X, y). GBT: early stopping on held-out stations unless ``rounds`` is given."""
+        import xgboost as xgb
+
+        y = self._label(X, np.asarray(y, dtype=np.float64))
+
+        if self.algorithm == "rf":
+            return xgb.train(self.params(), self._dmatrix(X, y), num_boost_round=1)
+        if rounds is not None:
+            return xgb.train(self.params(), self._dmatrix(X, y), num_boost_round=int(rounds))
+        uniq = np.unique(stations)
+        n_valid = int(round(len(uniq) * GBT_VALID_FRACTION))
+        if n_valid < 1 or len(uniq) - n_valid < 2:
+            return xgb.train(self.params(), self._dmatrix(X, y), num_boost_round=self.gbt_max_rounds // 2)
+        rng = np.random.default_rng([self.seed, len(y)])
+        valid_st = rng.choice(uniq, n_valid, replace=False)
+        v = np.isin(stations, valid_st)
+        b = xgb.train(self.params(), self._dmatrix(X[~v], y[~v]), num_boost_round=self.gbt_max_rounds,
+                      evals=[(self._dmatrix(X[v], y[v]), "valid")], early_stopping_rounds=GBT_EARLY_STOPPING,
+                      verbose_eval=False)
+        self.best_rounds.append(int(b.best_iteration) + 1)
+        return b
+
+    def predict(self, booster, X) -> np.ndarray:
+        """Soil moisture for rows X (adds sm_25km back for the residual target)."""
+        best = getattr(booster, "best_iteration", None) if self.algorithm == "gbt" else None
+        if best is not None:
+            p = booster.inplace_predict(X, iteration_range=(0, int(best) + 1))
+        else:
+            p = booster.inplace_predict(X)
+        p = np.asarray(p, dtype=np.float64)
+        return p + X[:, column("sm_25km")] if self.target == "residual" else p
+
+    def fit_predict(self, X_train, y_train, stations_train, X_test) -> np.ndarray:
+        return self.predict(self.fit(X_train, y_train, stations_train), X_test)
+
+    def final_rounds(self) -> int | None:
+        """GBT rounds for the final fit: median of the early-stopping optima seen so far."""
+        if self.algorithm != "gbt":
+            return None
+        return int(np.median(self.best_rounds)) if self.best_rounds else self.gbt_max_rounds // 2
+
+
+def feature_matrix(table: pd.DataFrame) -> np.ndarray:
+    return np.ascontiguousarray(table[list(FEATURE_NAMES)].to_numpy(np.float32))
+
+
+def _choose(results: Mapping[str, Mapping[str, Any]], requested: str) -> tuple[str, str]:
+    """(algorithm, why): the requested one, or the lower station-grouped per-station median ubRMSE."""
+    def score(a):
+        m = results[a]["station_grouped"]
+        v = m.get("ubrmse_median")
+        if v is None or not np.isfinite(v):
+            v = m.get("ubrmse_pooled")
+        return (v if v is not None and np.isfinite(v) else np.inf, -(m.get("r_median") or -np.inf))
+
+    txt = ", ".join(f"{a} {results[a]['station_grouped'].get('ubrmse_median', float('nan')):.4f}" for a in results)
+    if requested != "auto":
+        return requested, f"model.algorithm = {requested} in the config (station-grouped median ubRMSE: {txt})"
+    best = min(results, key=score)
+    return best, f"lowest per-station median ubRMSE under station-grouped CV ({txt} m3/m3)"
+
+
+def fit_all(table: pd.DataFrame, *, algorithm: str = "auto", k: int = 5, seed: int = 42,
+            n_threads: int = DEFAULT_THREADS, rf_trees: int = RF_PARAMS["num_parallel_tree"],
+            gbt_max_rounds: int = GBT_MAX_ROUNDS, min_station_days: int = 1,
+            algorithms=ALGORITHMS, schemes=SCHEMES, target: str = "residual") -> dict[str, Any]:
+    """The science of ``train`` without I/O: CV of each algorithm, choice, final and quantile fits.
+
+    ``target``: ``residual`` (default) learns ``y - sm_25km`` and adds ``sm_25km`` back when
+    predicting — the trees then model only the sub-cell and station-scale departure, instead of
+    approximating the 25 km signal by steps; ``sm`` learns ``y`` itself (as published).
+    Returns ``{"booster", "uncertainty_booster", "algorithm", "reason", "cv", "hyperparameters",
+    "importance", "uncertainty", "target_kind"}``; ``cv`` is the ``model`` section of metrics.json.
+    """
+    import xgboost as xgb
+
+    if target not in TARGET_KINDS:
+        raise ModelError("train", f"unknown target {target!r}.", f"use one of {', '.join(TARGET_KINDS)}.")
+
+    if table["station"].nunique() < 2 or len(table) < 20:
+        raise ModelError("train", f"too little training data: {table['station'].nunique()} station(s), "
+                         f"{len(table)} station-days inside the region and period.",
+                         "widen the region or period, add ISMN stations, or lower model.min_station_days.")
+    if algorithm != "auto" and algorithm not in algorithms:
+        algorithms = (*algorithms, algorithm)
+    X = feature_matrix(table)
+    y = table["y"].to_numpy(np.float64)
+    st = table["station"].to_numpy()
+    per_alg: dict[str, dict[str, Any]] = {}
+    oof: dict[str, dict[str, np.ndarray]] = {}
+    trainers: dict[str, Trainer] = {}
+    for alg in algorithms:
+        tr = Trainer(alg, seed, n_threads, rf_trees, gbt_max_rounds, target)
+        sg_rounds: list[int] = []
+        res, preds = {}, {}
+        for scheme in schemes:  # one scheme at a time, to keep the station-grouped GBT rounds apart
+            tr.best_rounds = []
+            r, p = cross_validate(table, X, tr.fit_predict, k=k, seed=seed, schemes=(scheme,),
+                                  min_station_days=min_station_days)
+            res.update(r)
+            preds.update(p)
+            if scheme == "station_grouped":
+                sg_rounds = list(tr.best_rounds)
+        tr.best_rounds = sg_rounds
+        per_alg[alg], oof[alg], trainers[alg] = res, preds, tr
+        log.info("CV %s: %s", alg, {s: round(res[s]["ubrmse_median"], 4) if res[s]["ubrmse_median"] == res[s]["ubrmse_median"]
+                                    else None for s in res})
+    chosen, reason = _choose(per_alg, algorithm)
+    baseline = summarize(table["baseline_25km"].to_numpy(), y, st, min_station_days)
+
+    tr = trainers[chosen]
+    rounds = tr.final_rounds()
+    booster = tr.fit(X, y, st, rounds=rounds if chosen == "gbt" else None)
+
+    # uncertainty: quantiles of the honest (station-grouped out-of-fold) residuals
+    resid = y - oof[chosen].get("station_grouped", np.full(len(y), np.nan))
+    ok = np.isfinite(resid)
+    uparams = dict(UNCERTAINTY_PARAMS, quantile_alpha=np.array(QUANTILES), seed=int(seed), nthread=int(n_threads))
+    dq = xgb.DMatrix(X[ok], label=resid[ok], feature_names=list(FEATURE_NAMES), nthread=int(n_threads))
+    ubooster = xgb.train(uparams, dq, num_boost_round=UNCERTAINTY_ROUNDS)
+    q = ubooster.inplace_predict(X[ok]).reshape(int(ok.sum()), -1)
+    coverage = float(np.mean((resid[ok] >= q[:, 0]) & (resid[ok] <= q[:, -1]))) if ok.any() else float("nan")
+
+    cv_section: dict[str, Any] = {s: dict(per_alg[chosen][s], baseline_25km=baseline) for s in schemes}
+    cv_section.update(default_algorithm=chosen, reason=reason, baseline_25km=baseline, target_kind=target,
+                      algorithms={a: per_alg[a] for a in per_alg}, folds=k, seed=seed,
+                      min_station_days=min_station_days,
+                      metric_definitions="pytesmo: bias=mean(x-y), ubrmse ddof=0, x=estimate, y=station; "
+                                         "*_median = median over stations, *_pooled = all station-days")
+    gain = booster.get_score(importance_type="gain")
+    total = sum(gain.values()) or 1.0
+    importance = {n: round(float(gain.get(n, 0.0)) / total, 6) for n in FEATURE_NAMES}
+    hyper = {a: trainers[a].params() for a in per_alg}
+    if "gbt" in hyper:
+        hyper["gbt"].update(num_boost_round=trainers["gbt"].final_rounds(), early_stopping_rounds=GBT_EARLY_STOPPING,
+                            early_stopping_valid_fraction=GBT_VALID_FRACTION, max_rounds=gbt_max_rounds)
+    if "rf" in hyper:
+        hyper["rf"]["num_boost_round"] = 1
+    hyper["uncertainty"] = dict(UNCERTAINTY_PARAMS, quantile_alpha=list(QUANTILES), num_boost_round=UNCERTAINTY_ROUNDS,
+                                seed=int(seed), nthread=int(n_threads))
+    return {"booster": booster, "uncertainty_booster": ubooster, "algorithm": chosen, "reason": reason,
+            "target_kind": target,
+            "cv": cv_section, "hyperparameters": hyper, "importance": importance,
+            "uncertainty": {"quantiles": list(QUANTILES), "target": "station-grouped out-of-fold residual y - y_hat",
+                            "value": "half the 16-84 % range (about 1 sigma), m3/m3",
+                            "coverage_in_sample": coverage,
+                            "median_half_range": float(np.median(np.abs(q[:, -1] - q[:, 0]) / 2)) if ok.any() else None}}
+
+
+def _packages() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "sm1km": __version__}
+    for name in ("xgboost", "numpy", "pandas", "xarray", "zarr"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _jsonable(obj):
+    try:
+        from .metrics import jsonable
+    except ImportError:
+        jsonable = None
+    if jsonable is not None:
+        return jsonable(obj)
+    import math
+
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in list(obj)]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
+
+
+def _write_metrics(cfg: RunConfig, section: Mapping[str, Any]) -> str:
+    """Replace the ``model`` key of ``<root>/report/metrics.json`` (read-modify-write)."""
+    try:
+        from .metrics import update_metrics_json
+    except ImportError:
+        update_metrics_json = None
+    if update_metrics_json is not None:
+        return update_metrics_json(cfg, "model", _jsonable(section))
+    import json
+
+    url = cfg.store.url("report", "metrics.json")
+    fs, path = store.filesystem(url, cfg.store.storage_options())
+    current = json.loads(fs.cat_file(path)) if fs.exists(path) else {}
+    current["model"] = _jsonable(section)
+    if not store.is_remote(url):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, (json.dumps(current, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+    return url
+
+
+def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
+    """Train, cross-validate and save the downscaling model; returns URLs of what it wrote.
+
+    Options: ``n_threads`` (XGBoost training threads, default 4), ``rf_trees``, ``gbt_max_rounds``,
+    ``algorithms`` (which to cross-validate; default both), ``target`` (``residual`` or ``sm``).
+    """
+    from .collocate import collocate_stores
+
+    so = cfg.store.storage_options()
+    with stage_client(cfg, client) as c:
+        table, excluded = collocate_stores(cfg, client=c)
+    n_threads = int(options.get("n_threads") or DEFAULT_THREADS)
+    result = fit_all(table, algorithm=cfg.model.algorithm, k=cfg.model.cv_folds, seed=cfg.seeds.train,
+                     n_threads=n_threads, rf_trees=int(options.get("rf_trees") or RF_PARAMS["num_parallel_tree"]),
+                     gbt_max_rounds=int(options.get("gbt_max_rounds") or GBT_MAX_ROUNDS),
+                     min_station_days=cfg.model.min_station_days,
+                     algorithms=tuple(options.get("algorithms") or ALGORITHMS),
+                     target=str(options.get("target") or "residual"))
+    b = cfg.coarse_region.bbox
+    nets = table.groupby("network")["station"].nunique()
+    card = {
+        "title": "sm1km 1 km soil moisture downscaling model",
+        "sm1km_version": __version__,
+        "created": store.now_iso(),
+        "algorithm": result["algorithm"],
+        "algorithm_reason": result["reason"],
+        "target_kind": result["target_kind"],
+        "target": "ISMN in-situ surface soil moisture (flag G, shallowest layer <= 0.05 m), daily mean, m3/m3",
+        "training": {
+            "period": {"start": str(cfg.period.start), "end": str(cfg.period.end)},
+            "samples_time_range": [str(pd.Timestamp(table["time"].min()).date()),
+                                   str(pd.Timestamp(table["time"].max()).date())],
+            "region": {"west": b.west, "south": b.south, "east": b.east, "north": b.north},
+            "grid_factor": cfg.grid.factor,
+            "n_stations": int(table["station"].nunique()),
+            "n_samples": int(len(table)),
+            "networks": {str(k): int(v) for k, v in nets.items()},
+            "excluded_stations": excluded,
+        },
+        "cv": result["cv"],
+        "hyperparameters": result["hyperparameters"],
+        "seed": cfg.seeds.train,
+        "n_threads": n_threads,
+        "feature_importance_gain": result["importance"],
+        "uncertainty": result["uncertainty"],
+        "packages": _packages(),
+        "inputs": {"stations": cfg.store.url("inputs", "stations.zarr"),
+                   "predictors": cfg.store.url("inputs", "predictors.zarr"),
+                   "fused": cfg.store.url("fused.zarr")},
+    }
+    urls = save_model(cfg.model_path, result["booster"], _jsonable(card),
+                      uncertainty_booster=result["uncertainty_booster"], schema=FEATURE_SCHEMA, storage_options=so)
+    urls["metrics"] = _write_metrics(cfg, result["cv"])
+    sg = result["cv"]["station_grouped"]
+    log.info("model %s (%s) trained on %d stations / %d samples; station-grouped CV: R median %.3f, "
+             "ubRMSE median %.4f (25 km baseline %.4f)", result["algorithm"], result["reason"],
+             card["training"]["n_stations"], card["training"]["n_samples"], sg["r_median"], sg["ubrmse_median"],
+             result["cv"]["baseline_25km"]["ubrmse_median"])
+    return urls
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def add_arguments(p) -> None:
+    add_config_argument(p)
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"XGBoost training threads (default {DEFAULT_THREADS}; fixed for reproducible files)")
+    p.add_argument("--rf-trees", type=int, default=RF_PARAMS["num_parallel_tree"], help="trees of the random forest")
+    p.add_argument("--gbt-max-rounds", type=int, default=GBT_MAX_ROUNDS, help="upper bound of boosting rounds")
+    p.add_argument("--target", choices=TARGET_KINDS, default="residual",
+                   help="residual: learn station minus fused 25 km (default); sm: learn the station value (as published)")
+
+
+def run_cli(args) -> int:
+    import json
+
+    cfg = load_config(args)
+    urls = train(cfg, n_threads=args.threads, rf_trees=args.rf_trees, gbt_max_rounds=args.gbt_max_rounds,
+                 target=args.target)
+    print(json.dumps(urls, indent=2))
+    return 0

@@ -1,0 +1,161 @@
+"""collocate + train: on a tiny world written straight into contract stores (no other stage needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from model_world import FACTOR, make_world
+from sm1km import features as F
+from sm1km import model as M
+from sm1km import store
+from sm1km.collocate import collocate, collocate_stores
+from sm1km.errors import ModelError
+from sm1km.train import train
+
+FAST = {"rf_trees": 30, "gbt_max_rounds": 120, "n_threads": 1}
+CV_KEYS = {"n_stations", "n_samples", "r_pooled", "ubrmse_pooled", "r_median", "ubrmse_median", "bias_median",
+           "rmse_pooled"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    M.clear_model_cache()
+    yield
+    M.clear_model_cache()
+
+
+def _world_features(w):
+    """Features of the whole tiny world (what downscaling computes), shaped (t, y, x, n)."""
+    fused, preds = w["fused"], w["predictors"]
+    pdict = {n: preds[n].values for n in F.PREDICTOR_NAMES}
+    X = F.build_features(fused["sm"].values, fused["source_flag"].values, pdict, fused["time"].values, FACTOR)
+    return X.reshape(fused.sizes["time"], preds.sizes["lat"], preds.sizes["lon"], F.N_FEATURES)
+
+
+def test_collocation_matches_inference_features_and_reports_exclusions(tmp_path):
+    cfg, w = make_world(str(tmp_path / "run"))
+    table, excluded = collocate_stores(cfg)
+    reasons = {e["station"]: e["reason"] for e in excluded}
+    assert reasons["NETA/OUTSIDE"] == "outside the region"
+    assert "too few days" in reasons["NETB/SPARSE"] and "min_station_days=10" in reasons["NETB/SPARSE"]
+    assert table["station"].nunique() == 20
+    assert list(table.columns[:7]) == ["station", "network", "lat", "lon", "time", "y", "baseline_25km"]
+    assert list(table.columns[7:]) == list(F.FEATURE_NAMES)
+    # every row equals the inference features of the station's pixel on that day
+    Xw = _world_features(w)
+    times = w["fused"]["time"].values
+    ids = list(w["stations"]["station"].values)
+    for i in (0, 7, 13):
+        sid = ids[i]
+        sub = table[table["station"] == sid]
+        ti = np.searchsorted(times, sub["time"].values)
+        r, c = w["station_rows"][i], w["station_cols"][i]
+        np.testing.assert_array_equal(sub[list(F.FEATURE_NAMES)].to_numpy(np.float32), Xw[ti, r, c])
+        np.testing.assert_array_equal(sub["y"].to_numpy(), w["stations"]["sm"].values[i, ti])
+        np.testing.assert_array_equal(sub["baseline_25km"].to_numpy(), sub["sm_25km"].to_numpy())
+    # no station-day without a station value or a fused value
+    assert table["y"].notna().all() and table["baseline_25km"].notna().all()
+
+
+def test_collocation_reports_sea_cell(tmp_path):
+    cfg, w = make_world(str(tmp_path / "run"))
+    fused = w["fused"].copy(deep=True)
+    fused["sm"][:] = np.nan  # every cell "sea"
+    table, excluded = collocate(w["stations"], fused, w["predictors"], FACTOR, 10)
+    assert len(table) == 0
+    assert sum("no fused 25 km value" in e["reason"] for e in excluded) == 20
+
+
+@pytest.mark.slow
+def test_train_end_to_end(tmp_path):
+    cfg, w = make_world(str(tmp_path / "run"))
+    # another stage's section of metrics.json must survive
+    fs, path = store.filesystem(cfg.store.url("report", "metrics.json"))
+    fs.makedirs(os.path.dirname(path), exist_ok=True)
+    fs.pipe_file(path, json.dumps({"fusion": {"x": 1}}).encode())
+
+    urls = train(cfg, **FAST)
+    assert {"model", "card", "uncertainty", "metrics"} <= set(urls)
+    card = json.loads(open(urls["card"]).read())
+    assert card["algorithm"] in ("rf", "gbt") and "station-grouped" in card["algorithm_reason"]
+    assert card["target_kind"] == "residual"
+    assert card["training"]["n_stations"] == 20 and card["training"]["n_samples"] > 900
+    assert {e["station"] for e in card["training"]["excluded_stations"]} == {"NETA/OUTSIDE", "NETB/SPARSE"}
+    assert card["feature_schema"] == json.loads(json.dumps(F.FEATURE_SCHEMA))
+    assert card["files"]["model.ubj"]["sha256"] == store.sha256_file(urls["model"])
+    assert card["files"]["uncertainty.ubj"]["sha256"] == store.sha256_file(urls["uncertainty"])
+    assert sum(card["feature_importance_gain"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "xgboost" in card["packages"]
+    cv = card["cv"]
+    for scheme in ("random_kfold", "station_grouped", "spatial_block", "year_out"):
+        assert CV_KEYS <= set(cv[scheme]), scheme
+        assert CV_KEYS <= set(cv[scheme]["baseline_25km"])
+        for alg in ("rf", "gbt"):
+            assert CV_KEYS <= set(cv["algorithms"][alg][scheme])
+    assert cv["year_out"]["held_out"] == "month" and "fewer than 2 years" in cv["year_out"]["note"]
+    assert cv["default_algorithm"] == card["algorithm"]
+    chosen = card["algorithm"]
+    other = {"rf": "gbt", "gbt": "rf"}[chosen]
+    assert cv["algorithms"][chosen]["station_grouped"]["ubrmse_median"] <= \
+        cv["algorithms"][other]["station_grouped"]["ubrmse_median"]
+    metrics = json.loads(open(urls["metrics"]).read())
+    assert metrics["fusion"] == {"x": 1}
+    assert metrics["model"]["default_algorithm"] == chosen
+    assert metrics["model"]["station_grouped"]["n_stations"] == 20
+
+    # the model downscales: against the 1 km truth it beats the 25 km field it started from
+    m = M.load_model(urls["model"])
+    Xw = _world_features(w)
+    flat = Xw.reshape(-1, F.N_FEATURES)
+    pred = m.predict(flat)
+    truth = w["truth"].values.reshape(-1)
+    base = flat[:, F.column("sm_25km")]
+    rmse_model = np.sqrt(np.mean((pred - truth) ** 2))
+    rmse_base = np.sqrt(np.mean((base - truth) ** 2))
+    assert rmse_model < 0.8 * rmse_base, (rmse_model, rmse_base)
+    u = m.predict_uncertainty(flat)
+    assert np.isfinite(u).all() and (u > 0).mean() > 0.9 and np.median(u) < 0.05
+
+
+@pytest.mark.slow
+def test_train_is_deterministic_and_works_on_s3(tmp_path, s3_bucket):
+    bucket, opts = s3_bucket
+    cfg_a, _ = make_world(str(tmp_path / "a"))
+    cfg_b, _ = make_world(f"s3://{bucket}/run", storage_options=opts)
+    ua = train(cfg_a, algorithms=("rf",), **FAST)
+    ub = train(cfg_b, algorithms=("rf",), **FAST)
+    so = cfg_b.store.storage_options()
+    fs, _ = store.filesystem(ub["model"], so)
+    assert open(ua["model"], "rb").read() == fs.cat_file(ub["model"])
+    assert open(ua["uncertainty"], "rb").read() == fs.cat_file(ub["uncertainty"])
+    m = M.load_model(ub["model"], so)
+    assert m.card["algorithm"] == "rf" and m.sha256 == store.sha256_file(ua["model"])
+    # a different seed gives a different forest
+    cfg_c, _ = make_world(str(tmp_path / "c"))
+    cfg_c = cfg_c.model_copy(update={"seeds": cfg_c.seeds.model_copy(update={"train": 7})})
+    uc = train(cfg_c, algorithms=("rf",), **FAST)
+    assert open(uc["model"], "rb").read() != open(ua["model"], "rb").read()
+
+
+def test_train_refuses_too_little_data(tmp_path):
+    cfg, _ = make_world(str(tmp_path / "run"), min_station_days=1000)
+    with pytest.raises(ModelError, match="too little training data"):
+        train(cfg, **FAST)
+
+
+def test_cli_train(tmp_path, capsys):
+    from sm1km.cli import main
+
+    cfg, _ = make_world(str(tmp_path / "run"), algorithm="rf")
+    yml = tmp_path / "run.yaml"
+    yml.write_text(cfg.to_yaml())
+    rc = main(["train", "--config", str(yml), "--rf-trees", "10", "--gbt-max-rounds", "30", "--threads", "1"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    card = json.loads(open(out["card"]).read())
+    assert card["algorithm"] == "rf" and "config" in card["algorithm_reason"]
+    assert set(card["cv"]["algorithms"]) == {"rf", "gbt"}
