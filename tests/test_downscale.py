@@ -185,9 +185,17 @@ def test_truth_metrics_beat_the_baseline(world):
 
 
 def test_inputs_that_do_not_fit_the_run(tmp_path):
-    cfg, facts = make_world(str(tmp_path / "run"))
-    # fused store over a shorter period
+    from downscale_world import train_model
     from sm1km.store import _zarr_target
+
+    cfg, facts = make_world(str(tmp_path / "run"))
+    downscale.downscale(cfg)
+    # a re-trained model must not silently mix into an existing master
+    f, p = facts["fused"], facts["predictors"]
+    train_model(cfg, f.sm.values, f.source_flag.values, p, facts["truth"], pd.DatetimeIndex(f.time.values), rounds=5)
+    with pytest.raises(StoreError, match="another model"):
+        downscale.downscale(cfg)
+    # fused store over a shorter period
 
     facts["fused"].isel(time=slice(0, 20)).to_zarr(_zarr_target(cfg.store.url("fused.zarr"), {}), mode="w",
                                                    zarr_format=3, consolidated=True)
