@@ -28,11 +28,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # from th
 TINY = preset("tiny", n_days=12, n_stations=10)
 
 
-def _real_cci() -> Path:
+def _real(rel: str) -> Path:
     for base in (REPO / "tests" / "data" / "real", REPO.parent / "shared" / "data" / "real"):
-        if (base / CCI_REAL_REL).exists():
-            return base / CCI_REAL_REL
-    pytest.skip("no real CCI COMBINED file (tests/data/real or ../shared/data/real)")
+        if (base / rel).exists():
+            return base / rel
+    pytest.skip(f"real file {rel} not available (tests/data/real or ../shared/data/real)")
+
+
+def _real_cci() -> Path:
+    return _real(CCI_REAL_REL)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +147,7 @@ def test_era5_old_cds_layout(world, statics):
     sea = ds.lsm.isel(time=0) < 0.5
     assert bool(sea.any()), "the world has sea: some ERA5 points must be sea"
     sea_vals = ds.swvl1.where(sea).values
-    assert np.nanmax(np.abs(sea_vals)) < 1e-5  # ~0 / tiny negative, not missing
+    assert np.nanmax(sea_vals) <= 0.0 and np.nanmin(sea_vals) > -1e-5  # ~0 / tiny negative, not missing
     land_vals = ds.swvl1.where(~sea).values
     assert np.nanmin(land_vals) > 0.01 and np.nanmax(land_vals) < 0.66
     # smoother and wetter than the truth it comes from
@@ -153,6 +157,29 @@ def test_era5_old_cds_layout(world, statics):
     assert float(centre.where(~sea.isel(latitude=slice(1, -1), longitude=slice(1, -1))).mean()) > float(truth.mean())
     lsm_file = xr.open_dataset(world.era5_lsm)
     assert np.array_equal(lsm_file.lsm.isel(time=0).values, ds.lsm.isel(time=0).values)
+
+
+def test_era5_matches_real_era5_names_and_grid(world):
+    """swvl1 names/units as cfgrib reads them from a real ERA5 GRIB; points on the real 0.25° ERA5 grid."""
+    import json
+    import subprocess
+    import sys
+
+    grib = _real("era5/cfgrib/tests/sample-data/soil-surface-level-mix.grib")
+    code = ("import json, cfgrib, warnings; warnings.simplefilter('ignore'); "
+            f"ds = cfgrib.open_datasets({str(grib)!r}, backend_kwargs={{'indexpath': ''}}); "
+            "a = [d['swvl1'].attrs for d in ds if 'swvl1' in d][0]; "
+            "print(json.dumps({'units': a['units'], 'long_name': a['long_name']}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr  # also: GRIB reading exits cleanly
+    real = json.loads(out.stdout.strip().splitlines()[-1])
+    with netCDF4.Dataset(world.era5_files()[0]) as e:
+        assert e["swvl1"].units == real["units"] and e["swvl1"].long_name == real["long_name"]
+        lat, lon = e["latitude"][:], e["longitude"][:]
+    with netCDF4.Dataset(_real("era5/ecmwf_models/src/ecmwf_models/era5/land_definition_files/landmask_0.25_0.25.nc")) as m:
+        rlat, rlon = m["latitude"][:], m["longitude"][:]
+    assert lat.dtype == rlat.dtype and lon.dtype == rlon.dtype
+    assert np.isin(lat, rlat).all() and np.isin(lon, rlon).all()
 
 
 # ------------------------------------------------------------------------------------ predictors

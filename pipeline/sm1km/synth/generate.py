@@ -354,8 +354,8 @@ def write_world(workdir, params: WorldParams | str = "demo", seed: int = 2024060
     for y, m in months:
         idx = [i for i, t in enumerate(times) if (t.year, t.month) == (y, m)]
         W.write_era5(paths.era5_dir / f"era5_swvl1_{y:04d}{m:02d}.nc", [times[i] for i in idx], eg.lat, lon360,
-                     hourly[idx[0]: idx[-1] + 1], eg.lsm, seed=seed)
-    W.write_era5(paths.era5_lsm, [times[0]], eg.lat, lon360, hourly[:1], eg.lsm, seed=seed)
+                     hourly[idx[0]: idx[-1] + 1], eg.lsm, seed=seed, sea=~eg.land)
+    W.write_era5(paths.era5_lsm, [times[0]], eg.lat, lon360, hourly[:1], eg.lsm, seed=seed, sea=~eg.land)
 
     # ISMN stations
     r_st = rng_for(seed, STREAM_STATIONS + 100)

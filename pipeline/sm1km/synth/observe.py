@@ -210,8 +210,8 @@ def era5_hourly(daily: np.ndarray, grid: Era5Grid, step_hours: int, rng: np.rand
 def predictor_statics(st: Statics, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Static predictor rasters as written (dtype and units of the files, nodata included)."""
     land = st.land
-    noise_c = 2.5 * F.smooth_noise(rng, st.shape, 1.5)
-    noise_s = 3.0 * F.smooth_noise(rng, st.shape, 1.5)
+    noise_c = 4.5 * F.smooth_noise(rng, st.shape, 1.5)
+    noise_s = 5.5 * F.smooth_noise(rng, st.shape, 1.5)
     clay_pct = np.clip(np.round(np.nan_to_num(st.clay) * 100 + noise_c), 1, 99)
     sand_pct = np.clip(np.round(np.nan_to_num(st.sand) * 100 + noise_s), 1, 99)
     return {

@@ -135,9 +135,9 @@ def make_statics(params: WorldParams, seed: int) -> Statics:
     hidden2 = F.smooth_noise(rh, geo.shape, geo.px(0.03))
     vigour = F.smooth_noise(rh, geo.shape, geo.px(0.02))
     twi_n = F._standardise(twi, land)
-    s_eq = np.clip(0.05 + 0.32 * F.sigmoid(1.7 * twi_n - 1.3) + 0.05 * hidden, 0.0, 0.6)
+    s_eq = np.clip(0.05 + 0.32 * F.sigmoid(1.7 * twi_n - 1.3) + 0.08 * hidden, 0.0, 0.6)
     tau_factor = np.clip((1.0 + 0.9 * (np.nan_to_num(clay) - 0.22) - 0.6 * (np.nan_to_num(sand) - 0.42))
-                         * (1.0 + 0.12 * hidden2), 0.4, 2.5)
+                         * (1.0 + 0.25 * hidden2), 0.4, 2.5)
     et_table = np.zeros(256, np.float32)
     for code, row in F.LC_TABLE.items():
         et_table[code] = row[3]

@@ -175,17 +175,24 @@ ERA5_TIME_UNITS = "hours since 1900-01-01 00:00:00.0"
 ERA5_FILL = np.int16(-32767)
 
 
-def era5_pack(values: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Pack to int16 like grib_to_netcdf: offset = mid-range, scale = range / 65532 (−32767 stays free for fill)."""
+def era5_pack(values: np.ndarray, zero_mask: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+    """Pack to int16 like grib_to_netcdf: offset = mid-range, scale = range / 65532 (−32767 stays free for fill).
+
+    ``zero_mask`` (trailing dims) marks points that must read back as ~0 but never positive (ERA5
+    sea points): they get the highest packed level whose value is <= 0.
+    """
     vmin, vmax = float(np.min(values)), float(np.max(values))
     scale = (vmax - vmin) / 65532.0 if vmax > vmin else 1.0
     offset = (vmax + vmin) / 2.0
     packed = np.round((values - offset) / scale).astype(np.int16)
+    if zero_mask is not None and zero_mask.any():
+        level = int(np.clip(np.floor((0.0 - offset) / scale), -32766, 32766))
+        packed[..., zero_mask] = level
     return packed, scale, offset
 
 
 def write_era5(path: Path, times: list[dt.datetime], lat: np.ndarray, lon360: np.ndarray, swvl1: np.ndarray,
-               lsm: np.ndarray, *, seed: int) -> None:
+               lsm: np.ndarray, *, seed: int, sea: np.ndarray | None = None) -> None:
     """An ERA5 single-levels file as the old CDS served it: netCDF3, ``time``/``latitude``/``longitude``,
     ``swvl1`` and ``lsm`` packed int16 with scale_factor/add_offset (time, latitude, longitude)."""
     import netCDF4
@@ -210,11 +217,11 @@ def write_era5(path: Path, times: list[dt.datetime], lat: np.ndarray, lon360: np
         v.calendar = "gregorian"
         v[:] = hours
         lsm_t = np.broadcast_to(lsm, (hours.size, *lsm.shape))
-        for name, data, units, long_name, std in (
-            ("swvl1", swvl1, "m**3 m**-3", "Volumetric soil water layer 1", None),
-            ("lsm", lsm_t, "(0 - 1)", "Land-sea mask", "land_binary_mask"),
+        for name, data, units, long_name, std, zero in (
+            ("swvl1", swvl1, "m**3 m**-3", "Volumetric soil water layer 1", None, sea),
+            ("lsm", lsm_t, "(0 - 1)", "Land-sea mask", "land_binary_mask", None),
         ):
-            packed, scale, offset = era5_pack(np.asarray(data, np.float64))
+            packed, scale, offset = era5_pack(np.asarray(data, np.float64), zero)
             var = ds.createVariable(name, "i2", ("time", "latitude", "longitude"), fill_value=ERA5_FILL)
             var.scale_factor = np.float64(scale)
             var.add_offset = np.float64(offset)
