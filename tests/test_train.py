@@ -100,8 +100,8 @@ def test_train_end_to_end(tmp_path):
     assert cv["default_algorithm"] == card["algorithm"]
     chosen = card["algorithm"]
     other = {"rf": "gbt", "gbt": "rf"}[chosen]
-    assert cv["algorithms"][chosen]["station_grouped"]["ubrmse_median"] <= \
-        cv["algorithms"][other]["station_grouped"]["ubrmse_median"]
+    assert cv["algorithms"][chosen]["station_grouped"]["ubrmse_pooled"] <= \
+        cv["algorithms"][other]["station_grouped"]["ubrmse_pooled"]
     metrics = json.loads(open(urls["metrics"]).read())
     assert metrics["fusion"] == {"x": 1}
     assert metrics["model"]["default_algorithm"] == chosen
