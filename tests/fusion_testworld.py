@@ -53,8 +53,9 @@ def make_world(nt: int = 60, ny: int = 8, nx: int = 8, seed: int = 0, start: str
     sea = land_fraction < 0.5
     era5[:, sea] = 0.0
     cci[:, sea] = np.nan
-    cci[:, -1, -4] = truth[:, -1, -4] + 0.01   # the coastal cell CCI sees (no gaps)
+    cci[:, -1, -4] = truth[:, -1, -4] + 0.01   # the coastal cell CCI sees; ERA5 has no land point there
     cci[:, -1, -4][::3] = np.nan
+    era5[:, -1, -4] = np.nan
     cci[:, 2, 2] = np.nan                      # dense forest: only 5 observations
     cci[::12, 2, 2] = truth[::12, 2, 2]
     cci[:, 5, 1] = np.nan                      # land, never observed

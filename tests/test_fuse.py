@@ -78,6 +78,10 @@ def test_fuse_writes_the_contract_store(tmp_path, world, client, caplog):
     assert (ds.source_flag.values[:, ~land] == 0).all() and land[-1, -4] and not land[-2, -4]
     # the never-observed and the dense-forest pixels fall back, and the stage says so
     assert (ds.source_flag.values[:, 5, 1] == 3).all()
+    coast = np.isnan(world.cci[:, -1, -4])
+    assert (ds.source_flag.values[coast, -1, -4] == 3).all() and (ds.source_flag.values[~coast, -1, -4] == 1).all()
+    assert ds.attrs["fusion_era5_borrowed_pixel_days"] == int(coast.sum()) > 0
+    assert ds.attrs["fusion_land_pixel_days_without_data"] == 0
     assert ds.attrs["fusion_neighbourhood_pixels"] >= 2 and ds.attrs["fusion_land_pixels"] == int(land.sum())
     assert any("fewer than 20 days" in r.getMessage() for r in caplog.records)
 
@@ -185,7 +189,8 @@ def test_withheld_experiment(tmp_path, world, client):
     assert set(w) == {"fused", "fused_meanstd", "fused_cdf", "era5", "climatology"}
     assert w["fused"] == w["fused_meanstd"] and res["default_method"] == "meanstd"
     assert 0.1 < res["n_withheld"] / res["n_observed"] < 0.3
-    assert w["fused"]["n"] == res["n_withheld"] == w["era5"]["n"]
+    assert w["fused"]["n"] == res["n_withheld"] == w["climatology"]["n"]
+    assert w["era5"]["n"] < w["fused"]["n"]   # the coastal cell has no ERA5 of its own
     # the fused product beats both baselines at the hidden observations and against the truth
     for ref in ("withheld", "vs_truth", "vs_truth_gaps"):
         m = res[ref]

@@ -142,7 +142,8 @@ def test_flags_values_and_bounds(method):
     assert (res.source_flag[own] == fc.FLAG_ERA5_RESCALED).all()
     assert (res.source_flag[gaps[:, 2, 2], 2, 2] == fc.FLAG_FALLBACK).all()
     assert res.pixel_kind[2, 2] == fc.PIXEL_NEIGHBOURHOOD and res.pixel_kind[0, 0] == fc.PIXEL_NOT_LAND
-    assert res.counts() == {"land_pixels": 24, "own_pixels": 23, "neighbourhood_pixels": 1, "unscaled_pixels": 0}
+    assert res.counts() == {"land_pixels": 24, "own_pixels": 23, "neighbourhood_pixels": 1, "unscaled_pixels": 0,
+                            "era5_borrowed_pixel_days": 0}
     # the relation is linear and the same everywhere: gaps recovered (neighbourhood pooled too)
     np.testing.assert_allclose(res.sm[gaps], truth[gaps], atol=1e-6)
     assert np.nanmin(res.sm) >= 0 and np.nanmax(res.sm) <= fc.SM_MAX
@@ -192,6 +193,8 @@ def test_clip_to_bounds_keeps_observations():
 def test_chunks_with_halo_equal_whole_block():
     """What the stage does: fuse haloed windows, keep the inner part — same as the whole block."""
     truth, era5, cci, land = _block(ny=9, nx=7, seed=11)
+    era5[:, 4, 6] = np.nan                                # a coastal cell without ERA5, at a chunk edge
+    era5[::3, 2, 3] = np.nan
     cci[:, 3:6, 2:5] = np.nan
     cci[:5, 3:6, 2:5] = truth[:5, 3:6, 2:5]              # a patch needing the neighbourhood
     land[0, :3] = False
@@ -210,13 +213,25 @@ def test_chunks_with_halo_equal_whole_block():
                 np.testing.assert_array_equal(part.source_flag[inner], whole.source_flag[:, y0:y1, x0:x1])
 
 
-def test_land_pixel_without_any_input_stays_no_data():
-    truth, era5, cci, land = _block(ny=2, nx=2)
-    era5[10:, 1, 1] = np.nan
-    cci[:, 1, 1] = np.nan
-    sm, flag = fc.fuse_block(cci, era5, land, "meanstd", 20, 1)
-    assert np.isnan(sm[10:, 1, 1]).all() and (flag[10:, 1, 1] == 0).all()
-    assert (flag[:10, 1, 1] == fc.FLAG_FALLBACK).all()
+def test_land_pixel_without_era5_borrows_from_neighbours():
+    truth, era5, cci, land = _block(ny=3, nx=3)
+    era5[:, 1, 1] = np.nan                       # coast: ERA5 has no land point here
+    land[0, 0] = False
+    era5[:, 0, 0] = 0.0                          # ERA5 sea value: must not be borrowed
+    # radius 0: nothing to borrow -> the gaps stay NaN / flag 0
+    sm, flag = fc.fuse_block(cci, era5, land, "meanstd", 20, 0)
+    gaps = np.isnan(cci[:, 1, 1])
+    assert np.isnan(sm[gaps, 1, 1]).all() and (flag[gaps, 1, 1] == 0).all()
+    assert (flag[~gaps, 1, 1] == 1).all()
+    # radius 1: the mean ERA5 of the 7 land neighbours, rescaled to this pixel's CCI, flag 3
+    res = fc.fuse_block_detailed(cci, era5, land, "meanstd", 20, 1)
+    assert np.isfinite(res.sm[:, 1, 1]).all() and (res.source_flag[gaps, 1, 1] == fc.FLAG_FALLBACK).all()
+    assert res.counts()["era5_borrowed_pixel_days"] == int(gaps.sum())
+    e_nb = np.mean([era5[:, y, x] for y in range(3) for x in range(3) if land[y, x] and (y, x) != (1, 1)], axis=0)
+    want = fc.rescale_meanstd(e_nb, cci[:, 1, 1])
+    np.testing.assert_allclose(res.sm[gaps, 1, 1], np.clip(want[gaps], 0, 0.6), atol=1e-6)
+    # the other pixels are unaffected
+    np.testing.assert_array_equal(res.sm[:, 2, 2], fc.fuse_block(cci, era5, land, "meanstd", 20, 0)[0][:, 2, 2])
 
 
 def test_fuse_series():

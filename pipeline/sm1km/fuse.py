@@ -186,11 +186,10 @@ def _fuse_chunk(job: dict) -> dict:
     block = xr.Dataset({"sm": (dims, res.sm[:, ys, xs]), "source_flag": (dims, res.source_flag[:, ys, xs])})
     region = {"time": slice(0, res.sm.shape[0]), "lat": slice(b.y0, b.y1), "lon": slice(b.x0, b.x1)}
     store.write_region(job["url"], block, region, inp.storage_options)
-    inner = fc.FusionResult(res.sm[:, ys, xs], res.source_flag[:, ys, xs], res.pixel_kind[ys, xs],
-                            res.n_overlap[ys, xs])
+    inner = res.crop(ys, xs)
     counts = inner.counts()
-    counts["land_pixel_days_without_data"] = int(((res.source_flag[:, ys, xs] == fc.FLAG_NO_DATA) &
-                                                  (res.pixel_kind[ys, xs] != fc.PIXEL_NOT_LAND)[None]).sum())
+    counts["land_pixel_days_without_data"] = int(((inner.source_flag == fc.FLAG_NO_DATA) &
+                                                  (inner.pixel_kind != fc.PIXEL_NOT_LAND)[None]).sum())
     store.Ledger(job["root"], STORE_NAME, inp.storage_options).mark(b.key, counts)
     return counts
 
@@ -308,6 +307,10 @@ def _warn_fallbacks(totals: dict, cfg: RunConfig, what: str) -> None:
                     "their neighbourhood (radius %d cells), %d filled with unscaled ERA5 (source_flag 3)",
                     what, nb + un, totals.get("land_pixels", 0), cfg.fusion.min_overlap_days, nb,
                     cfg.fusion.neighbourhood_cells, un)
+    borrowed = totals.get("era5_borrowed_pixel_days", 0)
+    if borrowed:
+        log.warning("%s: %d land pixel-days had no ERA5 of their own (coast): filled from the neighbours' ERA5 "
+                    "(source_flag 3)", what, borrowed)
     gaps = totals.get("land_pixel_days_without_data", 0)
     if gaps:
         log.warning("%s: %d land pixel-days have neither CCI nor ERA5 and stay NaN (source_flag 0)", what, gaps)

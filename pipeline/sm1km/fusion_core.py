@@ -15,7 +15,11 @@ Matching uses only the *overlap* days of a pixel (both CCI and ERA5 finite):
 
 A land pixel with fewer than ``min_overlap_days`` overlap days uses the pooled overlap days of all
 land pixels within ``neighbourhood_cells`` (a (2r+1)² square box, itself included); if the pool
-is also too small, the unscaled ERA5. Both fallbacks carry ``source_flag`` 3.
+is also too small, the unscaled ERA5. Both fallbacks carry ``source_flag`` 3. A land pixel
+without ERA5 on a day (a coastal cell CCI sees but ERA5 treats as sea) takes that day's mean ERA5
+of the land pixels within the same radius, rescaled to its own CCI like any other; those days are
+flagged 3 too. Everything stays within ``neighbourhood_cells`` of the pixel, so a chunk read with
+a halo of that width gives exactly the result of the whole array.
 
 Outputs are clipped to [``SM_MIN``, max(``SM_MAX``, the pixel's largest observed CCI value)]:
 0.6 m³/m³ is above the porosity of almost every mineral soil, and the max() term guarantees that
@@ -201,15 +205,34 @@ def rescale(era5, cci, method: str) -> np.ndarray:
 # neighbourhood (regional) matching
 # --------------------------------------------------------------------------------------------
 def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
-    """Sum over the (2r+1)² square around every cell of a (y, x) array (zero outside)."""
+    """Sum over the (2r+1)² square around every cell of the last two axes (zero outside)."""
     if r == 0:
         return a.copy()
-    ny, nx = a.shape
-    p = np.pad(a, r)
-    c = p.cumsum(0).cumsum(1)
-    c = np.pad(c, ((1, 0), (1, 0)))
+    ny, nx = a.shape[-2:]
+    lead = [(0, 0)] * (a.ndim - 2)
+    c = np.pad(a, lead + [(r, r), (r, r)]).cumsum(-2).cumsum(-1)
+    c = np.pad(c, lead + [(1, 0), (1, 0)])
     w = 2 * r + 1
-    return c[w:w + ny, w:w + nx] - c[:ny, w:w + nx] - c[w:w + ny, :nx] + c[:ny, :nx]
+    return (c[..., w:w + ny, w:w + nx] - c[..., :ny, w:w + nx] - c[..., w:w + ny, :nx] + c[..., :ny, :nx])
+
+
+def borrow_era5(era5, land, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fill missing ERA5 of land pixels with the same day's mean over land pixels within ``r``.
+
+    For coastal cells that CCI sees but where ERA5 has no land point (all its neighbours are
+    sea in the ERA5 mask). Returns (filled era5, borrowed mask (t, y, x)).
+    """
+    e = np.asarray(era5, dtype=np.float64)
+    land = np.asarray(land, dtype=bool)
+    missing = land[None] & ~np.isfinite(e)
+    if r == 0 or not missing.any():
+        return e, np.zeros(e.shape, dtype=bool)
+    valid = np.isfinite(e) & land[None]
+    s = _box_sum(np.where(valid, e, 0.0), r)
+    k = _box_sum(valid.astype(np.float64), r)
+    borrowed = missing & (k > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(borrowed, s / np.where(k > 0, k, 1.0), e), borrowed
 
 
 def neighbourhood_meanstd_params(era5, cci, land, r: int) -> MeanStdParams:
@@ -246,13 +269,21 @@ class FusionResult:
     source_flag: np.ndarray   # (t, y, x) uint8, FLAG_*
     pixel_kind: np.ndarray    # (y, x) uint8, PIXEL_*
     n_overlap: np.ndarray     # (y, x) int32 own overlap days
+    era5_borrowed_days: np.ndarray | None = None  # (y, x) filled days whose ERA5 came from the neighbours
 
     def counts(self) -> dict[str, int]:
         """Pixel counts by matching kind (land only) — for logs and store attributes."""
         k = self.pixel_kind
         return {"land_pixels": int((k != PIXEL_NOT_LAND).sum()), "own_pixels": int((k == PIXEL_OWN).sum()),
                 "neighbourhood_pixels": int((k == PIXEL_NEIGHBOURHOOD).sum()),
-                "unscaled_pixels": int((k == PIXEL_UNSCALED).sum())}
+                "unscaled_pixels": int((k == PIXEL_UNSCALED).sum()),
+                "era5_borrowed_pixel_days": int(0 if self.era5_borrowed_days is None else self.era5_borrowed_days.sum())}
+
+    def crop(self, ys: slice, xs: slice) -> "FusionResult":
+        """The result for a spatial window (the chunk inside its halo)."""
+        b = None if self.era5_borrowed_days is None else self.era5_borrowed_days[ys, xs]
+        return FusionResult(self.sm[:, ys, xs], self.source_flag[:, ys, xs], self.pixel_kind[ys, xs],
+                            self.n_overlap[ys, xs], b)
 
 
 def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_days: int = 20,
@@ -260,7 +291,7 @@ def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_da
     """Fuse a (t, y, x) block: CCI where observed, else ERA5 rescaled (own pixel / fallback).
 
     ``land`` (y, x) bool selects the pixels to fill; everything else gets NaN and flag 0. A land
-    pixel-day where neither CCI nor ERA5 exists also stays NaN with flag 0.
+    pixel-day without CCI, own ERA5 and neighbours' ERA5 also stays NaN with flag 0.
     """
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; expected one of {METHODS}")
@@ -271,30 +302,32 @@ def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_da
         raise ValueError(f"shapes must be cci (t,y,x) == era5 (t,y,x) and land (y,x); got "
                          f"{cci.shape}, {era5.shape}, {land.shape}")
     t, ny, nx = cci.shape
+    r = int(neighbourhood_cells)
     cci = np.where(land[None], cci, np.nan)
-    ov = np.isfinite(cci) & np.isfinite(era5)
-    n_own = ov.sum(axis=0)
+    ov = np.isfinite(cci) & np.isfinite(era5)        # overlap with the pixels' own ERA5 (pools use it)
+    # ERA5 missing on land (coast): the neighbours' ERA5 of that day stands in (flag 3)
+    era5_px, borrowed = borrow_era5(era5, land, r)
+    n_own = (np.isfinite(cci) & np.isfinite(era5_px)).sum(axis=0)
 
     # own-pixel matching
     if method == "meanstd":
-        p = meanstd_params(era5, cci)
+        p = meanstd_params(era5_px, cci)
         own_valid = p.valid
-        filled = apply_meanstd(era5, p)
+        filled = apply_meanstd(era5_px, p)
     else:
-        pc = cdf_params(era5, cci)
+        pc = cdf_params(era5_px, cci)
         own_valid = pc.valid.reshape(ny, nx)
-        filled = apply_cdf(era5, pc)
+        filled = apply_cdf(era5_px, pc)
     own_ok = land & (n_own >= min_overlap_days) & own_valid
 
     kind = np.full((ny, nx), PIXEL_NOT_LAND, dtype=np.uint8)
     kind[own_ok] = PIXEL_OWN
     need = land & ~own_ok
     if need.any():
-        r = int(neighbourhood_cells)
         if method == "meanstd":
             pn = neighbourhood_meanstd_params(era5, cci, land, r)
             nb_ok = need & (pn.n >= min_overlap_days) & pn.valid
-            fb = apply_meanstd(era5, pn)
+            fb = apply_meanstd(era5_px, pn)
             filled = np.where(nb_ok[None], fb, filled)
         else:
             nb_ok = np.zeros_like(need)
@@ -305,10 +338,10 @@ def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_da
                 pp = cdf_params(se[:, None], sc[:, None])
                 if not pp.valid[0]:
                     continue
-                filled[:, iy, ix] = apply_cdf(era5[:, iy, ix], pp)
+                filled[:, iy, ix] = apply_cdf(era5_px[:, iy, ix], pp)
                 nb_ok[iy, ix] = True
         unscaled = need & ~nb_ok
-        filled = np.where(unscaled[None], era5, filled)
+        filled = np.where(unscaled[None], era5_px, filled)
         kind[nb_ok] = PIXEL_NEIGHBOURHOOD
         kind[unscaled] = PIXEL_UNSCALED
 
@@ -324,9 +357,10 @@ def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_da
     sm = np.clip(sm, SM_MIN, upper[None])
     flag = np.zeros((t, ny, nx), dtype=np.uint8)
     flag[obs] = FLAG_CCI
-    flag[gap & own_ok[None]] = FLAG_ERA5_RESCALED
-    flag[gap & ~own_ok[None]] = FLAG_FALLBACK
-    return FusionResult(sm.astype(np.float32), flag, kind, n_own.astype(np.int32))
+    flag[gap & own_ok[None] & ~borrowed] = FLAG_ERA5_RESCALED
+    flag[gap & ~(own_ok[None] & ~borrowed)] = FLAG_FALLBACK
+    return FusionResult(sm.astype(np.float32), flag, kind, n_own.astype(np.int32),
+                        (gap & borrowed).sum(axis=0).astype(np.int32))
 
 
 def fuse_block(cci, era5, land, method: str = "meanstd", min_overlap_days: int = 20,
