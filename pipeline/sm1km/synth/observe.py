@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import lfilter
 
+from ..errors import ConfigError
 from ..grid import FineGrid
 from . import fields as F
 from .world import Statics
@@ -156,7 +157,7 @@ def era5_daily(theta_c: np.ndarray, st: Statics, grid: Era5Grid, rng: np.random.
     """Daily mean swvl1 (time, lat, lon) at the ERA5 points: smoother, lagged, wetter than the truth."""
     lf = st.cell_land_fraction
     x = _corner_mean(theta_c, np.broadcast_to(lf, theta_c.shape))
-    x = _fill_nearest(x)
+    x = _fill_missing_points(x)
     smooth = np.empty_like(x)
     acc = x[0]
     for t in range(x.shape[0]):
@@ -172,8 +173,8 @@ def era5_daily(theta_c: np.ndarray, st: Statics, grid: Era5Grid, rng: np.random.
     return out
 
 
-def _fill_nearest(x: np.ndarray) -> np.ndarray:
-    """Fill NaN points of each (lat, lon) slice with the mean of all finite points (sea-only corners)."""
+def _fill_missing_points(x: np.ndarray) -> np.ndarray:
+    """Fill NaN points (no land cell around them) of each (lat, lon) slice with the slice's mean."""
     out = x.copy()
     for t in range(x.shape[0]):
         bad = ~np.isfinite(out[t])
@@ -258,7 +259,6 @@ class Station:
     late_start: int = 0
     deep_sensor: bool = False
     negative_spikes: bool = False
-    extras: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -284,7 +284,8 @@ def place_stations(st: Statics, rng: np.random.Generator) -> list[Station]:
     ok &= st.elevation_m < 2200
     cand_r, cand_c = np.nonzero(ok)
     if cand_r.size < n:
-        raise ValueError("not enough land pixels for the stations")
+        raise ConfigError("synth parameters", f"{n} stations do not fit on the {cand_r.size} usable land pixels.",
+                          "ask for fewer stations or a larger region.")
     nets = [NETWORK_NAMES[i % len(NETWORK_NAMES)] + (str(i // len(NETWORK_NAMES)) if i >= len(NETWORK_NAMES) else "")
             for i in range(p.n_networks)]
     counts = np.full(p.n_networks, n // p.n_networks)
