@@ -21,17 +21,18 @@ DEMO_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "export", "v
 
 def demo(workdir, preset: str = "demo", seed: int | None = None, client=None) -> dict:
     """Synthesise the world into ``workdir`` and run the pipeline; returns the stage outputs."""
-    from .synth import generate_world
+    from .config import SeedsConfig
+    from .synth import write_world
 
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    world = generate_world(workdir, preset=preset, seed=seed)
+    world = write_world(workdir, preset, seed=SeedsConfig().synth if seed is None else seed)
     log.info("synthetic world (%s) ready in %.1f s", preset, time.perf_counter() - t0)
-    cfg = RunConfig.from_yaml(world.config_path)
+    cfg = RunConfig.from_yaml(world.run_yaml)
     pipe = Pipeline(cfg)
     outputs = pipe.run(client=client, stages=DEMO_STAGES, skip_missing=True)
     outputs["_timings_s"] = {k: round(v, 1) for k, v in pipe.timings.items()}
-    outputs["_config"] = str(world.config_path)
+    outputs["_config"] = str(world.run_yaml)
     return outputs
 
 
