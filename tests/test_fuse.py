@@ -235,12 +235,12 @@ def test_cli_fuse_and_withhold(tmp_path, world, capsys):
 
 # ---------------------------------------------------------------------------------- real CCI files
 def _real_cci_files() -> list[Path]:
+    """The v05.2 COMBINED days of tests/data/real, plus any other day only ../shared holds."""
     pattern = "esa_cci_sm/**/ESACCI-SOILMOISTURE-L3S-SSMV-COMBINED-*-fv05.2.nc"
-    for base in (DATA_REAL, SHARED_REAL):
-        files = sorted(base.glob(pattern))
-        if files:
-            return files
-    return []
+    files: dict[str, Path] = {}
+    for base in (SHARED_REAL, DATA_REAL):
+        files.update({f.name: f for f in base.glob(pattern)})
+    return [files[k] for k in sorted(files)]
 
 
 def _real_landmask() -> Path | None:
