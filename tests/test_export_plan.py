@@ -170,3 +170,22 @@ def test_pixel_lonlat_validity_and_inverse():
     assert (v0 == inside).all()
     assert not v0[0, :300].any() and v0[:, -1].all() and v0[-1, 0]
     assert (np.abs(lon0[v0]) <= 180).all()
+
+
+def test_global_geotiff_tasks_fit_the_scratch_budget():
+    from sm1km.export import SCRATCH_BYTES
+
+    s = _source(shape=(64, 21600, 43200), row0=0, col0=0, per_deg=120, unit=(120, 120), time_unit=32,
+                times=tuple(f"2020-01-{d:02d}" for d in range(1, 32)) + tuple(f"2020-02-{d:02d}" for d in range(1, 30))
+                + ("2020-03-01", "2020-03-02", "2020-03-03", "2020-03-04"))
+    jobs = plan_jobs(s, fmt="geotiff", layout="latlon", t_indices=range(64), rows=slice(0, 21600),
+                     cols=slice(0, 43200), variables=["sm"], out="/o", out_storage_options={}, window_pixels=1 << 24)
+    sizes = [len(j.items) for j in jobs]
+    assert sum(sizes) == 64 and max(sizes) * 2 * 21600 * 43200 <= SCRATCH_BYTES and max(sizes) == 9
+    assert all(j.items[0].t // 32 == j.items[-1].t // 32 for j in jobs)     # never across a time chunk
+    w = plan_windows(slice(0, 21600), slice(0, 43200), (120, 120), 1 << 24, depth=9, align=16)
+    assert max((r.stop - r.start) * (c.stop - c.start) for r, c in w) * 9 <= 1 << 24
+    bh = temp_block(max(r.stop - r.start for r, _ in w))
+    bw = temp_block(max(c.stop - c.start for _, c in w))
+    # every window starts on a temporary-GTiff block edge: each block is written once, whole
+    assert all(r.start % bh == 0 and c.start % bw == 0 for r, c in w) and (bh, bw) == (240, 3840)

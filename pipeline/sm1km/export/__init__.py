@@ -39,6 +39,9 @@ FORMATS = ("geotiff", "hdf5")
 PRODUCTS = ("daily", "monthly")
 LAYOUTS = ("latlon", "modis-sinusoidal")
 
+#: scratch space a GeoTIFF task may fill with temporary rasters (bounds its files per task)
+SCRATCH_BYTES = 16 << 30
+
 _WRITERS = {GeoTiffJob: write_geotiff, Hdf5Job: write_hdf5, ModisJob: write_modis}
 _ERRORS = {c.__name__: c for c in (ConfigError, InputError, StoreError, ModelError, Sm1kmError)}
 
@@ -99,8 +102,9 @@ def plan_jobs(source: Source, *, fmt: str, layout: str, t_indices: Sequence[int]
               blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None) -> list:
     """The tasks of an export (pure planning; nothing is read beyond the source description).
 
-    GeoTIFF: one task per run of days inside one store time chunk (at most ``files_per_task`` files,
-    default the chunk length); HDF5: one task per file.
+    GeoTIFF: one task per run of days inside one store time chunk, at most ``files_per_task`` files
+    (default: the chunk length, reduced so the task's temporary rasters fit ``SCRATCH_BYTES``
+    uncompressed); HDF5: one task per file.
     """
     so = dict(out_storage_options)
     variables = tuple(variables)
@@ -118,7 +122,8 @@ def plan_jobs(source: Source, *, fmt: str, layout: str, t_indices: Sequence[int]
                                      window_pixels=window_pixels))
         return jobs
     if fmt == "geotiff":
-        per_task = int(files_per_task or source.time_unit)
+        day_bytes = 2 * len(variables) * (rows.stop - rows.start) * (cols.stop - cols.start)
+        per_task = int(files_per_task or max(1, min(source.time_unit, SCRATCH_BYTES // day_bytes)))
         for g in time_groups(t_indices, source.time_unit, per_task):
             items = tuple(GeoTiffItem(t=i, label=source.times[i] if product == "daily" else source.times[i][:7],
                                       url=store.join(out, geotiff_name(product, source.times[i])))
