@@ -5,6 +5,7 @@ against the synthetic truth."""
 from __future__ import annotations
 
 import json
+import operator
 import posixpath
 
 import numpy as np
@@ -140,6 +141,19 @@ def test_model_loaded_once_per_worker(world):
         before = client.run(downscale.model_loads)
         out = downscale.downscale(cfg, client, max_in_flight=3)
         loads = client.run(downscale.model_loads)
+        # the driver's submission window: 3 in flight (+ the result being handed over), never more
+        pulled = []
+
+        def items():
+            for i in range(30):
+                pulled.append(i)
+                yield i
+
+        results = []
+        for r in downscale.run_bounded(client, operator.add, items(), 100, window=3):
+            assert len(pulled) - len(results) <= 3 + 1
+            results.append(r)
+        assert sorted(results) == list(range(100, 130))
     assert out.stats["shards_written"] == 12
     # same bytes as the in-process run, apart from timestamps
     after_sum = store.checksum_tree(url)
