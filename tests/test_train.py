@@ -159,3 +159,14 @@ def test_cli_train(tmp_path, capsys):
     card = json.loads(open(out["card"]).read())
     assert card["algorithm"] == "rf" and "config" in card["algorithm_reason"]
     assert set(card["cv"]["algorithms"]) == {"rf", "gbt"}
+
+
+def test_collocation_in_parallel_batches_equals_serial(tmp_path):
+    from distributed import Client
+
+    cfg, _ = make_world(str(tmp_path / "run"))
+    serial, ex_serial = collocate_stores(cfg)
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
+        par, ex_par = collocate_stores(cfg, client=client, batch_size=5)
+    assert par.equals(serial)
+    assert sorted(e["station"] for e in ex_par) == sorted(e["station"] for e in ex_serial)
