@@ -27,7 +27,7 @@ def client():
 
 
 @pytest.mark.network
-def test_export_on_worker_processes_s3_to_s3(client, s3_bucket, tmp_path):
+def test_export_on_a_dask_cluster_s3_to_s3(client, s3_bucket, tmp_path):
     bucket, so = s3_bucket
     root = f"s3://{bucket}/run"
     cfg = es.run_config(root, so)

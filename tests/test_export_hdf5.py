@@ -10,7 +10,6 @@ import posixpath
 import h5py
 import numpy as np
 import pandas as pd
-import pytest
 import xarray as xr
 
 import export_stores as es

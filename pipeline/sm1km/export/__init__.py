@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import posixpath
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, InputError, ModelError, Sm1kmError, StoreError
 from ..grid import BBox
 from ..stage import add_config_argument, load_config, stage_client
-from .common import (DEFAULT_WINDOW_PIXELS, PRODUCT_STORES, Source, bbox_slices, open_source, output_exists,
+from .common import (DEFAULT_WINDOW_PIXELS, PRODUCT_STORES, Source, bbox_slices, existing_names, open_source,
                      parse_bbox, time_groups)
 from .geotiff import COMPRESSIONS, GeoTiffItem, GeoTiffJob, write_geotiff
 from .geotiff import file_name as geotiff_name
@@ -148,19 +149,21 @@ def job_urls(job) -> list[str]:
     return job.urls if isinstance(job, GeoTiffJob) else [job.url]
 
 
-def pending_jobs(jobs: Sequence, overwrite: bool = False) -> list:
-    """The jobs (or parts of GeoTIFF jobs) whose files do not exist yet (all with ``overwrite``)."""
+def pending_jobs(jobs: Sequence, out: str, out_storage_options: Mapping[str, Any] | None,
+                 overwrite: bool = False) -> list:
+    """The jobs (or parts of GeoTIFF jobs) whose files are not in ``out`` yet (all with ``overwrite``)."""
     if overwrite:
         return list(jobs)
-    out = []
+    existing = existing_names(out, out_storage_options)
+    pending = []
     for j in jobs:
         if isinstance(j, GeoTiffJob):
-            j = geotiff_pending(j, overwrite)
-        elif output_exists(j.url, j.storage_options):
+            j = geotiff_pending(j, existing)
+        elif posixpath.basename(j.url) in existing:
             j = None
         if j is not None:
-            out.append(j)
-    return out
+            pending.append(j)
+    return pending
 
 
 def run_job(job) -> dict[str, Any]:
@@ -243,7 +246,7 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
     jobs = plan_jobs(source, fmt=fmt, layout=layout, t_indices=t_indices, rows=rows, cols=cols,
                      variables=variables, out=out, out_storage_options=out_so, window_pixels=int(window_pixels),
                      blocksize=int(blocksize), compress=compress, files_per_task=files_per_task)
-    todo = pending_jobs(jobs, overwrite)
+    todo = pending_jobs(jobs, out, out_so, overwrite)
     urls = sorted(u for j in jobs for u in job_urls(j))
     log.info("export %s %s (%s) to %s: %d files, %d to write in %d tasks", product, fmt, layout, out, len(urls),
              sum(len(job_urls(j)) for j in todo), len(todo))
@@ -281,6 +284,8 @@ def add_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="rewrite files that already exist")
     p.add_argument("--compress", choices=COMPRESSIONS, default="deflate", help="GeoTIFF compression (default deflate)")
     p.add_argument("--blocksize", type=int, default=512, help="GeoTIFF tile size in pixels (default 512)")
+    p.add_argument("--files-per-task", type=int, default=None,
+                   help="daily GeoTIFF: days per task (default: the master's time chunk, bounded by scratch)")
     p.add_argument("--window-pixels", type=int, default=DEFAULT_WINDOW_PIXELS,
                    help=f"read budget per window in pixels x days (default {DEFAULT_WINDOW_PIXELS})")
 
@@ -292,11 +297,11 @@ def run_cli(args) -> int:
     files = export(cfg, fmt=args.fmt, product=args.product, start=args.start, end=args.end, bbox=args.bbox,
                    out=args.out, layout=args.layout, with_uncertainty=args.with_uncertainty,
                    overwrite=args.overwrite, window_pixels=args.window_pixels, blocksize=args.blocksize,
-                   compress=args.compress)
+                   compress=args.compress, files_per_task=args.files_per_task)
     for f in files:
         sys.stdout.write(f + "\n")
     return 0
 
 
-__all__ = ["export", "plan_jobs", "run_jobs", "run_job", "select_times", "add_arguments", "run_cli",
+__all__ = ["export", "plan_jobs", "pending_jobs", "run_jobs", "run_job", "select_times", "add_arguments", "run_cli",
            "FORMATS", "PRODUCTS", "LAYOUTS"]

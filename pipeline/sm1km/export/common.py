@@ -251,9 +251,14 @@ def read_block(arr, times: slice | int, rows: slice, cols: slice) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------- delivery
-def output_exists(url: str, storage_options: Mapping[str, Any] | None) -> bool:
-    fs, path = store.filesystem(url, storage_options)
-    return fs.exists(path)
+def existing_names(folder: str, storage_options: Mapping[str, Any] | None) -> set[str]:
+    """Names of the files directly in ``folder`` (one listing instead of one request per file)."""
+    fs, path = store.filesystem(folder, storage_options)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return set()
+    return {posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") != "directory"}
 
 
 @contextlib.contextmanager

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from .common import (FILL, SCALE, Source, open_arrays, output_exists, plan_windows, provenance, read_block,
+from .common import (FILL, SCALE, Source, open_arrays, plan_windows, provenance, read_block,
                      scratch_dir, staged_output, time_groups)
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,11 @@ def _tags(job: GeoTiffJob, item: GeoTiffItem) -> dict[str, str]:
     return tags
 
 
-def pending(job: GeoTiffJob, overwrite: bool) -> GeoTiffJob | None:
-    """The job without the files that already exist (None if nothing is left)."""
-    if overwrite:
-        return job
+def pending(job: GeoTiffJob, existing: set[str]) -> GeoTiffJob | None:
+    """The job without the files whose names are in ``existing`` (None if nothing is left)."""
     from dataclasses import replace
 
-    left = tuple(it for it in job.items if not output_exists(it.url, job.storage_options))
+    left = tuple(it for it in job.items if posixpath.basename(it.url) not in existing)
     return replace(job, items=left) if left else None
 
 

@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .common import FILL, Source, encode_fill_to, open_arrays, provenance, read_block, staged_output, time_groups
+from .common import Source, encode_fill_to, open_arrays, provenance, read_block, staged_output, time_groups
 from .hdf5 import set_attr
 
 log = logging.getLogger(__name__)
@@ -232,4 +232,4 @@ def write_modis(job: ModisJob) -> int | None:
 
 
 __all__ = ["file_name", "tiles_intersecting", "pixel_lonlat", "master_index", "tile_origin", "ModisJob",
-           "write_modis", "row_lat", "R_SPHERE", "TILE_M", "TILE_PX", "PIXEL_M", "MODIS_FILL", "FILL"]
+           "write_modis", "row_lat", "R_SPHERE", "TILE_M", "TILE_PX", "PIXEL_M", "MODIS_FILL"]
