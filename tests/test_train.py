@@ -82,7 +82,10 @@ def test_train_end_to_end(tmp_path):
     assert {"model", "card", "uncertainty", "metrics"} <= set(urls)
     card = json.loads(open(urls["card"]).read())
     assert card["algorithm"] in ("rf", "gbt") and "station-grouped" in card["algorithm_reason"]
-    assert card["target_kind"] == "residual"
+    assert card["target_kind"] in ("sm", "residual") and "station-grouped" in card["target_reason"]
+    tc = card["cv"]["targets"]
+    best = min((tc[t][a]["ubrmse_pooled"], t) for t in ("sm", "residual") for a in ("rf", "gbt"))
+    assert best[1] == card["target_kind"]
     assert card["training"]["n_stations"] == 20 and card["training"]["n_samples"] > 900
     assert {e["station"] for e in card["training"]["excluded_stations"]} == {"NETA/OUTSIDE", "NETB/SPARSE"}
     assert card["feature_schema"] == json.loads(json.dumps(F.FEATURE_SCHEMA))

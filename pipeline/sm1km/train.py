@@ -150,6 +150,12 @@ def feature_matrix(table: pd.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(table[list(FEATURE_NAMES)].to_numpy(np.float32))
 
 
+def _score(m: Mapping[str, Any]) -> tuple[float, float]:
+    """Sort key of a CV result: pooled ubRMSE, then per-station median ubRMSE (NaN last)."""
+    vals = [m.get("ubrmse_pooled"), m.get("ubrmse_median")]
+    return tuple(float(v) if v is not None and np.isfinite(v) else np.inf for v in vals)
+
+
 def _choose(results: Mapping[str, Mapping[str, Any]], requested: str) -> tuple[str, str]:
     """(algorithm, why): the requested one, or the lower **pooled** ubRMSE under station-grouped CV.
 
@@ -159,9 +165,7 @@ def _choose(results: Mapping[str, Mapping[str, Any]], requested: str) -> tuple[s
     pattern (a model returning the 25 km value scores as well as the baseline); it breaks ties.
     """
     def score(a):
-        m = results[a]["station_grouped"]
-        vals = [m.get("ubrmse_pooled"), m.get("ubrmse_median")]
-        return tuple(v if v is not None and np.isfinite(v) else np.inf for v in vals)
+        return _score(results[a]["station_grouped"])
 
     txt = ", ".join(f"{a} {results[a]['station_grouped'].get('ubrmse_pooled', float('nan')):.4f}" for a in results)
     if requested != "auto":
@@ -173,47 +177,65 @@ def _choose(results: Mapping[str, Mapping[str, Any]], requested: str) -> tuple[s
 def fit_all(table: pd.DataFrame, *, algorithm: str = "auto", k: int = 5, seed: int = 42,
             n_threads: int = DEFAULT_THREADS, rf_trees: int = RF_PARAMS["num_parallel_tree"],
             gbt_max_rounds: int = GBT_MAX_ROUNDS, min_station_days: int = 1,
-            algorithms=ALGORITHMS, schemes=SCHEMES, target: str = "residual") -> dict[str, Any]:
+            algorithms=ALGORITHMS, schemes=SCHEMES, target: str = "auto") -> dict[str, Any]:
     """The science of ``train`` without I/O: CV of each algorithm, choice, final and quantile fits.
 
-    ``target``: ``residual`` (default) learns ``y - sm_25km`` and adds ``sm_25km`` back when
-    predicting — the trees then model only the sub-cell and station-scale departure, instead of
-    approximating the 25 km signal by steps; ``sm`` learns ``y`` itself (as published).
+    ``target``: ``sm`` learns ``y`` itself (as published); ``residual`` learns ``y - sm_25km`` and
+    adds ``sm_25km`` back when predicting (the trees then model only the departure from the 25 km
+    value instead of approximating it by steps); ``auto`` (default) cross-validates both
+    (station-grouped) and keeps the better.
     Returns ``{"booster", "uncertainty_booster", "algorithm", "reason", "cv", "hyperparameters",
     "importance", "uncertainty", "target_kind"}``; ``cv`` is the ``model`` section of metrics.json.
     """
     import xgboost as xgb
 
-    if target not in TARGET_KINDS:
-        raise ModelError("train", f"unknown target {target!r}.", f"use one of {', '.join(TARGET_KINDS)}.")
-
+    if target not in (*TARGET_KINDS, "auto"):
+        raise ModelError("train", f"unknown target {target!r}.", f"use auto or one of {', '.join(TARGET_KINDS)}.")
     if table["station"].nunique() < 2 or len(table) < 20:
         raise ModelError("train", f"too little training data: {table['station'].nunique()} station(s), "
                          f"{len(table)} station-days inside the region and period.",
                          "widen the region or period, add ISMN stations, or lower model.min_station_days.")
     if algorithm != "auto" and algorithm not in algorithms:
         algorithms = (*algorithms, algorithm)
+    schemes = tuple(dict.fromkeys(("station_grouped", *schemes)))  # it always runs: it decides
     X = feature_matrix(table)
     y = table["y"].to_numpy(np.float64)
     st = table["station"].to_numpy()
+
+    def run(tr: Trainer, scheme: str):
+        tr.best_rounds = []
+        r, p = cross_validate(table, X, tr.fit_predict, k=k, seed=seed, schemes=(scheme,),
+                              min_station_days=min_station_days)
+        return r[scheme], p[scheme], list(tr.best_rounds)
+
+    # 1. station-grouped CV of every algorithm x target; it picks the target (and the algorithm)
+    targets = TARGET_KINDS if target == "auto" else (target,)
+    sg: dict[tuple[str, str], tuple] = {}
+    for tgt in targets:
+        for alg in algorithms:
+            sg[(alg, tgt)] = run(Trainer(alg, seed, n_threads, rf_trees, gbt_max_rounds, tgt), "station_grouped")
+    eligible = [key for key in sg if algorithm == "auto" or key[0] == algorithm]
+    chosen_target = min(eligible, key=lambda key: _score(sg[key][0]))[1]
+    target_comparison = {tgt: {alg: sg[(alg, tgt)][0] for alg in algorithms} for tgt in targets}
+    target_reason = (f"target = {target} (given)" if target != "auto" else
+                     "lower pooled ubRMSE under station-grouped CV: " + ", ".join(
+                         f"{alg}/{tgt} {sg[(alg, tgt)][0]['ubrmse_pooled']:.4f}" for (alg, tgt) in eligible))
+
+    # 2. the other designs for every algorithm, with the chosen target
     per_alg: dict[str, dict[str, Any]] = {}
     oof: dict[str, dict[str, np.ndarray]] = {}
     trainers: dict[str, Trainer] = {}
     for alg in algorithms:
-        tr = Trainer(alg, seed, n_threads, rf_trees, gbt_max_rounds, target)
-        sg_rounds: list[int] = []
+        tr = Trainer(alg, seed, n_threads, rf_trees, gbt_max_rounds, chosen_target)
         res, preds = {}, {}
-        for scheme in schemes:  # one scheme at a time, to keep the station-grouped GBT rounds apart
-            tr.best_rounds = []
-            r, p = cross_validate(table, X, tr.fit_predict, k=k, seed=seed, schemes=(scheme,),
-                                  min_station_days=min_station_days)
-            res.update(r)
-            preds.update(p)
+        for scheme in schemes:
             if scheme == "station_grouped":
-                sg_rounds = list(tr.best_rounds)
+                res[scheme], preds[scheme], sg_rounds = sg[(alg, chosen_target)]
+            else:
+                res[scheme], preds[scheme], _ = run(tr, scheme)
         tr.best_rounds = sg_rounds
         per_alg[alg], oof[alg], trainers[alg] = res, preds, tr
-        log.info("CV %s, ubRMSE pooled/median: %s", alg,
+        log.info("CV %s (target %s), ubRMSE pooled/median: %s", alg, chosen_target,
                  {s: (round(res[s]["ubrmse_pooled"], 4), round(res[s]["ubrmse_median"], 4)) for s in res})
     chosen, reason = _choose(per_alg, algorithm)
     baseline = summarize(table["baseline_25km"].to_numpy(), y, st, min_station_days)
@@ -232,7 +254,8 @@ def fit_all(table: pd.DataFrame, *, algorithm: str = "auto", k: int = 5, seed: i
     coverage = float(np.mean((resid[ok] >= q[:, 0]) & (resid[ok] <= q[:, -1]))) if ok.any() else float("nan")
 
     cv_section: dict[str, Any] = {s: dict(per_alg[chosen][s], baseline_25km=baseline) for s in schemes}
-    cv_section.update(default_algorithm=chosen, reason=reason, baseline_25km=baseline, target_kind=target,
+    cv_section.update(default_algorithm=chosen, reason=reason, baseline_25km=baseline, target_kind=chosen_target,
+                      target_reason=target_reason, targets=target_comparison,
                       algorithms={a: per_alg[a] for a in per_alg}, folds=k, seed=seed,
                       min_station_days=min_station_days,
                       metric_definitions="pytesmo: bias=mean(x-y), ubrmse ddof=0, x=estimate, y=station; "
@@ -249,7 +272,7 @@ def fit_all(table: pd.DataFrame, *, algorithm: str = "auto", k: int = 5, seed: i
     hyper["uncertainty"] = dict(UNCERTAINTY_PARAMS, quantile_alpha=list(QUANTILES), num_boost_round=UNCERTAINTY_ROUNDS,
                                 seed=int(seed), nthread=int(n_threads))
     return {"booster": booster, "uncertainty_booster": ubooster, "algorithm": chosen, "reason": reason,
-            "target_kind": target,
+            "target_kind": chosen_target, "target_reason": target_reason,
             "cv": cv_section, "hyperparameters": hyper, "importance": importance,
             "uncertainty": {"quantiles": list(QUANTILES), "target": "station-grouped out-of-fold residual y - y_hat",
                             "value": "half the 16-84 % range (about 1 sigma), m3/m3",
@@ -313,7 +336,7 @@ def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
     """Train, cross-validate and save the downscaling model; returns URLs of what it wrote.
 
     Options: ``n_threads`` (XGBoost training threads, default 4), ``rf_trees``, ``gbt_max_rounds``,
-    ``algorithms`` (which to cross-validate; default both), ``target`` (``residual`` or ``sm``).
+    ``algorithms`` (which to cross-validate; default both), ``target`` (``auto``, ``sm``, ``residual``).
     """
     from .collocate import collocate_stores
 
@@ -326,7 +349,7 @@ def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
                      gbt_max_rounds=int(options.get("gbt_max_rounds") or GBT_MAX_ROUNDS),
                      min_station_days=cfg.model.min_station_days,
                      algorithms=tuple(options.get("algorithms") or ALGORITHMS),
-                     target=str(options.get("target") or "residual"))
+                     target=str(options.get("target") or "auto"))
     b = cfg.coarse_region.bbox
     nets = table.groupby("network")["station"].nunique()
     card = {
@@ -336,6 +359,7 @@ def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
         "algorithm": result["algorithm"],
         "algorithm_reason": result["reason"],
         "target_kind": result["target_kind"],
+        "target_reason": result["target_reason"],
         "target": "ISMN in-situ surface soil moisture (flag G, shallowest layer <= 0.05 m), daily mean, m3/m3",
         "training": {
             "period": {"start": str(cfg.period.start), "end": str(cfg.period.end)},
@@ -380,8 +404,9 @@ def add_arguments(p) -> None:
                    help=f"XGBoost training threads (default {DEFAULT_THREADS}; fixed for reproducible files)")
     p.add_argument("--rf-trees", type=int, default=RF_PARAMS["num_parallel_tree"], help="trees of the random forest")
     p.add_argument("--gbt-max-rounds", type=int, default=GBT_MAX_ROUNDS, help="upper bound of boosting rounds")
-    p.add_argument("--target", choices=TARGET_KINDS, default="residual",
-                   help="residual: learn station minus fused 25 km (default); sm: learn the station value (as published)")
+    p.add_argument("--target", choices=("auto", *TARGET_KINDS), default="auto",
+                   help="sm: learn the station value (as published); residual: learn station minus fused 25 km; "
+                        "auto (default): the better under station-grouped CV")
 
 
 def run_cli(args) -> int:
