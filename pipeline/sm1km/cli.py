@@ -73,6 +73,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    import os
+
+    # distributed configures its own loggers from dask config when imported: keep them quiet
+    # unless asked (-vv), in this process and in the worker processes it spawns.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning" if verbose < 2 else "info")
     level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("distributed", "botocore", "s3fs", "fsspec", "asyncio", "urllib3", "rasterio", "numcodecs"):

@@ -228,7 +228,8 @@ def _figures(cfg, so, metrics, series, per_station, card, outdir) -> list[tuple[
     figs: list[tuple[str, str]] = []
 
     def save(fig, name, caption):
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
         fig.savefig(os.path.join(outdir, name), dpi=90)
         plt.close(fig)
         figs.append((name, caption))
@@ -324,7 +325,8 @@ def _day_map(cfg, so, plt, max_px: int = 800):
                                                                     lon=slice(None, None, step)).load()))
     vmin = float(np.nanpercentile(fine, 2)) if np.isfinite(fine).any() else 0
     vmax = float(np.nanpercentile(fine, 98)) if np.isfinite(fine).any() else 0.5
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4.6), squeeze=False,
+                             layout="constrained")
     for ax, (title, da) in zip(axes[0], panels):
         im = ax.pcolormesh(da.lon, da.lat, da.values, vmin=vmin, vmax=vmax, cmap="YlGnBu", shading="auto")
         ax.set(title=f"{title} — {pd.Timestamp(day):%Y-%m-%d}", xlabel="lon", ylabel="lat", aspect="equal")
