@@ -27,10 +27,15 @@ META_COLUMNS = ("station", "network", "lat", "lon", "time", "y", "baseline_25km"
 DAYS_PER_BUILD = 256  # bounds memory: 256 days × factor² px × N_FEATURES floats per build
 
 
+def _strings(values) -> np.ndarray:
+    """Python ``str`` objects from any string array (fixed-width, object or numpy StringDType)."""
+    return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)
+
+
 def _station_meta(stations: xr.Dataset) -> pd.DataFrame:
-    ids = np.asarray(stations["station"].values).astype(str)
+    ids = _strings(stations["station"].values)
     if "network" in stations.coords or "network" in stations:
-        nets = np.asarray(stations["network"].values).astype(str)
+        nets = _strings(stations["network"].values)
     else:
         nets = np.array([s.split("/", 1)[0] for s in ids])
     return pd.DataFrame({"station": ids, "network": nets,
@@ -176,7 +181,8 @@ def _empty_table() -> pd.DataFrame:
 
 def _collocate_batch(urls: Mapping[str, str], storage_options, station_ids, factor, min_station_days):
     stations = store.open_dataset(urls["stations"], storage_options)
-    stations = stations.sel(station=list(station_ids))
+    wanted = set(station_ids)
+    stations = stations.isel(station=[i for i, s in enumerate(_strings(stations["station"].values)) if s in wanted])
     return collocate(stations, store.open_dataset(urls["fused"], storage_options),
                      store.open_dataset(urls["predictors"], storage_options), factor, min_station_days)
 
