@@ -16,7 +16,7 @@ from sm1km.collocate import collocate, collocate_stores
 from sm1km.errors import ModelError
 from sm1km.train import train
 
-FAST = {"rf_trees": 30, "gbt_max_rounds": 120, "n_threads": 1}
+FAST = {"rf_trees": 30, "gbt_max_rounds": 60, "n_threads": 1}
 CV_KEYS = {"n_stations", "n_samples", "r_pooled", "ubrmse_pooled", "r_median", "ubrmse_median", "bias_median",
            "rmse_pooled"}
 
