@@ -1,7 +1,8 @@
 """A tiny world for the downscale/aggregate tests, written straight to stores of the store contract.
 
 2×2 coarse cells (factor 10 → 20×20 px), 40 days from 2020-01-01, the south-east cell is sea
-(fused NaN, source_flag 0). Shards: tile_cells 1 × time_block_days 16 → 4 tiles × 3 blocks = 12.
+(fused NaN, source_flag 0) and a 3×3 px lake (land_cover 17) lies in the north-west cell.
+Shards: tile_cells 1 × time_block_days 16 → 4 tiles × 3 blocks = 12.
 Truth = fused value + known sub-cell terms of the predictors' cell anomalies; a small XGBoost model
 (plus quantile model) is trained on ``build_features`` of the whole world and saved with
 ``model.save_model`` — so the product can beat the 25 km baseline against the truth.
@@ -21,6 +22,7 @@ FACTOR = 10
 N_DAYS = 40
 START = "2020-01-01"
 SEA_CELL = (1, 1)
+N_LAND_PX = 3 * 100 - 9  # three land cells minus the lake
 
 
 def _cell_anom(a, f):
@@ -69,6 +71,7 @@ def make_world(root: str, storage_options=None, *, seed: int = 0, train: bool = 
     clay = rng.uniform(0.1, 0.4, (ny, nx)).astype(np.float32)
     sand = rng.uniform(0.2, 0.6, (ny, nx)).astype(np.float32)
     lc = rng.choice(np.array([10, 12, 14], np.int16), (ny, nx))
+    lc[:3, :3] = 17  # a lake (IGBP water) in the north-west land cell: fill at 1 km
     ndvi = (0.5 + 0.2 * np.cos(xx / 5.0) + 0.05 * rng.standard_normal((nt, ny, nx))).astype(np.float32)
     lst_night = (270 + 3 * rng.standard_normal((nt, 1, 1)) - 0.0065 * (elev - 500)
                  + rng.normal(0, 0.5, (nt, ny, nx))).astype(np.float32)

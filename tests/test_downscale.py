@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from downscale_world import FACTOR, N_DAYS, make_world
+from downscale_world import FACTOR, N_DAYS, N_LAND_PX, make_world
 from sm1km import downscale, master, metrics, store
 from sm1km.encoding import FILL, encode_int16
 from sm1km.errors import InputError, ModelError, StoreError
@@ -31,7 +31,7 @@ def _expected_shard(cfg, facts, t0, t1, r0, r1, c0, c1):
     nt, ny, nx = t1 - t0, (r1 - r0) * FACTOR, (c1 - c0) * FACTOR
     sm = m.predict(X).reshape(nt, ny, nx)
     unc = m.predict_uncertainty(X).reshape(nt, ny, nx)
-    sea = np.repeat(np.repeat(f.source_flag.values == 0, FACTOR, 1), FACTOR, 2)
+    sea = np.repeat(np.repeat(f.source_flag.values == 0, FACTOR, 1), FACTOR, 2) | (preds["land_cover"] == 17)
     sm[sea] = np.nan
     unc[sea] = np.nan
     return encode_int16(sm), encode_int16(unc)
@@ -70,22 +70,27 @@ def test_downscale_end_to_end(store_root, monkeypatch):
     out = downscale.downscale(cfg)
     assert out["master"] == cfg.store.url("master.zarr")
     assert out.stats == {"shards_total": 12, "shards_written": 12, "shards_skipped": 0,
-                         "land_pixel_days_written": 3 * 100 * N_DAYS}
+                         "land_pixel_days_written": N_LAND_PX * N_DAYS}
     g = store.open_group(out["master"], so)
-    # shard (time block 1, tile (0, 1)) equals the independent reference exactly
-    want_sm, want_unc = _expected_shard(cfg, facts, 16, 32, 0, 1, 1, 2)
-    np.testing.assert_array_equal(g["sm"][16:32, 0:10, 10:20], want_sm)
-    np.testing.assert_array_equal(g["sm_uncertainty"][16:32, 0:10, 10:20], want_unc)
-    # sea cell (south-east) is fill everywhere, land is never fill
+    # shards equal the independent reference exactly (one with the lake, one without)
+    for t0, t1, r0, c0 in ((16, 32, 0, 1), (32, 40, 0, 0)):
+        want_sm, want_unc = _expected_shard(cfg, facts, t0, t1, r0, r0 + 1, c0, c0 + 1)
+        y, x = slice(r0 * 10, r0 * 10 + 10), slice(c0 * 10, c0 * 10 + 10)
+        np.testing.assert_array_equal(g["sm"][t0:t1, y, x], want_sm)
+        np.testing.assert_array_equal(g["sm_uncertainty"][t0:t1, y, x], want_unc)
+    # sea cell (south-east) and the lake are fill everywhere, other land never
     q = g["sm"][:]
-    assert (q[:, 10:, 10:] == FILL).all()
-    assert (q[:, :10, :] != FILL).all() and (q[:, :, :10] != FILL).all()
+    assert (q[:, 10:, 10:] == FILL).all() and (q[:, :3, :3] == FILL).all()
+    land = np.ones((20, 20), bool)
+    land[10:, 10:] = land[:3, :3] = False
+    assert (q[:, land] != FILL).all()
     assert ((q[q != FILL] >= 0) & (q[q != FILL] <= 1000)).all()
     # consolidated metadata + coverage, readable in one go
     ds = store.open_dataset(out["master"], so, consolidated=True)
     assert ds.attrs["time_coverage_end"] == "2020-02-09" and ds.attrs["last_updated"] == "2023-11-14T22:13:20Z"
     assert ds.attrs["model_sha256"] == load_model(cfg.model_path, so).sha256
-    assert float(ds.sm.isel(time=0, lat=0, lon=0)) == pytest.approx(q[0, 0, 0] * 0.001)
+    assert float(ds.sm.isel(time=0, lat=5, lon=5)) == pytest.approx(q[0, 5, 5] * 0.001)
+    assert np.isnan(ds.sm.isel(time=0, lat=0, lon=0))
     # ledger: one marker per shard; a re-run skips them all
     assert len(store.Ledger(root, "master.zarr", so).keys()) == 12
     again = downscale.downscale(cfg)
@@ -175,14 +180,15 @@ def test_predict_shard_batches_agree(world):
     few_sm, few_unc = downscale.predict_shard(*args, batch_rows=3 * 400)  # 3 days per batch
     np.testing.assert_array_equal(one_sm, few_sm)
     np.testing.assert_array_equal(one_unc, few_unc)
-    assert np.isnan(one_sm[:, 10:, 10:]).all() and np.isfinite(one_sm[:, :10]).all()
+    assert np.isnan(one_sm[:, 10:, 10:]).all() and np.isnan(one_sm[:, :3, :3]).all()
+    assert np.isfinite(one_sm[:, :10, 3:]).all() and np.isfinite(one_unc[:, :10, 3:]).all()
 
 
 def test_truth_metrics_beat_the_baseline(world):
     cfg, facts = world
     m = downscale.truth_metrics(cfg)
     d, b = m["downscaled"], m["baseline_25km"]
-    assert d["n"] == b["n"] == 3 * 100 * N_DAYS
+    assert d["n"] == b["n"] == N_LAND_PX * N_DAYS
     assert d["ubrmse"] < 0.5 * b["ubrmse"] and d["r"] > b["r"]
     assert d["spatial_anomaly_r"] > 0.8
     assert d["spatial_anomaly_rmse"] < b["spatial_anomaly_rmse"]

@@ -4,7 +4,8 @@ Plan: one task per master shard = (tile of ``grid.tile_cells``² coarse cells) �
 ``grid.time_block_days`` days). A task reads the fused 25 km block and the 1 km predictor block,
 builds features (``features.build_features`` into one preallocated float32 buffer), predicts
 (``LoadedModel.predict`` / ``predict_uncertainty``: XGBoost in-place prediction, clipped to the
-physical range), masks sea (fused ``source_flag`` 0 or NaN), packs to int16 (``encoding``) and
+physical range), masks sea (fused ``source_flag`` 0 or NaN; 1 km water pixels by land cover),
+packs to int16 (``encoding``) and
 writes its shard — the only writer of that shard — then marks the shard in the ledger.
 
 * **Resumable:** shards in the ledger (``<root>/_ledger/master.zarr/``) are skipped; a killed run
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: rows of one feature batch (pixel-days); 2**19 rows × 23 features × 4 B ≈ 48 MB
 FEATURE_BATCH_ROWS = 1 << 19
+#: ``land_cover`` codes that are open water at 1 km (IGBP / MODIS MCD12Q1 LC_Type1: 17 = water bodies):
+#: fill there, like sea cells at 25 km — soil moisture is undefined over water.
+WATER_LAND_COVER = (17,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +251,8 @@ def read_inputs(spec: ShardSpec, ctx: DownscaleContext):
 
 def predict_shard(fused_sm, flag, predictors, times, factor: int, model, with_uncertainty: bool,
                   batch_rows: int = FEATURE_BATCH_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pure core of a shard: float32 (t, y, x) soil moisture (and uncertainty), NaN over sea.
+    """Pure core of a shard: float32 (t, y, x) soil moisture (and uncertainty), NaN over sea
+    (fused ``source_flag`` 0 or NaN) and over 1 km water pixels (``land_cover`` in WATER_LAND_COVER).
 
     Features are built day-batch by day-batch into one preallocated buffer (≤ ``batch_rows`` rows),
     so memory is bounded by the shard, never by the region or period.
@@ -274,6 +279,9 @@ def predict_shard(fused_sm, flag, predictors, times, factor: int, model, with_un
         if unc is not None:
             unc[d0:d1] = model.predict_uncertainty(X).reshape(d1 - d0, ny, nx)
     mask = np.repeat(np.repeat(sea, factor, axis=1), factor, axis=2)
+    lc = predictors.get("land_cover")
+    if lc is not None:
+        mask |= np.isin(lc, WATER_LAND_COVER)  # (y, x) or (t, y, x): broadcasts
     sm[mask] = np.nan
     if unc is not None:
         unc[mask] = np.nan
