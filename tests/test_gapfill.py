@@ -90,3 +90,16 @@ def test_ndvi_composites_to_daily():
     assert daily[0] == pytest.approx(0.2) and daily[16] == pytest.approx(0.6)
     assert daily[8] == pytest.approx(0.4)  # half way between composites
     assert daily[24] == pytest.approx(0.4)
+
+
+def test_large_arrays_are_filled_in_pixel_groups(monkeypatch):
+    """Pixel groups (bounded temporaries) give the same result as one pass."""
+    import sm1km.gapfill as g
+
+    rng = np.random.default_rng(5)
+    v = rng.random((40, 7, 9)).astype(np.float32)
+    v[rng.random(v.shape) < 0.7] = nan
+    v[:, 3, 4] = nan  # a pixel without observations -> the block mean of the whole array
+    whole = gapfill_time(v, max_gap_days=6)
+    monkeypatch.setattr(g, "_PASS_ELEMENTS", 40 * 5)  # groups of 5 pixels
+    np.testing.assert_array_equal(gapfill_time(v, max_gap_days=6), whole)

@@ -48,6 +48,10 @@ def pixel_fallback(values: np.ndarray) -> np.ndarray:
     return np.where(n > 0, mean, block_mean)
 
 
+#: elements (time × pixels) handled per pass: bounds the float64/int64 temporaries (~10 arrays)
+_PASS_ELEMENTS = 1 << 19
+
+
 def gapfill_time(values: np.ndarray, max_gap_days: int | None = None,
                  fallback: np.ndarray | float | None = None) -> np.ndarray:
     """Fill NaN along axis 0 (daily steps) — interpolate, hold at the ends, fall back (module doc).
@@ -55,6 +59,7 @@ def gapfill_time(values: np.ndarray, max_gap_days: int | None = None,
     ``values``: ``(time, ...)`` float array. ``max_gap_days``: reach of an observation in days
     (None = unlimited). ``fallback``: value per pixel ``(...)`` (or scalar) for days no
     observation reaches; default :func:`pixel_fallback` of ``values``. Returns float32, same shape.
+    Works on groups of pixels so that temporaries stay small whatever the array size.
     """
     v = np.asarray(values)
     if v.ndim < 1:
@@ -63,9 +68,25 @@ def gapfill_time(values: np.ndarray, max_gap_days: int | None = None,
         raise ValueError("max_gap_days must be >= 0")
     nt = v.shape[0]
     shape = v.shape
-    flat = v.reshape(nt, -1).astype(np.float64)
-    if nt == 0 or flat.shape[1] == 0:
+    if nt == 0 or v.size == 0:
         return v.astype(np.float32)
+    flat_in = v.reshape(nt, -1)
+    npix = flat_in.shape[1]
+    if fallback is None:
+        fb_all = pixel_fallback(flat_in)
+    else:
+        fb_all = np.broadcast_to(np.asarray(fallback, dtype=np.float64), shape[1:]).reshape(-1)
+    out = np.empty((nt, npix), dtype=np.float32)
+    step = max(1, _PASS_ELEMENTS // nt)
+    for j in range(0, npix, step):
+        out[:, j:j + step] = _fill_pixels(flat_in[:, j:j + step], max_gap_days, fb_all[j:j + step])
+    return out.reshape(shape)
+
+
+def _fill_pixels(values: np.ndarray, max_gap_days: int | None, fb: np.ndarray) -> np.ndarray:
+    """gapfill_time on a ``(time, pixels)`` block with a per-pixel fallback ``fb``."""
+    flat = values.astype(np.float64)
+    nt = flat.shape[0]
     valid = np.isfinite(flat)
     idx = np.arange(nt, dtype=np.int64)[:, None]
     prev = np.maximum.accumulate(np.where(valid, idx, -1), axis=0)
@@ -87,12 +108,8 @@ def gapfill_time(values: np.ndarray, max_gap_days: int | None = None,
     out = np.where(valid, flat, out)  # observations are kept bit for bit
     rest = ~(valid | has_p | has_n)
     if rest.any():
-        if fallback is None:
-            fb = pixel_fallback(flat).reshape(1, -1)
-        else:
-            fb = np.broadcast_to(np.asarray(fallback, dtype=np.float64), shape[1:]).reshape(1, -1)
-        out = np.where(rest, fb, out)
-    return out.astype(np.float32).reshape(shape)
+        out = np.where(rest, np.asarray(fb, dtype=np.float64).reshape(1, -1), out)
+    return out.astype(np.float32)
 
 
 def place_on_days(dates, values: np.ndarray, days) -> np.ndarray:
