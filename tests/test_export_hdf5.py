@@ -120,3 +120,28 @@ def test_export_of_a_store_made_by_master_module(tmp_path):
     with rasterio.open(tifs[1]) as d:
         np.testing.assert_array_equal(d.read(1), q[1])
         assert d.tags(1)["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
+
+
+def test_export_of_a_monthly_store_made_by_master_module(tmp_path):
+    from sm1km import master
+
+    cfg = es.run_config(str(tmp_path / "store"), {}, start="2020-01-15", end="2020-03-10")
+    url = cfg.store.url("monthly.zarr")
+    tpl, enc = master.monthly_template(cfg)
+    store.create_template(url, tpl, enc)
+    q = es.random_int16(tpl.sm.shape, seed=4)
+    nvd = np.where(q == FILL, 0, 20).astype(np.int16)
+    master.write_packed(url, {"time": slice(0, 3)}, {"sm": q, "n_valid_days": nvd})
+    (f,) = export(cfg, fmt="hdf5", product="monthly", out=str(tmp_path / "m"))
+    with xr.open_dataset(f, engine="h5netcdf", mask_and_scale=False) as ds:
+        assert list(pd.DatetimeIndex(ds.time.values).strftime("%Y-%m-%d")) == ["2020-01-01", "2020-02-01", "2020-03-01"]
+        np.testing.assert_array_equal(ds.sm.values, q)
+        np.testing.assert_array_equal(ds.n_valid_days.values, nvd)
+        assert ds.sm.attrs["cell_methods"].startswith("time: mean")
+    import rasterio
+
+    tifs = export(cfg, fmt="geotiff", product="monthly", out=str(tmp_path / "t"))
+    assert [os.path.basename(t) for t in tifs] == ["sm1km_monthly_202001.tif", "sm1km_monthly_202002.tif",
+                                                   "sm1km_monthly_202003.tif"]
+    with rasterio.open(tifs[2]) as d:
+        np.testing.assert_array_equal(d.read(1), q[2])
