@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from downscale_world import FACTOR, N_DAYS, N_LAND_PX, make_world
-from sm1km import downscale, master, metrics, store
+from sm1km import downscale, metrics, store
 from sm1km.encoding import FILL, encode_int16
 from sm1km.errors import InputError, ModelError, StoreError
 from sm1km.features import PREDICTOR_NAMES, build_features
