@@ -75,3 +75,20 @@ def test_checksum_tree_detects_change(store_root):
 def test_source_date_epoch_fixes_timestamps(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert store.now_iso() == "2023-11-14T22:13:20Z"
+
+
+def test_errors_pickle_roundtrip():
+    import pickle
+
+    from sm1km.errors import InputError
+
+    e = pickle.loads(pickle.dumps(InputError("a.nc", "truncated.", "download it again.")))
+    assert isinstance(e, InputError) and e.where == "a.nc" and "download it again." in str(e)
+
+
+def test_int16_encoding_unwritten_chunks_read_as_nan(tmp_path):
+    url = str(tmp_path / "p.zarr")
+    tpl = _template()
+    store.create_template(url, tpl, {"sm": store.cf_int16_encoding(chunks=(4, 3, 4))})
+    back = store.open_dataset(url)
+    assert back.sm.dtype.kind == "f" and np.isnan(back.sm.values).all()

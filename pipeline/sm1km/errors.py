@@ -21,6 +21,10 @@ class Sm1kmError(Exception):
             msg += f" Fix: {fix}"
         super().__init__(msg)
 
+    def __reduce__(self):
+        # picklable, so an error raised inside a dask task reaches the driver as itself
+        return (type(self), (self.where, self.problem, self.fix))
+
 
 class InputError(Sm1kmError):
     """An input file is unreadable, of the wrong kind, or inconsistent with the run."""

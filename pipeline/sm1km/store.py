@@ -331,6 +331,8 @@ def checksum_tree(url: str, storage_options: Mapping[str, Any] | None = None) ->
 
 def cf_int16_encoding(fill: int = -32768, scale: float = 0.001, **extra) -> dict[str, Any]:
     """Encoding of a packed soil-moisture variable: int16, scale 0.001, fill −32768."""
-    enc = {"dtype": "int16", "scale_factor": scale, "add_offset": 0.0, "_FillValue": np.int16(fill)}
+    # zarr's own fill_value too: unwritten chunks must read as fill (NaN), not as a valid 0
+    enc = {"dtype": "int16", "scale_factor": scale, "add_offset": 0.0, "_FillValue": np.int16(fill),
+           "fill_value": np.int16(fill)}
     enc.update(extra)
     return enc
