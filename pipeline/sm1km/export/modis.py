@@ -25,8 +25,8 @@ from __future__ import annotations
 import calendar
 import logging
 import math
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -59,13 +59,20 @@ def tile_origin(h: int, v: int) -> tuple[float, float]:
     return ULX + h * TILE_M, ULY - v * TILE_M
 
 
-@lru_cache(maxsize=2)
-def _transformers():
-    from pyproj import CRS, Transformer
+_LOCAL = threading.local()
 
-    sinu = CRS.from_proj4(SINUSOIDAL_PROJ4)
-    geo = CRS.from_proj4(f"+proj=longlat +R={R_SPHERE} +no_defs")
-    return (Transformer.from_crs(sinu, geo, always_xy=True), Transformer.from_crs(geo, sinu, always_xy=True))
+
+def _transformers():
+    """(inverse, forward) pyproj transformers, one pair per thread (they are not thread-safe)."""
+    pair = getattr(_LOCAL, "pair", None)
+    if pair is None:
+        from pyproj import CRS, Transformer
+
+        sinu = CRS.from_proj4(SINUSOIDAL_PROJ4)
+        geo = CRS.from_proj4(f"+proj=longlat +R={R_SPHERE} +no_defs")
+        pair = _LOCAL.pair = (Transformer.from_crs(sinu, geo, always_xy=True),
+                              Transformer.from_crs(geo, sinu, always_xy=True))
+    return pair
 
 
 def row_lat(h: int, v: int) -> np.ndarray:
