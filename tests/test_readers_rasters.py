@@ -186,3 +186,30 @@ def test_bad_rasters(tmp_path):
         read_raster(hdf4, REGION, FACTOR)
     with pytest.raises(ValueError):
         read_raster(good, REGION, FACTOR, "cubic_spline_magic")
+
+
+def test_aligned_raster_fast_path_equals_the_warped_path(tmp_path, monkeypatch):
+    """A GeoTIFF already on our fine grid is read by an exact window read; values equal the warper's."""
+    import numpy as np
+    import rasterio
+
+    from sm1km import grid as G
+    from sm1km.readers import rasters
+
+    region = G.snap_bbox((10, 45, 11, 46))
+    big = G.Region(region.row0 - 1, region.row1 + 1, region.col0 - 2, region.col1 + 1)
+    lat, lon = G.region_coords(big, 10)
+    data = np.random.default_rng(3).normal(300, 5, (lat.size, lon.size)).astype("float32")
+    data[5:9, 30:40] = -9999
+    p = tmp_path / "lst_day_20200101.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=lon.size, height=lat.size, count=1, dtype="float32",
+                       crs="EPSG:4326", transform=G.FineGrid(10).transform(big), nodata=-9999) as ds:
+        ds.write(data, 1)
+    fast = rasters.read_raster(p, region, 10)
+    calls = []
+    monkeypatch.setattr(rasters, "_aligned_offsets", lambda *a, **k: calls.append(1))
+    slow = rasters.read_raster(p, region, 10)
+    assert calls  # the general path really ran
+    np.testing.assert_array_equal(fast.values, slow.values)
+    np.testing.assert_array_equal(fast.values[~np.isnan(fast.values)].size > 0, True)
+    assert np.isnan(fast.values).sum() == np.isnan(slow.values).sum()

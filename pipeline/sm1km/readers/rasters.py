@@ -126,9 +126,25 @@ def _physical(raw: np.ndarray, ds, path: str, integer_scale, valid_range, band: 
     return data.astype(np.float32), scale
 
 
-def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resampling: str = "average", *,
-                integer_scale: float | str | None = "auto", valid_range: tuple[float, float] | None = None,
-                subdataset: str | None = None, band: int = 1) -> xr.DataArray:
+def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resampling: str = "average",
+                **kwargs) -> xr.DataArray:
+    """Resample band ``band`` of a raster onto the fine grid of ``region``; see :func:`_read_raster`.
+
+    Local files are read in a ``rasterio.Env`` with a dummy session: otherwise rasterio builds a
+    boto3 session (≈0.1 s) on every call whenever AWS credentials are in the environment.
+    """
+    import rasterio
+    from rasterio.session import DummySession
+
+    if "://" in os.fspath(path):
+        return _read_raster(path, region, factor, resampling, **kwargs)
+    with rasterio.Env(session=DummySession()):
+        return _read_raster(path, region, factor, resampling, **kwargs)
+
+
+def _read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resampling: str = "average", *,
+                 integer_scale: float | str | None = "auto", valid_range: tuple[float, float] | None = None,
+                 subdataset: str | None = None, band: int = 1) -> xr.DataArray:
     """Resample band ``band`` of a raster onto the fine grid of ``region`` (``factor`` px per 0.25°).
 
     Returns a float32 DataArray (lat, lon) with exactly ``grid.region_coords(region, factor)``,
@@ -163,6 +179,24 @@ def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resam
             win = from_bounds(*sb, transform=ds.transform)
         except Exception as exc:
             raise InputError(path, f"cannot locate the region in the raster ({exc}).", "check the georeferencing.") from None
+        aligned = _aligned_offsets(ds, dst_crs, dst_transform)
+        if aligned is not None and not (0 <= aligned[0] and aligned[0] + lon.size <= ds.width
+                                        and 0 <= aligned[1] and aligned[1] + lat.size <= ds.height):
+            aligned = None  # partly outside the raster: the general path pads with NaN
+        if aligned is not None:
+            # fast path: the raster is on our fine grid already (same CRS, resolution, pixel edges) —
+            # an exact window read, no resampling and no GDAL warper (identical values).
+            col_off, row_off = aligned
+            window = Window(col_off, row_off, lon.size, lat.size)
+            try:
+                raw = ds.read(band, window=window, masked=True)
+            except Exception as exc:
+                raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
+                                 "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
+            dst, scale = _physical(raw, ds, path, integer_scale, valid_range, band)
+            units = (ds.units[band - 1] if ds.units else None) or ""
+            desc = (ds.descriptions[band - 1] if ds.descriptions else None) or Path(path).stem
+            return _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region)
         pad = 2
         c0 = max(int(np.floor(win.col_off)) - pad, 0)
         r0 = max(int(np.floor(win.row_off)) - pad, 0)
@@ -188,6 +222,26 @@ def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resam
                   resampling=getattr(Resampling, resampling))
         units = (ds.units[band - 1] if ds.units else None) or ""
         desc = (ds.descriptions[band - 1] if ds.descriptions else None) or Path(path).stem
+    return _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region)
+
+
+def _aligned_offsets(ds, dst_crs, dst_transform, tol: float = 1e-6):
+    """(col, row) offset of our grid's origin in the raster's pixels if both grids coincide, else None."""
+    t = ds.transform
+    if ds.crs != dst_crs or t.b != 0 or t.d != 0:
+        return None
+    res = dst_transform.a
+    if abs(t.a - res) > 1e-9 * res or abs(t.e + res) > 1e-9 * res:
+        return None
+    col = (dst_transform.c - t.c) / res
+    row = (t.f - dst_transform.f) / res
+    if abs(col - round(col)) > tol or abs(row - round(row)) > tol:
+        return None
+    return int(round(col)), int(round(row))
+
+
+def _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region) -> xr.DataArray:
+    dst = np.asarray(dst, dtype=np.float32)
     day = raster_date(path)
     da = xr.DataArray(dst, dims=("lat", "lon"), coords={"lat": lat, "lon": lon}, name=desc, attrs={
         "source_file": Path(path).name, "resampling": resampling, "scale_applied": scale, "units": units,
