@@ -293,7 +293,8 @@ def _figures(cfg, so, metrics, series, per_station, card, outdir) -> list[tuple[
         save(day_fig, "day_map.png", "One day at 25 km (fused) and at 1 km (downscaled) side by side"
              " (and the synthetic truth where available).")
 
-    imp = (card or {}).get("feature_importance") or (card or {}).get("feature_importances")
+    card = card or {}
+    imp = card.get("feature_importance_gain") or card.get("feature_importance") or card.get("feature_importances")
     if imp:
         items = sorted(imp.items(), key=lambda kv: kv[1])
         fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
