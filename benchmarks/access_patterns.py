@@ -6,9 +6,10 @@ field with a coastline) is written per layout with the production code (``master
 → ``store.create_template`` → one ``master.write_packed`` per shard → ``store.finalize``);
 ``monthly.zarr`` is made once by the real ``aggregate`` stage. Everything is served by a static
 HTTP server that honours Range requests (tests/http_server.py) with an emulated per-request
-latency, and read exactly as docs/reading.md tells users: ``xarray.open_zarr(url)`` (dask chunks
-= inner chunks, the default) and ``xarray.open_zarr(url, chunks=None)`` (lazy indexing: zarr reads
-each shard's index once). Requests and bytes are counted by the server.
+latency, and read as docs/reading.md shows: ``xarray.open_zarr(url)`` (``dask``: dask chunks =
+inner chunks, the default), ``xarray.open_zarr(url, chunks=<the shard shape>)`` (``dask_shards``)
+and ``xarray.open_zarr(url, chunks=None)`` (``lazy``: no dask; zarr reads each shard's index once).
+Requests and bytes are counted by the server.
 
 Patterns:
   * ``day_map``: one day over a 2°×2° region (240×240 px, not aligned with the tiles);
@@ -16,7 +17,7 @@ Patterns:
   * ``month_mean``: the mean of one month over the same region — from ``monthly.zarr`` and
     computed from the master.
 
-    python benchmarks/access_patterns.py --out bench_access.json            # ~4 min on 2 cores
+    python benchmarks/access_patterns.py --out bench_access.json            # ~5 min on 2 cores
     python benchmarks/access_patterns.py --small --out /tmp/bench_small.json   # seconds (tests)
 """
 
@@ -194,11 +195,13 @@ def run(args) -> dict:
             for name in layouts:
                 url = srv.url(f"{name}/{master.MASTER_STORE}")
                 res = {}
-                for mode, kw in (("dask", {}), ("lazy", {"chunks": None})):
+                lay = out["layouts"][name]
+                aligned = dict(zip(("time", "lat", "lon"), lay["shard"] or lay["inner_chunk"]))
+                for mode, kw in (("dask", {}), ("dask_shards", {"chunks": aligned}), ("lazy", {"chunks": None})):
                     i0 = len(srv.requests())
                     t_open = time.perf_counter()
                     ds = xr.open_zarr(url, **kw)
-                    monthly = xr.open_zarr(mon_url, **kw)
+                    monthly = xr.open_zarr(mon_url, **({} if mode == "dask_shards" else kw))
                     opened = srv.requests()[i0:]
                     res[mode] = {"open": {"requests": len(opened), "bytes": sum(r.bytes for r in opened),
                                           "time_s": round(time.perf_counter() - t_open, 4),

@@ -40,8 +40,9 @@ class RequestRecord:
 class RangeHTTPServer:
     """Serve ``root`` read-only on ``127.0.0.1:<free port>`` from a background thread."""
 
-    def __init__(self, root: str | Path, *, latency_s: float = 0.0, host: str = "127.0.0.1"):
+    def __init__(self, root: str | Path, *, latency_s: float = 0.0, host: str = "127.0.0.1", port: int = 0):
         self.root = Path(root)
+        self._port_wanted = int(port)
         self.latency_s = float(latency_s)
         self.host = host
         self.port: int | None = None
@@ -89,7 +90,7 @@ class RangeHTTPServer:
         async def start():
             self._runner = web.AppRunner(self._app(), access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.host, 0)
+            site = web.TCPSite(self._runner, self.host, self._port_wanted)
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]
 
@@ -147,3 +148,26 @@ class RangeHTTPServer:
                 "errors": sum(r.status >= 400 for r in recs),
                 "range_requests": sum(r.range is not None for r in recs),
                 "bytes": sum(r.bytes for r in recs)}
+
+
+def main(argv=None) -> int:
+    """Serve a folder (e.g. a store root) on 127.0.0.1 until interrupted: ``python tests/http_server.py DIR``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="static HTTP server with Range support (for trying sm1km stores)")
+    p.add_argument("root")
+    p.add_argument("--port", type=int, default=8000, help="0 = any free port")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    args = p.parse_args(argv)
+    with RangeHTTPServer(args.root, latency_s=args.latency_ms / 1000, port=args.port) as srv:
+        print(f"serving {args.root} at {srv.base_url}  (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
