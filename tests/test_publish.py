@@ -129,8 +129,8 @@ def test_appended_days_are_invisible_until_finalize(store_root, moto_server):
         http_url = srv.url("master.zarr")
     try:
         root_json = publish.read_root_metadata(url, so)
-        assert publish.extend_time(url, new_days(N0, 60), so) == (N0, 60)
-        assert publish.extend_time(url, new_days(N0, 60), so) == (60, 60)  # idempotent
+        assert publish.extend_time(url, new_days(N0, 70), so) == (N0, 70)
+        assert publish.extend_time(url, new_days(N0, 60), so) == (N0, 60)  # a re-run starts from what is published
         for region, arrays in append_blocks(N0, 60, q):
             publish.write_packed_preserving(url, region, arrays, so)
         assert publish.read_root_metadata(url, so) == root_json  # readers' view untouched
@@ -144,6 +144,7 @@ def test_appended_days_are_invisible_until_finalize(store_root, moto_server):
         assert ds.sizes["time"] == 60 and ds.attrs["time_coverage_end"] == "2020-02-29"
         np.testing.assert_array_equal(ds.sm.values, decoded(q[:60]))
         assert publish.check_published(url, so)["arrays"]["sm"] == [60, 20, 20]
+        assert publish.extend_time(url, new_days(N0, 60), so) == (60, 60)  # nothing new: untouched
     finally:
         if srv:
             srv.stop()

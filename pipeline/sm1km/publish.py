@@ -116,12 +116,15 @@ def _time_dim_arrays(group: zarr.Group) -> list[tuple[str, Any]]:
 
 def extend_time(url: str, new_times: Iterable, storage_options: Mapping[str, Any] | None = None
                 ) -> tuple[int, int]:
-    """Grow every ``time`` array of a store by ``new_times`` (after its last day); readers see nothing yet.
+    """Grow every ``time`` array of a store by ``new_times`` (after its last published day);
+    readers see nothing yet. Returns (published length, new length).
 
     Writes the arrays' own ``zarr.json`` (new shape) and the new values of the ``time`` coordinate;
     the root ``zarr.json`` — all that HTTP readers read — is untouched until ``store.finalize``.
-    New data values are written afterwards with :func:`write_packed_preserving`. Idempotent:
-    days already in the store's time axis are skipped. Returns (old length, new length).
+    New data values are written afterwards with :func:`write_packed_preserving` (other arrays along
+    ``time`` without chunked data, e.g. ``time_bnds`` of monthly.zarr, too). The published length
+    (from the consolidated metadata) is the starting point, so a re-run after a crash, or with
+    other days, redoes the extension from there; days already published are skipped.
     """
     from xarray.coding.times import decode_cf_datetime, encode_cf_datetime
 
@@ -130,26 +133,26 @@ def extend_time(url: str, new_times: Iterable, storage_options: Mapping[str, Any
     units, calendar = tarr.attrs.get("units"), tarr.attrs.get("calendar", "proleptic_gregorian")
     if not units:
         raise StoreError(url, "the time coordinate has no CF units.", "write the store from the sm1km templates.")
-    old = pd.DatetimeIndex(decode_cf_datetime(np.asarray(tarr[:]), units, calendar))
+    cons = (read_root_metadata(url, storage_options).get("consolidated_metadata") or {}).get("metadata") or {}
+    n_pub = int(cons["time"]["shape"][0]) if "time" in cons else int(tarr.shape[0])
+    old = pd.DatetimeIndex(decode_cf_datetime(np.asarray(tarr[:n_pub]), units, calendar))
     new = pd.DatetimeIndex(pd.to_datetime(list(new_times)))
     new = new[new > old.max()] if len(old) else new
     if len(new) == 0:
-        return len(old), len(old)
+        return n_pub, n_pub
     if not new.is_monotonic_increasing or new.has_duplicates:
         raise ConfigError("new_times", "the days to append are not strictly increasing.", "pass sorted unique days.")
-    n_old, n_new = len(old), len(old) + len(new)
+    n_new = n_pub + len(new)
     for name, arr in _time_dim_arrays(g):
         axis = list(arr.metadata.dimension_names).index("time")
-        if arr.shape[axis] != n_old:
-            raise StoreError(url, f"array {name!r} has {arr.shape[axis]} time steps, the time axis {n_old}.",
-                             "the store is inconsistent; rebuild it.")
-        shape = list(arr.shape)
-        shape[axis] = n_new
-        arr.resize(tuple(shape))
+        if arr.shape[axis] != n_new:
+            shape = list(arr.shape)
+            shape[axis] = n_new
+            arr.resize(tuple(shape))  # chunks beyond the published shape only: invisible
     num, _, _ = encode_cf_datetime(new.values, units, calendar, dtype=np.dtype(tarr.dtype))
-    g["time"][n_old:n_new] = np.asarray(num, dtype=tarr.dtype)
-    log.info("store %s: time axis %d -> %d days (invisible until finalize)", url, n_old, n_new)
-    return n_old, n_new
+    g["time"][n_pub:n_new] = np.asarray(num, dtype=tarr.dtype)
+    log.info("store %s: time axis %d -> %d days (invisible until finalize)", url, n_pub, n_new)
+    return n_pub, n_new
 
 
 def _sharding(arr) -> Any | None:
@@ -300,6 +303,8 @@ def append_days(url: str, new_times: Iterable, blocks: Iterable[tuple[Mapping[st
 # --------------------------------------------------------------------------------------------
 def _relative_to(url: str, base: str) -> str:
     u, b = url.rstrip("/"), base.rstrip("/")
+    if u == b:
+        return "."
     if not u.startswith(b + "/"):
         raise ConfigError("store.root", f"the store {url} is not under the public prefix {base}.",
                           "write each version under the public prefix (e.g. <prefix>/runs/<version>).")
