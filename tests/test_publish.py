@@ -320,3 +320,22 @@ def test_promote_refuses_unfinished_or_outside_stores(tmp_path):
         publish.promote(cfg_out, str(tmp_path / "pub"))
     with pytest.raises(StoreError, match="nothing published"):
         publish.resolve(str(tmp_path / "pub"))
+
+
+def test_promote_on_s3_reads_over_the_bucket_http_endpoint(s3_bucket, moto_server):
+    import boto3
+    import pystac
+
+    bucket, so = s3_bucket
+    q = packed_truth(N0)
+    cfg, _ = make_master(f"s3://{bucket}/sm1km/runs/v1", so, q=q, name="v1")
+    doc = publish.promote(cfg, f"s3://{bucket}/sm1km")
+    assert doc["products"]["master"]["href"] == "runs/v1/master.zarr" and doc["catalog"] == "catalog/collection.json"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").put_bucket_policy(
+        Bucket=bucket, Policy=json.dumps(publish.public_read_policy(bucket, "sm1km")))
+    base = f"{moto_server}/{bucket}/sm1km"
+    url = publish.resolve(base, "master")
+    assert url == f"{base}/runs/v1/master.zarr"
+    np.testing.assert_array_equal(xr.open_zarr(url).sm.values, decoded(q))
+    coll = pystac.Collection.from_file(f"{base}/catalog/collection.json")
+    assert coll.get_item("master").assets["zarr"].get_absolute_href() == url
