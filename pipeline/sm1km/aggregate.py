@@ -29,6 +29,7 @@ from .downscale import run_bounded
 from .encoding import FILL
 from .errors import StoreError
 from .grid import tiles
+from .lock import locked_cli, with_lock_arguments
 from .stage import add_config_argument, load_config, stage_client
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     return master.StageResult({"monthly": url, "ledger": ledger.url}, stats)
 
 
+@with_lock_arguments
 def add_arguments(p) -> None:
     add_config_argument(p)
     p.add_argument("--min-valid-fraction", type=float, default=MIN_VALID_FRACTION,
@@ -182,6 +184,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-in-flight", type=int, default=None, help="tasks submitted at a time")
 
 
+@locked_cli("aggregate")
 def run_cli(args) -> int:
     import json
 

@@ -35,6 +35,7 @@ from . import master, store
 from .encoding import FILL, encode_int16
 from .errors import InputError, ModelError, Sm1kmError, StoreError
 from .grid import FineGrid, coarse_lat, tiles
+from .lock import locked_cli, with_lock_arguments
 from .stage import add_config_argument, load_config, stage_client
 
 log = logging.getLogger(__name__)
@@ -517,6 +518,7 @@ def write_truth_metrics(cfg, client=None) -> str:
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+@with_lock_arguments
 def add_arguments(p) -> None:
     add_config_argument(p)
     p.add_argument("--max-in-flight", type=int, default=None,
@@ -525,6 +527,7 @@ def add_arguments(p) -> None:
                    help="afterwards, score the master against the synthetic truth (metrics.json 'truth')")
 
 
+@locked_cli("downscale")
 def run_cli(args) -> int:
     import json
 

@@ -19,7 +19,7 @@ class Sm1kmError(Exception):
         msg = f"{self.where}: {problem}"
         if fix:
             msg += f" Fix: {fix}"
-        super().__init__(msg)
+        super().__init__(" ".join(msg.split()))  # one paragraph, whatever the wrapped exception printed
 
     def __reduce__(self):
         # picklable, so an error raised inside a dask task reaches the driver as itself

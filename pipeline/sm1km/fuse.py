@@ -32,6 +32,7 @@ from . import grid, store
 from .config import RunConfig
 from .errors import ConfigError, InputError, StoreError
 from .metrics import Moments, update_metrics_json
+from .lock import locked_cli, with_lock_arguments
 from .stage import add_config_argument, load_config, stage_client
 
 log = logging.getLogger(__name__)
@@ -473,6 +474,7 @@ def withheld_experiment(cfg: RunConfig, fraction: float = 0.2, client=None, *,
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+@with_lock_arguments
 def add_arguments(p) -> None:
     add_config_argument(p)
     p.add_argument("--method", choices=fc.METHODS, default=None,
@@ -483,6 +485,7 @@ def add_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="discard an existing fused.zarr and its ledger")
 
 
+@locked_cli("fuse")
 def run_cli(args) -> int:
     cfg = load_config(args)
     if args.withhold is not None:

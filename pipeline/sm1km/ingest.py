@@ -50,6 +50,7 @@ from .config import RunConfig
 from .errors import ConfigError, InputError, ModelError, Sm1kmError, StoreError
 from .gapfill import gapfill_time
 from .rechunk_plan import block_window, blocks_touched, chunk_slices, hull, output_chunks, plan_staging
+from .lock import locked_cli, with_lock_arguments
 from .stage import add_config_argument, load_config, stage_client
 
 log = logging.getLogger(__name__)
@@ -397,6 +398,16 @@ def _existing_store(url: str, so) -> xr.Dataset | None:
     return store.open_dataset(url, so, consolidated=False)
 
 
+def _unfinished(ds: xr.Dataset | None, index: dict | None, url: str) -> bool:
+    """True for a store without its ingest index: the remains of a first ingest that was interrupted
+    (the index is written last), to be created again from scratch."""
+    if ds is None or index is not None:
+        return False
+    log.warning("%s: no ingest index: an earlier ingest was interrupted while creating this store; "
+                "creating it again", url)
+    return True
+
+
 def _check_layout(ds: xr.Dataset, url: str, lat, lon, names: set[str]) -> str | None:
     """Why an existing store cannot be appended to (None if it can)."""
     if ds.sizes.get("lat") != lat.size or ds.sizes.get("lon") != lon.size or \
@@ -606,6 +617,9 @@ class _CoarseJob:
         if ctx.overwrite and _starts_before(ctx, ds):
             log.warning("%s: the period starts before the store: rebuilding it (--overwrite)", self.url)
             self.rebuild = True
+        if not self.rebuild and _unfinished(ds, _read_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so)
+                                            if ds is not None else None, self.url):
+            self.rebuild = True
         self.exists = ds is not None
         index = None if (ds is None or self.rebuild) else _read_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so)
         self.index = index or _empty_index(self.store_name)
@@ -803,7 +817,6 @@ class _CoarseJob:
             for d in self.todo:
                 idx["file_days"][Path(self.day_file[d]).name] = [d]
         idx["digest_tile"] = [cy, cx]
-        _write_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so, idx)
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         if self.lsm:
             inputs.append({"name": Path(self.lsm).name, "sha256": self.sha[self.lsm], "role": "land-sea mask"})
@@ -815,6 +828,8 @@ class _CoarseJob:
                               "Input cube of sm1km, chunked long in time (whole series per pixel) for the fusion.",
                               inputs, days, note, {"sm1km_stage": "ingest"})
         store.finalize(self.url, ctx.so, attrs)
+        # the index last: it marks the store complete (a run killed before this rebuilds the store)
+        _write_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so, idx)
         log.info("%s: written (%s)", self.url, note)
 
 
@@ -1052,6 +1067,9 @@ class _PredictorJob:
         if ctx.overwrite and _starts_before(ctx, ds):
             log.warning("%s: the period starts before the store: rebuilding it (--overwrite)", self.url)
             self.rebuild = True
+        if not self.rebuild and _unfinished(ds, _read_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so)
+                                            if ds is not None else None, self.url):
+            self.rebuild = True
         self.exists = ds is not None
         fresh = ds is None or self.rebuild
         index = None if fresh else _read_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so)
@@ -1274,7 +1292,6 @@ class _PredictorJob:
             f = self.static_files[key]
             idx["static"][key] = [Path(f).name, self.sha[f], _hex(self.static_digests[key])]
         idx["digest_tile"] = [cy, cx]
-        _write_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so, idx)
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         inputs += [{"name": v[0], "sha256": v[1], "role": k} for k, v in sorted(idx["static"].items())]
         note = (f"created {_iso(days[0])}..{_iso(days[-1])}" if fresh else
@@ -1290,6 +1307,7 @@ class _PredictorJob:
                                "ndvi_composite_day_offset": DYNAMIC[2].date_offset_days,
                                "grid_factor": ctx.factor})
         store.finalize(self.url, ctx.so, attrs)
+        _write_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so, idx)  # last: the store is complete
         log.info("%s: written (%s)", self.url, note)
 
 
@@ -1364,10 +1382,16 @@ def _stage_stations(source: str, min_hours: int, axis: tuple, region: tuple, sta
         old = store.open_dataset(url, so, consolidated=False).load()
         bad = _station_arrays_equal(old, ds)
         if bad and not overwrite:
-            problems.append({"kind": "InputError", "where": source,
+            # a station usually goes missing because its file became unreadable: say which and why
+            unreadable = [s_ for s_ in json.loads(skipped) if str(s_.get("reason", "")).startswith("unreadable")]
+            why = "; ".join(f"{Path(s_['source']).name}: {s_['reason'].removeprefix('unreadable: ')}"
+                            for s_ in unreadable[:3])
+            problems.append({"kind": "InputError", "where": unreadable[0]["source"] if unreadable else source,
                              "problem": f"{len(bad)} station(s) differ from (or are missing in) what inputs/stations.zarr "
-                                        f"holds: {', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}.",
-                             "fix": "pass --overwrite to replace them, or restore the original ISMN files."})
+                                        f"holds: {', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}."
+                                        + (f" Unreadable ISMN file(s): {why}" if why else ""),
+                             "fix": ("repair or restore the unreadable file(s); " if why else "")
+                                    + "pass --overwrite to replace the stored stations, or restore the original ISMN files."})
     if problems:
         return {"problems": problems}
     digest = 0
@@ -1415,6 +1439,8 @@ class _StationJob:
         ds = _existing_store(self.url, ctx.so)
         self.exists = ds is not None
         index = _read_json(_index_url(ctx.cfg.store.root, self.store_name), ctx.so) if ds is not None else None
+        if _unfinished(ds, index, self.url):
+            ds = None  # created again from scratch (overwriting the remains)
         self.index = index or _empty_index(self.store_name)
         self.axis, _ = _time_axis(ctx, ds, self.url, self.problems, ctx.overwrite and _starts_before(ctx, ds))
         unchanged = (ds is not None and self.index.get("files") == self.files
@@ -1450,15 +1476,15 @@ class _StationJob:
             self._write_index()
             return
         inputs = [{"name": n, "sha256": s} for n, s in sorted(self.files.items())]
-        attrs = _update_attrs(ctx.cfg, self.url, ctx.so, not self.exists, "ISMN in-situ daily surface soil moisture",
+        attrs = _update_attrs(ctx.cfg, self.url, ctx.so, self.action == "create", "ISMN in-situ daily surface soil moisture",
                               "Daily means of flag-G hourly values of the shallowest sensor at 0-0.05 m per station.",
                               inputs, self.axis, f"{self.result['n']} station(s), axis {_iso(self.axis[0])}.."
                                                  f"{_iso(self.axis[-1])}",
                               {"sm1km_stage": "ingest", "n_stations_outside_region": len(self.result["outside"])})
         _raise(_collect(_run_tasks(ctx.client, _write_stations, [(self.staging_url, self.url, ctx.so, self.exists,
                                                                    attrs)], "stations-write")))
-        self._write_index()
         store.finalize(self.url, ctx.so)
+        self._write_index()  # last: the store is complete
 
     def _write_index(self):
         ctx = self.ctx
@@ -1529,12 +1555,14 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
     return {j.store_name: j.url for j in jobs}
 
 
+@with_lock_arguments
 def add_arguments(p) -> None:
     add_config_argument(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace stored days whose input differs (default: such a day is an error)")
 
 
+@locked_cli("ingest")
 def run_cli(args) -> int:
     cfg = load_config(args)
     urls = ingest(cfg, overwrite=args.overwrite)

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 from .config import RunConfig
+from .lock import locked_cli, run_lock, with_lock_arguments
 from .stage import add_config_argument, load_config, stage_client
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class Pipeline:
             raise NotImplementedError(f"stage {name!r} is not available in this installation")
         t0 = time.perf_counter()
         log.info("stage %s: start", name)
-        out = fn(self.cfg, client=client, **options)
+        with run_lock(self.cfg, name):  # one writer per store root (re-entrant inside run())
+            out = fn(self.cfg, client=client, **options)
         self.timings[name] = time.perf_counter() - t0
         log.info("stage %s: done in %.1f s", name, self.timings[name])
         return out
@@ -92,7 +94,7 @@ class Pipeline:
     def run(self, client=None, stages=DEFAULT_STAGES, skip_missing: bool = False) -> dict[str, Any]:
         """Run ``stages`` in order on one dask client (made from the config if not given)."""
         outputs: dict[str, Any] = {}
-        with stage_client(self.cfg, client) as c:
+        with run_lock(self.cfg, "run"), stage_client(self.cfg, client) as c:
             for name in stages:
                 if stage_function(name) is None:
                     if skip_missing:
@@ -109,6 +111,7 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
+@with_lock_arguments
 def add_arguments(p) -> None:
     add_config_argument(p)
     p.add_argument("--stages", default=",".join(DEFAULT_STAGES),
@@ -116,6 +119,7 @@ def add_arguments(p) -> None:
                         f"available: {','.join(STAGES)})")
 
 
+@locked_cli("run")
 def run_cli(args) -> int:
     import json
 

@@ -31,6 +31,7 @@ from .cv import SCHEMES, cross_validate, summarize
 from .errors import ModelError
 from .features import FEATURE_NAMES, FEATURE_SCHEMA, column
 from .model import QUANTILES, save_model
+from .lock import locked_cli, with_lock_arguments
 from .stage import add_config_argument, load_config, stage_client
 
 log = logging.getLogger(__name__)
@@ -398,6 +399,7 @@ def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+@with_lock_arguments
 def add_arguments(p) -> None:
     add_config_argument(p)
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
@@ -409,6 +411,7 @@ def add_arguments(p) -> None:
                         "auto (default): the better under station-grouped CV")
 
 
+@locked_cli("train")
 def run_cli(args) -> int:
     import json
 

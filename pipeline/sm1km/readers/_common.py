@@ -107,6 +107,7 @@ def open_netcdf_raw(path: str | os.PathLike):
             "hdf4": "this is an HDF4 file, not netCDF.",
         }.get(kind, "this is not a netCDF file (unknown signature).")
         raise InputError(str(path), problem, "pass the original netCDF file (re-download it if it was damaged).")
+    check_netcdf3_complete(path)
     try:
         ds = xr.open_dataset(path, engine="netcdf4", decode_cf=False, mask_and_scale=False,
                              decode_times=False, decode_coords=False, cache=False)
@@ -114,6 +115,32 @@ def open_netcdf_raw(path: str | os.PathLike):
         raise InputError(str(path), f"cannot open as netCDF ({type(exc).__name__}: {exc}); the file is probably "
                          "truncated or corrupt.", "re-download the file and compare its size/checksum.") from None
     return ds
+
+
+def check_netcdf3_complete(path: str | os.PathLike) -> None:
+    """InputError if a classic netCDF file (CDF-1/CDF-2) is shorter than its header says.
+
+    netcdf-c zero-fills reads past the end of a truncated classic file instead of failing, so a
+    half-downloaded ERA5/CCI netCDF3 file would otherwise be read as zeros. The check maps the
+    file (scipy's reader, no data read) and lets it place every variable inside the file.
+    """
+    import warnings
+
+    with open(path, "rb") as f:
+        if f.read(4) not in (b"CDF\x01", b"CDF\x02"):
+            return  # HDF5-based netCDF4 fails loudly on its own; CDF-5 is not checked
+    from scipy.io import netcdf_file
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "cannot close a netcdf_file opened with mmap=True ..."
+            nc = netcdf_file(path, mode="r", mmap=True)
+            nc.close()
+    except (ValueError, TypeError, OSError, IndexError) as exc:
+        size = os.path.getsize(path)
+        raise InputError(str(path), f"the file ({size} bytes) is shorter than its netCDF header says "
+                         f"({type(exc).__name__}: {exc}); it is truncated.",
+                         "re-download the file and compare its size/checksum.") from None
 
 
 def load_checked(path, var, what: str = "data"):

@@ -37,7 +37,7 @@ import xarray as xr
 
 from .. import grid
 from ..errors import InputError
-from ._common import expand_paths, load_checked, sniff, units_kind
+from ._common import check_netcdf3_complete, expand_paths, load_checked, sniff, units_kind
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def _open_grib(path: str, short_name: str) -> xr.Dataset:
 
 
 def _open_nc(path: str) -> xr.Dataset:
+    check_netcdf3_complete(path)
     try:
         return xr.open_dataset(path, engine="netcdf4", cache=False, decode_timedelta=False)
     except Exception as exc:
