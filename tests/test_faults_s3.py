@@ -1,0 +1,217 @@
+"""Object-store faults on the wire: the pipeline against S3 (moto server) through a fault-injecting
+proxy (tests/faultproxy.py).
+
+* transient faults (500 InternalError, 503 SlowDown, dropped connections before and after the
+  backend applied the request, delays ≤ 0.5 s) on a seeded fraction of all requests of
+  ingest → fuse → downscale: the run completes with retries and every store is identical to the
+  fault-free reference run (local store) — chunk bytes, ledger, ingest index, metadata (only the
+  config-derived attributes are normalised, see ``faults_world.normalize_config_attrs``);
+* permanent faults: a bucket that does not exist (NoSuchBucket) and access denied on every request
+  (403 AccessDenied), at the start of a run and in the middle of ``downscale``: the command stops
+  with exit code 2 and a one-paragraph StoreError (no traceback), no consolidated metadata claims
+  completeness, the ledger marks only shards that are completely written, and once the fault is
+  gone a re-run resumes (skipping exactly the marked shards) to the identical master.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+
+import faults_world as FW
+from faultproxy import TRANSIENT_KINDS, FaultPlan, FaultProxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+TRANSIENT_FRACTION = 0.02
+SEED = 20240611
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "sm1km-faults"
+
+
+@pytest.fixture(scope="module")
+def world(base):
+    return FW.build_world(base)
+
+
+@pytest.fixture(scope="module")
+def reference(base, world):
+    root = FW.reference_root(base, world)
+    return root, FW.tree(str(root))
+
+
+@pytest.fixture(scope="module")
+def proxy(moto_server):
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
+    p = FaultProxy(moto_server).start()
+    yield p
+    p.stop()
+
+
+def _direct_fs(moto_server):
+    import s3fs
+
+    return s3fs.S3FileSystem(endpoint_url=moto_server, skip_instance_cache=True)
+
+
+@pytest.fixture(scope="module")
+def faulty_run(moto_server, proxy, world, base):
+    """ingest → fuse → downscale into s3://<bucket>/run through the proxy with transient faults."""
+    bucket = f"faults-{uuid.uuid4().hex[:10]}"
+    _direct_fs(moto_server).mkdir(bucket)
+    run_yaml = FW.write_run_yaml(world, base / "s3-faulty", root=f"s3://{bucket}/run", endpoint_url=proxy.url)
+    proxy.reset_stats()
+    proxy.configure(FaultPlan(fraction=TRANSIENT_FRACTION, seed=SEED, max_delay_s=0.5, max_consecutive=2))
+    try:
+        outputs = FW.run_in_process(run_yaml, stages=("ingest", "fuse", "downscale"))
+    finally:
+        stats = proxy.stats()
+        proxy.configure(FaultPlan())
+    return {"bucket": bucket, "run_yaml": run_yaml, "outputs": outputs, "stats": stats,
+            "root": f"s3://{bucket}/run"}
+
+
+def _run_cli(args, timeout=180):
+    """``sm1km ARGS`` in a subprocess (bounded); returns CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "sm1km.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=FW.child_env())
+
+
+def test_transient_faults_are_retried_and_the_result_is_identical(faulty_run, reference, moto_server):
+    stats = faulty_run["stats"]
+    faults = stats["faults"]
+    # the faults really happened, of every kind, on reads and on writes, in every stage's stores
+    assert stats["requests"] > 1000
+    assert all(faults.get(k, 0) >= 2 for k in TRANSIENT_KINDS), faults
+    methods = {m for _, m, _ in stats["log"]}
+    assert {"GET", "PUT", "HEAD"} <= methods
+    paths = " ".join(p for _, _, p in stats["log"])
+    for piece in ("/inputs/", "/master.zarr/", "/_ledger/"):
+        assert piece in paths, f"no fault hit {piece}"
+    assert any(k in ("drop_after",) and m == "PUT" for k, m, _ in stats["log"]) or faults["drop_after"] >= 2
+
+    ref_root, ref_tree = reference
+    prefixes = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr",
+                "fused.zarr", "master.zarr", "_ledger/inputs", "_ledger/fused.zarr", "_ledger/master.zarr")
+    so = {"endpoint_url": moto_server}
+    got = FW.tree(faulty_run["root"], so, prefixes=prefixes)
+    want = {k: v for k, v in ref_tree.items() if k.startswith(prefixes)}
+    assert len(got) == len(want) > 100
+    FW.assert_same_tree(want, got, FW.normalize_config_attrs, "s3 run with transient faults vs local reference")
+    # and decoded, as users read it
+    a = FW.decoded_master(f"{faulty_run['root']}/master.zarr", so)
+    b = FW.decoded_master(str(ref_root / "master.zarr"))
+    for v in a:
+        np.testing.assert_array_equal(a[v], b[v])
+    # nothing left behind by the ingest's staging area
+    fs = _direct_fs(moto_server)
+    assert not fs.exists(f"{faulty_run['bucket']}/run/_staging") or not fs.find(f"{faulty_run['bucket']}/run/_staging")
+
+
+def test_missing_bucket_stops_with_store_error(world, base, moto_server):
+    bucket = f"gone-{uuid.uuid4().hex[:10]}"   # never created
+    run_yaml = FW.write_run_yaml(world, base / "s3-gone", root=f"s3://{bucket}/run", endpoint_url=moto_server)
+    res = _run_cli(["run", "--config", str(run_yaml), "--stages", "ingest,fuse,downscale"])
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "error:" in res.stderr and bucket in res.stderr
+    assert "bucket" in res.stderr.lower()
+    assert not _direct_fs(moto_server).exists(bucket)   # nothing was created on the way
+
+
+def test_access_denied_from_the_start_stops_with_store_error(world, base, moto_server, proxy):
+    bucket = f"denied-{uuid.uuid4().hex[:10]}"
+    fs = _direct_fs(moto_server)
+    fs.mkdir(bucket)
+    run_yaml = FW.write_run_yaml(world, base / "s3-denied", root=f"s3://{bucket}/run", endpoint_url=proxy.url)
+    proxy.configure(FaultPlan(permanent="access_denied"))
+    try:
+        res = _run_cli(["run", "--config", str(run_yaml), "--stages", "ingest,fuse,downscale"])
+    finally:
+        proxy.configure(FaultPlan())
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "error:" in res.stderr and "denied" in res.stderr.lower()
+    assert fs.find(bucket) == []   # nothing written
+
+
+def _consolidated(fs, url_path: str) -> bool:
+    doc = json.loads(fs.cat_file(f"{url_path}/zarr.json"))
+    return bool(doc.get("consolidated_metadata"))
+
+
+WRITES = ("PUT", "POST", "DELETE")
+
+
+@pytest.mark.parametrize("kind,methods,after_range", [
+    ("access_denied", None, (250, 450)),      # credentials revoked: every request denied
+    ("access_denied", WRITES, (22, 40)),      # credentials became read-only: writes denied
+    ("no_such_bucket", None, (250, 450)),     # the bucket vanished
+], ids=["denied", "denied-writes", "no-such-bucket"])
+def test_permanent_fault_mid_downscale_leaves_no_false_completeness(kind, methods, after_range, faulty_run,
+                                                                     reference, moto_server, proxy):
+    """The fault starts after a seeded number of requests into downscale (a subprocess, as a job runs)."""
+    fs = _direct_fs(moto_server)
+    bucket = faulty_run["bucket"]
+    master_path = f"{bucket}/run/master.zarr"
+    ledger_path = f"{bucket}/run/_ledger/master.zarr"
+    for p in (master_path, ledger_path):      # start downscale from scratch on the faulty run's inputs
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+    after = random.Random(f"{SEED}-{kind}-{methods}").randint(*after_range)
+    proxy.reset_stats()
+    proxy.configure(FaultPlan(permanent=kind, permanent_after=after, permanent_methods=methods))
+    try:
+        res = _run_cli(["-v", "downscale", "--config", str(faulty_run["run_yaml"])])
+    finally:
+        proxy.configure(FaultPlan())
+    assert proxy.stats()["faults"].get(kind, 0) >= 1
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("sm1km downscale: error: s3://"), res.stderr[-2000:]
+    assert ("denied" if kind == "access_denied" else "bucket") in last.lower(), last
+
+    fs.invalidate_cache()
+    # the fault struck mid-stage: the template exists, some shards are marked, not all
+    assert fs.exists(f"{master_path}/zarr.json")
+    marked = sorted(p.rsplit("/", 1)[1][:-5] for p in fs.find(ledger_path) if p.endswith(".json"))
+    assert 0 < len(marked) < FW.N_MASTER_SHARDS, marked
+    # no consolidated metadata and no coverage attributes claim a complete store
+    assert not _consolidated(fs, master_path)
+    attrs = json.loads(fs.cat_file(f"{master_path}/zarr.json"))["attributes"]
+    assert "time_coverage_end" not in attrs and "last_updated" not in attrs
+    # every marked shard is completely written: its shard objects equal the reference's
+    from sm1km import downscale as D
+    from sm1km.config import RunConfig
+
+    cfg = RunConfig.from_yaml(faulty_run["run_yaml"])
+    _, ref_tree = reference
+    shard_chunk = {s.key: (s.t0 // FW.TIME_BLOCK_DAYS, s.r0 // FW.TILE_CELLS, s.c0 // FW.TILE_CELLS)
+                   for s in D.shard_specs(cfg)}
+    for key in marked:
+        t, y, x = shard_chunk[key]
+        for var in ("sm", "sm_uncertainty"):
+            obj = f"master.zarr/{var}/c/{t}/{y}/{x}"
+            if obj in ref_tree:
+                assert fs.cat_file(f"{bucket}/run/{obj}") == ref_tree[obj], f"marked shard {key} is incomplete"
+            else:  # an all-fill shard is not stored at all
+                assert not fs.exists(f"{bucket}/run/{obj}")
+
+    # the fault is gone: the re-run skips exactly the marked shards and ends identical to the reference
+    stats = FW.run_in_process(faulty_run["run_yaml"], stages=("downscale",))["downscale"].stats
+    assert stats["shards_skipped"] == len(marked)
+    assert stats["shards_written"] == FW.N_MASTER_SHARDS - len(marked)
+    got = FW.tree(faulty_run["root"], {"endpoint_url": moto_server}, prefixes=("master.zarr", "_ledger/master.zarr"))
+    want = {k: v for k, v in ref_tree.items() if k.startswith(("master.zarr", "_ledger/master.zarr"))}
+    FW.assert_same_tree(want, got, FW.normalize_config_attrs, "master after the resumed downscale")
