@@ -198,7 +198,8 @@ class StoreLock:
                             tag = f.details.get("ETag")
                         break
                     except OSError as exc:  # renewed between the HEAD and the GET: read again
-                        if isinstance(exc, FileNotFoundError) or not _is_precondition(exc) or attempt == 4:
+                        changed = type(exc).__name__ == "FileExpired" or _is_precondition(exc)  # s3fs: FileExpired
+                        if isinstance(exc, FileNotFoundError) or not changed or attempt == 4:
                             raise
             elif not self.remote:
                 with open(self.path, "rb") as f:
