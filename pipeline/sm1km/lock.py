@@ -40,7 +40,6 @@ import getpass
 import json
 import logging
 import os
-import posixpath
 import signal
 import socket
 import threading
