@@ -80,7 +80,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning" if verbose < 2 else "info")
     level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("distributed", "botocore", "s3fs", "fsspec", "asyncio", "urllib3", "rasterio", "numcodecs"):
+    for noisy in ("distributed", "botocore", "aiobotocore", "s3fs", "fsspec", "asyncio", "urllib3", "rasterio",
+                  "numcodecs", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
