@@ -19,8 +19,8 @@ depend on luck or on the order of concurrent requests, while the faults are stil
 
 Permanent modes (every request, no forwarding): ``no_such_bucket`` (404 NoSuchBucket) and
 ``access_denied`` (403 AccessDenied). ``permanent_after`` switches to the permanent mode after that
-many further requests (a fault in the middle of a stage); ``permanent_methods`` limits it to some
-methods, e.g. ``("PUT", "POST", "DELETE")`` for credentials that became read-only.
+many further requests (a fault in the middle of a stage); with ``trigger_methods`` only requests of
+those methods are counted, e.g. ``("PUT", "POST", "DELETE")`` to strike in the middle of a write.
 
 >>> proxy = FaultProxy("http://127.0.0.1:5000").start()
 >>> proxy.configure(FaultPlan(fraction=0.2, seed=3))   # then point endpoint_url at proxy.url
@@ -63,8 +63,8 @@ class FaultPlan:
     max_delay_s: float = 0.5
     max_consecutive: int = 2
     permanent: str | None = None      # one of PERMANENT_KINDS: every request fails that way
-    permanent_after: int = 0          # ... after this many more requests (0: at once)
-    permanent_methods: tuple[str, ...] | None = None  # only these methods fail (e.g. writes); None: all
+    permanent_after: int = 0          # ... after this many more (trigger) requests (0: at once)
+    trigger_methods: tuple[str, ...] | None = None  # which requests count for permanent_after; None: all
 
     def __post_init__(self):
         if not 0.0 <= self.fraction <= 1.0:
@@ -140,13 +140,13 @@ class FaultProxy:
         with self._lock:
             plan = self._plan
             self._counts["requests"] += 1
-            if plan.permanent is not None and (plan.permanent_methods is None or
-                                               method in plan.permanent_methods):
+            if plan.permanent is not None:
                 if self._until_permanent <= 0:
                     self._counts[plan.permanent] += 1
                     self._log.append((plan.permanent, method, path))
                     return plan.permanent, 0.0
-                self._until_permanent -= 1
+                if plan.trigger_methods is None or method in plan.trigger_methods:
+                    self._until_permanent -= 1  # at 0 this request is the last one to get through
             key = (method, path, range_header)
             kind, delay = None, 0.0
             if plan.fraction > 0 and plan.kinds and self._rng.random() < plan.fraction:
