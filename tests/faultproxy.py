@@ -4,7 +4,9 @@ Used by the fault tests to make the object store misbehave *for real*, on the wi
 does under load or misconfiguration — the pipeline talks to it through ``store.endpoint_url``
 exactly as to a real endpoint, so every layer (botocore, s3fs, zarr, our store code) is exercised.
 
-Transient faults (a seeded fraction of requests; see :class:`FaultPlan`):
+Transient faults on a seeded random ``fraction`` of the reads and ``write_fraction`` of the writes
+(random gaps of at most 2/fraction requests between faults: n requests get at least n·fraction/2),
+the kinds taking turns on each, so that every kind strikes both (see :class:`FaultPlan`):
 
 * ``500``        — 500 ``InternalError`` (S3 XML error body), request not forwarded;
 * ``503``        — 503 ``SlowDown`` ("Please reduce your request rate."), not forwarded;
@@ -41,6 +43,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TRANSIENT_KINDS = ("500", "503", "drop", "drop_after", "delay")
+WRITE_METHODS = ("PUT", "POST", "DELETE")
 PERMANENT_KINDS = ("no_such_bucket", "access_denied")
 
 _ERRORS = {
@@ -58,6 +61,7 @@ class FaultPlan:
     """What the proxy does. ``fraction`` of requests get a transient fault of one of ``kinds``."""
 
     fraction: float = 0.0
+    write_fraction: float | None = None   # for PUT/POST/DELETE (None: ``fraction``)
     kinds: tuple[str, ...] = TRANSIENT_KINDS
     seed: int = 0
     max_delay_s: float = 0.5
@@ -67,8 +71,8 @@ class FaultPlan:
     trigger_methods: tuple[str, ...] | None = None  # which requests count for permanent_after; None: all
 
     def __post_init__(self):
-        if not 0.0 <= self.fraction <= 1.0:
-            raise ValueError("fraction must be in [0, 1]")
+        if not 0.0 <= self.fraction <= 1.0 or not 0.0 <= (self.write_fraction or 0.0) <= 1.0:
+            raise ValueError("fractions must be in [0, 1]")
         bad = [k for k in self.kinds if k not in TRANSIENT_KINDS]
         if bad or (self.permanent is not None and self.permanent not in PERMANENT_KINDS):
             raise ValueError(f"unknown fault kind(s) {bad or self.permanent}")
@@ -94,6 +98,8 @@ class FaultProxy:
         self._counts: Counter = Counter()
         self._log: list[tuple[str, str, str]] = []   # (kind, method, path) of every fault
         self._until_permanent = self._plan.permanent_after
+        self._n_faulted = [0, 0]   # faults so far on reads, on writes
+        self._until_fault = [None, None]   # requests until the next fault, on reads, on writes
         self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -123,6 +129,8 @@ class FaultProxy:
             self._rng = random.Random(plan.seed)
             self._streak.clear()
             self._until_permanent = plan.permanent_after
+            self._n_faulted = [0, 0]
+            self._until_fault = [None, None]
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -149,8 +157,11 @@ class FaultProxy:
                     self._until_permanent -= 1  # at 0 this request is the last one to get through
             key = (method, path, range_header)
             kind, delay = None, 0.0
-            if plan.fraction > 0 and plan.kinds and self._rng.random() < plan.fraction:
-                kind = self._rng.choice(plan.kinds)
+            write = method in WRITE_METHODS
+            fraction = plan.write_fraction if (write and plan.write_fraction is not None) else plan.fraction
+            if fraction > 0 and plan.kinds and self._fault_now(write, fraction):
+                kind = plan.kinds[self._n_faulted[write] % len(plan.kinds)]  # kinds in turn: each one occurs
+                self._n_faulted[write] += 1
                 if kind == "delay":
                     delay = self._rng.uniform(0.0, plan.max_delay_s)
                 elif self._streak[key] >= plan.max_consecutive:
@@ -163,6 +174,17 @@ class FaultProxy:
                 self._counts[kind] += 1
                 self._log.append((kind, method, path))
             return kind, delay
+
+    def _fault_now(self, write: bool, fraction: float) -> bool:
+        """Seeded random gaps between faults: 1..(2/fraction - 1) requests, 1/fraction on average, so
+        n requests get about n·fraction faults and never fewer than n·fraction/2 (lock held)."""
+        if self._until_fault[write] is None:
+            self._until_fault[write] = self._rng.randint(1, max(1, round(2 / fraction) - 1))
+        self._until_fault[write] -= 1
+        if self._until_fault[write] > 0:
+            return False
+        self._until_fault[write] = None
+        return True
 
     # -- the handler -----------------------------------------------------------------------------
     def _handler_class(self):

@@ -10,7 +10,7 @@ consolidated metadata last) is the same in every resumable stage.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import posixpath
@@ -41,7 +41,6 @@ def child_env(**extra: str) -> dict[str, str]:
                 "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
                 "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
                 "DASK_LOGGING__DISTRIBUTED": "warning",
-                "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
                 "PYTHONUNBUFFERED": "1",
                 "OMP_NUM_THREADS": "1"})
     env.update(extra)
@@ -65,7 +64,6 @@ def build_world(base: Path) -> World:
     if done.exists():
         info = json.loads(done.read_text())
         return World(Path(info["root"]), Path(info["run_yaml"]), Path(info["model_path"]))
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
     paths = write_world(base / "world", preset("tiny", n_days=N_DAYS, tile_cells=TILE_CELLS,
                                                 time_block_days=TIME_BLOCK_DAYS), seed=WORLD_SEED)
     cfg = RunConfig.from_yaml(paths.run_yaml)
@@ -74,9 +72,10 @@ def build_world(base: Path) -> World:
     from sm1km.ingest import ingest
     from sm1km.train import train
 
-    ingest(cfg)
-    fuse(cfg)
-    urls = train(cfg, n_threads=1, rf_trees=20, gbt_max_rounds=60, algorithms=("gbt",), target="sm")
+    with fixed_timestamps():
+        ingest(cfg)
+        fuse(cfg)
+        urls = train(cfg, n_threads=1, rf_trees=20, gbt_max_rounds=60, algorithms=("gbt",), target="sm")
     world = World(Path(paths.workdir), Path(paths.run_yaml),
                   Path(urls["model"]))
     done.write_text(json.dumps({"root": str(world.root), "run_yaml": str(world.run_yaml),
@@ -105,19 +104,26 @@ def write_run_yaml(world: World, dest: Path, *, root: str, endpoint_url: str | N
     return path
 
 
-def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
-    """The same as ``sm1km run --config run.yaml --stages ...`` in this process (synchronous dask)."""
-    from sm1km.pipeline import Pipeline
-
+@contextlib.contextmanager
+def fixed_timestamps():
+    """SOURCE_DATE_EPOCH set for the block (this process), restored afterwards."""
     old = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
     try:
-        return Pipeline.from_yaml(run_yaml).run(stages=stages)
+        yield
     finally:
         if old is None:
             os.environ.pop("SOURCE_DATE_EPOCH", None)
         else:
             os.environ["SOURCE_DATE_EPOCH"] = old
+
+
+def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
+    """The same as ``sm1km run --config run.yaml --stages ...`` in this process (synchronous dask)."""
+    from sm1km.pipeline import Pipeline
+
+    with fixed_timestamps():
+        return Pipeline.from_yaml(run_yaml).run(stages=stages)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,10 +146,6 @@ def tree(url: str, storage_options: Mapping[str, Any] | None = None, *,
             rel = posixpath.relpath(p, path) if not store.is_remote(u) else p[len(path.rstrip("/")) + 1:]
             out[f"{prefix}/{rel}"] = fs.cat_file(p)
     return out
-
-
-def digests(objects: Mapping[str, bytes]) -> dict[str, str]:
-    return {k: hashlib.sha256(v).hexdigest() for k, v in objects.items()}
 
 
 def diff_trees(a: Mapping[str, bytes], b: Mapping[str, bytes],
@@ -174,6 +176,16 @@ def decoded_master(url: str, storage_options=None) -> dict[str, np.ndarray]:
 
     ds = store.open_dataset(url, storage_options)
     return {v: np.asarray(ds[v].values) for v in ("sm", "sm_uncertainty")}
+
+
+def n_objects(root: Path) -> int:
+    """Objects under a local store root, not counting scratch (_staging) and the run lock (_locks)."""
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d not in ("_staging", "_locks")]
+        n += sum(1 for f in filenames if not f.endswith((".tmp", ".partial")) and not f.startswith("."))
+    return n
 
 
 def remove_outputs(root: Path) -> None:

@@ -30,7 +30,10 @@ from faultproxy import TRANSIENT_KINDS, FaultPlan, FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
-TRANSIENT_FRACTION = 0.02
+#: stage -> (fraction of reads, fraction of writes) that get a transient fault (ingest makes ~2800
+#: requests, fuse ~170, downscale ~800): enough that every kind strikes reads and writes of ingest
+#: and downscale, few enough that backoff sleeps stay short
+FAULT_FRACTIONS = {"ingest": (0.004, 0.03), "fuse": (0.02, 0.1), "downscale": (0.01, 0.2)}
 SEED = 20240611
 
 
@@ -70,15 +73,23 @@ def faulty_run(moto_server, proxy, world, base):
     bucket = f"faults-{uuid.uuid4().hex[:10]}"
     _direct_fs(moto_server).mkdir(bucket)
     run_yaml = FW.write_run_yaml(world, base / "s3-faulty", root=f"s3://{bucket}/run", endpoint_url=proxy.url)
-    proxy.reset_stats()
-    proxy.configure(FaultPlan(fraction=TRANSIENT_FRACTION, seed=SEED, max_delay_s=0.5, max_consecutive=2))
+    from sm1km.pipeline import Pipeline
+
+    pipe = Pipeline.from_yaml(run_yaml)   # stage by stage, as in a notebook, to set each stage's faults
+    stats = {}
     try:
-        outputs = FW.run_in_process(run_yaml, stages=("ingest", "fuse", "downscale"))
+        with FW.fixed_timestamps():
+            for i, (stage, (reads, writes)) in enumerate(FAULT_FRACTIONS.items()):
+                proxy.reset_stats()
+                proxy.configure(FaultPlan(fraction=reads, write_fraction=writes, seed=SEED + i, max_delay_s=0.5,
+                                          max_consecutive=2))
+                pipe.stage(stage)
+                stats[stage] = proxy.stats()
+                logging.getLogger(__name__).info("faults in %s: %d requests, %s", stage, stats[stage]["requests"],
+                                                 stats[stage]["faults"])
     finally:
-        stats = proxy.stats()
         proxy.configure(FaultPlan())
-    return {"bucket": bucket, "run_yaml": run_yaml, "outputs": outputs, "stats": stats,
-            "root": f"s3://{bucket}/run"}
+    return {"bucket": bucket, "run_yaml": run_yaml, "stats": stats, "root": f"s3://{bucket}/run"}
 
 
 def _run_cli(args, timeout=180):
@@ -88,17 +99,16 @@ def _run_cli(args, timeout=180):
 
 
 def test_transient_faults_are_retried_and_the_result_is_identical(faulty_run, reference, moto_server):
-    stats = faulty_run["stats"]
-    faults = stats["faults"]
-    # the faults really happened, of every kind, on reads and on writes, in every stage's stores
-    assert stats["requests"] > 1000
-    assert all(faults.get(k, 0) >= 2 for k in TRANSIENT_KINDS), faults
-    methods = {m for _, m, _ in stats["log"]}
-    assert {"GET", "PUT", "HEAD"} <= methods
-    paths = " ".join(p for _, _, p in stats["log"])
-    for piece in ("/inputs/", "/master.zarr/", "/_ledger/"):
-        assert piece in paths, f"no fault hit {piece}"
-    assert any(k in ("drop_after",) and m == "PUT" for k, m, _ in stats["log"]) or faults["drop_after"] >= 2
+    # the faults really happened: in every stage; in ingest and downscale every kind on reads and on
+    # writes (a PUT that the backend applied but whose response was lost included)
+    for stage, st in faulty_run["stats"].items():
+        assert sum(st["faults"].values()) >= 2, (stage, st["faults"])
+    for stage in ("ingest", "downscale"):
+        log = faulty_run["stats"][stage]["log"]
+        for k in TRANSIENT_KINDS:
+            assert any(kind == k and m == "PUT" for kind, m, _ in log), f"{stage}: no {k} on a write"
+            assert any(kind == k and m in ("GET", "HEAD") for kind, m, _ in log), f"{stage}: no {k} on a read"
+    assert any("/master.zarr/sm" in p and m == "PUT" for _, m, p in faulty_run["stats"]["downscale"]["log"])
 
     ref_root, ref_tree = reference
     prefixes = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr",
@@ -207,6 +217,8 @@ def test_permanent_fault_mid_downscale_leaves_no_false_completeness(kind, trigge
             else:  # an all-fill shard is not stored at all
                 assert not fs.exists(f"{bucket}/run/{obj}")
 
+    if kind != "access_denied":
+        return  # the resume after the fault is the same for both kinds: checked once
     # the fault is gone: the re-run skips exactly the marked shards and ends identical to the reference
     stats = FW.run_in_process(faulty_run["run_yaml"], stages=("downscale",))["downscale"].stats
     assert stats["shards_skipped"] == len(marked)

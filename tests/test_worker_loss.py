@@ -14,7 +14,6 @@ import pytest
 
 import faults_world as FW
 import proc_helpers as P
-from test_crash_resume import n_objects
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -42,7 +41,7 @@ def test_a_worker_killed_mid_run_the_job_completes_identically(world, reference,
     ref_root, ref_tree = reference
     root = tmp_path / "job" / "store"
     run_yaml = FW.write_run_yaml(world, tmp_path / "job", root=str(root), cluster={"kind": "address"})
-    total = n_objects(ref_root)
+    total = FW.n_objects(ref_root)
     kill_at = random.Random(SEED).randint(40, total - 30)   # after ingest has begun, well before the end
 
     from distributed import Client
@@ -58,7 +57,7 @@ def test_a_worker_killed_mid_run_the_job_completes_identically(world, reference,
             busy: list = []
 
             def victim_busy() -> bool:
-                if n_objects(root) < kill_at:
+                if FW.n_objects(root) < kill_at:
                     return False
                 busy[:] = client.processing(workers=[victim_addr]).get(victim_addr, [])
                 return bool(busy)
@@ -67,7 +66,7 @@ def test_a_worker_killed_mid_run_the_job_completes_identically(world, reference,
                          what=f"{kill_at} objects under the store root and a task on {victim.name}")
             victim.kill()                       # SIGKILL to nanny + worker process: the pod is gone
             assert victim.popen.wait(30) == -9
-            at_kill = n_objects(root)
+            at_kill = FW.n_objects(root)
             assert runner.alive(), "the run ended before the worker was killed"
             assert runner.wait(RUN_TIMEOUT_S) == 0, runner.tail()
         finally:
