@@ -20,11 +20,18 @@ def load_config(args_or_path) -> RunConfig:
 
 @contextlib.contextmanager
 def stage_client(cfg: RunConfig, client=None):
-    """Yield a dask ``Client``: the one given, else one made by the cluster factory from the config."""
-    if client is not None:
-        yield client
-        return
-    from .cluster import make_client
+    """Yield a dask ``Client``: the one given, else one made by the cluster factory from the config.
 
-    with make_client(cfg) as c:
-        yield c
+    A permanent object-store failure inside the block (access denied, bucket gone; in this
+    process or re-raised from a dask task) becomes a StoreError (``store.permanent_errors``).
+    """
+    from .store import permanent_errors
+
+    with permanent_errors(cfg.store.root, cfg.store.storage_options()):
+        if client is not None:
+            yield client
+            return
+        from .cluster import make_client
+
+        with make_client(cfg) as c:
+            yield c

@@ -14,6 +14,7 @@ builds convention) so that two runs can be compared byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -77,9 +78,60 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _missing_bucket(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The bucket of an ``s3://`` URL if that bucket does not exist (zarr reports it as a missing group)."""
+    if not url.startswith(("s3://", "s3a://")):
+        return None
+    bucket = url.split("://", 1)[1].split("/", 1)[0]
+    try:
+        fs, _ = filesystem(url, storage_options)
+        fs.call_s3("head_bucket", Bucket=bucket)
+    except FileNotFoundError:
+        return bucket
+    except Exception:  # denied, unreachable ...: not a verdict on the bucket
+        return None
+    return None
+
+
 def _is_missing(exc: Exception) -> bool:
     return isinstance(exc, (FileNotFoundError, KeyError)) or "NoSuchBucket" in str(exc) or \
         "does not exist" in str(exc) or "not found" in str(exc).lower()
+
+
+_DENIED = ("AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+
+
+def permanent_error(exc: BaseException, url: str, storage_options: Mapping[str, Any] | None = None) -> StoreError | None:
+    """A StoreError for a *permanent* object-store failure (access denied, bucket gone), else None.
+
+    Transient failures (5xx, SlowDown, dropped connections) are retried below us by botocore and
+    s3fs; what still reaches a stage as one of these will not heal by retrying, so the stage stops
+    with a clear message (CLI exit code 2) instead of a traceback. Finished regions stay in the ledger.
+    """
+    text = _describe(exc)  # type: ignore[arg-type]
+    again = "then re-run the same command: finished work is kept."
+    if isinstance(exc, PermissionError) or any(s in text for s in _DENIED):
+        return StoreError(url, f"access denied ({text}).",
+                          "check the credentials in the environment and the bucket policy (a run needs read and "
+                          f"write access under store.root), {again}")
+    if isinstance(exc, (FileNotFoundError, KeyError)) or "NoSuchBucket" in text:
+        bucket = _missing_bucket(url, storage_options)
+        if bucket:
+            return StoreError(url, f"the bucket '{bucket}' does not exist (or was deleted) ({text}).",
+                              f"create the bucket, or fix store.root / store.endpoint_url in the config, {again}")
+    return None
+
+
+@contextlib.contextmanager
+def permanent_errors(url: str, storage_options: Mapping[str, Any] | None = None):
+    """Re-raise permanent object-store failures inside the block as StoreError (:func:`permanent_error`)."""
+    try:
+        yield
+    except (OSError, KeyError) as exc:
+        err = permanent_error(exc, url, storage_options)
+        if err is None:
+            raise
+        raise err from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +157,9 @@ def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None, *,
                                 decode_cf=decode, mask_and_scale=decode, zarr_format=3)
     except Exception as exc:
         if _is_missing(exc):
+            if bucket := _missing_bucket(url, storage_options):
+                raise StoreError(url, f"the bucket '{bucket}' does not exist (or was deleted).",
+                                 "create the bucket, or fix store.root / store.endpoint_url in the config.") from None
             raise StoreError(url, "no Zarr store here.",
                              "run the stage that produces it first (see `sm1km run --help`).") from None
         raise StoreError(url, f"cannot open the Zarr store ({_describe(exc)}).",
@@ -116,6 +171,9 @@ def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode:
     try:
         return zarr.open_group(_zarr_target(url, storage_options), mode=mode, zarr_format=3)
     except Exception as exc:
+        if bucket := _missing_bucket(url, storage_options):
+            raise StoreError(url, f"the bucket '{bucket}' does not exist (or was deleted).",
+                             "create the bucket, or fix store.root / store.endpoint_url in the config.") from None
         raise StoreError(url, f"cannot open the Zarr group ({_describe(exc)}).",
                          "check the URL and that the store exists.") from None
 
@@ -202,7 +260,8 @@ def put_atomic(url: str, payload: bytes, storage_options: Mapping[str, Any] | No
     """Replace one object/file as a whole: readers see the old bytes or the new, never a part."""
     fs, path = filesystem(url, storage_options)
     if is_remote(url):
-        fs.pipe_file(path, payload)  # one PUT: atomic on S3 and S3-compatible stores
+        with permanent_errors(url, storage_options):
+            fs.pipe_file(path, payload)  # one PUT: atomic on S3 and S3-compatible stores
         return
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
@@ -237,9 +296,14 @@ class Ledger:
         return posixpath.join(self.path, f"{key}.json")
 
     def done(self, key: str) -> bool:
-        return self.fs.exists(self._key_path(key))
+        with permanent_errors(self.url, self.storage_options):
+            return self.fs.exists(self._key_path(key))
 
     def mark(self, key: str, info: Mapping[str, Any] | None = None) -> None:
+        with permanent_errors(self.url, self.storage_options):
+            self._mark(key, info)
+
+    def _mark(self, key: str, info: Mapping[str, Any] | None) -> None:
         if not is_remote(self.url):
             self.fs.makedirs(self.path, exist_ok=True)
         payload = json.dumps(dict(info or {}), sort_keys=True).encode()
@@ -255,7 +319,11 @@ class Ledger:
         try:
             names = self.fs.ls(self.path, detail=False)
         except FileNotFoundError:
+            if _missing_bucket(self.url, self.storage_options):  # not "no markers yet": the bucket is gone
+                raise permanent_error(FileNotFoundError(self.url), self.url, self.storage_options) from None
             return set()
+        except PermissionError as exc:
+            raise permanent_error(exc, self.url, self.storage_options) from None
         return {posixpath.basename(n)[:-5] for n in names if n.endswith(".json")}
 
     def clear(self) -> None:
