@@ -79,3 +79,18 @@ def test_all_sea_shard_reads_no_predictors_and_writes_fill(world, tmp_path):
     y, x = sea_spec.fine
     q = store.open_group(tmp.master_url)["sm"][sea_spec.t0:sea_spec.t1, y, x]
     assert (q == -32768).all()
+
+
+def _double(item, ctx):
+    return 2 * item
+
+
+def test_run_bounded_with_a_client_that_is_not_the_default():
+    """A stage given an explicit client (not the default one, e.g. set_as_default=False, or one of
+    several clients of a benchmark) must use that client's loop."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        out = sorted(downscale.run_bounded(client, _double, range(7), None, window=2))
+    assert out == [0, 2, 4, 6, 8, 10, 12]

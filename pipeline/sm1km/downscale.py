@@ -141,7 +141,7 @@ def run_bounded(client, fn: Callable, items: Iterable, ctx, *, window: int | Non
 
     window = window or default_window(client)
     token = uuid.uuid4().hex[:8]
-    ac = as_completed()
+    ac = as_completed(loop=client.loop)  # this client's loop, not the default client's (there may be none)
     n = 0
 
     def submit(item) -> None:
