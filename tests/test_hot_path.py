@@ -90,7 +90,7 @@ def test_run_bounded_with_a_client_that_is_not_the_default():
     several clients of a benchmark) must use that client's loop."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster, set_as_default=False) as client:
         out = sorted(downscale.run_bounded(client, _double, range(7), None, window=2))
     assert out == [0, 2, 4, 6, 8, 10, 12]

@@ -164,7 +164,7 @@ def run_bench(preset: str | BenchPreset = "small", out: str | Path | None = None
     res["machine"]["loadavg_end"] = loadavg()
     res["section_wall_s"] = timings
     res["total_wall_s"] = round(time.perf_counter() - t_start, 1)
-    res["workdir"] = None if tmp else str(wd)
+    res["workdir"] = "temporary (removed)" if tmp and not keep else "kept"  # no machine paths in results
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(res, indent=1, default=_json_default) + "\n")
@@ -236,8 +236,8 @@ def summary_lines(res: dict) -> list[str]:
                      f"{g(mem, 'downscale', 'ratio_4x_to_1x')} (target <= 1.2)")
     sc = r.get("scaling", {})
     if _ok(sc) and not sc.get("skipped"):
-        parts = [f"{k} {v['pixel_days_per_s']['median']:,.0f}/s eff {v.get('parallel_efficiency')}"
-                 for k, v in sc["runs"].items()]
+        parts = [f"{k} {v['pixel_days_per_s']['median']:,.0f}/s eff {v.get('parallel_efficiency')} (CPU eff "
+                 f"{v.get('cpu_efficiency')}, cores got {v['cores_obtained']['median']})" for k, v in sc["runs"].items()]
         lines.append("scaling: " + "; ".join(parts))
         if sc.get("scheduler"):
             lines.append(f"scheduler: {sc['scheduler']['run_bounded_ms_per_task']['median']} ms/task")
