@@ -63,6 +63,8 @@ def test_tiny_bench_measures_the_same_work(tiny_result):
         assert m["1x_peak_rss_mb"]["median"] > 50 and m["4x_peak_rss_mb"]["median"] > 50
         assert m["ratio_4x_to_1x"] == pytest.approx(m["4x_peak_rss_mb"]["median"] / m["1x_peak_rss_mb"]["median"],
                                                     rel=1e-2)
+    assert mem["ingest"]["task_memory_bytes"] == 16 << 20  # the memory runs fix the ingest's task budget
+    assert "1x_peak_rss_mb" in mem["ingest"]["default_budget"]
     assert r["ingest"]["4x"]["written_bytes"] > r["ingest"]["1x"]["written_bytes"] > 0
     # the model is parsed once per worker process, however many tasks it ran
     for run in r["scaling"]["runs"].values():
@@ -141,3 +143,20 @@ def test_quarter_region_and_presets(tmp_path):
         quarter_config(odd, str(tmp_path / "c"))
     with pytest.raises(ConfigError):
         get_preset("huge")
+
+
+def test_peak_rss_of_a_child_is_its_own():
+    """ru_maxrss of a child on Linux starts at the parent's RSS (kept across fork+exec); the
+    benchmark's peak_rss_bytes must not, or every worker would report the benchmark's own size."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from sm1km.benchmarking.timing import peak_rss_bytes
+
+    big = np.ones(300 * 2**20 // 8)  # 300 MiB held by this process while the child starts
+    code = "from sm1km.benchmarking.timing import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert peak_rss_bytes() > big.nbytes
+    assert child < 200 * 2**20

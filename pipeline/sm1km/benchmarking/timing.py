@@ -50,6 +50,23 @@ def _round(v: float, digits: int) -> float:
 
 
 def maxrss_bytes(who: int = resource.RUSAGE_SELF) -> int:
-    """Peak resident set size (``ru_maxrss``: KiB on Linux, bytes on macOS) in bytes."""
+    """``ru_maxrss`` in bytes (KiB on Linux, bytes on macOS).
+
+    Beware on Linux: the kernel carries the high-water mark across ``exec``, so a child forked from
+    a large parent reports at least the parent's RSS at fork time. Use :func:`peak_rss_bytes`.
+    """
     r = resource.getrusage(who).ru_maxrss
     return int(r) if sys.platform == "darwin" else int(r) * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process's own address space: ``VmHWM`` of
+    ``/proc/self/status`` on Linux (reset by ``exec``, unlike ``ru_maxrss``); ``ru_maxrss`` elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return maxrss_bytes()

@@ -2,7 +2,8 @@
 
 ``JOB`` is a JSON file ``{"stage": "ingest"|"downscale"|"fuse", "config": run.yaml, "clean": [paths],
 "options": {...}}``. The stage runs synchronously in this process (the process is the worker), and
-the last line of stdout is JSON: wall and CPU seconds, peak RSS (``ru_maxrss``) and the stage stats.
+the last line of stdout is JSON: wall and CPU seconds, peak RSS (``VmHWM``: ``ru_maxrss`` would
+include the parent's RSS at fork on Linux) and the stage stats.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ def run_job(job: dict) -> dict:
     import resource
 
     from ..config import RunConfig
-    from .timing import maxrss_bytes
+    from .timing import peak_rss_bytes
 
     for p in job.get("clean", []):
         shutil.rmtree(p, ignore_errors=True)
     cfg = RunConfig.from_yaml(job["config"])
     cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"kind": "synchronous"})})
-    rss_before = maxrss_bytes()
     stage = job["stage"]
     if stage == "ingest":
         from ..ingest import ingest as fn
@@ -34,13 +34,14 @@ def run_job(job: dict) -> dict:
         from ..fuse import fuse as fn
     else:
         raise SystemExit(f"unknown stage {stage!r}")
+    rss_before = peak_rss_bytes()  # imports done: what the process holds before any work
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = time.perf_counter()
     out = fn(cfg, None, **job.get("options", {}))
     wall = time.perf_counter() - w0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     return {"stage": stage, "wall_s": wall, "cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
-            "maxrss_bytes": maxrss_bytes(), "maxrss_after_imports_bytes": rss_before,
+            "peak_rss_bytes": peak_rss_bytes(), "peak_rss_before_stage_bytes": rss_before,
             "stats": dict(getattr(out, "stats", {}) or {})}
 
 
