@@ -8,7 +8,8 @@ field with a coastline) is written per layout with the production code (``master
 HTTP server that honours Range requests (tests/http_server.py) with an emulated per-request
 latency, and read as docs/reading.md shows: ``xarray.open_zarr(url)`` (``dask``: dask chunks =
 inner chunks, the default), ``xarray.open_zarr(url, chunks=<the shard shape>)`` (``dask_shards``)
-and ``xarray.open_zarr(url, chunks=None)`` (``lazy``: no dask; zarr reads each shard's index once).
+and ``xarray.open_zarr(url, chunks=None)`` (``lazy``: no dask; zarr reads each shard's index once;
+``lazy_c64``: the same with ``zarr.config`` ``async.concurrency`` 64 instead of 10).
 Requests and bytes are counted by the server.
 
 Patterns:
@@ -46,19 +47,26 @@ sys.path.insert(0, str(REPO / "tests"))  # the range-honouring test server
 from http_server import RangeHTTPServer  # noqa: E402
 
 from sm1km import aggregate, downscale, master, store  # noqa: E402
-from sm1km.config import RunConfig  # noqa: E402
+from sm1km.config import GridConfig, RunConfig  # noqa: E402
 from sm1km.encoding import encode_int16  # noqa: E402
 
+_GRID = GridConfig()
 #: name -> (time_block_days, inner chunk as (time, lat, lon) in units of (days, px, px); None = unsharded)
 LAYOUTS = {
-    "chosen": {"time_block": 32, "inner": (32, 30, 30), "sharded": True,
-               "note": "master.py default: shard (32 d, 120, 120), inner (32 d, 30, 30) = one 25 km cell"},
+    "chosen": {"time_block": _GRID.time_block_days, "inner": master.MASTER_INNER_PREFERRED, "sharded": True,
+               "note": "master.py default: shard (128 d, 120, 120), inner (2 d, 60, 60)"},
+    "previous": {"time_block": 32, "inner": (32, 30, 30), "sharded": True,
+                 "note": "the layout before: shard (32 d, 120, 120), inner (32 d, 30, 30) = one 25 km cell"},
     "daily_inner": {"time_block": 32, "inner": (1, 120, 120), "sharded": True,
-                    "note": "same shards, one inner chunk per day and tile (map-optimised)"},
-    "shard128": {"time_block": 128, "inner": (32, 30, 30), "sharded": True,
-                 "note": "4x longer shards (about 3 objects per year), same inner chunks"},
+                    "note": "32-day shards, one inner chunk per day and tile (map-optimised)"},
+    "shard128_cell": {"time_block": 128, "inner": (32, 30, 30), "sharded": True,
+                      "note": "128-day shards (about 3 objects per year), inner chunks of 32 d x one 25 km cell"},
     "shard128_daily": {"time_block": 128, "inner": (1, 120, 120), "sharded": True,
-                       "note": "long shards with day-sized inner chunks: few objects per series, maps read ~their bytes"},
+                       "note": "128-day shards, one inner chunk per day and tile"},
+    "shard128_1d60": {"time_block": 128, "inner": (1, 60, 60), "sharded": True,
+                      "note": "128-day shards, inner chunks of 1 day x a quarter tile"},
+    "shard128_4d60": {"time_block": 128, "inner": (4, 60, 60), "sharded": True,
+                      "note": "128-day shards, inner chunks of 4 days x a quarter tile"},
     "unsharded": {"time_block": 32, "inner": (32, 30, 30), "sharded": False,
                   "note": "no sharding: every (32 d, 30, 30) chunk is its own object"},
 }
@@ -165,6 +173,32 @@ def patterns_for(ds, monthly, bbox, points, month: str) -> dict:
     return pats
 
 
+def _measure_mode(srv, url, mon_url, kw, concurrency, bbox, points, month, repeats) -> dict:
+    """Open master + monthly with ``open_zarr(**kw)`` and measure every pattern; ``concurrency``:
+    zarr's ``async.concurrency`` during the reads (None: zarr's default, 10)."""
+    with zarr.config.set({"async.concurrency": concurrency} if concurrency else {}):
+        i0 = len(srv.requests())
+        t_open = time.perf_counter()
+        ds = xr.open_zarr(url, **kw)
+        monthly = xr.open_zarr(mon_url, **({} if "chunks" in kw and kw["chunks"] else kw))
+        opened = srv.requests()[i0:]
+        res = {"open": {"requests": len(opened), "bytes": sum(r.bytes for r in opened),
+                        "time_s": round(time.perf_counter() - t_open, 4),
+                        "note": "master + monthly metadata and coordinates"}}
+        res["open"]["zarr_async_concurrency"] = concurrency or zarr.config.get("async.concurrency")
+        for pat, fn in patterns_for(ds, monthly, bbox, points, month).items():
+            if isinstance(fn, list):  # one measurement per point, averaged
+                ms = [measure(srv, f, repeats) for f in fn]
+                m = {k: (round(statistics.mean(x[k] for x in ms), 4) if k == "time_s" else
+                         statistics.mean(x[k] for x in ms)) for k in ms[0]}
+            else:
+                m = measure(srv, fn, repeats)
+            m["returned_int16_bytes"] = m["values"] * 2
+            m["bytes_per_returned_int16_byte"] = round(m["bytes"] / max(m["returned_int16_bytes"], 1), 2)
+            res[pat] = m
+    return res
+
+
 def run(args) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sm1km-access-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -197,25 +231,10 @@ def run(args) -> dict:
                 res = {}
                 lay = out["layouts"][name]
                 aligned = dict(zip(("time", "lat", "lon"), lay["shard"] or lay["inner_chunk"]))
-                for mode, kw in (("dask", {}), ("dask_shards", {"chunks": aligned}), ("lazy", {"chunks": None})):
-                    i0 = len(srv.requests())
-                    t_open = time.perf_counter()
-                    ds = xr.open_zarr(url, **kw)
-                    monthly = xr.open_zarr(mon_url, **({} if mode == "dask_shards" else kw))
-                    opened = srv.requests()[i0:]
-                    res[mode] = {"open": {"requests": len(opened), "bytes": sum(r.bytes for r in opened),
-                                          "time_s": round(time.perf_counter() - t_open, 4),
-                                          "note": "master + monthly metadata and coordinates"}}
-                    for pat, fn in patterns_for(ds, monthly, bbox, points, month).items():
-                        if isinstance(fn, list):  # one measurement per point, averaged
-                            ms = [measure(srv, f, args.repeats) for f in fn]
-                            m = {k: (round(statistics.mean(x[k] for x in ms), 4) if k == "time_s" else
-                                     statistics.mean(x[k] for x in ms)) for k in ms[0]}
-                        else:
-                            m = measure(srv, fn, args.repeats)
-                        m["returned_int16_bytes"] = m["values"] * 2
-                        m["bytes_per_returned_int16_byte"] = round(m["bytes"] / max(m["returned_int16_bytes"], 1), 2)
-                        res[mode][pat] = m
+                for mode, kw, conc in (("dask", {}, None), ("dask_shards", {"chunks": aligned}, None),
+                                       ("lazy", {"chunks": None}, None),
+                                       ("lazy_c64", {"chunks": None}, 64)):
+                    res[mode] = _measure_mode(srv, url, mon_url, kw, conc, bbox, points, month, args.repeats)
                 out["results"][name] = res
                 print(f"measured {name}", file=sys.stderr)
     finally:

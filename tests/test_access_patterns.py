@@ -58,4 +58,9 @@ def test_benchmark_small_run_counts_requests_and_bytes(tmp_path, capsys):
         lazy = res[name]["lazy"]
         assert lazy["month_mean_from_monthly"]["bytes"] < lazy["month_mean_from_master"]["bytes"]
     # a daily map from day-sized inner chunks reads less than from (32-day) chunks
-    assert res["daily_inner"]["lazy"]["day_map"]["bytes"] < res["chosen"]["lazy"]["day_map"]["bytes"]
+    assert res["daily_inner"]["lazy"]["day_map"]["bytes"] < res["previous"]["lazy"]["day_map"]["bytes"]
+    # the chosen layout: a day map reads less than the previous layout, a point series touches fewer objects
+    chosen, previous = res["chosen"]["lazy"], res["previous"]["lazy"]
+    assert chosen["day_map"]["bytes"] < previous["day_map"]["bytes"] / 2
+    assert chosen["point_series"]["objects"] < previous["point_series"]["objects"]
+    assert lay["chosen"]["shard"][0] == 128 and lay["chosen"]["inner_chunk"][0] == 2

@@ -100,9 +100,10 @@ def test_projection_arithmetic():
     assert p["core_hours"] == round(land / 1e6 / 3600)
     assert p["core_hours_from_cpu_time"] == round(land / 2e6 / 3600)
     assert p["wall_hours_on_workers"]["1000"] == pytest.approx(land / 1e6 / 3600 / 1000, rel=1e-3)
-    assert p["tasks"]["total_shards"] == 180 * 360 * 240  # 1 deg tiles x 32-day blocks
+    assert cfg.grid.time_block_days == 128 and cfg.grid.tile_cells == 4
+    assert p["tasks"]["total_shards"] == 180 * 360 * 60  # 1 deg tiles x 128-day blocks (7671 days -> 60)
     assert p["bytes"]["stored_total"] == pytest.approx(1.5 * land, rel=1e-6)
-    task_cpu = 32 * 120 * 120 * 0.5 / 2e6
+    task_cpu = 128 * 120 * 120 * 0.5 / 2e6
     assert p["scheduler"]["overhead_fraction_of_task"] == pytest.approx(0.002 / task_cpu, rel=1e-3)
     assert p["scheduler"]["max_workers_before_scheduler_bound"] == int(task_cpu / 0.002)
     assert p["bytes"]["uncompressed_int16_land_per_variable"] == round(2 * land)

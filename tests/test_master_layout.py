@@ -27,9 +27,16 @@ def test_inner_chunks_divide_the_shard():
 
 
 def test_default_grid_layout_is_the_measured_one():
-    cfg = make_config("/tmp/unused", factor=30, tile_cells=4, time_block_days=32)
-    assert master.master_shard(cfg) == (32, 120, 120)
-    assert master.master_inner(cfg) == master.MASTER_INNER_PREFERRED == (32, 30, 30)
+    from sm1km.config import GridConfig
+
+    g = GridConfig()
+    cfg = make_config("/tmp/unused", factor=30, tile_cells=g.tile_cells, time_block_days=g.time_block_days,
+                      inner_days=g.inner_days, inner_cells=g.inner_cells)
+    assert master.master_shard(cfg) == (128, 120, 120)
+    assert master.master_inner(cfg) == master.MASTER_INNER_PREFERRED == (2, 60, 60)
+    # other grids: the inner chunk shrinks to a divisor of the shard
+    small = make_config("/tmp/unused", factor=10, tile_cells=1, time_block_days=9)
+    assert master.master_shard(small) == (9, 10, 10) and master.master_inner(small) == (1, 10, 10)
 
 
 def test_template_attrs_readable_by_plain_zarr(store_root):
@@ -43,7 +50,9 @@ def test_template_attrs_readable_by_plain_zarr(store_root):
         a = g[name]
         assert a.dtype == np.int16
         assert a.fill_value == FILL  # the Zarr fill value, not only the CF attribute
-        assert a.shards == (8, 20, 20) and a.chunks == (8, 10, 10)
+        assert a.shards == (8, 20, 20) and a.chunks == (2, 20, 20)  # inner: 2 days x 2 cells (= the tile)
+        assert [type(c).__name__ for c in a.compressors] == ["BloscCodec"]
+        assert a.compressors[0].shuffle.value == "bitshuffle" and a.compressors[0].cname.value == "zstd"
         assert list(a.metadata.dimension_names) == ["time", "lat", "lon"]
         attrs = dict(a.attrs)
         assert attrs["scale_factor"] == 0.001 and attrs["add_offset"] == 0.0 and attrs["_FillValue"] == FILL

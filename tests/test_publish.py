@@ -35,6 +35,7 @@ from sm1km.errors import StoreError
 
 pytestmark = pytest.mark.network
 
+PUBLISH_INNER = {"inner_days": 16, "inner_cells": 1}
 N0 = 40            # days written first (2020-01-01 .. 2020-02-09); blocks of 16 days: the last is partial
 N_MAX = 88
 PIX = (12, 15)     # a pixel in inner chunk (1, 1) of its shard: its bytes are not at offset 0
@@ -52,9 +53,12 @@ def decoded(q: np.ndarray) -> np.ndarray:
     return np.where(q == FILL, np.nan, q * 0.001)
 
 
-def make_master(root: str, so=None, q=None, name: str = "sm1km-run", pause_s: float = 0.0):
+def make_master(root: str, so=None, q=None, name: str = "sm1km-run", pause_s: float = 0.0, inner=None):
     """A finalized master of the first N0 days, written shard by shard with the stage code."""
-    cfg = make_config(root, so, tile_cells=2).model_copy(update={"name": name})
+    # the inner chunk is pinned to (16 d, 10, 10) = 4 chunks per (16 d, 20, 20) shard: these tests are
+    # about where chunks sit inside a rewritten shard (the default 2-day inner chunks are tested too)
+    cfg = make_config(root, so, tile_cells=2, **(PUBLISH_INNER if inner is None else inner)).model_copy(
+        update={"name": name})
     q = packed_truth() if q is None else q
     url = cfg.store.url(master.MASTER_STORE)
     tpl, enc = master.master_template(cfg)
@@ -169,8 +173,8 @@ class PauseAfterIndex(WrapperStore):
         return buf
 
 
-def _read_across_a_rewrite(tmp_path, write) -> np.ndarray:
-    cfg, url = make_master(str(tmp_path))
+def _read_across_a_rewrite(tmp_path, write, inner=None) -> np.ndarray:
+    cfg, url = make_master(str(tmp_path), inner=inner)
     q = packed_truth()
 
     def writer():
@@ -186,8 +190,9 @@ def _read_across_a_rewrite(tmp_path, write) -> np.ndarray:
     return values
 
 
-def test_reader_between_index_and_chunk_reads_old_bytes_with_preserving_writer(tmp_path):
-    values = _read_across_a_rewrite(tmp_path, publish.write_packed_preserving)
+@pytest.mark.parametrize("inner", [None, {}], ids=["16d-inner", "default-inner"])
+def test_reader_between_index_and_chunk_reads_old_bytes_with_preserving_writer(tmp_path, inner):
+    values = _read_across_a_rewrite(tmp_path, publish.write_packed_preserving, inner)
     np.testing.assert_array_equal(values, decoded(packed_truth()[:N0, PIX[0], PIX[1]]))
 
 

@@ -61,7 +61,11 @@ class PeriodConfig(_Strict):
 class GridConfig(_Strict):
     factor: int = Field(DEFAULT_FACTOR, ge=1, le=240, description="fine pixels per 0.25° cell side")
     tile_cells: int = Field(4, ge=1, le=1440, description="master shard side in 0.25° cells")
-    time_block_days: int = Field(32, ge=1, le=3660, description="master shard length in days")
+    time_block_days: int = Field(128, ge=1, le=3660,
+                                 description="master shard length in days (one downscale task per shard)")
+    inner_days: int = Field(2, ge=1, le=3660,
+                            description="master inner chunk length in days (the unit a reader fetches)")
+    inner_cells: int = Field(2, ge=1, le=1440, description="master inner chunk side in 0.25° cells")
 
 
 _SECRET_KEYS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
@@ -292,8 +296,10 @@ period:            # inclusive, ISO dates (UTC days)
   end: 2020-06-29
 grid:
   factor: 30           # fine pixels per 0.25-degree cell side: 30 -> 1/120 deg (~0.93 km)
-  tile_cells: 4        # master shard side, in 0.25-degree cells (4 -> 120x120 px)
-  time_block_days: 32  # master shard length in days
+  tile_cells: 4         # master shard side, in 0.25-degree cells (4 -> 120x120 px)
+  time_block_days: 128  # master shard length in days (~3 objects per pixel-year)
+  inner_days: 2         # master inner chunk: 2 days x inner_cells (2 -> 60x60 px), see docs/master-store.md
+  inner_cells: 2
 store:
   root: ./work/store   # local path or s3://bucket/prefix
   endpoint_url: null   # e.g. http://minio:9000 ; credentials come from AWS_* environment variables

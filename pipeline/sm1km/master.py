@@ -3,11 +3,14 @@ chunk/shard layout, CF/ACDD metadata, and the one-writer-per-shard write of pack
 
 Layout (measured, see ``docs/master-store.md`` and ``benchmarks/master_layout.py``):
 
-* shard = ``(time_block_days, tile px, tile px)`` — one object per (tile × time block), written by
-  exactly one task (concurrent writes into one shard lose data);
-* inner chunk = ``(time_block_days, factor, factor)``: one 25 km cell × one time block (at the
-  default factor 30: ``(32, 30, 30)``). A point time series then costs 2 small range requests per
-  shard (index + one ~30 kB chunk) and a one-day map of a tile 1 request (the whole shard).
+* shard = ``(time_block_days, tile px, tile px)`` = ``(128, 120, 120)`` at the defaults — one
+  object per (1° tile × 128 days), written by exactly one task (concurrent writes into one shard
+  lose data). A point time series touches ≈ 3 objects per year;
+* inner chunk = ``(inner_days, inner_cells·factor, inner_cells·factor)`` = ``(2, 60, 60)``: a
+  one-day regional map reads ≤ 2× the int16 bytes it returns, a point series one ~9 kB chunk per
+  2 days (``benchmarks/access_patterns.py``, ``docs/master-store.md``);
+* codec inside the shard: blosc/zstd level 5 with bit-shuffle (−25 % bytes against zarr's default
+  zstd at this inner chunk; ``results.compression`` of ``sm1km bench``).
 
 Encoding: ``sm`` and ``sm_uncertainty`` are int16, ``scale_factor=0.001``, ``add_offset=0``,
 ``_FillValue=-32768`` — and the *Zarr* ``fill_value`` is −32768 too (xarray's default for a v3
@@ -32,9 +35,12 @@ log = logging.getLogger(__name__)
 
 MASTER_STORE = "master.zarr"
 MONTHLY_STORE = "monthly.zarr"
-#: inner chunk at the default grid (time, lat, lon); in general (time_block_days, factor, factor).
-#: Chosen by benchmarks/master_layout.py (docs/master-store.md).
-MASTER_INNER_PREFERRED = (32, 30, 30)
+#: inner chunk at the default grid (time, lat, lon); in general (inner_days, inner_cells·factor, ·).
+#: Chosen by benchmarks/access_patterns.py (docs/master-store.md).
+MASTER_INNER_PREFERRED = (2, 60, 60)
+#: codec of the packed int16 inner chunks (and of monthly.zarr): chosen by measurement (bench
+#: ``results.compression``); a core Zarr v3 codec, read by zarr-python, zarrs, GDAL, netCDF-C.
+PACKED_COMPRESSOR = {"cname": "zstd", "clevel": 5, "shuffle": "bitshuffle"}
 #: months per monthly-store chunk (one chunk = tile × 12 months)
 MONTHLY_TIME_CHUNK = 12
 
@@ -82,8 +88,11 @@ def inner_chunks(shard: tuple[int, ...], preferred: tuple[int, ...] = MASTER_INN
 
 
 def master_inner(cfg) -> tuple[int, int, int]:
-    """Inner chunk (time, lat, lon) of the master: one 25 km cell × one time block."""
-    return (cfg.grid.time_block_days, cfg.grid.factor, cfg.grid.factor)
+    """Inner chunk (time, lat, lon) of the master: ``inner_days`` × ``inner_cells`` 0.25° cells,
+    shrunk per axis to a divisor of the shard (so every shard holds whole inner chunks)."""
+    g = cfg.grid
+    px = g.inner_cells * g.factor
+    return inner_chunks(master_shard(cfg), (g.inner_days, px, px))
 
 
 def master_shard(cfg) -> tuple[int, int, int]:
@@ -149,11 +158,19 @@ def _coord_encoding() -> dict[str, dict[str, Any]]:
             "lat": {"_FillValue": None}, "lon": {"_FillValue": None}}
 
 
+def packed_compressor():
+    """The Zarr v3 codec of packed int16 chunks (:data:`PACKED_COMPRESSOR`)."""
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(typesize=2, **PACKED_COMPRESSOR)
+
+
 def packed_encoding(chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> dict[str, Any]:
     """xarray encoding of a packed int16 variable; the Zarr fill_value equals _FillValue."""
     enc = store.cf_int16_encoding(FILL, SCALE)
     enc["fill_value"] = np.int16(FILL)
     enc["chunks"] = tuple(chunks)
+    enc["compressors"] = [packed_compressor()]
     if shards is not None:
         enc["shards"] = tuple(shards)
     return enc

@@ -27,7 +27,7 @@ class WorldParams:
     spin_up_days: int = 30
     era5_step_hours: int = 1
     tile_cells: int = 4
-    time_block_days: int = 32
+    time_block_days: int = 128
     sea_fraction: float = 0.10
     name: str = "synthetic-world"
 
