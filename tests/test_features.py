@@ -117,3 +117,18 @@ def test_bad_inputs_raise_model_error():
         F.build_features(fused, flag, preds, doy, 3)
     with pytest.raises(ModelError, match="out"):
         F.build_features(fused, flag, preds, doy, 2, out=np.empty((8, F.N_FEATURES), np.float64))
+
+
+def test_column_major_buffer_gives_the_same_features():
+    """The hot path fills a column-major buffer (contiguous per feature); values equal the default."""
+    fused, flag, preds, doy = _block(nt=3, yc=2, xc=3, factor=4, seed=5)
+    ref = F.build_features(fused, flag, preds, doy, 4)
+    buf = F.empty_features(ref.shape[0])
+    assert buf.flags.f_contiguous and not buf.flags.c_contiguous
+    got = F.build_features(fused, flag, preds, doy, 4, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(got, ref)
+    # a row slice of a column-major buffer is neither C- nor F-contiguous: refused, not copied into
+    with pytest.raises(ModelError, match="contiguous"):
+        F.build_features(fused[:1], flag[:1], {k: (v[:1] if v.ndim == 3 else v) for k, v in preds.items()},
+                         doy[:1], 4, out=F.empty_features(ref.shape[0])[: ref.shape[0] // 3])

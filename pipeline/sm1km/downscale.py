@@ -218,6 +218,37 @@ class DownscaleContext:
     fused_t0: int        # index of the run's first day in fused.zarr
     predictors_t0: int   # ... in inputs/predictors.zarr
     start: str           # first day of the run (ISO)
+    run_token: str = ""  # one per make_context: the stores a worker opened are reused for it ("" = never)
+
+
+#: stores opened by this process for a run (``run_token``): a task reuses what its worker parsed for
+#: an earlier task (consolidated metadata, coordinates: ≈ 15 ms of a ≈ 0.7 s task). Bounded, and
+#: keyed by the run, so a later run (which may follow a re-ingest) opens them afresh.
+_OPENED: dict[tuple[str, str, str], Any] = {}
+_OPENED_MAX = 8
+_OPENED_LOCK = threading.Lock()
+
+
+def _opened(kind: str, url: str, ctx: DownscaleContext):
+    """``store.open_dataset`` (``kind="dataset"``) or a writable ``store.open_group`` (``"group"``)
+    of ``url``, cached per process for ``ctx.run_token``."""
+    def open_it():
+        if kind == "dataset":
+            return store.open_dataset(url, ctx.storage_options)
+        return store.open_group(url, ctx.storage_options, mode="r+")
+
+    if not ctx.run_token:
+        return open_it()
+    key = (ctx.run_token, kind, url)
+    with _OPENED_LOCK:
+        hit = _OPENED.get(key)
+    if hit is not None:
+        return hit
+    obj = open_it()
+    with _OPENED_LOCK:
+        if len(_OPENED) >= _OPENED_MAX:
+            _OPENED.pop(next(iter(_OPENED)))  # oldest first (dicts keep insertion order)
+        return _OPENED.setdefault(key, obj)
 
 
 def read_inputs(spec: ShardSpec, ctx: DownscaleContext):
@@ -227,8 +258,7 @@ def read_inputs(spec: ShardSpec, ctx: DownscaleContext):
     """
     from .features import DAILY_PREDICTORS, PREDICTOR_NAMES
 
-    so = ctx.storage_options
-    fused = store.open_dataset(ctx.fused_url, so)
+    fused = _opened("dataset", ctx.fused_url, ctx)
     ft = slice(ctx.fused_t0 + spec.t0, ctx.fused_t0 + spec.t1)
     cs = {"time": ft, "lat": slice(spec.r0, spec.r1), "lon": slice(spec.c0, spec.c1)}
     fused_sm = np.asarray(fused["sm"].isel(cs).values, dtype=np.float32)
@@ -237,7 +267,7 @@ def read_inputs(spec: ShardSpec, ctx: DownscaleContext):
     times = pd.date_range(ctx.start, periods=spec.t1, freq="D")[spec.t0:]
     if ((flag == 0) | np.isnan(fused_sm)).all():
         return fused_sm, flag, {}, times.values  # all sea: nothing to predict, no predictor to read
-    pred_ds = store.open_dataset(ctx.predictors_url, so)
+    pred_ds = _opened("dataset", ctx.predictors_url, ctx)
     y, x = spec.fine
     pt = slice(ctx.predictors_t0 + spec.t0, ctx.predictors_t0 + spec.t1)
     predictors = {}
@@ -283,7 +313,9 @@ def predict_shard(fused_sm, flag, predictors, times, factor: int, model, with_un
     del drop
     per_day = ny * nx
     days = max(1, min(nt, batch_rows // per_day))
-    buf = np.empty((days * per_day, N_FEATURES), dtype=np.float32)
+    # column-major feature buffer (each feature one contiguous fill, see build_features); every
+    # batch gets an F-contiguous (rows, N_FEATURES) view of the first rows·N_FEATURES floats
+    flat = np.empty(days * per_day * N_FEATURES, dtype=np.float32)
     doy = day_of_year(times)
     sm_rows = sm.reshape(-1)  # views: writes land in sm / unc
     unc_rows = unc.reshape(-1) if unc is not None else None
@@ -295,8 +327,9 @@ def predict_shard(fused_sm, flag, predictors, times, factor: int, model, with_un
         if n_keep == 0:
             continue
         sub = {name: (v[d0:d1] if v.ndim == 3 else v) for name, v in predictors.items()}
+        n_rows = (d1 - d0) * per_day
         X = build_features(fused_sm[d0:d1], flag[d0:d1], sub, doy[d0:d1], factor,
-                           out=buf[: (d1 - d0) * per_day])
+                           out=flat[: n_rows * N_FEATURES].reshape(N_FEATURES, n_rows).T)
         if n_keep < k.size:
             X = X[k]  # compact copy of the kept rows (bounded by the batch)
             sm_rows[rows][k] = model.predict(X)
@@ -319,7 +352,8 @@ def downscale_shard(spec: ShardSpec, ctx: DownscaleContext) -> dict[str, Any]:
     if unc is not None:
         arrays["sm_uncertainty"] = encode_int16(unc)
     n_land = int(np.count_nonzero(arrays["sm"] != FILL))
-    master.write_packed(ctx.master_url, spec.region, arrays, ctx.storage_options)
+    master.write_packed(ctx.master_url, spec.region, arrays, ctx.storage_options,
+                        group=_opened("group", ctx.master_url, ctx))
     store.Ledger(ctx.root, master.MASTER_STORE, ctx.storage_options).mark(
         spec.key, {"land_pixel_days": n_land, "model_sha256": ctx.model_sha256})
     return {"key": spec.key, "land_pixel_days": n_land}
@@ -368,7 +402,7 @@ def make_context(cfg, model) -> DownscaleContext:
         predictors_url=pred_url, storage_options=so, model_url=cfg.model_path, model_sha256=model.sha256,
         n_threads=cfg.model.n_threads, device=cfg.model.predict_device,
         with_uncertainty=model.has_uncertainty, fused_t0=_time_offset(fused_url, fused, dates),
-        predictors_t0=pred_t0, start=str(dates[0].date()))
+        predictors_t0=pred_t0, start=str(dates[0].date()), run_token=uuid.uuid4().hex)
 
 
 # --------------------------------------------------------------------------------------------

@@ -266,14 +266,16 @@ def monthly_template(cfg, *, source_attrs: Mapping[str, Any] | None = None) -> t
 # writing packed blocks
 # --------------------------------------------------------------------------------------------
 def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.ndarray],
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, *, group=None) -> None:
     """Write already-packed arrays (int16) into ``region`` of a store made from a template.
 
     Bypasses xarray's CF encoding on purpose: ``store.write_region`` would re-encode the values
     (float temporaries and a second rounding); here the bytes are exactly :func:`encode_int16`'s.
-    One call = one task = whole shard(s): never let two tasks write into one shard.
+    One call = one task = whole shard(s): never let two tasks write into one shard. ``group``: the
+    store already opened writable (a worker reuses it across its tasks), else it is opened here.
     """
-    group = store.open_group(url, storage_options, mode="r+")
+    if group is None:
+        group = store.open_group(url, storage_options, mode="r+")
     for name, data in arrays.items():
         arr = group[name]
         dims = arr.metadata.dimension_names

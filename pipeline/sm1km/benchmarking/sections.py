@@ -746,7 +746,7 @@ def projection(ds: dict, scaling: dict | None, master_bytes: dict, cfg, sched: d
                   "uncompressed_int16_grid_per_variable": round(grid_pd * 2),
                   "compression_ratio_measured": master_bytes["ratio"],
                   "note": "ratio = int16 bytes of the land pixel-days / stored bytes, per variable, measured on "
-                          "the benchmark master (zarr default zstd level 0 = 3)"},
+                          "the benchmark master (its codec as written: master.PACKED_COMPRESSOR)"},
     }
     if sched:
         ov = sched["client_map_ms_per_task"]["median"] / 1e3
