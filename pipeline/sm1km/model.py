@@ -182,10 +182,12 @@ class LoadedModel:
         if X.shape[0] == 0:
             return np.empty(0, np.float32)
         y = np.asarray(self.booster.inplace_predict(X), dtype=np.float32).reshape(-1)
+        base = X[:, column("sm_25km")]  # a strided column: gathered once, not per use
         if self.target_kind == "residual":
-            y += X[:, column("sm_25km")]
+            base = np.ascontiguousarray(base)
+            y += base
         np.clip(y, *SM_RANGE, out=y)
-        y[np.isnan(X[:, column("sm_25km")])] = np.nan
+        y[np.isnan(base)] = np.nan
         return y
 
     def predict_uncertainty(self, X) -> np.ndarray:
