@@ -181,9 +181,13 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def _holder(run_yaml: Path, **env) -> subprocess.Popen:
+def _holder(run_yaml: Path, sigint: str = "default", **env) -> subprocess.Popen:
+    """A process holding the run lock; ``sigint="ignore"``: started with SIGINT ignored, as a job
+    started with ``&`` from a script is."""
+    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignore" else \
+        (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     p = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_yaml)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, preexec_fn=pre)
     assert p.stdout.readline().strip() == "locked", p.stderr.read()
     return p
 
@@ -242,8 +246,9 @@ def test_sigterm_releases_the_lock(world):
     assert read_lock(str(world.parent / "store")) is None
 
 
-def test_a_run_whose_lock_is_broken_stops_with_a_clear_error(world):
-    holder = _holder(world, SM1KM_LOCK_HEARTBEAT_S="0.1")
+@pytest.mark.parametrize("sigint", ["default", "ignore"])
+def test_a_run_whose_lock_is_broken_stops_with_a_clear_error(world, sigint):
+    holder = _holder(world, sigint=sigint, SM1KM_LOCK_HEARTBEAT_S="0.1")
     try:
         force_unlock(str(world.parent / "store"))
         out, err = holder.communicate(timeout=30)

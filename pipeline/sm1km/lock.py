@@ -458,9 +458,7 @@ class StoreLock:
                 self.held = False
                 _LIVE_TOKENS.discard(self.token)
                 if self.interrupt_on_loss:
-                    import _thread
-
-                    _thread.interrupt_main()
+                    _interrupt_main(self.url)
                 return
 
     def refresh(self) -> None:
@@ -524,6 +522,25 @@ class StoreLock:
 
 def _sigterm_to_exit(signum, frame):
     raise SystemExit(128 + signum)
+
+
+def _interrupt_main(url: str) -> bool:
+    """Raise in the main thread through the first of SIGINT / SIGTERM that Python handles.
+
+    A job started with ``&`` from a script (or under some supervisors) inherits SIGINT ignored, and
+    ``_thread.interrupt_main()`` then does nothing: the run would go on writing without its lock.
+    SIGTERM's handler (installed by the lock) raises SystemExit instead; either way the lock's
+    ``__exit__`` turns it into the "lost its lock" StoreError.
+    """
+    import _thread
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(sig)):
+            _thread.interrupt_main(sig)
+            return True
+    log.error("run lock %s: cannot interrupt the main thread (SIGINT and SIGTERM are not handled by Python "
+              "here); the run stops at its next lock check", url)
+    return False
 
 
 @atexit.register
