@@ -272,8 +272,8 @@ def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.
     Bypasses xarray's CF encoding on purpose: ``store.write_region`` would re-encode the values
     (float temporaries and a second rounding); here the bytes are exactly :func:`encode_int16`'s.
     One call = one task = whole shard(s): never let two tasks write into one shard. Whole shards
-    are encoded in one pass by :mod:`shard_codec` (zarr's per-inner-chunk path costs ~7x the
-    compression); any other region goes through zarr. ``group``: the store already opened
+    are encoded in one pass by :mod:`shard_codec` (zarr's per-inner-chunk path cost ~3x as
+    much per task); any other region goes through zarr. ``group``: the store already opened
     writable (a worker reuses it across its tasks), else it is opened here.
     """
     from .shard_codec import write_whole_shards
