@@ -524,7 +524,7 @@ def _sigterm_to_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _interrupt_main(url: str) -> bool:
+def _interrupt_main(url: str) -> None:
     """Raise in the main thread through the first of SIGINT / SIGTERM that Python handles.
 
     A job started with ``&`` from a script (or under some supervisors) inherits SIGINT ignored, and
@@ -537,10 +537,9 @@ def _interrupt_main(url: str) -> bool:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if callable(signal.getsignal(sig)):
             _thread.interrupt_main(sig)
-            return True
+            return
     log.error("run lock %s: cannot interrupt the main thread (SIGINT and SIGTERM are not handled by Python "
               "here); the run stops at its next lock check", url)
-    return False
 
 
 @atexit.register

@@ -41,13 +41,13 @@ import zarr
 
 from . import store
 from .errors import ConfigError, StoreError
+from .shard_codec import EMPTY, encode_index, index_layout_ok, sharding_codec
 
 log = logging.getLogger(__name__)
 
 POINTER = "published.json"
 POINTER_FORMAT = 1
 PRODUCT_STORES = {"fused": "fused.zarr", "master": "master.zarr", "monthly": "monthly.zarr"}
-_EMPTY = np.uint64(2**64 - 1)  # sharding index entry of an empty inner chunk
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,23 +155,6 @@ def extend_time(url: str, new_times: Iterable, storage_options: Mapping[str, Any
     return n_pub, n_new
 
 
-def _sharding(arr) -> Any | None:
-    from zarr.codecs import ShardingCodec
-
-    codecs = arr.metadata.codecs
-    return codecs[0] if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
-
-
-def _index_layout_ok(codec) -> bool:
-    from zarr.codecs import BytesCodec, Crc32cCodec
-    from zarr.codecs.sharding import ShardingCodecIndexLocation
-
-    ic = list(codec.index_codecs)
-    return (codec.index_location == ShardingCodecIndexLocation.end and len(ic) == 2
-            and isinstance(ic[0], BytesCodec) and str(getattr(ic[0].endian, "value", ic[0].endian)) == "little"
-            and isinstance(ic[1], Crc32cCodec))
-
-
 def _decode_index(shard: bytes, n_chunks: int) -> np.ndarray:
     """(n_chunks, 2) uint64 offsets/lengths from the end of a shard (little endian + crc32c)."""
     import google_crc32c
@@ -184,13 +167,6 @@ def _decode_index(shard: bytes, n_chunks: int) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u8").reshape(n_chunks, 2).copy()
 
 
-def _encode_index(index: np.ndarray) -> bytes:
-    import google_crc32c
-
-    raw = np.ascontiguousarray(index, dtype="<u8").tobytes()
-    return raw + google_crc32c.value(raw).to_bytes(4, "little")
-
-
 def preserve_prefix(old: bytes | None, new: bytes | None, n_chunks: int) -> bytes:
     """Pure: a shard equal in content to ``new`` in which every chunk of ``old`` keeps its bytes
     at its old offset (unchanged chunks are shared, changed ones appended after the old data).
@@ -200,25 +176,25 @@ def preserve_prefix(old: bytes | None, new: bytes | None, n_chunks: int) -> byte
     ``new=None`` is a shard whose chunks are all empty (fill).
     """
     if not old:
-        return new if new is not None else _encode_index(np.full((n_chunks, 2), _EMPTY, dtype="<u8"))
+        return new if new is not None else encode_index(np.full((n_chunks, 2), EMPTY, dtype="<u8"))
     isz = 16 * n_chunks + 4
     old_idx = _decode_index(old, n_chunks)
-    new_idx = _decode_index(new, n_chunks) if new is not None else np.full((n_chunks, 2), _EMPTY, dtype="<u8")
+    new_idx = _decode_index(new, n_chunks) if new is not None else np.full((n_chunks, 2), EMPTY, dtype="<u8")
     body = bytearray(old[: len(old) - isz])
     out_idx = np.empty_like(new_idx)
     for i in range(n_chunks):
         off, nb = new_idx[i]
-        if off == _EMPTY and nb == _EMPTY:
-            out_idx[i] = (_EMPTY, _EMPTY)
+        if off == EMPTY and nb == EMPTY:
+            out_idx[i] = (EMPTY, EMPTY)
             continue
         chunk = new[int(off): int(off) + int(nb)]
         ooff, onb = old_idx[i]
-        if not (ooff == _EMPTY and onb == _EMPTY) and onb == nb and old[int(ooff): int(ooff) + int(onb)] == chunk:
+        if not (ooff == EMPTY and onb == EMPTY) and onb == nb and old[int(ooff): int(ooff) + int(onb)] == chunk:
             out_idx[i] = (ooff, onb)
         else:
             out_idx[i] = (len(body), nb)
             body += chunk
-    return bytes(body) + _encode_index(out_idx)
+    return bytes(body) + encode_index(out_idx)
 
 
 def _touched_keys(arr, sel: tuple[slice, ...], grid_shape) -> list[str]:
@@ -250,12 +226,12 @@ def write_packed_preserving(url: str, region: Mapping[str, slice], arrays: Mappi
         arr = g[name]
         sel = tuple(region.get(d, slice(None)) for d in arr.metadata.dimension_names)
         keys = [f"{name}/{k}" for k in _touched_keys(arr, sel, arr.metadata.chunk_grid.chunk_shape)]
-        codec = _sharding(arr)
+        codec = sharding_codec(arr)
         if codec is None:  # whole chunk objects: zarr's stores replace each one atomically
             zarr.open_group(target, mode="r+", zarr_format=3, use_consolidated=False)[name][sel] = data
             written[name] = len(keys)
             continue
-        if not _index_layout_ok(codec):
+        if not index_layout_ok(codec):
             raise StoreError(url, f"array {name!r} has a shard index layout this writer does not handle.",
                              "use the master/monthly templates (index at the end, little endian + crc32c).")
         n_chunks = int(np.prod([s // c for s, c in zip(arr.metadata.chunk_grid.chunk_shape, codec.chunk_shape)]))

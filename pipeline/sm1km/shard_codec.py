@@ -5,10 +5,10 @@ per inner chunk: for the master's (2, 60, 60) inner chunks that is ~0.5 ms of ov
 against ~0.08-0.15 ms of compression (a bench task's write: 115 ms through zarr, 37 ms here, of
 which ~20 ms is blosc; see docs/performance.md). A downscale task always writes whole shards, so
 it encodes each shard here in one pass and stores it with one ``set``: the same codecs (taken
-from the array's metadata), the
-Zarr v3 ``sharding_indexed`` format (index of (offset, nbytes) uint64 pairs at the end, crc32c),
-inner chunks in C order, all-fill inner chunks left out as zarr does (``write_empty_chunks=False``).
-Anything else — other codecs, a region that is not whole shards — goes through zarr itself.
+from the array's metadata), the Zarr v3 ``sharding_indexed`` format (index of (offset, nbytes)
+uint64 pairs at the end, crc32c), inner chunks in C order, all-fill inner chunks left out as zarr
+does (``write_empty_chunks=False``). Anything else — other codecs, a region that is not whole
+shards — goes through zarr itself. The index helpers here are shared with :mod:`publish`.
 """
 from __future__ import annotations
 
@@ -33,34 +33,57 @@ class ShardLayout:
     write_empty_chunks: bool
 
 
+def sharding_codec(arr) -> Any | None:
+    """The array's ``sharding_indexed`` codec if it is its only array-to-bytes codec, else None."""
+    from zarr.codecs import ShardingCodec
+
+    codecs = getattr(arr.metadata, "codecs", None)
+    return codecs[0] if codecs and len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
+
+
+def _little_endian(codec) -> bool:
+    return str(getattr(codec.endian, "value", codec.endian)) == "little"
+
+
+def index_layout_ok(codec) -> bool:
+    """True for the shard index this module and :mod:`publish` read and write: at the end,
+    ``bytes`` (little endian) + ``crc32c``."""
+    from zarr.codecs import BytesCodec, Crc32cCodec
+    from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+    ic = list(codec.index_codecs)
+    return (codec.index_location == ShardingCodecIndexLocation.end and len(ic) == 2
+            and isinstance(ic[0], BytesCodec) and _little_endian(ic[0]) and isinstance(ic[1], Crc32cCodec))
+
+
+def encode_index(index: np.ndarray) -> bytes:
+    """Stored bytes of a shard index: (n_chunks, 2) uint64 little endian + its crc32c."""
+    import google_crc32c
+
+    raw = np.ascontiguousarray(index, dtype="<u8").tobytes()
+    return raw + google_crc32c.value(raw).to_bytes(4, "little")
+
+
 def layout_of(arr) -> ShardLayout | None:
     """The layout of a zarr v3 array this module can encode, or None (then use zarr).
 
     Supported: one ``sharding_indexed`` codec whose inner codecs are ``bytes`` (little endian) +
-    ``blosc``, whose index codecs are ``bytes`` (little endian) + ``crc32c``, index at the end.
+    ``blosc``, with :func:`index_layout_ok`'s index.
     """
     import numcodecs
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
-    from zarr.codecs.sharding import ShardingCodecIndexLocation
+    from zarr.codecs import BloscCodec, BytesCodec
 
+    sc = sharding_codec(arr)
+    if sc is None or not index_layout_ok(sc):
+        return None
     meta = arr.metadata
-    codecs = getattr(meta, "codecs", None)
-    if not codecs or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
-        return None
-    sc = codecs[0]
-    inner, index = tuple(sc.codecs), tuple(sc.index_codecs)
+    inner = tuple(sc.codecs)
     dtype = np.dtype(arr.dtype)
-    little = ("little", None) if dtype.itemsize == 1 else ("little",)
-
-    def _is_bytes(c):
-        return isinstance(c, BytesCodec) and (c.endian.value if c.endian is not None else None) in little
-
-    if len(inner) != 2 or not _is_bytes(inner[0]) or not isinstance(inner[1], BloscCodec):
+    if len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec):
         return None
-    if len(index) != 2 or not isinstance(index[0], BytesCodec) or index[0].endian.value != "little" \
-            or not isinstance(index[1], Crc32cCodec) or sc.index_location != ShardingCodecIndexLocation.end:
+    if not (_little_endian(inner[0]) or (dtype.itemsize == 1 and inner[0].endian is None)):
         return None
-    if dtype.kind not in "iuf" or np.dtype(dtype).byteorder == ">":
+    if dtype.kind not in "iuf" or dtype.byteorder == ">":
         return None
     b = inner[1]
     shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[b.shuffle.value]
@@ -74,8 +97,6 @@ def layout_of(arr) -> ShardLayout | None:
 def encode_shard(block: np.ndarray, layout: ShardLayout) -> bytes | None:
     """The stored bytes of one shard holding ``block`` (≤ the shard shape at an array edge: the rest
     is fill), or None when every inner chunk is fill (zarr then stores no object)."""
-    import google_crc32c
-
     shard, inner = layout.shard, layout.inner
     if block.ndim != len(shard) or any(b > s for b, s in zip(block.shape, shard)):
         raise ValueError(f"block {block.shape} does not fit in a shard {shard}")
@@ -105,17 +126,15 @@ def encode_shard(block: np.ndarray, layout: ShardLayout) -> bytes | None:
         index[k] = (offset, len(enc))
         offset += len(enc)
         parts.append(enc)
-    index_bytes = index.tobytes()
-    parts.append(index_bytes)
-    parts.append(np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes())
+    parts.append(encode_index(index))
     return b"".join(bytes(p) for p in parts)
 
 
-def _whole_shards(sel: tuple[slice, ...], shape: tuple[int, ...], shard: tuple[int, ...]):
-    """Shard index ranges per dimension if ``sel`` covers whole shards (clipped at the edge), else None."""
+def _whole_shards(bounds, shape: tuple[int, ...], shard: tuple[int, ...]):
+    """Shard index ranges per dimension if ``bounds`` ((start, stop, step) per dimension) cover
+    whole shards (clipped at the array's edge), else None."""
     ranges = []
-    for s, n, c in zip(sel, shape, shard):
-        start, stop, step = s.indices(n)
+    for (start, stop, step), n, c in zip(bounds, shape, shard):
         if step != 1 or start % c or not (stop % c == 0 or stop == n) or stop <= start:
             return None
         ranges.append(range(start // c, -(-stop // c)))
@@ -133,12 +152,13 @@ def write_whole_shards(arr, sel: tuple[slice, ...], data: np.ndarray) -> bool:
     layout = layout_of(arr)
     if layout is None or len(sel) != len(arr.shape) or not all(isinstance(s, slice) for s in sel):
         return False
-    ranges = _whole_shards(sel, tuple(arr.shape), layout.shard)
+    bounds = [s.indices(n) for s, n in zip(sel, arr.shape)]
+    ranges = _whole_shards(bounds, tuple(arr.shape), layout.shard)
     if ranges is None:
         return False
     data = np.asarray(data)
-    starts = [s.indices(n)[0] for s, n in zip(sel, arr.shape)]
-    if data.shape != tuple(s.indices(n)[1] - s.indices(n)[0] for s, n in zip(sel, arr.shape)):
+    starts = [b[0] for b in bounds]
+    if data.shape != tuple(stop - start for start, stop, _ in bounds):
         raise ValueError(f"data {data.shape} does not match the selection {sel} of {arr.shape}")
     store, path = arr.store_path.store, arr.store_path.path
     proto = default_buffer_prototype()
