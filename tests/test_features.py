@@ -132,3 +132,40 @@ def test_column_major_buffer_gives_the_same_features():
     with pytest.raises(ModelError, match="contiguous"):
         F.build_features(fused[:1], flag[:1], {k: (v[:1] if v.ndim == 3 else v) for k, v in preds.items()},
                          doy[:1], 4, out=F.empty_features(ref.shape[0])[: ref.shape[0] // 3])
+
+
+def test_all_nan_cells_warn_in_no_thread():
+    """Dask workers run tasks in threads: the cell mean of an all-NaN (sea) cell must not emit
+    "Mean of empty slice" from any of them (``warnings.catch_warnings`` is not thread-safe, so a
+    per-call suppression leaked the warning from 2-thread workers)."""
+    import threading
+    import warnings
+
+    import sys
+
+    a = np.full((8, 240, 240), np.nan, dtype=np.float32)
+    a[:, 30:, 30:] = 0.25
+    go = threading.Barrier(4)
+
+    def work():
+        go.wait()
+        for _ in range(40):
+            F._cell_mean(a, 30)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # interleave the threads as busy workers do
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+    finally:
+        sys.setswitchinterval(switch)
+    assert not any(t.is_alive() for t in threads)
+    assert [str(w.message) for w in caught] == []
+    m = F._cell_mean(a, 30)
+    assert np.isnan(m[:, :30]).all() and np.isnan(m[:, 30:, :30]).all() and (m[:, 30:, 30:] == 0.25).all()

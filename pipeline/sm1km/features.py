@@ -22,7 +22,6 @@ must not depend on where a time block starts). NaN stays NaN (XGBoost routes mis
 
 from __future__ import annotations
 
-import warnings
 from typing import Mapping
 
 import numpy as np
@@ -96,9 +95,12 @@ def _cell_mean(a: np.ndarray, factor: int) -> np.ndarray:
     *lead, ny, nx = a.shape
     yc, xc = ny // factor, nx // factor
     r = a.reshape(*lead, yc, factor, xc, factor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN cell -> NaN
-        m = np.nanmean(r, axis=(-3, -1), dtype=np.float64).astype(np.float32)
+    # sum / count instead of np.nanmean under warnings.catch_warnings: that context manager is not
+    # thread-safe (a dask worker with 2 threads leaked "Mean of empty slice"); errstate is.
+    valid = np.isfinite(r)
+    total = np.where(valid, r, 0).sum(axis=(-3, -1), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = (total / valid.sum(axis=(-3, -1))).astype(np.float32)  # all-NaN cell -> 0/0 = NaN
     return np.repeat(np.repeat(m, factor, axis=-2), factor, axis=-1)
 
 

@@ -373,7 +373,7 @@ def profile_task(world: BenchWorld, ctx) -> dict[str, Any]:
         "predict (model)": ("model.py", "predict"),
         "predict_uncertainty": ("model.py", "predict_uncertainty"),
         "encode_int16": ("encoding.py", "encode_int16"),
-        "write_packed (zarr, compressed)": ("master.py", "write_packed"),
+        "write_packed (whole-shard encode + put)": ("master.py", "write_packed"),
         "ledger mark": ("store.py", "mark"),
     }
     cum = {}

@@ -34,7 +34,7 @@ class BenchPreset:
     train_options: tuple = (("algorithms", ("gbt",)), ("target", "residual"))
     scaling: tuple = ((1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2))  # (workers, threads, xgboost threads)
     export_formats: tuple = ("geotiff", "hdf5", "modis")
-    memory_4x_downscale_reps: int | None = 1   # None: the run's reps (4x runs of the memory section)
+    memory_4x_downscale_reps: int | None = None  # 4x runs of the memory section; None: the run's reps
     ingest_task_memory_bytes: int = 16 << 20   # ingest budget of the memory runs: below what 1x needs
     rf_compare: bool = True
     quarter: str = "coast"           # the 1x quarter: nw, ne, sw, se, or coast (the one with most sea)
@@ -56,8 +56,8 @@ PRESETS: dict[str, BenchPreset] = {
     # one inland - as a global run meets coasts); 4x = the whole world (16 shards), also the region
     # of the scaling runs
     "small": BenchPreset("small", "demo", (("n_days", 32),)),
-    # the medium world (720x720 px, 6x6 deg) for 128 days; 1x = 360x360 px = 36 shards (the scaling
-    # runs), 4x = 144 shards (memory only)
+    # the medium world (720x720 px, 6x6 deg) for 128 days = full 128-day shards; 1x = 360x360 px =
+    # 9 shards of 128x120x120 (also the region of the scaling runs), 4x = 36 shards
     "medium": BenchPreset("medium", "medium", (("n_days", 128),), scaling_region="1x"),
 }
 
