@@ -138,10 +138,9 @@ def test_all_nan_cells_warn_in_no_thread():
     """Dask workers run tasks in threads: the cell mean of an all-NaN (sea) cell must not emit
     "Mean of empty slice" from any of them (``warnings.catch_warnings`` is not thread-safe, so a
     per-call suppression leaked the warning from 2-thread workers)."""
+    import sys
     import threading
     import warnings
-
-    import sys
 
     a = np.full((8, 240, 240), np.nan, dtype=np.float32)
     a[:, 30:, 30:] = 0.25
@@ -154,7 +153,6 @@ def test_all_nan_cells_warn_in_no_thread():
 
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # interleave the threads as busy workers do
-
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
