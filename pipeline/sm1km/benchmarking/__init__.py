@@ -134,11 +134,11 @@ def run_bench(preset: str | BenchPreset = "small", out: str | Path | None = None
         if "memory" not in skip:
             def memory():
                 ds1 = bench_memory_downscale(world, cfg1, "1x", reps)
-                ds4 = bench_memory_downscale(world, cfg4, "4x", p.memory_4x_downscale_reps or reps)
+                ds4 = bench_memory_downscale(world, cfg4, "4x", reps)
                 # ingest under a per-task budget both regions exceed: does memory stay with the budget?
                 b = p.ingest_task_memory_bytes
                 m1 = bench_ingest(world, cfg1, "1x_budget", reps, task_memory_bytes=b)
-                m4 = bench_ingest(world, cfg4, "4x_budget", p.memory_4x_downscale_reps or reps, task_memory_bytes=b)
+                m4 = bench_ingest(world, cfg4, "4x_budget", reps, task_memory_bytes=b)
                 return memory_section(m1, m4, ds1, ds4, ing1 if _ok(ing1) else None, ing4 if _ok(ing4) else None)
             _guard(r, "memory", memory, timings)
         sc = None

@@ -34,7 +34,6 @@ class BenchPreset:
     train_options: tuple = (("algorithms", ("gbt",)), ("target", "residual"))
     scaling: tuple = ((1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2))  # (workers, threads, xgboost threads)
     export_formats: tuple = ("geotiff", "hdf5", "modis")
-    memory_4x_downscale_reps: int | None = None  # 4x runs of the memory section; None: the run's reps
     ingest_task_memory_bytes: int = 16 << 20   # ingest budget of the memory runs: below what 1x needs
     rf_compare: bool = True
     quarter: str = "coast"           # the 1x quarter: nw, ne, sw, se, or coast (the one with most sea)
