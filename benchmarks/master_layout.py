@@ -8,7 +8,7 @@ Patterns (two stores per candidate, so both can be realistic in size):
   * ``series_point``   — ``--series-days`` at one pixel, mean over several pixels (series store: one
     tile × ``--series-days``); also extrapolated to the full 2000–2020 record (7,671 days).
 
-Each candidate store is built with the production code (``sm1km.master.packed_encoding`` +
+Each candidate store is built with the production code (``sm1km.storage.master.packed_encoding`` +
 ``master.write_packed``, one write per shard) from a synthetic soil-moisture field with realistic
 spatial/temporal structure, noise and a sea mask (so compression is realistic). Reads go through
 zarr-python with a counting store wrapper (requests and bytes actually fetched, metadata excluded);
@@ -36,8 +36,8 @@ import xarray as xr
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
-from sm1km import master
-from sm1km.encoding import encode_int16
+from sm1km.storage import master
+from sm1km.core.encoding import encode_int16
 
 CANDIDATES = [(1, 120, 120), (4, 60, 60), (8, 60, 60), (8, 40, 40), (16, 30, 30), (32, 30, 30), (32, 120, 120)]
 FULL_RECORD_DAYS = 7671

@@ -2,7 +2,7 @@
 
     python benchmarks/run_bench.py --preset small --out benchmarks/results/bench_small.json
 
-The code is in the package (``sm1km.benchmarking``); see docs/performance.md for what each figure
+The harness is ``benchmarks/harness/`` (not part of the installed package); see docs/performance.md for what each figure
 means and how the committed results were produced.
 """
 

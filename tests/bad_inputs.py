@@ -110,8 +110,8 @@ def train_fake_model(cfg) -> str:
     """A small real booster on the real feature schema at ``cfg.model_path`` (train is slow)."""
     import xgboost as xgb
 
-    from sm1km.features import FEATURE_NAMES
-    from sm1km.model import QUANTILES, save_model
+    from sm1km.core.features import FEATURE_NAMES
+    from sm1km.storage.model import QUANTILES, save_model
 
     rng = np.random.default_rng(0)
     X = rng.random((300, len(FEATURE_NAMES)), dtype=np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA_REAL = REPO / "tests" / "data" / "real"
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+BENCHMARKS = REPO / "benchmarks"  # the benchmark harness (benchmarks/harness/) is not an installed package
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCHMARKS), os.environ.get("PYTHONPATH")) if p)
 
 # Dummy credentials for the moto endpoint only (not secrets): set before boto/s3fs import them.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -15,7 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from sm1km.config import RunConfig
-from sm1km.grid import region_coords
+from sm1km.core.grid import region_coords
 
 WEST, SOUTH, EAST, NORTH = 10.0, 45.0, 10.5, 45.5
 FACTOR = 10
@@ -44,7 +44,7 @@ def make_config(root: str, storage_options=None, **grid) -> RunConfig:
 
 def make_world(root: str, storage_options=None, *, seed: int = 0, train: bool = True, **grid):
     """Write fused.zarr, inputs/predictors.zarr, truth.zarr (+ model/) under ``root``; return (cfg, facts)."""
-    from sm1km.store import _zarr_target
+    from sm1km.storage.store import _zarr_target
 
     rng = np.random.default_rng(seed)
     cfg = make_config(root, storage_options, **grid)
@@ -104,8 +104,8 @@ def train_model(cfg, fused, flag, pred_ds, truth, times, rounds: int = 60):
     """A small booster + quantile booster on the world's features, saved at cfg.model_path."""
     import xgboost as xgb
 
-    from sm1km.features import PREDICTOR_NAMES, build_features
-    from sm1km.model import save_model
+    from sm1km.core.features import PREDICTOR_NAMES, build_features
+    from sm1km.storage.model import save_model
 
     preds = {k: pred_ds[k].values for k in PREDICTOR_NAMES}
     X = build_features(fused, flag, preds, times.values, FACTOR)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import yaml
 
-#: fixed timestamps in every store (reproducible-builds convention, honoured by sm1km.store.now_iso)
+#: fixed timestamps in every store (reproducible-builds convention, honoured by sm1km.storage.store.now_iso)
 SOURCE_DATE_EPOCH = "1700000000"
 RUN_STAGES = ("ingest", "fuse", "downscale", "aggregate")
 #: the stores a run writes (relative to store.root), compared between runs
@@ -68,9 +68,9 @@ def build_world(base: Path) -> World:
                                                 time_block_days=TIME_BLOCK_DAYS), seed=WORLD_SEED)
     cfg = RunConfig.from_yaml(paths.run_yaml)
     cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"kind": "synchronous"})})
-    from sm1km.fuse import fuse
-    from sm1km.ingest import ingest
-    from sm1km.train import train
+    from sm1km.stages.fuse import fuse
+    from sm1km.stages.ingest import ingest
+    from sm1km.stages.train import train
 
     with fixed_timestamps():
         ingest(cfg)
@@ -120,7 +120,7 @@ def fixed_timestamps():
 
 def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
     """The same as ``sm1km run --config run.yaml --stages ...`` in this process (synchronous dask)."""
-    from sm1km.pipeline import Pipeline
+    from sm1km.stages.pipeline import Pipeline
 
     with fixed_timestamps():
         return Pipeline.from_yaml(run_yaml).run(stages=stages)
@@ -132,7 +132,7 @@ def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
 def tree(url: str, storage_options: Mapping[str, Any] | None = None, *,
          prefixes: tuple[str, ...] = OUTPUT_STORES + ("_ledger",)) -> dict[str, bytes]:
     """Every object under ``url/<prefix>`` for the given prefixes: relative key -> bytes."""
-    from sm1km import store
+    from sm1km.storage import store
 
     out: dict[str, bytes] = {}
     for prefix in prefixes:
@@ -172,7 +172,7 @@ def assert_same_tree(a, b, normalize=None, what="stores") -> None:
 
 def decoded_master(url: str, storage_options=None) -> dict[str, np.ndarray]:
     """Decoded (float) arrays of master.zarr, through xarray, as a user reads them."""
-    from sm1km import store
+    from sm1km.storage import store
 
     ds = store.open_dataset(url, storage_options)
     return {v: np.asarray(ds[v].values) for v in ("sm", "sm_uncertainty")}

@@ -16,8 +16,9 @@ from pathlib import Path
 def built_run(root: str):
     """(cfg, {"master": url, "monthly": url, "fused": url, "exports": [paths]}) under ``root``."""
     from downscale_world import make_world
-    from sm1km import aggregate, downscale
-    from sm1km.export import export
+    from sm1km.stages import aggregate
+    from sm1km.stages import downscale
+    from sm1km.stages.export import export
 
     cfg, _ = make_world(root, tile_cells=2)
     out = {"master": downscale.downscale(cfg)["master"], "monthly": aggregate.aggregate(cfg)["monthly"],

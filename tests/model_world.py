@@ -13,7 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from sm1km.config import RunConfig
-from sm1km.grid import FineGrid, region_coords
+from sm1km.core.grid import FineGrid, region_coords
 
 WEST, SOUTH, EAST, NORTH = 10.0, 45.0, 10.5, 45.5
 FACTOR = 10
@@ -107,7 +107,7 @@ def make_world(root: str, *, n_stations: int = 20, station_effect: float = 0.0, 
                 "lat": ("station", np.array(lat)), "lon": ("station", np.array(lon)),
                 "depth_from": ("station", np.zeros(len(ids))), "depth_to": ("station", np.full(len(ids), 0.05)),
                 "sensor": ("station", np.array(["probe"] * len(ids)).astype(str))})
-    from sm1km.store import _zarr_target
+    from sm1km.storage.store import _zarr_target
 
     for name, ds in (("fused.zarr", fused_ds), ("inputs/predictors.zarr", pred_ds), ("inputs/stations.zarr", st_ds)):
         ds.to_zarr(_zarr_target(cfg.store.url(name), so), mode="w", zarr_format=3, consolidated=True)

@@ -10,8 +10,11 @@ import pandas as pd
 import pytest
 
 from downscale_world import make_config
-from sm1km import aggregate, downscale, master, store
-from sm1km.encoding import FILL, encode_int16
+from sm1km.stages import aggregate
+from sm1km.stages import downscale
+from sm1km.storage import master
+from sm1km.storage import store
+from sm1km.core.encoding import FILL, encode_int16
 from sm1km.errors import StoreError
 
 

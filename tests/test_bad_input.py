@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import bad_inputs as B
-from sm1km import store
+from sm1km.storage import store
 from sm1km.cli import main
 from sm1km.config import RunConfig
 

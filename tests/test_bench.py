@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from sm1km.benchmarking import BENCH_SCHEMA, errors, summary_lines
-from sm1km.benchmarking.sections import _model_summary, projection
-from sm1km.benchmarking.timing import figure, rate_figure
-from sm1km.benchmarking.world import get_preset, quarter_config
+from harness import BENCH_SCHEMA, errors, summary_lines
+from harness.sections import _model_summary, projection
+from harness.timing import figure, rate_figure
+from harness.world import get_preset, quarter_config
 from sm1km.errors import ConfigError
 
 
@@ -154,10 +154,10 @@ def test_peak_rss_of_a_child_is_its_own():
 
     import numpy as np
 
-    from sm1km.benchmarking.timing import peak_rss_bytes
+    from harness.timing import peak_rss_bytes
 
     big = np.ones(300 * 2**20 // 8)  # 300 MiB held by this process while the child starts
-    code = "from sm1km.benchmarking.timing import peak_rss_bytes; print(peak_rss_bytes())"
+    code = "from harness.timing import peak_rss_bytes; print(peak_rss_bytes())"
     child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert peak_rss_bytes() > big.nbytes
     assert child < 200 * 2**20

@@ -17,7 +17,9 @@ import xarray as xr
 
 from http_server import RangeHTTPServer
 from http_world import built_run, run_root
-from sm1km import catalog, cli, publish
+from sm1km.stages import catalog
+from sm1km import cli
+from sm1km.storage import publish
 
 pytestmark = pytest.mark.network
 

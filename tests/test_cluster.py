@@ -8,7 +8,7 @@ import dask
 import pytest
 import yaml
 
-from sm1km.cluster import make_client
+from sm1km.runtime.cluster import make_client
 from sm1km.config import EXAMPLE_CONFIG, RunConfig
 from sm1km.errors import ConfigError
 

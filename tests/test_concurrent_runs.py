@@ -1,4 +1,4 @@
-"""One writer per store: the run lock (``sm1km.lock``) on a local path and on S3 (moto server).
+"""One writer per store: the run lock (``sm1km.storage.lock``) on a local path and on S3 (moto server).
 
 A second run is refused with a message naming the holder; a crashed holder's lock is taken over
 (lease expiry, or at once when its pid is gone on this host); SIGTERM releases it; a run whose
@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 import bad_inputs as B
-from sm1km import store
+from sm1km.storage import store
 from sm1km.cli import main
 from sm1km.config import RunConfig
 from sm1km.errors import StoreError
-from sm1km.lock import StoreLock, force_unlock, lock_url, read_lock, run_lock
-from sm1km.pipeline import Pipeline
+from sm1km.storage.lock import StoreLock, force_unlock, lock_url, read_lock, run_lock
+from sm1km.stages.pipeline import Pipeline
 
 
 def _cfg(root: str, so: dict) -> RunConfig:
@@ -83,7 +83,7 @@ def test_second_writer_is_refused_until_the_first_releases(store_root):
 def test_expired_lease_is_taken_over(store_root, caplog):
     root, so = store_root
     _plant(root, so, expires_unix=time.time() - 5, expires="2020-01-01T00:05:00Z")
-    with caplog.at_level("WARNING", logger="sm1km.lock"):
+    with caplog.at_level("WARNING", logger="sm1km.storage.lock"):
         with StoreLock(root, so, stage="fuse") as lk:
             assert read_lock(root, so)["owner"]["uuid"] == lk.token
     assert "stale run lock" in caplog.text and "lease expired" in caplog.text and "node-7" in caplog.text
@@ -104,7 +104,7 @@ def test_live_foreign_lock_is_respected_and_force_unlock_breaks_it(store_root):
 def test_lock_of_a_dead_process_on_this_host_is_stale_at_once(tmp_path, caplog):
     root = str(tmp_path / "store")
     _plant(root, {}, host=socket.gethostname(), pid=_dead_pid())
-    with caplog.at_level("WARNING", logger="sm1km.lock"):
+    with caplog.at_level("WARNING", logger="sm1km.storage.lock"):
         with StoreLock(root, stage="fuse"):
             pass
     assert "no longer exists on this host" in caplog.text
@@ -168,7 +168,7 @@ HOLDER = textwrap.dedent("""
     import sys, time
     from sm1km.config import RunConfig
     from sm1km.errors import Sm1kmError
-    from sm1km.lock import run_lock
+    from sm1km.storage.lock import run_lock
     cfg = RunConfig.from_yaml(sys.argv[1])
     try:
         with run_lock(cfg, "ingest"):

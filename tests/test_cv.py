@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sm1km import cv
+from sm1km.core import cv
 
 
 def test_summarize_known_answers():

@@ -72,7 +72,7 @@ def test_station_metrics_recomputed_independently(demo_run):
     from scipy.stats import pearsonr
 
     from sm1km.config import RunConfig
-    from sm1km.grid import FineGrid
+    from sm1km.core.grid import FineGrid
 
     wd, _ = demo_run
     cfg = RunConfig.from_yaml(wd / "run.yaml")
@@ -114,7 +114,7 @@ def test_demo_rerun_skips_finished_work_and_keeps_master(demo_run):
     """A second demo in the same folder resumes: the master store is byte-identical."""
     import os
 
-    from sm1km import store
+    from sm1km.storage import store
 
     wd, _ = demo_run
     before = store.checksum_tree(str(wd / "store" / "master.zarr"))

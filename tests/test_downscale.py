@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 
 from downscale_world import FACTOR, N_DAYS, N_LAND_PX, make_world
-from sm1km import downscale, metrics, store
-from sm1km.encoding import FILL, encode_int16
+from sm1km.stages import downscale
+from sm1km.core import metrics
+from sm1km.storage import store
+from sm1km.core.encoding import FILL, encode_int16
 from sm1km.errors import InputError, ModelError, StoreError
-from sm1km.features import PREDICTOR_NAMES, build_features
-from sm1km.model import load_model
+from sm1km.core.features import PREDICTOR_NAMES, build_features
+from sm1km.storage.model import load_model
 
 
 def _expected_shard(cfg, facts, t0, t1, r0, r1, c0, c1):
@@ -206,7 +208,7 @@ def test_truth_metrics_beat_the_baseline(world):
 
 def test_inputs_that_do_not_fit_the_run(tmp_path):
     from downscale_world import train_model
-    from sm1km.store import _zarr_target
+    from sm1km.storage.store import _zarr_target
 
     cfg, facts = make_world(str(tmp_path / "run"))
     downscale.downscale(cfg)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sm1km.encoding import FILL, SCALE, decode_int16, encode_int16
+from sm1km.core.encoding import FILL, SCALE, decode_int16, encode_int16
 
 
 def test_constants():

@@ -12,9 +12,9 @@ import rasterio
 import xarray as xr
 
 import export_stores as es
-from sm1km import store
+from sm1km.storage import store
 from sm1km.errors import StoreError
-from sm1km.export import export
+from sm1km.stages.export import export
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,8 @@ def test_export_on_a_dask_cluster_s3_to_s3(client, s3_bucket, tmp_path):
 def test_tasks_and_errors_survive_pickling(tmp_path):
     import pickle
 
-    from sm1km.export import plan_jobs, run_job
-    from sm1km.export.common import open_source
+    from sm1km.stages.export import plan_jobs, run_job
+    from sm1km.stages.export.common import open_source
 
     cfg = es.run_config(str(tmp_path / "store"), {})
     es.make_master(cfg, {})

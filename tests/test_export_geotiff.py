@@ -16,9 +16,9 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 import export_stores as es
-from sm1km import store
+from sm1km.storage import store
 from sm1km.errors import ConfigError, StoreError
-from sm1km.export import export
+from sm1km.stages.export import export
 
 FILL = -32768
 
@@ -36,7 +36,7 @@ def test_daily_cog_round_trip(store_root, tmp_path, caplog):
     cfg = es.run_config(root, so)
     q = es.make_master(cfg, so)
     out = store.join(root, "exports", "tif")
-    with caplog.at_level(logging.DEBUG, logger="sm1km.export"):
+    with caplog.at_level(logging.DEBUG, logger="sm1km.stages.export"):
         files = export(cfg, fmt="geotiff", out=out, with_uncertainty=True, window_pixels=100)
     names = [f"sm1km_daily_{d:%Y%m%d}.tif" for d in cfg.dates()]
     assert [posixpath.basename(f) for f in files] == names
@@ -68,7 +68,7 @@ def test_windowed_write_equals_whole_array_write(tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # fixes the timestamp of the history tag
     cfg = es.run_config(str(tmp_path / "store"), {}, bbox=(10.0, 45.0, 10.75, 45.5))
     es.make_master(cfg, {})
-    with caplog.at_level(logging.DEBUG, logger="sm1km.export.geotiff"):
+    with caplog.at_level(logging.DEBUG, logger="sm1km.stages.export.geotiff"):
         small = export(cfg, fmt="geotiff", out=str(tmp_path / "small"), window_pixels=100)
         n_small = _reads(caplog)
         caplog.clear()

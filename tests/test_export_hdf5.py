@@ -1,5 +1,5 @@
 """HDF5 export on the lat/lon grid: CF decoding by xarray (h5netcdf, netCDF4), exact int16 round
-trip, windowed == whole, monthly files, a master made by sm1km.master, local and S3."""
+trip, windowed == whole, monthly files, a master made by sm1km.storage.master, local and S3."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pandas as pd
 import xarray as xr
 
 import export_stores as es
-from sm1km import store
-from sm1km.export import export, plan_jobs
-from sm1km.export.common import open_source
-from sm1km.export.hdf5 import write_hdf5
+from sm1km.storage import store
+from sm1km.stages.export import export, plan_jobs
+from sm1km.stages.export.common import open_source
+from sm1km.stages.export.hdf5 import write_hdf5
 
 FILL = -32768
 
@@ -94,8 +94,8 @@ def test_monthly_hdf5_one_file_per_year(tmp_path):
 
 def test_export_of_a_store_made_by_master_module(tmp_path):
     """The real master template (sharded, inner chunks of a whole time block) exports exactly."""
-    from sm1km import master
-    from sm1km.encoding import encode_int16
+    from sm1km.storage import master
+    from sm1km.core.encoding import encode_int16
 
     cfg = es.run_config(str(tmp_path / "store"), {}, bbox=(10.0, 45.0, 10.5, 45.5), end="2020-02-05")
     cfg = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"tile_cells": 1, "time_block_days": 4})})
@@ -123,7 +123,7 @@ def test_export_of_a_store_made_by_master_module(tmp_path):
 
 
 def test_export_of_a_monthly_store_made_by_master_module(tmp_path):
-    from sm1km import master
+    from sm1km.storage import master
 
     cfg = es.run_config(str(tmp_path / "store"), {}, start="2020-01-15", end="2020-03-10")
     url = cfg.store.url("monthly.zarr")

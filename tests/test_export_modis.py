@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import export_stores as es
-from sm1km import store
+from sm1km.storage import store
 from sm1km.errors import ConfigError
-from sm1km.export import export
+from sm1km.stages.export import export
 
 R = 6371007.181
 T = 1111950.5197665
@@ -97,7 +97,7 @@ def test_modis_layout_options():
 
 
 def test_tile_size_constants_match_the_published_grid():
-    from sm1km.export import modis
+    from sm1km.stages.export import modis
 
     assert modis.PIXEL_M == pytest.approx(926.625433, abs=1e-6)
     assert modis.TILE_M * 36 == pytest.approx(2 * -ULX, abs=0.01)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from sm1km.errors import ConfigError
-from sm1km.export import plan_jobs, select_times
-from sm1km.export.common import Source, bbox_slices, parse_bbox, plan_windows, time_groups
-from sm1km.export.geotiff import GeoTiffJob, temp_block
-from sm1km.export.geotiff import file_name as tif_name
-from sm1km.export.hdf5 import chunk_shape
-from sm1km.export.hdf5 import file_name as h5_name
-from sm1km.export.modis import (R_SPHERE, TILE_M, TILE_PX, ULX, ULY, file_name, pixel_lonlat, row_lat,
+from sm1km.stages.export import plan_jobs, select_times
+from sm1km.stages.export.common import Source, bbox_slices, parse_bbox, plan_windows, time_groups
+from sm1km.stages.export.geotiff import GeoTiffJob, temp_block
+from sm1km.stages.export.geotiff import file_name as tif_name
+from sm1km.stages.export.hdf5 import chunk_shape
+from sm1km.stages.export.hdf5 import file_name as h5_name
+from sm1km.stages.export.modis import (R_SPHERE, TILE_M, TILE_PX, ULX, ULY, file_name, pixel_lonlat, row_lat,
                                 tiles_intersecting)
 
 
@@ -173,7 +173,7 @@ def test_pixel_lonlat_validity_and_inverse():
 
 
 def test_global_geotiff_tasks_fit_the_scratch_budget():
-    from sm1km.export import SCRATCH_BYTES
+    from sm1km.stages.export import SCRATCH_BYTES
 
     s = _source(shape=(64, 21600, 43200), row0=0, col0=0, per_deg=120, unit=(120, 120), time_unit=32,
                 times=tuple(f"2020-01-{d:02d}" for d in range(1, 32)) + tuple(f"2020-02-{d:02d}" for d in range(1, 30))

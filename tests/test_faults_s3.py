@@ -73,7 +73,7 @@ def faulty_run(moto_server, proxy, world, base):
     bucket = f"faults-{uuid.uuid4().hex[:10]}"
     _direct_fs(moto_server).mkdir(bucket)
     run_yaml = FW.write_run_yaml(world, base / "s3-faulty", root=f"s3://{bucket}/run", endpoint_url=proxy.url)
-    from sm1km.pipeline import Pipeline
+    from sm1km.stages.pipeline import Pipeline
 
     pipe = Pipeline.from_yaml(run_yaml)   # stage by stage, as in a notebook, to set each stage's faults
     stats = {}
@@ -201,7 +201,7 @@ def test_permanent_fault_mid_downscale_leaves_no_false_completeness(kind, trigge
     attrs = json.loads(fs.cat_file(f"{master_path}/zarr.json"))["attributes"]
     assert "time_coverage_end" not in attrs and "last_updated" not in attrs
     # every marked shard is completely written: its shard objects equal the reference's
-    from sm1km import downscale as D
+    from sm1km.stages import downscale as D
     from sm1km.config import RunConfig
 
     cfg = RunConfig.from_yaml(faulty_run["run_yaml"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sm1km import features as F
+from sm1km.core import features as F
 from sm1km.errors import ModelError
 
 

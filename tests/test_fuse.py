@@ -14,11 +14,11 @@ import pytest
 import xarray as xr
 
 from fusion_testworld import make_cfg, make_world, write_inputs, write_truth_25km
-from sm1km import fusion_core as fc
-from sm1km import store
+from sm1km.core import fusion as fc
+from sm1km.storage import store
 from sm1km.cli import main
 from sm1km.errors import InputError, StoreError
-from sm1km.fuse import fuse, land_mask, withheld_experiment
+from sm1km.stages.fuse import fuse, land_mask, withheld_experiment
 
 from conftest import DATA_REAL, SHARED_REAL
 
@@ -50,7 +50,7 @@ def _expected(world, method="meanstd", r=1):
 
 def test_fuse_writes_the_contract_store(tmp_path, world, client, caplog):
     cfg = _setup(tmp_path, world)
-    with caplog.at_level(logging.WARNING, logger="sm1km.fuse"):
+    with caplog.at_level(logging.WARNING, logger="sm1km.stages.fuse"):
         out = fuse(cfg, client=client)
     assert out == {"fused": cfg.store.url("fused.zarr")}
     ds = store.open_dataset(out["fused"], consolidated=True)
@@ -144,7 +144,7 @@ def test_rerun_skips_finished_chunks(tmp_path, world, caplog):
     keys = sorted(store.Ledger(cfg.store.root, "fused.zarr").keys())
     marked = _chunk_files(url, keys[0])[0]
     marked.write_bytes(b"not a zarr chunk")  # its marker stays: a re-run must not touch it
-    with caplog.at_level(logging.INFO, logger="sm1km.fuse"):
+    with caplog.at_level(logging.INFO, logger="sm1km.stages.fuse"):
         fuse(cfg)
     assert marked.read_bytes() == b"not a zarr chunk"
     assert any("9 already done, 0 to do" in r.getMessage() for r in caplog.records)
@@ -259,7 +259,7 @@ def test_real_cci_files_end_to_end(tmp_path, caplog):
     import pandas as pd
 
     from sm1km.config import RunConfig
-    from sm1km.readers.cci import read_cci_day
+    from sm1km.storage.readers.cci import read_cci_day
 
     files = _real_cci_files()
     cfg = RunConfig.from_dict({
@@ -294,7 +294,7 @@ def test_real_cci_files_end_to_end(tmp_path, caplog):
     _write(cfg.store.url("inputs", "era5.zarr"),
            xr.Dataset({"swvl1": (("time", "lat", "lon"), swvl1),
                        "land_fraction": (("lat", "lon"), land_fraction)}, coords=coords), chunks, {})
-    with caplog.at_level(logging.WARNING, logger="sm1km.fuse"):
+    with caplog.at_level(logging.WARNING, logger="sm1km.stages.fuse"):
         out = fuse(cfg)
     assert any("fewer than 20 days" in r.getMessage() and "unscaled ERA5" in r.getMessage()
                for r in caplog.records)

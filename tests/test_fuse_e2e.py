@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sm1km import store
+from sm1km.storage import store
 from sm1km.config import RunConfig
-from sm1km.fuse import fuse, withheld_experiment
+from sm1km.stages.fuse import fuse, withheld_experiment
 
 
 @pytest.mark.slow
 def test_synth_ingest_fuse_tiny_world(tmp_path):
-    from sm1km.ingest import ingest
+    from sm1km.stages.ingest import ingest
     from sm1km.synth import preset, write_world
 
     paths = write_world(tmp_path / "world", preset("tiny", n_days=40, n_stations=2), seed=3)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sm1km import fusion_core as fc
+from sm1km.core import fusion as fc
 
 
 def _series(t=60, shape=(3, 4), seed=0, gap=0.4):

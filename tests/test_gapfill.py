@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sm1km.gapfill import gapfill_time, pixel_fallback, place_on_days
+from sm1km.core.gapfill import gapfill_time, pixel_fallback, place_on_days
 
 nan = np.nan
 
@@ -94,7 +94,7 @@ def test_ndvi_composites_to_daily():
 
 def test_large_arrays_are_filled_in_pixel_groups(monkeypatch):
     """Pixel groups (bounded temporaries) give the same result as one pass."""
-    import sm1km.gapfill as g
+    import sm1km.core.gapfill as g
 
     rng = np.random.default_rng(5)
     v = rng.random((40, 7, 9)).astype(np.float32)

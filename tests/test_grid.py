@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sm1km import grid
+from sm1km.core import grid
 
 
 def test_cci_grid_matches_the_real_files():

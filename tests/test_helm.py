@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from helm_tool import helm_path, run_helm
-from sm1km import kube
+from sm1km.runtime import kube
 from sm1km.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from downscale_world import FACTOR, make_world
-from sm1km import downscale
-from sm1km.features import PREDICTOR_NAMES, build_features, day_of_year
-from sm1km.model import load_model
+from sm1km.stages import downscale
+from sm1km.core.features import PREDICTOR_NAMES, build_features, day_of_year
+from sm1km.storage.model import load_model
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def test_land_rows_only_equals_predict_everything_then_mask(world, batch_rows):
 
 
 def test_all_sea_shard_reads_no_predictors_and_writes_fill(world, tmp_path):
-    from sm1km import master, store
+    from sm1km.storage import master
+    from sm1km.storage import store
 
     cfg, facts = world
     m = load_model(cfg.model_path)

@@ -17,7 +17,8 @@ import zarr
 
 from http_server import RangeHTTPServer
 from http_world import built_run, run_root
-from sm1km import publish, store
+from sm1km.storage import publish
+from sm1km.storage import store
 
 pytestmark = pytest.mark.network
 
@@ -167,7 +168,7 @@ def test_point_series_uses_range_requests_per_shard(run, server):
 def test_fused_written_by_the_fuse_stage_over_http(tmp_path):
     """fused.zarr as the real fuse stage writes it (CF attributes, consolidated) reads over HTTP."""
     from fusion_testworld import make_cfg, make_world, write_inputs
-    from sm1km.fuse import fuse
+    from sm1km.stages.fuse import fuse
 
     world = make_world(nt=30)
     cfg = make_cfg(tmp_path / "store", world)

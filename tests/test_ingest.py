@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from sm1km import store
+from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.errors import InputError, StoreError
-from sm1km.gapfill import gapfill_time
-from sm1km.ingest import COARSE_TIME_CHUNK, GAP_HALO_DAYS, ingest
+from sm1km.core.gapfill import gapfill_time
+from sm1km.stages.ingest import COARSE_TIME_CHUNK, GAP_HALO_DAYS, ingest
 
 N_DAYS = 14
 START = "2020-04-01"
@@ -124,7 +124,7 @@ def test_ingest_writes_the_store_contract(tiny_world, inputs, store_root, monkey
     assert cci.sm.attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
     assert cci.sm.attrs["units"] == "m3 m-3"
     assert cci.attrs["time_coverage_start"] == START and cci.attrs["time_coverage_end"] == END
-    from sm1km.readers import read_cci_day
+    from sm1km.storage.readers import read_cci_day
 
     day = read_cci_day(cci_file(inputs, "2020-04-05"), reg)
     np.testing.assert_array_equal(cci.sm.sel(time="2020-04-05").values, day.sm.values[0])
@@ -170,7 +170,7 @@ def test_ingest_writes_the_store_contract(tiny_world, inputs, store_root, monkey
 def test_dynamic_predictors_are_gap_filled_in_time(full_local, no_aws_env):
     cfg, inp = full_local
     pred = open_(cfg, "predictors.zarr")
-    from sm1km.readers import read_raster
+    from sm1km.storage.readers import read_raster
 
     raw = np.stack([read_raster(inp / "predictors" / f"lst_day_{d:%Y%m%d}.tif", cfg.coarse_region,
                                 cfg.grid.factor).values for d in pd.date_range(START, END)])
@@ -382,7 +382,7 @@ def test_station_outside_the_region_is_kept_and_flagged(tiny_world, inputs, tmp_
     far.mkdir(parents=True)
     (far / src.name.replace(src.name.split("_")[2], "FARAWAY")).write_text("\n".join([" ".join(head)] + lines[1:]) + "\n")
     cfg = make_cfg(tiny_world, inputs, str(tmp_path / "store"), {}, only=("ismn",))
-    with caplog.at_level("WARNING", logger="sm1km.ingest"):
+    with caplog.at_level("WARNING", logger="sm1km.stages.ingest"):
         ingest(cfg)
     st = open_(cfg, "stations.zarr")
     sid = f"{head[0]}/FARAWAY"
@@ -400,7 +400,7 @@ def test_on_a_distributed_client(tiny_world, inputs, tmp_path, no_aws_env):
 
     from distributed import Client, LocalCluster
 
-    from sm1km import ingest as ingest_mod
+    from sm1km.stages import ingest as ingest_mod
 
     for fn in (ingest_mod._read_coarse_task, ingest_mod._read_predictor_task, ingest_mod._write_predictor_block):
         assert pickle.loads(pickle.dumps(fn)) is fn

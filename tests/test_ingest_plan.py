@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sm1km.rechunk_plan import block_window, blocks_touched, chunk_slices, hull, output_chunks, plan_staging
+from sm1km.core.rechunk_plan import block_window, blocks_touched, chunk_slices, hull, output_chunks, plan_staging
 
 
 @settings(max_examples=80, deadline=None)

@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sm1km import kube
+from sm1km.runtime import kube
 from sm1km.config import EXAMPLE_CONFIG, RunConfig
 from sm1km.errors import ConfigError
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sm1km import metrics
+from sm1km.core import metrics
 from sm1km.config import RunConfig
 
 
@@ -107,7 +107,7 @@ def test_moments_property(y, offset, scale, cut):
 
 
 def test_jsonable():
-    out = metrics.jsonable({"a": np.float32(0.5), "b": np.nan, "c": [np.int64(3), np.inf], 4: np.bool_(True)})
+    out = metrics_json.jsonable({"a": np.float32(0.5), "b": np.nan, "c": [np.int64(3), np.inf], 4: np.bool_(True)})
     assert out == {"a": 0.5, "b": None, "c": [3, None], "4": True}
     json.dumps(out, allow_nan=False)
 
@@ -120,10 +120,10 @@ def _cfg(root) -> RunConfig:
 
 def test_update_metrics_json_merges_sections(tmp_path):
     cfg = _cfg(tmp_path / "store")
-    assert metrics.read_metrics_json(cfg) == {}
-    url = metrics.update_metrics_json(cfg, "model", {"r": np.float64(0.9), "bad": np.nan})
-    metrics.update_metrics_json(cfg, "fusion", {"withheld": {"fused": {"n": 3}}})
-    metrics.update_metrics_json(cfg, "model", {"r": 0.91})
+    assert metrics_json.read_metrics_json(cfg) == {}
+    url = metrics_json.update_metrics_json(cfg, "model", {"r": np.float64(0.9), "bad": np.nan})
+    metrics_json.update_metrics_json(cfg, "fusion", {"withheld": {"fused": {"n": 3}}})
+    metrics_json.update_metrics_json(cfg, "model", {"r": 0.91})
     data = json.loads(open(url).read())
     assert data == {"fusion": {"withheld": {"fused": {"n": 3}}}, "model": {"r": 0.91}}
     assert not (tmp_path / "store" / "report" / "metrics.json.tmp").exists()
@@ -134,9 +134,9 @@ def test_update_metrics_json_on_s3(s3_bucket):
     cfg = RunConfig.from_dict({"region": {"west": 10, "south": 44, "east": 11, "north": 45},
                                "period": {"start": "2020-01-01", "end": "2020-01-10"},
                                "store": {"root": f"s3://{bucket}/run", "endpoint_url": so["endpoint_url"]}})
-    metrics.update_metrics_json(cfg, "truth", {"x": 1})
-    metrics.update_metrics_json(cfg, "fusion", {"y": 2})
-    assert metrics.read_metrics_json(cfg) == {"fusion": {"y": 2}, "truth": {"x": 1}}
+    metrics_json.update_metrics_json(cfg, "truth", {"x": 1})
+    metrics_json.update_metrics_json(cfg, "fusion", {"y": 2})
+    assert metrics_json.read_metrics_json(cfg) == {"fusion": {"y": 2}, "truth": {"x": 1}}
 
 
 def test_corrupt_metrics_json_is_a_store_error(tmp_path):
@@ -147,4 +147,4 @@ def test_corrupt_metrics_json_is_a_store_error(tmp_path):
     p.mkdir(parents=True)
     (p / "metrics.json").write_text("{not json")
     with pytest.raises(StoreError, match="not valid JSON"):
-        metrics.update_metrics_json(cfg, "fusion", {})
+        metrics_json.update_metrics_json(cfg, "fusion", {})

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from sm1km import features as F
-from sm1km import model as M
-from sm1km import store
+from sm1km.core import features as F
+from sm1km.storage import model as M
+from sm1km.storage import store
 from sm1km.errors import ModelError
 
 

@@ -1,4 +1,4 @@
-"""Updating published stores while scientists read them over HTTP (sm1km.publish).
+"""Updating published stores while scientists read them over HTTP (sm1km.storage.publish).
 
 * appending days: invisible until ``store.finalize``; the partly filled last shard is rewritten
   prefix-preserving, so a reader holding the old shard index still reads the old bytes — shown
@@ -29,8 +29,12 @@ from zarr.storage import FsspecStore, WrapperStore
 
 from downscale_world import make_config
 from http_server import RangeHTTPServer
-from sm1km import downscale, master, publish, store
-from sm1km.encoding import FILL
+from sm1km.stages import downscale
+from sm1km.storage import master
+from sm1km.storage import publish
+from sm1km.stages import publish as publish_stage
+from sm1km.storage import store
+from sm1km.core.encoding import FILL
 from sm1km.errors import StoreError
 
 pytestmark = pytest.mark.network
@@ -271,7 +275,7 @@ def test_promote_switches_readers_from_one_complete_version_to_the_next(tmp_path
     pub = tmp_path / "pub"
     q1, q2 = packed_truth(N0), packed_truth(N0, offset=100)
     cfg1, _ = make_master(str(pub / "runs" / "v1"), q=q1, name="v1")
-    doc = publish.promote(cfg1, str(pub))
+    doc = publish_stage.promote(cfg1, str(pub))
     assert doc["products"]["master"]["href"] == "runs/v1/master.zarr"
     before = store.checksum_tree(str(pub / "runs" / "v1"))
     seen, errors, done = [], [], threading.Event()
@@ -298,7 +302,7 @@ def test_promote_switches_readers_from_one_complete_version_to_the_next(tmp_path
             _wait_for(lambda: seen or errors)  # a reader has read version 1
             cfg2, _ = make_master(str(pub / "runs" / "v2"), q=q2, name="v2", pause_s=0.02)  # while v1 is read
             n_before_switch = len(seen)
-            publish.promote(cfg2, str(pub))
+            publish_stage.promote(cfg2, str(pub))
             n_switch = len(seen)
             _wait_for(lambda: len(seen) >= n_switch + 2 or errors)  # the 2nd read from now began after the switch
         finally:
@@ -323,13 +327,13 @@ def test_promote_refuses_unfinished_or_outside_stores(tmp_path):
     tpl, enc = master.master_template(cfg)
     store.create_template(cfg.store.url("master.zarr"), tpl, enc)  # no finalize: not publishable
     with pytest.raises(StoreError, match="no consolidated metadata"):
-        publish.promote(cfg, str(tmp_path / "pub"))
+        publish_stage.promote(cfg, str(tmp_path / "pub"))
     assert not (tmp_path / "pub" / "published.json").exists()
     cfg_out, _ = make_master(str(tmp_path / "elsewhere"))
     from sm1km.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not under the public prefix"):
-        publish.promote(cfg_out, str(tmp_path / "pub"))
+        publish_stage.promote(cfg_out, str(tmp_path / "pub"))
     with pytest.raises(StoreError, match="nothing published"):
         publish.resolve(str(tmp_path / "pub"))
 
@@ -341,7 +345,7 @@ def test_promote_on_s3_reads_over_the_bucket_http_endpoint(s3_bucket, moto_serve
     bucket, so = s3_bucket
     q = packed_truth(N0)
     cfg, _ = make_master(f"s3://{bucket}/sm1km/runs/v1", so, q=q, name="v1")
-    doc = publish.promote(cfg, f"s3://{bucket}/sm1km")
+    doc = publish_stage.promote(cfg, f"s3://{bucket}/sm1km")
     assert doc["products"]["master"]["href"] == "runs/v1/master.zarr" and doc["catalog"] == "catalog/collection.json"
     boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").put_bucket_policy(
         Bucket=bucket, Policy=json.dumps(publish.public_read_policy(bucket, "sm1km")))

@@ -9,9 +9,9 @@ import netCDF4
 import numpy as np
 import pytest
 
-from sm1km import grid
+from sm1km.core import grid
 from sm1km.errors import InputError
-from sm1km.readers.cci import T0_SENTINEL, parse_cci_filename, read_cci_day
+from sm1km.storage.readers.cci import T0_SENTINEL, parse_cci_filename, read_cci_day
 
 REPO = Path(__file__).resolve().parents[1]
 CCI = "esa_cci_sm/esa_cci_sm_dailyImages"

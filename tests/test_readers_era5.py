@@ -14,9 +14,9 @@ import netCDF4
 import numpy as np
 import pytest
 
-from sm1km import grid
+from sm1km.core import grid
 from sm1km.errors import InputError
-from sm1km.readers.era5 import bracket, read_era5, read_lsm
+from sm1km.storage.readers.era5 import bracket, read_era5, read_lsm
 
 REPO = Path(__file__).resolve().parents[1]
 GRIB = "era5/cfgrib/tests/sample-data/soil-surface-level-mix.grib"
@@ -240,7 +240,7 @@ def test_no_mask_is_inferred_with_a_warning(era5_world, tmp_path, caplog):
     p = write_new_cds(tmp_path / "nomask.nc", h, lsm)
     with netCDF4.Dataset(p, "a") as nc:
         nc.renameVariable("lsm", "other")
-    with caplog.at_level(logging.WARNING, logger="sm1km.readers.era5"):
+    with caplog.at_level(logging.WARNING, logger="sm1km.storage.readers.era5"):
         ds = read_era5(p)
     assert "no land-sea mask" in caplog.text
     assert ds.attrs["lsm_source"].startswith("inferred")
@@ -319,7 +319,7 @@ def test_grib_read_in_subprocess_with_rasterio_loaded():
     code = textwrap.dedent(f"""
         import rasterio, rioxarray  # loaded first, as in the pipeline
         import numpy as np
-        from sm1km.readers.era5 import read_era5
+        from sm1km.storage.readers.era5 import read_era5
         ds = read_era5({str(real(GRIB))!r})
         print("n_valid", int(np.isfinite(ds["swvl1"].values).sum()))
     """)

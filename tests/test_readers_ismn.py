@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from sm1km.errors import InputError
-from sm1km.readers.ismn import daily_means, parse_ismn_filename, read_ismn, read_ismn_file
+from sm1km.storage.readers.ismn import daily_means, parse_ismn_filename, read_ismn, read_ismn_file
 
 REPO = Path(__file__).resolve().parents[1]
 NARBONNE = "SMOSMANIA_SMOSMANIA_Narbonne_sm_0.050000_0.050000_ThetaProbe-ML2X_20070101_20070131.stm"
@@ -108,7 +108,7 @@ def test_fraye_names_from_content_and_daily_means():
 
 
 def test_read_ismn_zip_selects_surface_layer_and_reports_skips(caplog):
-    with caplog.at_level(logging.INFO, logger="sm1km.readers.ismn"):
+    with caplog.at_level(logging.INFO, logger="sm1km.storage.readers.ismn"):
         ds = read_ismn(real(ZIP_FRAYE))
     assert ds["sm"].dims == ("station", "time") and ds["sm"].dtype == np.float32
     assert ds["n_hours"].dtype == np.int16

@@ -11,9 +11,9 @@ import pytest
 import rasterio
 from affine import Affine
 
-from sm1km import grid
+from sm1km.core import grid
 from sm1km.errors import InputError
-from sm1km.readers.rasters import auto_integer_scale, raster_date, raster_stats, read_raster
+from sm1km.storage.readers.rasters import auto_integer_scale, raster_date, raster_stats, read_raster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "real"
@@ -193,8 +193,8 @@ def test_aligned_raster_fast_path_equals_the_warped_path(tmp_path, monkeypatch):
     import numpy as np
     import rasterio
 
-    from sm1km import grid as G
-    from sm1km.readers import rasters
+    from sm1km.core import grid as G
+    from sm1km.storage.readers import rasters
 
     region = G.snap_bbox((10, 45, 11, 46))
     big = G.Region(region.row0 - 1, region.row1 + 1, region.col0 - 2, region.col1 + 1)

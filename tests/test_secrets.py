@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import bad_inputs as B
-from sm1km import store
+from sm1km.storage import store
 
 KEY_ID = "AKIAPLANTEDKEYID0042"
 SECRET = "planted-SECRET-7f3a9c1e5b2d4f60a8c7e9d1b3f5a7c9"

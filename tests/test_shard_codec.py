@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import zarr
 
-from sm1km import master
-from sm1km.shard_codec import encode_shard, layout_of, write_whole_shards
+from sm1km.storage import master
+from sm1km.storage.shard_codec import encode_shard, layout_of, write_whole_shards
 
 FILL = -9999
 

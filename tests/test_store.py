@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from sm1km import store
+from sm1km.storage import store
 from sm1km.errors import StoreError
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sm1km import grid
+from sm1km.core import grid
 from sm1km.config import RunConfig
 from sm1km.errors import ConfigError
 from sm1km.synth import make_statics, make_world, preset, write_world

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sm1km.features import FEATURE_NAMES
-from sm1km.train import band_coverage, choose_uncertainty_rounds, pinball_loss
+from sm1km.core.features import FEATURE_NAMES
+from sm1km.stages.train import band_coverage, choose_uncertainty_rounds, pinball_loss
 
 N_ST, DAYS = 40, 60
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sm1km import store
+from sm1km.storage import store
 from sm1km.cli import main
 
 

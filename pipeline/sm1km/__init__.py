@@ -3,18 +3,18 @@
 Python API: ``from sm1km import Pipeline, RunConfig``.
 """
 
-__version__ = "0.1.0"
+from sm1km._version import __version__
 
 __all__ = ["Pipeline", "RunConfig", "__version__"]
 
 
 def __getattr__(name):  # lazy: `import sm1km` stays cheap for the CLI
     if name == "Pipeline":
-        from .pipeline import Pipeline
+        from sm1km.stages.pipeline import Pipeline
 
         return Pipeline
     if name == "RunConfig":
-        from .config import RunConfig
+        from sm1km.config import RunConfig
 
         return RunConfig
     raise AttributeError(name)

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
-from .grid import DEFAULT_FACTOR, BBox, FineGrid, Region, snap_bbox
+from sm1km.errors import ConfigError
+from sm1km.core.grid import DEFAULT_FACTOR, BBox, FineGrid, Region, snap_bbox
 
 
 class _Strict(BaseModel):

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import time
 
-from .params import PRESETS, WorldParams, preset
-from .world import Day, Statics, World, make_statics, make_world, simulate
-from .generate import WorldPaths, run_config_dict, write_world
+from sm1km.synth.params import PRESETS, WorldParams, preset
+from sm1km.synth.world import Day, Statics, World, make_statics, make_world, simulate
+from sm1km.synth.generate import WorldPaths, run_config_dict, write_world
 
 __all__ = ["PRESETS", "WorldParams", "preset", "Day", "Statics", "World", "make_statics", "make_world", "simulate",
            "WorldPaths", "run_config_dict", "write_world", "add_arguments", "run_cli"]
 
 
 def add_arguments(p) -> None:
-    from ..config import SeedsConfig
+    from sm1km.config import SeedsConfig
 
     p.add_argument("--workdir", required=True, metavar="DIR", help="folder to write the world into")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="world size (default: demo)")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fields as F
-from .observe import predictor_statics
-from .world import STREAM_PREDICTORS, World, rng_for
+from sm1km.synth import fields as F
+from sm1km.synth.observe import predictor_statics
+from sm1km.synth.world import STREAM_PREDICTORS, World, rng_for
 
 
 def _anomaly(a: np.ndarray, factor: int) -> np.ndarray:

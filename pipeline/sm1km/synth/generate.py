@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import RunConfig
-from ..errors import ConfigError, StoreError
-from ..grid import FineGrid, region_coords
-from . import fields as F
-from . import observe as O
-from . import writers as W
-from .params import WorldParams
-from .world import (STREAM_CCI, STREAM_ERA5, STREAM_NDVI, STREAM_PREDICTORS, STREAM_STATIONS, Statics,
+from sm1km.config import RunConfig
+from sm1km.errors import ConfigError, StoreError
+from sm1km.core.grid import FineGrid, region_coords
+from sm1km.synth import fields as F
+from sm1km.synth import observe as O
+from sm1km.synth import writers as W
+from sm1km.synth.params import WorldParams
+from sm1km.synth.world import (STREAM_CCI, STREAM_ERA5, STREAM_NDVI, STREAM_PREDICTORS, STREAM_STATIONS, Statics,
                     make_statics, rng_for, simulate)
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def write_world(workdir, params: WorldParams | str = "demo", seed: int = 2024060
 
     Same ``params`` and ``seed`` → byte-identical files. Returns the paths.
     """
-    from .params import preset
+    from sm1km.synth.params import preset
 
     if isinstance(params, str):
         params = preset(params)

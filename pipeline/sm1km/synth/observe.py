@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from ..errors import ConfigError
-from ..grid import FineGrid
-from . import fields as F
-from .world import Statics
+from sm1km.errors import ConfigError
+from sm1km.core.grid import FineGrid
+from sm1km.synth import fields as F
+from sm1km.synth.world import Statics
 
 EPOCH = dt.date(1970, 1, 1)
 T0_SENTINEL = -3440586.5  # Julian date -999999 as days since 1970 (a real CCI quirk)

@@ -6,8 +6,8 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..grid import BBox, Region, snap_bbox
+from sm1km.errors import ConfigError
+from sm1km.core.grid import BBox, Region, snap_bbox
 
 
 @dataclass(frozen=True)

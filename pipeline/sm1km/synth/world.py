@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..grid import FineGrid, Region, region_coords
-from . import fields as F
-from .params import WorldParams
+from sm1km.core.grid import FineGrid, Region, region_coords
+from sm1km.synth import fields as F
+from sm1km.synth.params import WorldParams
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class World:
 
 def make_world(params: WorldParams | str, seed: int = 20240601) -> World:
     """Simulate a world fully in memory (for tests and notebooks; use :func:`write_world` for files)."""
-    from .params import preset
+    from sm1km.synth.params import preset
 
     if isinstance(params, str):
         params = preset(params)

@@ -1,0 +1,286 @@
+"""``sm1km catalog``: a STAC Collection + Items (pystac) describing the run's products.
+
+One Item per Zarr product (``fused``, ``master``, ``monthly``) with the datacube extension
+(dimensions with extents and steps, variables with unit, packing scale/offset and nodata) and a
+Zarr asset (with ``xarray:open_kwargs``), plus one Item per exported file (GeoTIFF/HDF5, dated
+from its file name). The Collection also carries the Zarr assets, so a client can go straight
+from the collection to a store.
+
+Links are relative by default, so the folder tree can be served over HTTP (or S3 public read)
+as is: the catalog goes to ``<root>/catalog/`` and points at ``../../master.zarr``. ``out_url``
+writes it elsewhere (links relative from there, e.g. a stable public prefix — see
+:func:`sm1km.storage.publish.promote`), ``base_url`` writes absolute links. Items are written first and
+``collection.json`` last, so a reader never finds a collection whose items are not there yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import posixpath
+import re
+import tempfile
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sm1km._version import __version__
+from sm1km.storage import store
+from sm1km.config import RunConfig
+from sm1km.errors import ConfigError
+from sm1km.runtime.client import add_config_argument, load_config
+
+log = logging.getLogger(__name__)
+
+PRODUCTS = {
+    "fused": ("fused.zarr", "Gap-free 25 km daily surface soil moisture (CCI + rescaled ERA5)"),
+    "master": ("master.zarr", "Gap-free 1 km daily surface soil moisture (downscaled), Zarr master"),
+    "monthly": ("monthly.zarr", "1 km monthly mean surface soil moisture"),
+}
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+XARRAY_ASSETS_SCHEMA = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
+GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+HDF5_MEDIA_TYPE = "application/x-hdf5"
+_AUXILIARY = ("crs", "time_bnds")
+
+
+def _iso(t: pd.Timestamp) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time_step(t: pd.DatetimeIndex) -> str | None:
+    """ISO 8601 step of a time axis: P1D (daily), P1M (month starts), None (irregular)."""
+    if len(t) < 2:
+        return None
+    d = np.diff(t.values).astype("timedelta64[D]").astype(int)
+    if (d == 1).all():
+        return "P1D"
+    if (t.day == 1).all() and ((t.year[1:] * 12 + t.month[1:]) - (t.year[:-1] * 12 + t.month[:-1]) == 1).all():
+        return "P1M"
+    return None
+
+
+def _datacube(ds, attrs_of, times=None) -> tuple[dict, dict]:
+    """STAC datacube ``cube:dimensions`` and ``cube:variables`` for an undecoded xarray Dataset
+    (variables as stored: int16 + packing) and its decoded ``times``."""
+    dims: dict[str, Any] = {}
+    for d in ds.dims:
+        c = ds[d].values if d in ds.coords else None
+        if d == "time" and times is not None:
+            t = pd.DatetimeIndex(times)
+            dims[d] = {"type": "temporal", "extent": [_iso(t.min()), _iso(t.max())], "step": _time_step(t)}
+        elif d in ("lat", "lon") and c is not None:
+            step = float(c[1] - c[0]) if len(c) > 1 else None
+            dims[d] = {"type": "spatial", "axis": "y" if d == "lat" else "x",
+                       "extent": [float(np.min(c)), float(np.max(c))], "step": step,
+                       "reference_system": 4326,
+                       "description": "cell centres; latitude descends with the index" if d == "lat"
+                       else "cell centres"}
+        else:
+            n = int(ds.sizes[d])
+            dims[d] = {"type": "index", "extent": [0, n - 1], "step": 1,
+                       "description": "bounds (start, end)" if d == "nv" else f"index along {d}"}
+    variables: dict[str, Any] = {}
+    for v in ds.data_vars:
+        a = attrs_of(v)
+        entry: dict[str, Any] = {"type": "auxiliary" if v in _AUXILIARY else "data",
+                                 "dimensions": list(ds[v].dims), "data_type": str(ds[v].dtype)}
+        if "units" in a:
+            entry["unit"] = a["units"]
+        if "long_name" in a:
+            entry["description"] = a["long_name"]
+        if "standard_name" in a:
+            entry["standard_name"] = a["standard_name"]
+        for key, name in (("scale_factor", "scale_factor"), ("add_offset", "add_offset"), ("_FillValue", "nodata")):
+            if key in a:
+                val = a[key]
+                entry[name] = val.item() if hasattr(val, "item") else val
+        variables[v] = entry
+    return dims, variables
+
+
+def _bbox_geometry(cfg: RunConfig):
+    b = cfg.coarse_region.bbox
+    bbox = [b.west, b.south, b.east, b.north]
+    geom = {"type": "Polygon", "coordinates": [[[b.west, b.south], [b.east, b.south], [b.east, b.north],
+                                                [b.west, b.north], [b.west, b.south]]]}
+    return bbox, geom
+
+
+def _utc(d) -> dt.datetime:
+    return pd.Timestamp(d).tz_localize(None).to_pydatetime().replace(tzinfo=dt.timezone.utc)
+
+
+def _store_interval(ds) -> tuple[dt.datetime, dt.datetime]:
+    """[first instant, last instant] covered by a store's time axis (a month for monthly stores)."""
+    t = pd.DatetimeIndex(ds["time"].values)
+    last = t.max()
+    step = _time_step(t)
+    end = last + (pd.offsets.MonthBegin(1) if step == "P1M" else pd.Timedelta(days=1)) - pd.Timedelta(seconds=1)
+    return _utc(t.min()), _utc(end)
+
+
+def export_interval(name: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """Time span of an export file from its name: ``_YYYYMMDD`` (day), ``_YYYYMM`` (month), ``_YYYY`` (year)."""
+    m = re.search(r"_(\d{8}|\d{6}|\d{4})(?=[._]|$)", name)
+    if not m:
+        return None
+    s = m.group(1)
+    if len(s) == 8:
+        start = pd.Timestamp(f"{s[:4]}-{s[4:6]}-{s[6:]}")
+        end = start + pd.Timedelta(days=1)
+    elif len(s) == 6:
+        start = pd.Timestamp(f"{s[:4]}-{s[4:]}-01")
+        end = start + pd.offsets.MonthBegin(1)
+    else:
+        start = pd.Timestamp(f"{s}-01-01")
+        end = start + pd.offsets.YearBegin(1)
+    return _utc(start), _utc(end - pd.Timedelta(seconds=1))
+
+
+def relative_href(from_dir: str, to_url: str) -> str:
+    """Relative link from folder ``from_dir`` to ``to_url`` (both local paths or both on one bucket/host)."""
+    def split(u: str) -> tuple[str, str]:
+        if "://" in u:
+            scheme, rest = u.split("://", 1)
+            host, _, path = rest.partition("/")
+            return f"{scheme}://{host}", "/" + path
+        return "", os.path.abspath(u)
+
+    (a_host, a_path), (b_host, b_path) = split(from_dir), split(to_url)
+    if a_host != b_host:
+        raise ConfigError("--out", f"cannot link {to_url} relatively from {from_dir} (another host or bucket).",
+                          "pass --base-url (the public URL of the store root) for absolute links.")
+    return posixpath.relpath(b_path, a_path)
+
+
+def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | None = None):
+    """Build (not write) the pystac Collection for the run.
+
+    Hrefs: absolute under ``base_url`` if given, else relative from an item's folder
+    (``<out_url>/<item id>/``, ``out_url`` defaulting to ``<root>/catalog``) to the store root.
+    """
+    import pystac
+    from pystac.extensions.datacube import DatacubeExtension
+
+    so = cfg.store.storage_options()
+    out_url = out_url or cfg.store.url("catalog")
+    bbox, geom = _bbox_geometry(cfg)
+    start, end = _utc(cfg.period.start), _utc(cfg.period.end) + dt.timedelta(days=1, seconds=-1)
+
+    def href(rel: str, depth: int) -> str:
+        """Link to ``<root>/<rel>`` from a document ``depth`` folders below ``out_url``."""
+        if base_url:
+            return store.join(base_url, rel)
+        up = "../" * depth
+        to_root = relative_href(out_url, cfg.store.root)
+        return posixpath.normpath(posixpath.join(up.rstrip("/") or ".", to_root, rel))
+
+    coll = pystac.Collection(
+        id=cfg.name if cfg.name.startswith("sm1km") else f"sm1km-{cfg.name}",
+        title=f"sm1km soil moisture — {cfg.name}",
+        description="Gap-free daily surface soil moisture (0-5 cm, m3 m-3): ESA CCI SM COMBINED fused with "
+                    "rescaled ERA5 at 25 km, downscaled to 1/120 deg with XGBoost trained on ISMN stations.",
+        extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[start, end]])),
+        license="CC-BY-4.0",
+        keywords=["soil moisture", "ESA CCI", "ERA5", "downscaling", "1 km", "Zarr"],
+        providers=[pystac.Provider(name="sm1km", roles=["processor"])],
+        extra_fields={"sm1km_version": __version__},
+    )
+    coll.stac_extensions.append(XARRAY_ASSETS_SCHEMA)
+    intervals = []
+    for pid, (rel, title) in PRODUCTS.items():
+        url = cfg.store.url(rel)
+        if not store.exists(url, so):
+            continue
+        ds = store.open_dataset(url, so, decode=False)
+        ds_time = store.open_dataset(url, so)[["time"]] if "time" in ds.dims else None
+        group = store.open_group(url, so)
+
+        def attrs_of(v, group=group):
+            return dict(group[v].attrs)
+
+        t0, t1 = _store_interval(ds_time) if ds_time is not None else (start, end)
+        intervals.append((t0, t1))
+        open_kwargs = {"consolidated": True, "engine": "zarr", "chunks": {}}
+        item = pystac.Item(id=pid, geometry=geom, bbox=bbox, datetime=None, start_datetime=t0, end_datetime=t1,
+                           properties={"title": title, "sm1km:store": rel})
+        item.stac_extensions.append(XARRAY_ASSETS_SCHEMA)
+        item.add_asset("zarr", pystac.Asset(href=href(rel, 1), media_type=ZARR_MEDIA_TYPE, roles=["data"],
+                                            title=f"{title} (consolidated Zarr v3)",
+                                            extra_fields={"xarray:open_kwargs": open_kwargs}))
+        DatacubeExtension.ext(item, add_if_missing=True)
+        dims, variables = _datacube(ds, attrs_of, ds_time["time"].values if ds_time is not None else None)
+        item.properties["cube:dimensions"] = dims
+        item.properties["cube:variables"] = variables
+        coll.add_item(item)
+        coll.add_asset(pid, pystac.Asset(href=href(rel, 0), media_type=ZARR_MEDIA_TYPE, roles=["data"],
+                                         title=title, extra_fields={"xarray:open_kwargs": open_kwargs}))
+
+    fs, root_path = store.filesystem(cfg.store.url("exports"), so)
+    if fs.exists(root_path):
+        for p in sorted(fs.find(root_path)):
+            if not p.endswith((".tif", ".h5")):
+                continue
+            rel = "exports/" + p[len(root_path.rstrip("/")) + 1:]
+            name = posixpath.basename(p).rsplit(".", 1)[0]
+            kind = "geotiff" if p.endswith(".tif") else "hdf5"
+            t0, t1 = export_interval(name) or (start, end)
+            item = pystac.Item(id=f"{kind}-{name}", geometry=geom, bbox=bbox, datetime=None,
+                               start_datetime=t0, end_datetime=t1, properties={"title": name})
+            item.add_asset("data", pystac.Asset(href=href(rel, 1),
+                                                media_type=GEOTIFF_MEDIA_TYPE if kind == "geotiff" else HDF5_MEDIA_TYPE,
+                                                roles=["data"]))
+            coll.add_item(item)
+    if intervals:
+        coll.extent.temporal = pystac.TemporalExtent([[min(a for a, _ in intervals), max(b for _, b in intervals)]])
+    return coll
+
+
+def catalog(cfg: RunConfig, client=None, base_url: str | None = None, out_url: str | None = None) -> dict[str, str]:
+    """Write the STAC catalog to ``out_url`` (default ``<root>/catalog/``); returns the collection URL."""
+    import pystac
+
+    so = cfg.store.storage_options()
+    out_url = out_url or cfg.store.url("catalog")
+    coll = build_catalog(cfg, base_url, out_url)
+    with tempfile.TemporaryDirectory() as tmp:
+        coll.normalize_hrefs(tmp)
+        coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+        files = []
+        for dirpath, _, names in os.walk(tmp):
+            for f in names:
+                rel = os.path.relpath(os.path.join(dirpath, f), tmp).replace(os.sep, "/")
+                files.append(rel)
+        # items first, the collection last: it is what readers start from
+        for rel in sorted(files, key=lambda r: (r == "collection.json", r)):
+            with open(os.path.join(tmp, rel), "rb") as fh:
+                store.put_atomic(store.join(out_url, rel), fh.read(), so)
+    log.info("STAC collection with %d items at %s", len(list(coll.get_items())), out_url)
+    return {"collection": store.join(out_url, "collection.json")}
+
+
+def add_arguments(p) -> None:
+    add_config_argument(p)
+    p.add_argument("--base-url", default=None,
+                   help="public URL of the store root (absolute links); default: relative links")
+    p.add_argument("--out", default=None,
+                   help="where to write the catalog (path or s3:// URL); default <store.root>/catalog")
+    p.add_argument("--publish-to", default=None, metavar="PREFIX",
+                   help="publish this run under a stable public prefix (which must contain store.root): "
+                        "checks the stores, writes <PREFIX>/catalog and then <PREFIX>/published.json")
+
+
+def run_cli(args) -> int:
+    cfg = load_config(args)
+    if args.publish_to:
+        from sm1km.storage.publish import promote
+
+        out: dict[str, Any] = promote(cfg, args.publish_to)
+    else:
+        out = catalog(cfg, base_url=args.base_url, out_url=args.out)
+    print(json.dumps(out, indent=2))
+    return 0

@@ -1,0 +1,307 @@
+"""``sm1km export``: GeoTIFF (COG) and HDF5 deliverables from the master (or monthly) store.
+
+One dask task per output file; each task streams the store window by window (windows aligned to
+the store's shards) into a local file and delivers it atomically to a path or ``s3://`` URL.
+Existing files are kept (a re-run finishes what is missing) unless ``overwrite``.
+
+Layouts: ``latlon`` (the master's EPSG:4326 grid; GeoTIFF per day/month, HDF5 per month/year) and
+``modis-sinusoidal`` (HDF5 per MODIS tile and year, as the published product; daily only).
+See docs/exports.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import posixpath
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sm1km.storage import store
+from sm1km.config import RunConfig
+from sm1km.errors import ConfigError, InputError, ModelError, Sm1kmError, StoreError
+from sm1km.core.grid import BBox
+from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.stages.export.common import (DEFAULT_WINDOW_PIXELS, PRODUCT_STORES, Source, bbox_slices, existing_names, open_source,
+                     parse_bbox, time_groups)
+from sm1km.stages.export.geotiff import COMPRESSIONS, GeoTiffItem, GeoTiffJob, write_geotiff
+from sm1km.stages.export.geotiff import file_name as geotiff_name
+from sm1km.stages.export.geotiff import pending as geotiff_pending
+from sm1km.stages.export.hdf5 import Hdf5Job, write_hdf5
+from sm1km.stages.export.hdf5 import file_name as hdf5_name
+from sm1km.stages.export.modis import ModisJob, tiles_intersecting, write_modis
+from sm1km.stages.export.modis import file_name as modis_name
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("geotiff", "hdf5")
+PRODUCTS = ("daily", "monthly")
+LAYOUTS = ("latlon", "modis-sinusoidal")
+
+#: scratch space a GeoTIFF task may fill with temporary rasters (bounds its files per task)
+SCRATCH_BYTES = 16 << 30
+
+_WRITERS = {GeoTiffJob: write_geotiff, Hdf5Job: write_hdf5, ModisJob: write_modis}
+_ERRORS = {c.__name__: c for c in (ConfigError, InputError, StoreError, ModelError, Sm1kmError)}
+
+
+def _date(value, key: str) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(key, f"invalid date {value!r}.", "write dates as YYYY-MM-DD.") from None
+
+
+def _check_options(fmt: str, product: str, layout: str, with_uncertainty: bool, compress: str, blocksize: int) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError("--format", f"unknown format {fmt!r}.", f"use one of {', '.join(FORMATS)}.")
+    if product not in PRODUCTS:
+        raise ConfigError("--product", f"unknown product {product!r}.", f"use one of {', '.join(PRODUCTS)}.")
+    if layout not in LAYOUTS:
+        raise ConfigError("--layout", f"unknown layout {layout!r}.", f"use one of {', '.join(LAYOUTS)}.")
+    if layout == "modis-sinusoidal":
+        if fmt != "hdf5" or product != "daily":
+            raise ConfigError("--layout", "the modis-sinusoidal layout exists for daily HDF5 only "
+                                          "(as the published SM.1km.Daily files).",
+                              "use --format hdf5 --product daily, or --layout latlon.")
+        if with_uncertainty:
+            raise ConfigError("--with-uncertainty", "the modis-sinusoidal files hold /SM only.",
+                              "export the uncertainty with --layout latlon.")
+    if compress not in COMPRESSIONS:
+        raise ConfigError("--compress", f"unknown compression {compress!r}.", f"use one of {', '.join(COMPRESSIONS)}.")
+    if blocksize < 16 or blocksize % 16:
+        raise ConfigError("--blocksize", f"GeoTIFF tile size {blocksize} is not a positive multiple of 16.",
+                          "use 512 (default) or 256.")
+
+
+def select_times(times: Sequence[str], product: str, start: dt.date | None, end: dt.date | None) -> list[int]:
+    """Store time indices inside [start, end] (monthly: months whose first day is in [month(start), end])."""
+    t = pd.DatetimeIndex(pd.to_datetime(list(times)))
+    keep = np.ones(len(t), dtype=bool)
+    if start is not None:
+        s = pd.Timestamp(start)
+        if product == "monthly":
+            s = s.replace(day=1)
+        keep &= t >= s
+    if end is not None:
+        keep &= t <= pd.Timestamp(end)
+    return [int(i) for i in np.flatnonzero(keep)]
+
+
+def _default_out_options(cfg: RunConfig, out: str) -> dict[str, Any]:
+    if not store.is_remote(out):
+        return {}
+    return cfg.store.storage_options() if store.is_remote(cfg.store.root) else {}
+
+
+def plan_jobs(source: Source, *, fmt: str, layout: str, t_indices: Sequence[int], rows: slice, cols: slice,
+              variables: Sequence[str], out: str, out_storage_options: Mapping[str, Any], window_pixels: int,
+              blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None) -> list:
+    """The tasks of an export (pure planning; nothing is read beyond the source description).
+
+    GeoTIFF: one task per run of days inside one store time chunk, at most ``files_per_task`` files
+    (default: the chunk length, reduced so the task's temporary rasters fit ``SCRATCH_BYTES``
+    uncompressed); HDF5: one task per file.
+    """
+    so = dict(out_storage_options)
+    variables = tuple(variables)
+    product = source.product
+    jobs: list = []
+    if layout == "modis-sinusoidal":
+        west, south, east, north = source.edges(rows, cols)
+        by_year: dict[int, list[int]] = {}
+        for i in t_indices:
+            by_year.setdefault(int(source.times[i][:4]), []).append(i)
+        for h, v in tiles_intersecting(west, south, east, north):
+            for year, idx in sorted(by_year.items()):
+                jobs.append(ModisJob(url=store.join(out, modis_name(year, h, v)), storage_options=so, source=source,
+                                     h=h, v=v, year=year, t_indices=tuple(idx), rows=rows, cols=cols,
+                                     window_pixels=window_pixels))
+        return jobs
+    if fmt == "geotiff":
+        day_bytes = 2 * len(variables) * (rows.stop - rows.start) * (cols.stop - cols.start)
+        per_task = int(files_per_task or max(1, min(source.time_unit, SCRATCH_BYTES // day_bytes)))
+        for g in time_groups(t_indices, source.time_unit, per_task):
+            items = tuple(GeoTiffItem(t=i, label=source.times[i] if product == "daily" else source.times[i][:7],
+                                      url=store.join(out, geotiff_name(product, source.times[i])))
+                          for i in range(g.start, g.stop))
+            jobs.append(GeoTiffJob(items=items, storage_options=so, source=source, rows=rows, cols=cols,
+                                   variables=variables, window_pixels=window_pixels, blocksize=blocksize,
+                                   compress=compress))
+        return jobs
+    groups: dict[str, list[int]] = {}
+    for i in t_indices:
+        key = source.times[i][:7] if product == "daily" else source.times[i][:4]
+        groups.setdefault(key, []).append(i)
+    for label, idx in sorted(groups.items()):
+        jobs.append(Hdf5Job(url=store.join(out, hdf5_name(product, label)), storage_options=so, source=source,
+                            t_indices=tuple(idx), rows=rows, cols=cols, variables=variables, label=label,
+                            window_pixels=window_pixels))
+    return jobs
+
+
+def job_urls(job) -> list[str]:
+    """The files a task writes."""
+    return job.urls if isinstance(job, GeoTiffJob) else [job.url]
+
+
+def pending_jobs(jobs: Sequence, out: str, out_storage_options: Mapping[str, Any] | None,
+                 overwrite: bool = False) -> list:
+    """The jobs (or parts of GeoTIFF jobs) whose files are not in ``out`` yet (all with ``overwrite``)."""
+    if overwrite:
+        return list(jobs)
+    existing = existing_names(out, out_storage_options)
+    pending = []
+    for j in jobs:
+        if isinstance(j, GeoTiffJob):
+            j = geotiff_pending(j, existing)
+        elif posixpath.basename(j.url) in existing:
+            j = None
+        if j is not None:
+            pending.append(j)
+    return pending
+
+
+def run_job(job) -> dict[str, Any]:
+    """Write one file (runs on a dask worker). Errors of the sm1km family come back as data, so their
+    where/problem/fix survive the trip to the driver."""
+    try:
+        n = _WRITERS[type(job)](job)
+        return {"urls": job_urls(job) if n is not None else [], "reads": n or 0}
+    except Sm1kmError as exc:
+        return {"urls": job_urls(job), "error": [type(exc).__name__, exc.where, exc.problem, exc.fix]}
+
+
+def _raise(result: Mapping[str, Any]) -> None:
+    name, where, problem, fix = result["error"]
+    raise _ERRORS.get(name, Sm1kmError)(where, problem, fix)
+
+
+def run_jobs(jobs: Sequence, client=None) -> list[dict[str, Any]]:
+    """Run file jobs: one dask task per file on ``client``, or in this process if ``client`` is None."""
+    if not jobs:
+        return []
+    if client is None:
+        results = []
+        for job in jobs:
+            res = run_job(job)
+            if "error" in res:
+                _raise(res)
+            results.append(res)
+        return results
+    from distributed import as_completed
+
+    futures = [client.submit(run_job, job, pure=False) for job in jobs]
+    results, errors = [], []
+    for k, fut in enumerate(as_completed(futures), start=1):
+        res = fut.result()
+        (errors if "error" in res else results).append(res)
+        log.info("export: %d/%d files done", k, len(futures))
+    if errors:
+        _raise(errors[0])
+    return results
+
+
+def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "daily", start=None, end=None,
+           bbox: str | Sequence[float] | BBox | None = None, out: str | None = None, layout: str = "latlon", *,
+           with_uncertainty: bool = False, overwrite: bool = False, window_pixels: int = DEFAULT_WINDOW_PIXELS,
+           blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None,
+           out_storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Export the daily master (``product='daily'``) or the monthly store as files under ``out``.
+
+    ``fmt``: ``geotiff`` (COG per day / month) or ``hdf5`` (per month / year); ``layout``: ``latlon`` or
+    ``modis-sinusoidal`` (daily HDF5 per MODIS tile and year). ``start``/``end`` (ISO dates, inclusive)
+    and ``bbox`` (W,S,E,N degrees) select a subset. ``out`` defaults to ``<store.root>/exports/<fmt>``.
+    Returns the URLs of all files of the export, sorted (already existing ones included: a re-run only
+    writes what is missing unless ``overwrite``; MODIS tiles whose area touches the region but hold no
+    pixel centre in it are not written).
+    """
+    _check_options(fmt, product, layout, with_uncertainty, compress, int(blocksize))
+    start, end = _date(start, "--start"), _date(end, "--end")
+    if start and end and end < start:
+        raise ConfigError("--end", f"end ({end}) is before start ({start}).", "swap the dates.")
+    bbox = parse_bbox(bbox)
+    out = out or cfg.store.url("exports", fmt if layout == "latlon" else "modis")
+    out_so = dict(out_storage_options) if out_storage_options is not None else _default_out_options(cfg, out)
+    url = cfg.store.url(PRODUCT_STORES[product])
+    so = cfg.store.storage_options()
+    variables = ["sm"] + (["sm_uncertainty"] if with_uncertainty else [])
+    source = open_source(url, so, product, cfg.fine_grid.per_deg, variables)
+    if fmt == "hdf5" and product == "monthly" and layout == "latlon":
+        extra = open_source(url, so, product, cfg.fine_grid.per_deg, ["n_valid_days"]) \
+            if _has_var(url, so, "n_valid_days") else None
+        if extra is not None:
+            variables.append("n_valid_days")
+            source = _merge(source, extra)
+    t_indices = select_times(source.times, product, start, end)
+    if not t_indices:
+        raise ConfigError("--start/--end", f"no {product} time steps of {url} between {start} and {end} "
+                                           f"(the store covers {source.times[0]} to {source.times[-1]}).",
+                          "choose dates inside the store's period.")
+    rows, cols = bbox_slices(source, bbox)
+    jobs = plan_jobs(source, fmt=fmt, layout=layout, t_indices=t_indices, rows=rows, cols=cols,
+                     variables=variables, out=out, out_storage_options=out_so, window_pixels=int(window_pixels),
+                     blocksize=int(blocksize), compress=compress, files_per_task=files_per_task)
+    todo = pending_jobs(jobs, out, out_so, overwrite)
+    urls = sorted(u for j in jobs for u in job_urls(j))
+    log.info("export %s %s (%s) to %s: %d files, %d to write in %d tasks", product, fmt, layout, out, len(urls),
+             sum(len(job_urls(j)) for j in todo), len(todo))
+    todo_urls = {u for j in todo for u in job_urls(j)}
+    with stage_client(cfg, client) as c:
+        results = run_jobs(todo, c)
+    written = {u for r in results for u in r["urls"]}
+    return sorted(u for u in urls if u not in todo_urls or u in written)
+
+
+def _has_var(url: str, so, name: str) -> bool:
+    return name in store.open_group(url, so)
+
+
+def _merge(a: Source, b: Source) -> Source:
+    from dataclasses import replace
+
+    return replace(a, var_attrs={**a.var_attrs, **b.var_attrs}, var_encoding={**a.var_encoding, **b.var_encoding})
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_arguments(p) -> None:
+    add_config_argument(p)
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default="geotiff", help="file format (default geotiff)")
+    p.add_argument("--product", choices=PRODUCTS, default="daily", help="daily (master.zarr) or monthly (monthly.zarr)")
+    p.add_argument("--start", help="first day to export (YYYY-MM-DD; default: the store's first)")
+    p.add_argument("--end", help="last day to export (YYYY-MM-DD, inclusive; default: the store's last)")
+    p.add_argument("--bbox", metavar="W,S,E,N", help="export only this box (degrees)")
+    p.add_argument("--layout", choices=LAYOUTS, default="latlon",
+                   help="latlon (the master grid) or modis-sinusoidal (daily HDF5 per MODIS tile and year)")
+    p.add_argument("--out", metavar="URL", help="output folder: path or s3://bucket/prefix "
+                                                "(default <store.root>/exports/<format>)")
+    p.add_argument("--with-uncertainty", action="store_true",
+                   help="also export sm_uncertainty (GeoTIFF band 2; HDF5 dataset sm_uncertainty)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite files that already exist")
+    p.add_argument("--compress", choices=COMPRESSIONS, default="deflate", help="GeoTIFF compression (default deflate)")
+    p.add_argument("--blocksize", type=int, default=512, help="GeoTIFF tile size in pixels (default 512)")
+    p.add_argument("--files-per-task", type=int, default=None,
+                   help="daily GeoTIFF: days per task (default: the master's time chunk, bounded by scratch)")
+    p.add_argument("--window-pixels", type=int, default=DEFAULT_WINDOW_PIXELS,
+                   help=f"read budget per window in pixels x days (default {DEFAULT_WINDOW_PIXELS})")
+
+
+def run_cli(args) -> int:
+    import sys
+
+    cfg = load_config(args)
+    files = export(cfg, fmt=args.fmt, product=args.product, start=args.start, end=args.end, bbox=args.bbox,
+                   out=args.out, layout=args.layout, with_uncertainty=args.with_uncertainty,
+                   overwrite=args.overwrite, window_pixels=args.window_pixels, blocksize=args.blocksize,
+                   compress=args.compress, files_per_task=args.files_per_task)
+    for f in files:
+        sys.stdout.write(f + "\n")
+    return 0
+
+
+__all__ = ["export", "plan_jobs", "pending_jobs", "run_jobs", "run_job", "select_times", "add_arguments", "run_cli",
+           "FORMATS", "PRODUCTS", "LAYOUTS"]

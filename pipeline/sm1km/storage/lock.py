@@ -1,0 +1,609 @@
+"""One writer per store root: a lease lock at ``<root>/_locks/run.lock``.
+
+Every command that writes under ``store.root`` (``ingest``, ``fuse``, ``train``, ``downscale``,
+``aggregate``, ``run``/``demo`` and :class:`~sm1km.stages.pipeline.Pipeline`) holds the lock while it
+runs. A second run on the same root is refused with a :class:`~sm1km.errors.StoreError` naming
+the holder (host, pid, stage, since when, until when). Readers never take it (consistent reads
+during a write are the publish protocol's job, see docs/reading.md).
+
+The lock object is JSON: ``owner`` (host, pid, user, uuid), ``stage``, ``acquired``,
+``heartbeat`` and ``expires`` (UTC ISO and Unix seconds), ``ttl_s``, ``sm1km_version``.
+
+* **Atomic creation.** Local: the JSON is written to a private temporary file and hard-linked to
+  ``run.lock`` (``link`` fails if the name exists; ``open(..., "x")`` where links are not
+  supported). S3: a conditional PUT, ``If-None-Match: *`` (AWS S3, MinIO, moto honour it); the
+  lock is read back to catch stores that ignore the condition.
+* **Lease.** A daemon thread renews ``expires = now + ttl`` every ``heartbeat`` seconds (S3:
+  conditional on the lock's ETag, ``If-Match``). A lock whose lease ran out is *stale* (its
+  owner crashed, hung, or lost its node) and the next run takes it over with a warning; on the
+  owner's own host a lock whose pid is gone is stale at once. Takeover is compare-and-delete
+  (S3 ``If-Match`` DELETE; locally under an ``flock``), so two runs breaking the same stale lock
+  cannot both win.
+* **Loss.** If renewing finds someone else's lock (``--force-unlock`` elsewhere, or a takeover
+  after this process stalled longer than the TTL), the run is interrupted at once and ends
+  with a StoreError: it must not keep writing beside another writer.
+* **Release** on normal exit, on exceptions, on SIGTERM (Kubernetes pod deletion) and at
+  interpreter exit; only the owner's own lock is deleted.
+
+TTL and heartbeat: ``SM1KM_LOCK_TTL_S`` (default 300) and ``SM1KM_LOCK_HEARTBEAT_S`` (default
+min(30, TTL/4)). Hosts' clocks must agree to well within the TTL (NTP). Manual removal: delete
+``<root>/_locks/run.lock`` (docs/operations.md), or pass ``--force-unlock``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Mapping
+
+from sm1km._version import __version__
+from sm1km.storage import store
+from sm1km.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+LOCK_DIR = "_locks"
+LOCK_NAME = "run.lock"
+DEFAULT_TTL_S = 300.0
+FORMAT = 1
+
+_REGISTRY_LOCK = threading.RLock()
+#: lock URL -> [StoreLock, depth]: nested acquisitions in one process share the lock
+_HELD: dict[str, list] = {}
+#: owner uuids of every lock this process holds right now (any StoreLock, in run_lock or not)
+_LIVE_TOKENS: set[str] = set()
+
+
+def lock_url(root: str) -> str:
+    """URL of the lock object of a store root."""
+    return store.join(root, LOCK_DIR, LOCK_NAME)
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+
+
+# --------------------------------------------------------------------------------------------
+# storage errors -> StoreError (the lock is the first thing a stage does on its store)
+# --------------------------------------------------------------------------------------------
+def _is_precondition(exc: BaseException) -> bool:
+    cause = getattr(exc, "__cause__", None)
+    code = (getattr(cause, "response", None) or getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or "pre-condition" in str(exc).lower()
+
+
+def _store_error(exc: BaseException, url: str, root: str) -> StoreError:
+    """A clear StoreError for what the object store said (missing bucket, credentials, access)."""
+    name = type(exc).__name__
+    text = str(exc)
+    bucket = root.split("://", 1)[-1].split("/", 1)[0] if store.is_remote(root) else None
+    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+        return StoreError(root, f"no usable S3 credentials were found ({name}: {text}).",
+                          "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on Kubernetes: a Secret named in "
+                          "cluster.kubernetes.env_from_secret), or set store.anon: true for a public bucket "
+                          "(read-only).")
+    if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text or \
+            "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        return StoreError(root, f"access denied to the store ({name}: {text}).",
+                          "check the credentials in the environment and the bucket policy (the run needs "
+                          "write access to store.root).")
+    if bucket and (isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text) and "bucket" in text.lower():
+        return StoreError(root, f"the bucket '{bucket}' does not exist.",
+                          f"create it first (e.g. `aws s3 mb s3://{bucket}`, with --endpoint-url for MinIO), "
+                          "or fix store.root in the config.")
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionError", "ClientConnectorError") or \
+            isinstance(exc, (ConnectionError, TimeoutError)):
+        return StoreError(root, f"cannot reach the object store ({name}: {text}).",
+                          "check store.endpoint_url and the network, then re-run the same command.")
+    return StoreError(url, f"cannot use the run lock ({name}: {text}).",
+                      "check store.root, the credentials and that the store is writable.")
+
+
+# --------------------------------------------------------------------------------------------
+# the lock
+# --------------------------------------------------------------------------------------------
+class StoreLock:
+    """The lease lock of one store root. Use as a context manager, or :func:`run_lock`."""
+
+    def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None, *, stage: str = "run",
+                 ttl_s: float | None = None, heartbeat_s: float | None = None, interrupt_on_loss: bool = True):
+        self.root = root
+        self.url = lock_url(root)
+        self.storage_options = dict(storage_options or {})
+        self.stage = stage
+        self.ttl_s = float(ttl_s if ttl_s is not None else _env_float("SM1KM_LOCK_TTL_S", DEFAULT_TTL_S))
+        hb = heartbeat_s if heartbeat_s is not None else _env_float("SM1KM_LOCK_HEARTBEAT_S",
+                                                                      min(30.0, self.ttl_s / 4))
+        self.heartbeat_s = max(0.05, float(hb))
+        self.interrupt_on_loss = interrupt_on_loss
+        self.token = uuid.uuid4().hex
+        self.remote = store.is_remote(root)
+        self.s3 = self.remote and root.startswith(("s3://", "s3a://"))
+        self.held = False
+        self.lost: str | None = None  # why the lock was lost while held
+        self.acquired_at: float | None = None
+        self._etag: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._old_sigterm = None
+        try:
+            self.fs, self.path = store.filesystem(self.url, self.storage_options)
+        except StoreError:
+            raise
+        except Exception as exc:  # pragma: no cover - filesystem() already maps errors
+            raise _store_error(exc, self.url, root) from None
+
+    # -- content --------------------------------------------------------------------------
+    def _payload(self, now: float) -> bytes:
+        info = {
+            "sm1km_lock": FORMAT,
+            "owner": {"host": socket.gethostname(), "pid": os.getpid(), "user": _user(), "uuid": self.token},
+            "stage": self.stage,
+            "acquired": _iso(self.acquired_at or now),
+            "acquired_unix": round(self.acquired_at or now, 3),
+            "heartbeat": _iso(now),
+            "heartbeat_unix": round(now, 3),
+            "expires": _iso(now + self.ttl_s),
+            "expires_unix": round(now + self.ttl_s, 3),
+            "ttl_s": self.ttl_s,
+            "sm1km_version": __version__,
+        }
+        return (json.dumps(info, indent=1, sort_keys=True) + "\n").encode()
+
+    # -- primitives (local / S3 / other fsspec) -------------------------------------------
+    def _read(self) -> tuple[dict | None, str | None, bool]:
+        """(parsed lock or None, version tag, exists). Unparseable content -> ({}, tag, True)."""
+        try:
+            if self.s3:
+                for attempt in range(5):
+                    self.fs.invalidate_cache(self.path)  # never trust a listing cached by another call
+                    try:
+                        with self.fs.open(self.path, "rb") as f:  # s3fs reads with If-Match on the HEAD's ETag
+                            raw = f.read()
+                            tag = f.details.get("ETag")
+                        break
+                    except OSError as exc:  # renewed between the HEAD and the GET: read again
+                        changed = type(exc).__name__ == "FileExpired" or _is_precondition(exc)  # s3fs: FileExpired
+                        if isinstance(exc, FileNotFoundError) or not changed or attempt == 4:
+                            raise
+            elif not self.remote:
+                with open(self.path, "rb") as f:
+                    raw = f.read()
+                    tag = str(os.fstat(f.fileno()).st_mtime_ns)
+            else:
+                raw = self.fs.cat_file(self.path)
+                tag = None
+        except FileNotFoundError:
+            return None, None, False
+        try:
+            info = json.loads(raw.decode("utf-8"))
+            if not isinstance(info, dict):
+                info = {}
+        except (UnicodeDecodeError, ValueError):
+            info = {}
+        return info, tag, True
+
+    def _create(self, payload: bytes) -> bool:
+        """Create the lock object if absent; True if this call created it."""
+        if self.s3:
+            try:
+                out = self.fs.pipe_file(self.path, payload, mode="create")
+            except FileExistsError:
+                return False
+            self._etag = (out or {}).get("ETag") if isinstance(out, dict) else None
+            info, tag, _ = self._read()  # a store that ignores If-None-Match: last writer wins
+            if not info or info.get("owner", {}).get("uuid") != self.token:
+                return False
+            self._etag = tag or self._etag
+            return True
+        if self.remote:  # other fsspec stores: no atomic create; best effort
+            log.warning("%s: this filesystem has no atomic create; the run lock is best effort", self.url)
+            if self.fs.exists(self.path):
+                return False
+            self.fs.pipe_file(self.path, payload)
+            return True
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{LOCK_NAME}.{self.token}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            try:
+                os.link(tmp, self.path)  # atomic, complete content, fails if the name exists
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here: exclusive create
+                try:
+                    with open(self.path, "xb") as f:
+                        f.write(payload)
+                except FileExistsError:
+                    return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return True
+
+    def _replace_own(self, payload: bytes) -> bool:
+        """Renew: overwrite the lock only if it is still ours. False = not ours any more."""
+        if self.s3:
+            bucket, key, _ = self.fs.split_path(self.path)
+            try:
+                out = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=payload, IfMatch=self._etag)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                if _is_precondition(exc):
+                    return False
+                raise
+            self._etag = out.get("ETag", self._etag)
+            return True
+        with self._local_mutex():  # no takeover between the check and the write
+            info, _, exists = self._read()
+            if not exists or not info or info.get("owner", {}).get("uuid") != self.token:
+                return False
+            if self.remote:
+                self.fs.pipe_file(self.path, payload)
+                return True
+            tmp = f"{self.path}.{self.token}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, self.path)
+        return True
+
+    def _delete_if(self, token: str | None, tag: str | None) -> bool:
+        """Delete the lock if it is still the one seen (owner ``token`` / version ``tag``)."""
+        if self.s3:
+            bucket, key, _ = self.fs.split_path(self.path)
+            kw = {"IfMatch": tag} if tag else {}
+            try:
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=key, **kw)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                if _is_precondition(exc):
+                    return False
+                if kw and "NotImplemented" in str(exc):  # store without conditional deletes
+                    info, _, _ = self._read()
+                    if (info or {}).get("owner", {}).get("uuid") != token:
+                        return False
+                    self.fs.rm_file(self.path)
+                    return True
+                raise
+            self.fs.invalidate_cache(self.path)
+            return True
+        with self._local_mutex():
+            info, _, exists = self._read()
+            if not exists or (info or {}).get("owner", {}).get("uuid") != token:
+                return False
+            if self.remote:
+                self.fs.rm_file(self.path)
+            else:
+                os.unlink(self.path)
+        return True
+
+    @contextlib.contextmanager
+    def _local_mutex(self):
+        """An flock on the ``_locks`` folder: serialises takeovers, renewals and releases locally."""
+        if self.remote:
+            yield
+            return
+        import fcntl
+
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- policy ---------------------------------------------------------------------------
+    def stale_reason(self, info: dict | None, now: float | None = None) -> str | None:
+        """Why an existing lock may be taken over (None: it is live)."""
+        now = time.time() if now is None else now
+        if not info:
+            return None
+        owner = info.get("owner") or {}
+        exp = info.get("expires_unix")
+        if isinstance(exp, (int, float)) and now > exp:
+            return f"its lease expired at {info.get('expires')} (no heartbeat for {now - exp + info.get('ttl_s', 0):.0f} s)"
+        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+            pid = owner["pid"]
+            if pid == os.getpid() and owner.get("uuid") not in _LIVE_TOKENS:
+                return f"it names this process id ({pid}) but was left by an earlier process (restarted container)"
+            if pid != os.getpid() and not _pid_alive(pid):
+                return f"its process {pid} no longer exists on this host"
+        return None
+
+    def describe(self, info: dict | None) -> str:
+        if not info:
+            return "an unreadable lock object"
+        o = info.get("owner") or {}
+        return (f"stage '{info.get('stage', '?')}' on host {o.get('host', '?')} (pid {o.get('pid', '?')}, user "
+                f"{o.get('user', '?')}, lock {str(o.get('uuid', '?'))[:8]}), started {info.get('acquired', '?')}, "
+                f"last heartbeat {info.get('heartbeat', '?')}, lease until {info.get('expires', '?')}")
+
+    # -- public ---------------------------------------------------------------------------
+    def acquire(self, force: bool = False) -> "StoreLock":
+        """Take the lock (or raise StoreError naming the holder). ``force``: break any lock first."""
+        try:
+            return self._acquire(force)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _store_error(exc, self.url, self.root) from None
+
+    def _acquire(self, force: bool) -> "StoreLock":
+        for _ in range(5):
+            now = time.time()
+            self.acquired_at = now
+            _LIVE_TOKENS.add(self.token)  # before it exists: a thread of this process must not think it stale
+            created = False
+            try:
+                created = self._create(self._payload(now))
+            finally:
+                if not created:
+                    _LIVE_TOKENS.discard(self.token)
+            if created:
+                self._on_acquired()
+                return self
+            info, tag, exists = self._read()
+            if not exists:
+                continue  # released meanwhile: try again
+            owner_token = (info or {}).get("owner", {}).get("uuid")
+            if force:
+                log.warning("--force-unlock: breaking the lock of %s (%s)", self.describe(info), self.url)
+                if info:
+                    self._delete_if(owner_token, tag)
+                else:
+                    self._force_delete()
+                continue
+            why = self.stale_reason(info, now)
+            if why is None and not info:
+                # unparseable: a foreign or torn object; stale once older than the TTL
+                age = self._age_s()
+                why = f"it is unreadable and {age:.0f} s old" if age is not None and age > self.ttl_s else None
+            if why is not None:
+                log.warning("taking over a stale run lock (%s): %s — held by %s", self.url, why, self.describe(info))
+                if info:
+                    self._delete_if(owner_token, tag)
+                else:
+                    self._force_delete()
+                continue
+            raise StoreError(self.url, f"the store {self.root} is being written by another run: {self.describe(info)}. "
+                                       "Two runs writing one store can corrupt it, so this one stops here.",
+                             "wait for that run to finish (its lock goes when it exits; a crashed run's lock expires "
+                             f"{self.ttl_s:.0f} s after its last heartbeat), or, if you are sure it is dead, re-run "
+                             f"with --force-unlock (or delete {self.url}).")
+        raise StoreError(self.url, "could not take the run lock after 5 attempts (other runs keep taking it).",
+                         "make sure only one run writes this store.root, then re-run.")
+
+    def _age_s(self) -> float | None:
+        try:
+            info = self.fs.info(self.path)
+        except FileNotFoundError:
+            return None
+        m = info.get("mtime") or info.get("LastModified") or info.get("created")
+        if isinstance(m, dt.datetime):
+            return time.time() - m.timestamp()
+        return time.time() - float(m) if m is not None else None
+
+    def _force_delete(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.remote:
+                self.fs.rm_file(self.path)
+            else:
+                os.unlink(self.path)
+
+    def _on_acquired(self) -> None:
+        self.held = True
+        self.lost = None
+        _LIVE_TOKENS.add(self.token)
+        log.info("run lock taken: %s (stage %s, lease %g s, heartbeat %g s)", self.url, self.stage,
+                 self.ttl_s, self.heartbeat_s)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._heartbeat_loop, name="sm1km-lock-heartbeat", daemon=True)
+        self._thread.start()
+        self._install_sigterm()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                ok = self._replace_own(self._payload(time.time()))
+            except Exception as exc:  # transient store trouble: keep trying until the lease says otherwise
+                log.warning("run lock %s: heartbeat failed (%s: %s); retrying", self.url, type(exc).__name__, exc)
+                continue
+            if not ok and not self._stop.is_set():
+                info, _, _ = self._read()
+                self.lost = f"the lock was removed or taken over by {self.describe(info) if info else 'nobody'}"
+                log.error("run lock %s lost while writing: %s; stopping this run", self.url, self.lost)
+                self.held = False
+                _LIVE_TOKENS.discard(self.token)
+                if self.interrupt_on_loss:
+                    _interrupt_main(self.url)
+                return
+
+    def refresh(self) -> None:
+        """Renew the lease now (the heartbeat thread does this on its own)."""
+        if not self._replace_own(self._payload(time.time())):
+            raise StoreError(self.url, "the run lock is no longer held by this run.", "re-run the command.")
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lock if it is still ours (idempotent)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._restore_sigterm()
+        _LIVE_TOKENS.discard(self.token)
+        if not self.held:
+            return
+        self.held = False
+        try:
+            tag = self._etag if self.s3 else None
+            deleted = self._delete_if(self.token, tag)
+            if not deleted and self.s3:
+                info, tag2, _ = self._read()  # our own renewal may have moved the ETag
+                if (info or {}).get("owner", {}).get("uuid") == self.token:
+                    deleted = self._delete_if(self.token, tag2)
+            if deleted:
+                log.info("run lock released: %s", self.url)
+            else:
+                log.warning("run lock %s was gone or no longer this run's at release: left as it is", self.url)
+        except Exception as exc:  # never mask the stage's own outcome
+            log.warning("could not release the run lock %s (%s: %s); it expires after %.0f s or remove it by hand",
+                        self.url, type(exc).__name__, exc, self.ttl_s)
+
+    # -- SIGTERM: release on pod deletion ---------------------------------------------------
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+        except (ValueError, OSError):  # not in the main interpreter thread
+            self._old_sigterm = None
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+        self._old_sigterm = None
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        lost = self.lost
+        self.release()
+        if lost:
+            raise StoreError(self.url, f"this run lost its lock while writing: {lost}.",
+                             "check that the other run has finished, then re-run this command: it resumes where "
+                             "the stores stopped (`sm1km verify` checks them).")
+
+
+def _sigterm_to_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _interrupt_main(url: str) -> None:
+    """Raise in the main thread through the first of SIGINT / SIGTERM that Python handles.
+
+    A job started with ``&`` from a script (or under some supervisors) inherits SIGINT ignored, and
+    ``_thread.interrupt_main()`` then does nothing: the run would go on writing without its lock.
+    SIGTERM's handler (installed by the lock) raises SystemExit instead; either way the lock's
+    ``__exit__`` turns it into the "lost its lock" StoreError.
+    """
+    import _thread
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(sig)):
+            _thread.interrupt_main(sig)
+            return
+    log.error("run lock %s: cannot interrupt the main thread (SIGINT and SIGTERM are not handled by Python "
+              "here); the run stops at its next lock check", url)
+
+
+@atexit.register
+def _release_all() -> None:
+    with _REGISTRY_LOCK:
+        held = [lk for lk, _ in _HELD.values()]
+        _HELD.clear()
+    for lk in held:
+        lk.release()
+
+
+# --------------------------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------------------------
+def read_lock(root: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
+    """The current lock of a store root (None if unlocked)."""
+    info, _, exists = StoreLock(root, storage_options)._read()
+    return info if exists else None
+
+
+def force_unlock(root: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
+    """Remove whatever lock a store root has; returns what it said (None if there was none)."""
+    lk = StoreLock(root, storage_options)
+    info, tag, exists = lk._read()
+    if not exists:
+        return None
+    log.warning("removing the run lock of %s (%s)", lk.describe(info), lk.url)
+    if info and lk._delete_if(info.get("owner", {}).get("uuid"), tag):
+        return info
+    lk._force_delete()
+    return info
+
+
+@contextlib.contextmanager
+def run_lock(cfg, stage: str = "run", *, force: bool = False, ttl_s: float | None = None):
+    """Hold the lock of ``cfg.store.root`` for the block. Re-entrant within one process."""
+    root = cfg.store.root
+    url = lock_url(root)
+    with _REGISTRY_LOCK:
+        entry = _HELD.get(url)
+        if entry is not None:
+            entry[1] += 1
+    if entry is not None:
+        try:
+            yield entry[0]
+        finally:
+            with _REGISTRY_LOCK:
+                entry[1] -= 1
+        return
+    lk = StoreLock(root, cfg.store.storage_options(), stage=stage, ttl_s=ttl_s)
+    lk.acquire(force=force)
+    with _REGISTRY_LOCK:
+        _HELD[url] = [lk, 1]
+    try:
+        yield lk
+    finally:
+        with _REGISTRY_LOCK:
+            _HELD.pop(url, None)
+        lost = lk.lost
+        lk.release()
+        if lost:
+            raise StoreError(lk.url, f"this run lost its lock while writing: {lost}.",
+                             "check that the other run has finished, then re-run this command: it resumes where "
+                             "the stores stopped.")
+
+
+__all__ = ["StoreLock", "run_lock", "read_lock", "force_unlock", "lock_url", "LOCK_DIR", "LOCK_NAME", "DEFAULT_TTL_S"]

@@ -1,0 +1,406 @@
+"""Zarr v3 stores on a local path or any fsspec URL (``s3://``), the same code for both.
+
+The pattern every stage follows (xarray-beam / ARCO style):
+
+1. :func:`create_template` writes all metadata and coordinates (no data chunks),
+2. independent tasks call :func:`write_region` (one task per shard) and mark the region done in
+   a :class:`Ledger` (marker objects beside the store, under ``<root>/_ledger/<store>/``),
+3. :func:`finalize` writes coverage attributes and consolidated metadata **last**, so readers
+   over HTTP can open the store with one request, and a re-run skips regions already done.
+
+Timestamps (``date_created``, ``last_updated``) honour ``SOURCE_DATE_EPOCH`` (the reproducible
+builds convention) so that two runs can be compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import warnings
+from typing import Any, Iterable, Mapping
+
+import fsspec
+import numpy as np
+import xarray as xr
+import zarr
+
+from sm1km._version import __version__
+from sm1km.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+CONVENTIONS = "CF-1.8, ACDD-1.3"
+
+
+# --------------------------------------------------------------------------------------------
+# URLs and filesystems
+# --------------------------------------------------------------------------------------------
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def join(url: str, *parts: str) -> str:
+    """Join URL/path parts with '/' (works for local paths and s3:// URLs)."""
+    base = url.rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts if p]])
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None):
+    """(fsspec filesystem, path-in-filesystem) for ``url``."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except Exception as exc:  # bad protocol / options
+        raise StoreError(url, f"cannot open filesystem ({exc}).",
+                         "check store.root and the storage options (endpoint_url, anon).") from None
+    return fs, path
+
+
+def now_iso() -> str:
+    """UTC now as ISO 8601 (or SOURCE_DATE_EPOCH when set, for reproducible outputs)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    t = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
+    return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _zarr_target(url: str, storage_options: Mapping[str, Any] | None):
+    """What xarray's ``to_zarr``/``open_zarr`` accept for this URL (a path or an FsspecStore)."""
+    if not is_remote(url):
+        return url.removeprefix("file://")
+    return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _missing_bucket(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The bucket of an ``s3://`` URL if that bucket does not exist (zarr reports it as a missing group)."""
+    if not url.startswith(("s3://", "s3a://")):
+        return None
+    bucket = url.split("://", 1)[1].split("/", 1)[0]
+    try:
+        fs, _ = filesystem(url, storage_options)
+        fs.call_s3("head_bucket", Bucket=bucket)
+    except FileNotFoundError:
+        return bucket
+    except Exception:  # denied, unreachable ...: not a verdict on the bucket
+        return None
+    return None
+
+
+def _is_missing(exc: Exception) -> bool:
+    return isinstance(exc, (FileNotFoundError, KeyError)) or "NoSuchBucket" in str(exc) or \
+        "does not exist" in str(exc) or "not found" in str(exc).lower()
+
+
+_DENIED = ("AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+
+
+def permanent_error(exc: BaseException, url: str, storage_options: Mapping[str, Any] | None = None) -> StoreError | None:
+    """A StoreError for a *permanent* object-store failure (access denied, bucket gone), else None.
+
+    Transient failures (5xx, SlowDown, dropped connections) are retried below us by botocore and
+    s3fs; what still reaches a stage as one of these will not heal by retrying, so the stage stops
+    with a clear message (CLI exit code 2) instead of a traceback. Finished regions stay in the ledger.
+    """
+    text = _describe(exc)  # type: ignore[arg-type]
+    again = "then re-run the same command: finished work is kept."
+    if isinstance(exc, PermissionError) or any(s in text for s in _DENIED):
+        return StoreError(url, f"access denied ({text}).",
+                          "check the credentials in the environment and the bucket policy (a run needs read and "
+                          f"write access under store.root), {again}")
+    if isinstance(exc, (FileNotFoundError, KeyError)) or "NoSuchBucket" in text:
+        bucket = _missing_bucket(url, storage_options)
+        if bucket:
+            return StoreError(url, f"the bucket '{bucket}' does not exist (or was deleted) ({text}).",
+                              f"create the bucket, or fix store.root / store.endpoint_url in the config, {again}")
+    return None
+
+
+@contextlib.contextmanager
+def permanent_errors(url: str, storage_options: Mapping[str, Any] | None = None):
+    """Re-raise permanent object-store failures inside the block as StoreError (:func:`permanent_error`)."""
+    try:
+        yield
+    except (OSError, KeyError) as exc:
+        err = permanent_error(exc, url, storage_options)
+        if err is None:
+            raise
+        raise err from exc
+
+
+# --------------------------------------------------------------------------------------------
+# open / create / write
+# --------------------------------------------------------------------------------------------
+def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    """True if a Zarr store (its root ``zarr.json``) exists at ``url``."""
+    fs, path = filesystem(url, storage_options)
+    try:
+        return fs.exists(posixpath.join(path, "zarr.json"))
+    except PermissionError as exc:
+        raise StoreError(url, f"access denied ({exc}).", "check the credentials in the environment.") from None
+
+
+def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None, *,
+                 chunks: Any = None, decode: bool = True, consolidated: bool | None = None) -> xr.Dataset:
+    """Open a store lazily with xarray (consolidated metadata if present); StoreError if absent."""
+    try:
+        with warnings.catch_warnings():
+            # a store still being written has no consolidated metadata yet: that is expected here
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
+            return xr.open_zarr(_zarr_target(url, storage_options), chunks=chunks, consolidated=consolidated,
+                                decode_cf=decode, mask_and_scale=decode, zarr_format=3)
+    except Exception as exc:
+        if _is_missing(exc):
+            if bucket := _missing_bucket(url, storage_options):
+                raise StoreError(url, f"the bucket '{bucket}' does not exist (or was deleted).",
+                                 "create the bucket, or fix store.root / store.endpoint_url in the config.") from None
+            raise StoreError(url, "no Zarr store here.",
+                             "run the stage that produces it first (see `sm1km run --help`).") from None
+        raise StoreError(url, f"cannot open the Zarr store ({_describe(exc)}).",
+                         "check the URL, credentials and that the store is not corrupt (`sm1km verify`).") from None
+
+
+def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "r") -> zarr.Group:
+    """The raw zarr group (for attributes and non-xarray access)."""
+    try:
+        return zarr.open_group(_zarr_target(url, storage_options), mode=mode, zarr_format=3)
+    except Exception as exc:
+        if bucket := _missing_bucket(url, storage_options):
+            raise StoreError(url, f"the bucket '{bucket}' does not exist (or was deleted).",
+                             "create the bucket, or fix store.root / store.endpoint_url in the config.") from None
+        raise StoreError(url, f"cannot open the Zarr group ({_describe(exc)}).",
+                         "check the URL and that the store exists.") from None
+
+
+def create_template(url: str, template: xr.Dataset, encoding: Mapping[str, Mapping[str, Any]] | None = None,
+                    storage_options: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> bool:
+    """Write metadata + coordinates of ``template`` (a lazily-chunked Dataset) without data chunks.
+
+    Returns True if the template was written, False if a compatible store already exists (resume).
+    An existing store with different variables/shape raises StoreError unless ``overwrite``.
+    """
+    if exists(url, storage_options) and not overwrite:
+        existing = open_dataset(url, storage_options, decode=False)
+        mismatch = [v for v in template.data_vars if v not in existing.data_vars or
+                    existing[v].shape != template[v].shape]
+        if mismatch or dict(existing.sizes) != dict(template.sizes):
+            raise StoreError(url, f"a store with a different layout already exists (variables/shape differ: "
+                                  f"{mismatch or dict(existing.sizes)}).",
+                             "choose another store.root, or remove the old store if it is obsolete.")
+        log.info("store %s exists with the same layout: resuming", url)
+        return False
+    if overwrite and exists(url, storage_options):
+        remove(url, storage_options)
+    try:
+        template.to_zarr(_zarr_target(url, storage_options), mode="w", compute=False, consolidated=False,
+                         zarr_format=3, encoding=dict(encoding or {}))
+    except PermissionError as exc:
+        raise StoreError(url, f"access denied while creating the store ({exc}).",
+                         "check the credentials and bucket policy.") from None
+    except Exception as exc:
+        if _is_missing(exc):
+            raise StoreError(url, f"cannot create the store: the bucket or folder does not exist ({exc}).",
+                             "create the bucket first, or fix store.root.") from None
+        raise
+    return True
+
+
+def write_region(url: str, block: xr.Dataset, region: Mapping[str, slice],
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write ``block`` into the region of an existing store (one task per shard: never share a shard)."""
+    dims = set(region)
+    drop = [v for v in block.variables if not dims.intersection(block[v].dims)]
+    block = block.drop_vars(drop)
+    block.to_zarr(_zarr_target(url, storage_options), region=dict(region), mode="r+",
+                  consolidated=False, zarr_format=3)
+
+
+def update_attrs(url: str, attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> None:
+    g = open_group(url, storage_options, mode="r+")
+    g.attrs.update(dict(attrs))
+
+
+def finalize(url: str, storage_options: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None) -> None:
+    """Set final attributes (coverage, last_updated) and write consolidated metadata — always last.
+
+    Both go into the root ``zarr.json`` in **one** write (an atomic PUT on S3, write + rename
+    locally), built from the arrays' own metadata. HTTP readers read only that object to open the
+    store, so at any moment they see the previous published state or the new one — never new
+    attributes beside old shapes, nor a root without consolidated metadata (see docs/reading.md).
+    """
+    import dataclasses
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import ConsolidatedMetadata, GroupMetadata
+
+    try:
+        g = zarr.open_group(_zarr_target(url, storage_options), mode="r", zarr_format=3, use_consolidated=False)
+        members = {name: node.metadata for name, node in
+                   sorted(g.members(max_depth=None, use_consolidated_for_children=False), key=lambda m: m[0])}
+    except Exception as exc:
+        raise StoreError(url, f"cannot read the store's metadata to consolidate it ({_describe(exc)}).",
+                         "check the URL and that the store was created (create_template).") from None
+    for name, meta in members.items():  # empty child groups: explicit empty consolidated metadata
+        if isinstance(meta, GroupMetadata) and meta.consolidated_metadata is None:
+            members[name] = dataclasses.replace(meta, consolidated_metadata=ConsolidatedMetadata(metadata={}))
+    ConsolidatedMetadata._flat_to_nested(members)
+    root = dataclasses.replace(g.metadata, attributes={**g.metadata.attributes, **dict(attrs or {})},
+                               consolidated_metadata=ConsolidatedMetadata(metadata=members))
+    payload = root.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes()
+    put_atomic(join(url, "zarr.json"), payload, storage_options)
+
+
+def put_atomic(url: str, payload: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Replace one object/file as a whole: readers see the old bytes or the new, never a part."""
+    fs, path = filesystem(url, storage_options)
+    if is_remote(url):
+        with permanent_errors(url, storage_options):
+            fs.pipe_file(path, payload)  # one PUT: atomic on S3 and S3-compatible stores
+        return
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{id(payload):x}.partial")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, path)
+
+
+def remove(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    fs, path = filesystem(url, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+# --------------------------------------------------------------------------------------------
+# ledger of finished regions
+# --------------------------------------------------------------------------------------------
+class Ledger:
+    """Marker objects for finished regions of one store: ``<root>/_ledger/<store_name>/<key>.json``.
+
+    Markers are written only after a region's data is fully written, so a crash leaves the
+    region unmarked and a re-run redoes it (and only it).
+    """
+
+    def __init__(self, root: str, store_name: str, storage_options: Mapping[str, Any] | None = None):
+        self.url = join(root, "_ledger", store_name)
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.path = filesystem(self.url, self.storage_options)
+
+    def _key_path(self, key: str) -> str:
+        return posixpath.join(self.path, f"{key}.json")
+
+    def done(self, key: str) -> bool:
+        with permanent_errors(self.url, self.storage_options):
+            return self.fs.exists(self._key_path(key))
+
+    def mark(self, key: str, info: Mapping[str, Any] | None = None) -> None:
+        with permanent_errors(self.url, self.storage_options):
+            self._mark(key, info)
+
+    def _mark(self, key: str, info: Mapping[str, Any] | None) -> None:
+        if not is_remote(self.url):
+            self.fs.makedirs(self.path, exist_ok=True)
+        payload = json.dumps(dict(info or {}), sort_keys=True).encode()
+        tmp = self._key_path(key) + ".tmp"
+        if is_remote(self.url):
+            self.fs.pipe_file(self._key_path(key), payload)  # S3 PUT is atomic
+        else:
+            with self.fs.open(tmp, "wb") as f:
+                f.write(payload)
+            self.fs.mv(tmp, self._key_path(key))
+
+    def keys(self) -> set[str]:
+        try:
+            names = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:
+            if _missing_bucket(self.url, self.storage_options):  # not "no markers yet": the bucket is gone
+                raise permanent_error(FileNotFoundError(self.url), self.url, self.storage_options) from None
+            return set()
+        except PermissionError as exc:
+            raise permanent_error(exc, self.url, self.storage_options) from None
+        return {posixpath.basename(n)[:-5] for n in names if n.endswith(".json")}
+
+    def clear(self) -> None:
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+
+
+def region_key(**slices: slice) -> str:
+    """Stable ledger key of a region, e.g. ``time-0-32_lat-0-120_lon-120-240``."""
+    return "_".join(f"{k}-{s.start}-{s.stop}" for k, s in sorted(slices.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# provenance and checks
+# --------------------------------------------------------------------------------------------
+def provenance_attrs(cfg=None, *, title: str, summary: str = "", inputs: Iterable[Mapping[str, Any]] = (),
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """CF/ACDD global attributes + sm1km provenance. ``inputs``: dicts with name and sha256."""
+    created = now_iso()
+    attrs: dict[str, Any] = {
+        "Conventions": CONVENTIONS,
+        "title": title,
+        "summary": summary,
+        "institution": "sm1km project",
+        "source": "ESA CCI SM COMBINED + ERA5 swvl1 fusion; XGBoost downscaling trained on ISMN",
+        "references": "Zheng, Jia & Zhao (2023), Sci. Data 10:139, doi:10.1038/s41597-023-01991-w",
+        "sm1km_version": __version__,
+        "date_created": created,
+        "history": f"{created} created by sm1km {__version__}",
+    }
+    if cfg is not None:
+        attrs["sm1km_config"] = json.dumps(cfg.redacted(), sort_keys=True)
+        b = cfg.coarse_region.bbox
+        attrs.update(geospatial_lat_min=b.south, geospatial_lat_max=b.north,
+                     geospatial_lon_min=b.west, geospatial_lon_max=b.east)
+    inputs = list(inputs)
+    if inputs:
+        attrs["input_files"] = json.dumps(inputs, sort_keys=True)
+    attrs.update(dict(extra or {}))
+    return attrs
+
+
+def coverage_attrs(times) -> dict[str, str]:
+    """ARCO-style coverage: the complete time range and when it was last updated."""
+    import pandas as pd
+
+    t = pd.DatetimeIndex(times)
+    return {"time_coverage_start": t.min().strftime("%Y-%m-%d"),
+            "time_coverage_end": t.max().strftime("%Y-%m-%d"),
+            "last_updated": now_iso()}
+
+
+def sha256_file(url: str, storage_options: Mapping[str, Any] | None = None, bufsize: int = 1 << 20) -> str:
+    fs, path = filesystem(url, storage_options)
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum_tree(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """sha256 of every object under ``url`` (relative key -> digest); {} if nothing is there."""
+    fs, path = filesystem(url, storage_options)
+    if not fs.exists(path):
+        return {}
+    out = {}
+    for p in sorted(fs.find(path)):
+        rel = posixpath.relpath(p, path) if not is_remote(url) else p[len(path.rstrip('/')) + 1:]
+        out[rel] = hashlib.sha256(fs.cat_file(p)).hexdigest()
+    return out
+
+
+def cf_int16_encoding(fill: int = -32768, scale: float = 0.001, **extra) -> dict[str, Any]:
+    """Encoding of a packed soil-moisture variable: int16, scale 0.001, fill −32768."""
+    # zarr's own fill_value too: unwritten chunks must read as fill (NaN), not as a valid 0
+    enc = {"dtype": "int16", "scale_factor": scale, "add_offset": 0.0, "_FillValue": np.int16(fill),
+           "fill_value": np.int16(fill)}
+    enc.update(extra)
+    return enc
