@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("sm1km.stages.aggregate", "monthly means of the 1 km master"),
     "export": ("sm1km.stages.export", "export GeoTIFF (COG) / HDF5 deliverables from the master"),
     "validate": ("sm1km.validation.validate", "metrics against stations and truth; HTML report"),
-    "catalog": ("sm1km.stages.catalog", "write a STAC catalog of the products"),
+    "catalog": ("sm1km.cli.catalog", "write a STAC catalog of the products"),
     "verify": ("sm1km.validation.verify", "check a store against the conventions (CF, encoding, coverage)"),
     "run": ("sm1km.stages.pipeline", "run every stage of a config in order (resumable)"),
     "demo": ("sm1km.cli.demo", "synthesise the demo world and run the whole pipeline on it"),

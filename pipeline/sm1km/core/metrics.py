@@ -16,13 +16,10 @@ them without ever holding all samples.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("n", "r", "ubrmse", "bias", "rmse")
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sm1km.storage import master
+from sm1km.runtime.result import StageResult
 from sm1km.storage import store
 from sm1km.stages.downscale import n_shards as n_master_shards
 from sm1km.stages.downscale import run_bounded
@@ -138,7 +139,7 @@ def aggregate_chunk(spec: MonthlySpec, ctx: AggregateContext) -> dict[str, Any]:
 
 
 def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTION,
-              max_in_flight: int | None = None, **options) -> master.StageResult:
+              max_in_flight: int | None = None, **options) -> StageResult:
     """Write ``monthly.zarr`` from a complete ``master.zarr``; resumable like downscale."""
     so = cfg.store.storage_options()
     murl, url = cfg.store.url(master.MASTER_STORE), cfg.store.url(master.MONTHLY_STORE)
@@ -173,7 +174,7 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     store.finalize(url, so, store.coverage_attrs(cfg.dates()))
     stats = {"chunks_total": total, "chunks_written": written, "chunks_skipped": skipped, "months": len(months)}
     log.info("aggregate done: %s", stats)
-    return master.StageResult({"monthly": url, "ledger": ledger.url}, stats)
+    return StageResult({"monthly": url, "ledger": ledger.url}, stats)
 
 
 @with_lock_arguments

@@ -16,7 +16,6 @@ writes it elsewhere (links relative from there, e.g. a stable public prefix — 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import posixpath
@@ -31,7 +30,6 @@ from sm1km._version import __version__
 from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.errors import ConfigError
-from sm1km.runtime.client import add_config_argument, load_config
 
 log = logging.getLogger(__name__)
 
@@ -261,26 +259,3 @@ def catalog(cfg: RunConfig, client=None, base_url: str | None = None, out_url: s
                 store.put_atomic(store.join(out_url, rel), fh.read(), so)
     log.info("STAC collection with %d items at %s", len(list(coll.get_items())), out_url)
     return {"collection": store.join(out_url, "collection.json")}
-
-
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--base-url", default=None,
-                   help="public URL of the store root (absolute links); default: relative links")
-    p.add_argument("--out", default=None,
-                   help="where to write the catalog (path or s3:// URL); default <store.root>/catalog")
-    p.add_argument("--publish-to", default=None, metavar="PREFIX",
-                   help="publish this run under a stable public prefix (which must contain store.root): "
-                        "checks the stores, writes <PREFIX>/catalog and then <PREFIX>/published.json")
-
-
-def run_cli(args) -> int:
-    cfg = load_config(args)
-    if args.publish_to:
-        from sm1km.storage.publish import promote
-
-        out: dict[str, Any] = promote(cfg, args.publish_to)
-    else:
-        out = catalog(cfg, base_url=args.base_url, out_url=args.out)
-    print(json.dumps(out, indent=2))
-    return 0

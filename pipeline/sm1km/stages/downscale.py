@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from sm1km.storage import master
+from sm1km.runtime.result import StageResult
 from sm1km.storage import store
 from sm1km.core.encoding import FILL, encode_int16
 from sm1km.errors import InputError, ModelError, Sm1kmError, StoreError
@@ -409,7 +410,7 @@ def make_context(cfg, model) -> DownscaleContext:
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
-def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) -> master.StageResult:
+def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) -> StageResult:
     """Write ``master.zarr`` (template, shards, coverage + consolidated metadata); resumable.
 
     Returns ``{"master": url, "ledger": url}`` with ``.stats`` = shards total/written/skipped and
@@ -451,7 +452,7 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
     stats = {"shards_total": total, "shards_written": written, "shards_skipped": skipped,
              "land_pixel_days_written": land}
     log.info("downscale done: %s", stats)
-    return master.StageResult({"master": url, "ledger": ledger.url}, stats)
+    return StageResult({"master": url, "ledger": ledger.url}, stats)
 
 
 # --------------------------------------------------------------------------------------------

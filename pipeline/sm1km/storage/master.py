@@ -63,14 +63,6 @@ SM_UNCERTAINTY_ATTRS = {
 }
 
 
-class StageResult(dict):
-    """A stage's result: ``{name: url}`` of what it wrote, plus counters in ``.stats``."""
-
-    def __init__(self, urls: Mapping[str, str], stats: Mapping[str, int] | None = None):
-        super().__init__(urls)
-        self.stats: dict[str, int] = dict(stats or {})
-
-
 # --------------------------------------------------------------------------------------------
 # layout
 # --------------------------------------------------------------------------------------------

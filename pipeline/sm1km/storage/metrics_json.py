@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import posixpath
 from typing import Any, Mapping
 
 import numpy as np
 
-# --------------------------------------------------------------------------------------------
+log = logging.getLogger(__name__)
+
 def jsonable(obj: Any) -> Any:
     """Plain-JSON copy of ``obj``: numpy scalars → Python, non-finite floats → None."""
     if isinstance(obj, Mapping):

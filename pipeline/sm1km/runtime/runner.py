@@ -1,0 +1,164 @@
+"""The one task runner every stage uses: bounded submission, errors that travel as themselves.
+
+``run_tasks(client, fn, items)`` yields ``fn(item)`` for every item. With a dask ``client`` at most
+``window`` tasks are in flight (default: twice the cluster's threads), so the driver's memory and
+the scheduler's graph stay O(window) whatever the number of units (the global downscale plans
+~3.9 M shards); with ``client=None`` the items run one after another in this process, which is
+what the synchronous cluster, the tests and a debugger want.
+
+Errors: an :class:`~sm1km.errors.Sm1kmError` raised by a task (a bad input file, a refused store)
+is caught on the worker, returned as a value and re-raised on the driver as the same exception
+(same class, where, problem, fix: the family pickles through ``__reduce__``). It is returned rather
+than raised so that dask's ``retries`` — meant for transient failures (a dropped S3 connection)
+and lost workers — never re-runs a task whose input is simply bad. Any other exception propagates
+as dask delivers it, after the retries. On the first error the remaining tasks are cancelled.
+
+Progress: a log line at every tenth of the known total (``total=`` or ``len(items)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from sm1km.errors import Sm1kmError
+
+log = logging.getLogger(__name__)
+
+
+class _Raised:
+    """An Sm1kmError carried back from a task as a value (so that dask does not retry it)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Sm1kmError):
+        self.exc = exc
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    try:
+        return fn(item)
+    except Sm1kmError as exc:
+        return _Raised(exc)
+
+
+def _unwrap(result: Any, raise_errors: bool = True) -> Any:
+    if isinstance(result, _Raised):
+        if raise_errors:
+            raise result.exc
+        return result.exc
+    return result
+
+
+def default_window(client) -> int:
+    """Tasks in flight: twice the cluster's threads (enough to keep it busy, O(1) in the region)."""
+    if client is None:
+        return 1
+    try:
+        return max(2, 2 * sum(client.nthreads().values()))
+    except Exception:  # pragma: no cover - a scheduler that cannot say
+        return 8
+
+
+class _Progress:
+    def __init__(self, name: str, total: int | None):
+        self.name, self.total, self.done = name, total, 0
+        self._step = max(1, (total or 0) // 10)
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.total and (self.done == self.total or self.done % self._step == 0):
+            log.info("%s: %d/%d done", self.name, self.done, self.total)
+
+
+def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window: int | None = None,
+              name: str = "task", retries: int = 1, total: int | None = None,
+              raise_errors: bool = True) -> Iterator[Any]:
+    """Yield ``fn(item)`` for every item (completion order with a client, item order without).
+
+    ``raise_errors=False`` yields an Sm1kmError raised by a task as the result of that item instead
+    of raising it, so a stage can report every bad input file of a run at once (ingest does).
+
+    ``items`` may be a lazy iterator: it is consumed as tasks finish. An item's ``key`` attribute,
+    if it has one, names its dask task (``<name>-<key>-<run token>``), so the dashboard shows which
+    unit runs. ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
+    """
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    progress = _Progress(name, total)
+    it = iter(items)
+    if client is None:
+        for item in it:
+            result = _unwrap(_call(fn, item), raise_errors)
+            progress.tick()
+            yield result
+        return
+    from distributed import as_completed
+
+    window = window or default_window(client)
+    token = uuid.uuid4().hex[:8]
+    ac = as_completed(loop=client.loop)  # this client's loop, not the default client's (there may be none)
+    n = 0
+
+    def submit(item: Any) -> None:
+        nonlocal n
+        key = getattr(item, "key", None) or str(n)
+        ac.add(client.submit(_call, fn, item, key=f"{name}-{key}-{token}", pure=False, retries=retries))
+        n += 1
+
+    for item in it:
+        submit(item)
+        if ac.count() >= window:
+            break
+    try:
+        for fut in ac:
+            result = fut.result()
+            fut.release()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                submit(nxt)
+            progress.tick()
+            yield _unwrap(result, raise_errors)
+    finally:
+        for fut in list(ac.futures):
+            fut.cancel()
+
+
+_END = object()
+
+
+def map_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], **options: Any) -> list[Any]:
+    """``[fn(item) for item in items]`` through :func:`run_tasks`, results in the order of ``items``."""
+    raise_errors = options.pop("raise_errors", True)
+    indexed = [_Indexed(i, item) for i, item in enumerate(items)]
+    out: list[Any] = [None] * len(indexed)
+    for i, result in run_tasks(client, _IndexedCall(fn), indexed, **options):
+        out[i] = _unwrap(result, raise_errors)
+    return out
+
+
+class _Indexed:
+    __slots__ = ("i", "item")
+
+    def __init__(self, i: int, item: Any):
+        self.i, self.item = i, item
+
+    @property
+    def key(self) -> str:
+        k = getattr(self.item, "key", None)
+        return str(k) if k else str(self.i)
+
+
+class _IndexedCall:
+    """``fn`` applied to an indexed item, returning ``(index, result)`` (picklable if ``fn`` is)."""
+
+    def __init__(self, fn: Callable[[Any], Any]):
+        self.fn = fn
+
+    def __call__(self, ix: _Indexed) -> tuple[int, Any]:
+        return ix.i, _call(self.fn, ix.item)
+
+
+__all__ = ["run_tasks", "map_tasks", "default_window"]

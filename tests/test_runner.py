@@ -1,0 +1,106 @@
+"""The one task runner (sm1km.runtime.runner) on a real distributed cluster and in-process."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+import pytest
+
+from sm1km.errors import InputError
+from sm1km.runtime.runner import map_tasks, run_tasks
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail_on(bad: int, counter: str, x: int) -> int:
+    if x == bad:
+        with open(counter, "a") as f:  # one line per attempt, also from another process
+            f.write("x\n")
+        raise InputError(f"/in/{x}.nc", "is broken.", "replace it.")
+    return x
+
+
+_LIVE = {"now": 0, "peak": 0}
+_LIVE_LOCK = threading.Lock()
+
+
+def _slow_count(x: int) -> int:
+    import time
+
+    with _LIVE_LOCK:
+        _LIVE["now"] += 1
+        _LIVE["peak"] = max(_LIVE["peak"], _LIVE["now"])
+    time.sleep(0.02)
+    with _LIVE_LOCK:
+        _LIVE["now"] -= 1
+    return x
+
+
+@pytest.fixture(scope="module")
+def thread_client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=4, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def test_in_process_results_in_item_order():
+    assert list(run_tasks(None, _square, range(5))) == [0, 1, 4, 9, 16]
+    assert map_tasks(None, _square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_cluster_results_complete_and_map_keeps_order(thread_client):
+    assert sorted(run_tasks(thread_client, _square, range(40), name="sq")) == [x * x for x in range(40)]
+    assert map_tasks(thread_client, _square, range(40), window=3) == [x * x for x in range(40)]
+
+
+def test_items_are_consumed_lazily_within_the_window(thread_client):
+    seen = []
+
+    def items():
+        for i in range(30):
+            seen.append(i)
+            yield i
+
+    gen = run_tasks(thread_client, _slow_count, items(), window=4)
+    next(gen)
+    assert len(seen) <= 5  # the window plus the one submitted after the first result
+    assert len(list(gen)) == 29
+    assert _LIVE["peak"] <= 4
+
+
+@pytest.mark.parametrize("use_cluster", [False, True])
+def test_an_input_error_travels_as_itself_and_is_not_retried(tmp_path, thread_client, use_cluster):
+    counter = str(tmp_path / "attempts")
+    fn = functools.partial(_fail_on, 7, counter)
+    with pytest.raises(InputError) as err:
+        list(run_tasks(thread_client if use_cluster else None, fn, range(10), retries=3))
+    assert err.value.where == "/in/7.nc"
+    assert err.value.problem == "is broken."
+    assert err.value.fix == "replace it."
+    with open(counter) as f:
+        assert len(f.read().splitlines()) == 1  # dask's retries are for transient faults, not bad input
+
+
+def test_an_error_in_a_worker_process_keeps_class_and_fields(tmp_path):
+    from distributed import Client, LocalCluster
+
+    counter = str(tmp_path / "attempts")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        with pytest.raises(InputError) as err:
+            map_tasks(client, functools.partial(_fail_on, 2, counter), range(4))
+    assert (err.value.where, err.value.fix) == ("/in/2.nc", "replace it.")
+    assert os.path.exists(counter)
+
+
+def test_errors_can_be_collected_instead_of_raised(tmp_path, thread_client):
+    fn = functools.partial(_fail_on, 3, str(tmp_path / "attempts"))
+    out = map_tasks(thread_client, fn, range(5), raise_errors=False)
+    assert out[:3] == [0, 1, 2] and out[4] == 4
+    assert isinstance(out[3], InputError) and out[3].where == "/in/3.nc"
