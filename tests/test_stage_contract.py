@@ -1,0 +1,118 @@
+"""The stage contract (``sm1km.testing.contract.StageContractTests``) for every stage that writes.
+
+One subclass per stage: its units, its kill point and how to provoke an input error; the four
+checks (re-run no-op, killed + re-run, input error, concurrent run) run on a local and an S3 root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+from sm1km.cli import main
+from sm1km.errors import InputError, ModelError, StoreError
+from sm1km.testing.contract import (FileUnits, KillPoint, LedgerUnits, OneUnit, StageContractTests,
+                                    StoreUnits)
+
+INPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr")
+
+
+class Contract(StageContractTests):
+    def run_cli(self, argv):
+        return main(argv)
+
+
+def _garbage_metadata(root, key: str) -> None:
+    """A store's root metadata overwritten with a torn copy."""
+    root.write(key, b'{"zarr_format": 3, "node_ty')
+
+
+class TestIngest(Contract):
+    stage = "ingest"
+    units = StoreUnits(INPUT_STORES)
+    kill_at = KillPoint("_ledger/inputs/*/ingest-index.json", 3)  # cci and era5 done, predictors written
+
+    def break_input(self, root, scratch):
+        src = os.path.dirname(root.cfg.inputs.cci)
+        shutil.copytree(src, scratch / "cci")
+        victim = sorted(glob.glob(str(scratch / "cci" / "*.nc")))[3]
+        with open(victim, "r+b") as f:
+            f.truncate(os.path.getsize(victim) // 2)
+        return root.cfg.model_copy(update={"inputs": root.cfg.inputs.model_copy(
+            update={"cci": str(scratch / "cci" / os.path.basename(root.cfg.inputs.cci))})})
+
+
+class TestFuse(Contract):
+    stage = "fuse"
+    units = LedgerUnits("fused.zarr")
+    kill_at = KillPoint("_ledger/fused.zarr/*.json", 3)  # of 4 chunks
+    input_error = StoreError
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "inputs/cci.zarr/zarr.json")
+
+
+class TestTrain(Contract):
+    stage = "train"
+    units = OneUnit("model", ("model/model.ubj", "model/uncertainty.ubj", "model/model.json"), "model/model.json")
+    kill_at = KillPoint("model/model.json", 1)  # the boosters written, not the card
+    input_error = StoreError
+    cli_args = ("--threads", "1", "--rf-trees", "10", "--gbt-max-rounds", "30", "--target", "sm")
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "inputs/stations.zarr/zarr.json")
+
+
+class TestDownscale(Contract):
+    stage = "downscale"
+    units = LedgerUnits("master.zarr")
+    kill_at = KillPoint("_ledger/master.zarr/*.json", 7)  # of 12 shards
+    input_error = ModelError
+
+    def break_input(self, root, scratch):
+        root.flip_byte("model/model.ubj")
+
+
+class TestAggregate(Contract):
+    stage = "aggregate"
+    units = LedgerUnits("monthly.zarr")
+    kill_at = KillPoint("_ledger/monthly.zarr/*.json", 3)  # of 4 chunks
+    input_error = StoreError
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "master.zarr/zarr.json")
+
+
+class TestExport(Contract):
+    stage = "export"
+    units = FileUnits("exports/geotiff")
+    kill_at = KillPoint("exports/geotiff/*.tif", 7)  # of 12 daily files
+    input_error = StoreError
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "master.zarr/zarr.json")
+
+
+class TestValidate(Contract):
+    stage = "validate"
+    units = FileUnits("report")
+    kill_at = KillPoint("report/*.png", 2)
+    input_error = StoreError
+    cli_args = ("--no-withheld",)
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "inputs/stations.zarr/zarr.json")
+
+
+class TestCatalog(Contract):
+    stage = "catalog"
+    units = FileUnits("catalog")
+    kill_at = KillPoint("catalog/*.json", 5)
+    input_error = StoreError
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "master.zarr/zarr.json")
+
+
+__all__ = ["InputError"]
