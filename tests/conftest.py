@@ -55,3 +55,26 @@ def store_root(request, tmp_path):
     else:
         bucket, opts = request.getfixturevalue("s3_bucket")
         yield f"s3://{bucket}/run", opts
+
+
+# the faults world (tests/faults_world.py), once per session for the crash, worker-loss, object-store
+# fault and topology tests: ``base`` (their folder), ``world`` (synthesised, ingested, fused, model
+# trained) and ``reference`` (the uninterrupted local single-process run: its root and object tree)
+@pytest.fixture(scope="session")
+def base(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "sm1km-faults"
+
+
+@pytest.fixture(scope="session")
+def world(base):
+    import faults_world as FW
+
+    return FW.build_world(base)
+
+
+@pytest.fixture(scope="session")
+def reference(base, world):
+    import faults_world as FW
+
+    root = FW.reference_root(base, world)
+    return root, FW.tree(str(root))

@@ -10,10 +10,8 @@ consolidated metadata last) is the same in every resumable stage.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import posixpath
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,29 +20,19 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import yaml
 
-#: fixed timestamps in every store (reproducible-builds convention, honoured by sm1km.storage.store.now_iso)
-SOURCE_DATE_EPOCH = "1700000000"
+from sm1km.testing import trees
+from sm1km.testing.worlds import (SOURCE_DATE_EPOCH, TINY_DAYS, TINY_SEED, TINY_TILE_CELLS, TINY_TIME_BLOCK_DAYS,
+                                  child_env, fixed_timestamps, tiny_world)
+
+__all__ = ["SOURCE_DATE_EPOCH", "child_env", "fixed_timestamps"]  # re-exported for the tests that use them
+
 RUN_STAGES = ("ingest", "fuse", "downscale", "aggregate")
 #: the stores a run writes (relative to store.root), compared between runs
 OUTPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr",
                  "fused.zarr", "master.zarr", "monthly.zarr")
-N_DAYS, TILE_CELLS, TIME_BLOCK_DAYS = 12, 2, 4
+N_DAYS, TILE_CELLS, TIME_BLOCK_DAYS = TINY_DAYS, TINY_TILE_CELLS, TINY_TIME_BLOCK_DAYS
 N_MASTER_SHARDS = 4 * 3  # (4×4 cells / 2×2) tiles × ceil(12 / 4) time blocks
-WORLD_SEED = 1
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment for subprocesses: dummy moto credentials, fixed timestamps, quiet dask."""
-    env = dict(os.environ)
-    env.update({"AWS_ACCESS_KEY_ID": env.get("AWS_ACCESS_KEY_ID", "testing"),
-                "AWS_SECRET_ACCESS_KEY": env.get("AWS_SECRET_ACCESS_KEY", "testing"),
-                "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
-                "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
-                "DASK_LOGGING__DISTRIBUTED": "warning",
-                "PYTHONUNBUFFERED": "1",
-                "OMP_NUM_THREADS": "1"})
-    env.update(extra)
-    return env
+WORLD_SEED = TINY_SEED
 
 
 @dataclass(frozen=True)
@@ -55,18 +43,19 @@ class World:
 
 
 def build_world(base: Path) -> World:
-    """Synthesise the tiny world into ``base`` and train the model once (cached: reused if present)."""
+    """The tiny world (``sm1km.testing.worlds.tiny_world`` in ``base``'s parent folder, shared with
+    the other users of that folder) with inputs ingested, fused and the model trained once in its
+    own store (cached: reused if present)."""
     from sm1km.config import RunConfig
-    from sm1km.synth import preset, write_world
 
     base = Path(base)
     done = base / "world-ready.json"
     if done.exists():
         info = json.loads(done.read_text())
         return World(Path(info["root"]), Path(info["run_yaml"]), Path(info["model_path"]))
-    paths = write_world(base / "world", preset("tiny", n_days=N_DAYS, tile_cells=TILE_CELLS,
-                                                time_block_days=TIME_BLOCK_DAYS), seed=WORLD_SEED)
-    cfg = RunConfig.from_yaml(paths.run_yaml)
+    tiny = tiny_world(base.parent, days=N_DAYS, tile_cells=TILE_CELLS, time_block_days=TIME_BLOCK_DAYS,
+                      seed=WORLD_SEED)
+    cfg = RunConfig.from_yaml(tiny.run_yaml)
     cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"kind": "synchronous"})})
     from sm1km.stages.fuse import fuse
     from sm1km.stages.ingest import ingest
@@ -76,8 +65,8 @@ def build_world(base: Path) -> World:
         ingest(cfg)
         fuse(cfg)
         urls = train(cfg, n_threads=1, rf_trees=20, gbt_max_rounds=60, algorithms=("gbt",), target="sm")
-    world = World(Path(paths.workdir), Path(paths.run_yaml),
-                  Path(urls["model"]))
+    world = World(Path(tiny.folder), Path(tiny.run_yaml), Path(urls["model"]))
+    base.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps({"root": str(world.root), "run_yaml": str(world.run_yaml),
                                 "model_path": str(world.model_path)}))
     return world
@@ -104,20 +93,6 @@ def write_run_yaml(world: World, dest: Path, *, root: str, endpoint_url: str | N
     return path
 
 
-@contextlib.contextmanager
-def fixed_timestamps():
-    """SOURCE_DATE_EPOCH set for the block (this process), restored afterwards."""
-    old = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = SOURCE_DATE_EPOCH
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = old
-
-
 def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
     """The same as ``sm1km run --config run.yaml --stages ...`` in this process (synchronous dask)."""
     from sm1km.stages.pipeline import Pipeline
@@ -132,42 +107,17 @@ def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
 def tree(url: str, storage_options: Mapping[str, Any] | None = None, *,
          prefixes: tuple[str, ...] = OUTPUT_STORES + ("_ledger",)) -> dict[str, bytes]:
     """Every object under ``url/<prefix>`` for the given prefixes: relative key -> bytes."""
-    from sm1km.storage import store
-
-    out: dict[str, bytes] = {}
-    for prefix in prefixes:
-        u = store.join(url, prefix)
-        fs, path = store.filesystem(u, storage_options)
-        if hasattr(fs, "invalidate_cache"):
-            fs.invalidate_cache()
-        if not fs.exists(path):
-            continue
-        for p in sorted(fs.find(path)):
-            rel = posixpath.relpath(p, path) if not store.is_remote(u) else p[len(path.rstrip("/")) + 1:]
-            out[f"{prefix}/{rel}"] = fs.cat_file(p)
-    return out
+    return trees.subtree(trees.snapshot(url, storage_options), *prefixes)
 
 
 def diff_trees(a: Mapping[str, bytes], b: Mapping[str, bytes],
                normalize: Callable[[str, bytes], bytes] | None = None) -> list[str]:
     """Human-readable differences between two object trees (empty list = identical)."""
-    out = []
-    for k in sorted(set(a) - set(b)):
-        out.append(f"only in first: {k}")
-    for k in sorted(set(b) - set(a)):
-        out.append(f"only in second: {k}")
-    for k in sorted(set(a) & set(b)):
-        x, y = a[k], b[k]
-        if normalize is not None:
-            x, y = normalize(k, x), normalize(k, y)
-        if x != y:
-            out.append(f"differs: {k}")
-    return out
+    return trees.diff(a, b, normalize)
 
 
 def assert_same_tree(a, b, normalize=None, what="stores") -> None:
-    d = diff_trees(a, b, normalize)
-    assert not d, f"{what} differ in {len(d)} object(s):\n" + "\n".join(d[:40])
+    trees.assert_same(a, b, what=what, normalize=normalize)
 
 
 def decoded_master(url: str, storage_options=None) -> dict[str, np.ndarray]:

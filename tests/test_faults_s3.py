@@ -38,22 +38,6 @@ SEED = 20240611
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "sm1km-faults"
-
-
-@pytest.fixture(scope="module")
-def world(base):
-    return FW.build_world(base)
-
-
-@pytest.fixture(scope="module")
-def reference(base, world):
-    root = FW.reference_root(base, world)
-    return root, FW.tree(str(root))
-
-
-@pytest.fixture(scope="module")
 def proxy(moto_server):
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
     p = FaultProxy(moto_server).start()

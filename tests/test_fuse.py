@@ -100,56 +100,6 @@ def test_cdf_method_and_mismatch(tmp_path, world):
     np.testing.assert_array_equal(ds.sm.values, _expected(world)[0][0])
 
 
-def _chunk_files(url: str, key: str) -> list[Path]:
-    """The chunk files of ledger region ``key`` (lat-a-b_lon-c-d) for both variables."""
-    parts = dict(p.split("-", 1) for p in key.split("_"))
-    iy = int(parts["lat"].split("-")[0]) // 3
-    ix = int(parts["lon"].split("-")[0]) // 3
-    return [Path(url) / v / "c" / "0" / str(iy) / str(ix) for v in ("sm", "source_flag")]
-
-
-def test_rerun_after_crash_is_byte_identical(tmp_path, world, monkeypatch):
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    cfg = _setup(tmp_path, world)
-    url = cfg.store.url("fused.zarr")
-    fuse(cfg)
-    before = store.checksum_tree(url)
-    ledger = store.Ledger(cfg.store.root, "fused.zarr")
-    keys = sorted(ledger.keys())
-    assert len(keys) == 9
-    # a crash: two regions lost their markers; one chunk is gone, another half-written garbage
-    lost = [keys[1], keys[5]]
-    for k in lost:
-        os.remove(os.path.join(ledger.path, f"{k}.json"))
-    a, b = _chunk_files(url, lost[0]), _chunk_files(url, lost[1])
-    for f in a:
-        f.unlink()
-    b[0].write_bytes(b"\x00garbage")
-    root_meta = json.loads((Path(url) / "zarr.json").read_text())   # and it died before finalize
-    root_meta.pop("consolidated_metadata")
-    for k in [k for k in root_meta["attributes"] if k.startswith(("time_coverage", "last_updated")) or
-              k.endswith(("_pixels", "_without_data"))]:
-        root_meta["attributes"].pop(k)
-    (Path(url) / "zarr.json").write_text(json.dumps(root_meta))
-    assert store.checksum_tree(url) != before
-    fuse(cfg)
-    assert store.checksum_tree(url) == before
-    assert sorted(ledger.keys()) == keys
-
-
-def test_rerun_skips_finished_chunks(tmp_path, world, caplog):
-    cfg = _setup(tmp_path, world)
-    url = cfg.store.url("fused.zarr")
-    fuse(cfg)
-    keys = sorted(store.Ledger(cfg.store.root, "fused.zarr").keys())
-    marked = _chunk_files(url, keys[0])[0]
-    marked.write_bytes(b"not a zarr chunk")  # its marker stays: a re-run must not touch it
-    with caplog.at_level(logging.INFO, logger="sm1km.stages.fuse"):
-        fuse(cfg)
-    assert marked.read_bytes() == b"not a zarr chunk"
-    assert any("9 already done, 0 to do" in r.getMessage() for r in caplog.records)
-
-
 def test_inputs_are_checked(tmp_path, world):
     cfg = make_cfg(tmp_path / "store", world)
     with pytest.raises(StoreError, match="no Zarr store"):

@@ -31,7 +31,7 @@ def _garbage_metadata(root, key: str) -> None:
 class TestIngest(Contract):
     stage = "ingest"
     units = StoreUnits(INPUT_STORES)
-    kill_at = KillPoint("_ledger/inputs/*/ingest-index.json", 3)  # cci and era5 done, predictors written
+    kill_at = KillPoint("inputs/predictors.zarr/*/c/*", 1)  # cci and era5 done, predictors begun
 
     def break_input(self, root, scratch):
         src = os.path.dirname(root.cfg.inputs.cci)
@@ -46,7 +46,7 @@ class TestIngest(Contract):
 class TestFuse(Contract):
     stage = "fuse"
     units = LedgerUnits("fused.zarr")
-    kill_at = KillPoint("_ledger/fused.zarr/*.json", 3)  # of 4 chunks
+    kill_at = KillPoint("fused.zarr/sm/c/*", 3)  # in the 3rd of 4 chunks
     input_error = StoreError
 
     def break_input(self, root, scratch):
@@ -67,7 +67,7 @@ class TestTrain(Contract):
 class TestDownscale(Contract):
     stage = "downscale"
     units = LedgerUnits("master.zarr")
-    kill_at = KillPoint("_ledger/master.zarr/*.json", 7)  # of 12 shards
+    kill_at = KillPoint("master.zarr/sm/c/*", 7)  # in the 7th of 12 shards
     input_error = ModelError
 
     def break_input(self, root, scratch):
@@ -77,7 +77,7 @@ class TestDownscale(Contract):
 class TestAggregate(Contract):
     stage = "aggregate"
     units = LedgerUnits("monthly.zarr")
-    kill_at = KillPoint("_ledger/monthly.zarr/*.json", 3)  # of 4 chunks
+    kill_at = KillPoint("monthly.zarr/sm/c/*", 3)  # in the 3rd of 4 chunks
     input_error = StoreError
 
     def break_input(self, root, scratch):
@@ -97,7 +97,7 @@ class TestExport(Contract):
 class TestValidate(Contract):
     stage = "validate"
     units = FileUnits("report")
-    kill_at = KillPoint("report/*.png", 2)
+    kill_at = KillPoint("report/*.png", 2, torn=True)  # written in place: left empty
     input_error = StoreError
     cli_args = ("--no-withheld",)
 
@@ -108,7 +108,7 @@ class TestValidate(Contract):
 class TestCatalog(Contract):
     stage = "catalog"
     units = FileUnits("catalog")
-    kill_at = KillPoint("catalog/*.json", 5)
+    kill_at = KillPoint("catalog/*/*.json", 5)  # items first, collection.json last
     input_error = StoreError
 
     def break_input(self, root, scratch):

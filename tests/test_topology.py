@@ -28,22 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.network]
 RUN_TIMEOUT_S = 420
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "sm1km-faults"
-
-
-@pytest.fixture(scope="module")
-def world(base):
-    return FW.build_world(base)
-
-
-@pytest.fixture(scope="module")
-def reference(base, world):
-    root = FW.reference_root(base, world)
-    return root, FW.tree(str(root))
-
-
 def test_separate_processes_on_s3_equal_the_local_single_process_run(world, reference, moto_server, tmp_path):
     import s3fs
 

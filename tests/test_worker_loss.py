@@ -21,22 +21,6 @@ SEED = 20240613
 RUN_TIMEOUT_S = 420
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "sm1km-faults"
-
-
-@pytest.fixture(scope="module")
-def world(base):
-    return FW.build_world(base)
-
-
-@pytest.fixture(scope="module")
-def reference(base, world):
-    root = FW.reference_root(base, world)
-    return root, FW.tree(str(root))
-
-
 def test_a_worker_killed_mid_run_the_job_completes_identically(world, reference, tmp_path):
     ref_root, ref_tree = reference
     root = tmp_path / "job" / "store"

@@ -88,6 +88,9 @@ class KillPoint:
 
     pattern: str
     nth: int
+    #: leave the object as a kill right after its ``open`` leaves it: created, empty (local roots,
+    #: objects written in place; an S3 PUT is all or nothing)
+    torn: bool = False
 
 
 class Units:
@@ -106,6 +109,11 @@ class Units:
         for u in units:
             out |= self.objects(u, tree)
         return out
+
+    def claims_complete(self, tree: Mapping[str, bytes]) -> list[str]:
+        """What in ``tree`` claims that the stage's output is complete (checked while units are
+        missing: after the kill). Default: nothing to check."""
+        return []
 
 
 def _parse_region_key(key: str) -> dict[str, tuple[int, int]]:
@@ -135,6 +143,16 @@ class LedgerUnits(Units):
         return {k[len(self.prefix):-5] for k in tree
                 if k.startswith(self.prefix) and k.endswith(".json") and "/" not in k[len(self.prefix):]}
 
+    def claims_complete(self, tree):
+        """The store's root ``zarr.json`` with consolidated metadata or ``time_coverage_end``
+        (``store.finalize`` writes both last)."""
+        meta = tree.get(f"{self.store}/zarr.json")
+        if meta is None:
+            return []
+        doc = json.loads(meta)
+        return [f"{self.store}/zarr.json: {k}" for k in ("consolidated_metadata",) if doc.get(k)] + \
+            [f"{self.store}/zarr.json: attribute {k}" for k in ("time_coverage_end",) if k in doc.get("attributes", {})]
+
     def objects(self, unit, tree):
         region = _parse_region_key(unit)
         out = {f"{self.prefix}{unit}.json"} & set(tree)
@@ -144,10 +162,10 @@ class LedgerUnits(Units):
                 continue
             array = meta_key[: -len("/zarr.json")]
             for k in tree:
-                if not k.startswith(array + "/c/"):
+                parts = k[len(array) + 3:].split("/") if k.startswith(array + "/c/") else []
+                if len(parts) != len(dims) or not all(p.isdigit() for p in parts):
                     continue
-                idx = [int(i) for i in k[len(array) + 3:].split("/")]
-                box = {d: (i * s, (i + 1) * s) for d, i, s in zip(dims, idx, shape)}
+                box = {d: (int(i) * s, (int(i) + 1) * s) for d, i, s in zip(dims, parts, shape, strict=True)}
                 if all(region[d][0] <= box[d][0] and box[d][1] <= region[d][1] for d in region):
                     out.add(k)
         return out
@@ -211,8 +229,9 @@ class OneUnit(Units):
 
 
 # temporary names of atomic writes: ``x.tmp`` (ledger, model, metrics.json), ``x.part`` (exports),
-# ``.x.<pid>.<hex>.partial`` (store.put_atomic)
-_TEMPORARY = (re.compile(r"^(?P<name>.+)\.(tmp|part)$"), re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]+\.partial$"))
+# ``.x.<pid>.<hex>.partial`` (store.put_atomic), ``x.<uuid hex>.partial`` (zarr's LocalStore)
+_TEMPORARY = (re.compile(r"^(?P<name>.+)\.(tmp|part)$"), re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]+\.partial$"),
+              re.compile(r"^(?P<name>.+)\.[0-9a-f]{32}\.partial$"))
 
 
 def _final_key(key: str) -> str:
@@ -401,6 +420,8 @@ class StageContractTests:
         done = self.units.finished(at_kill)
         assert len(done) < len(all_units), f"{self.stage}: every unit was finished before the kill ({self.kill_at})"
         assert done or len(all_units) == 1, f"{self.stage}: no unit was finished before the kill ({self.kill_at})"
+        claims = self.units.claims_complete(at_kill)
+        assert not claims, f"{self.stage}: the killed run claims a complete store: {claims}"
 
         trees.next_stamp_tick(root.url)
         result = self.call(root.cfg)
@@ -430,8 +451,10 @@ class StageContractTests:
             capsys.readouterr()
             rc = self.run_cli([self.stage, "--config", str(root.run_yaml), *self.cli_args])
             err = capsys.readouterr().err
-        assert rc == 2 and "being written by another run" in err, (
+        refusal = f"sm1km {self.stage}: error: "
+        assert rc == 2 and refusal in err and "being written by another run" in err, (
             f"sm1km {self.stage} beside another run holding the lock of {root.url}: exit code {rc}\n{err[-2000:]}")
+        assert "stage 'another-run'" in err and f"pid {os.getpid()}" in err, f"the refusal names no holder:\n{err}"
         trees.assert_same(before, root.tree(), what=f"{self.stage}: the root before and after a refused run")
 
 
@@ -457,8 +480,8 @@ def run_killed(stage: str, cfg: RunConfig, options: Mapping[str, Any], kill: Kil
 
     Exit code ``-9``: killed at the point; ``3``: the stage finished without reaching it.
     """
-    spec = {"stage": stage, "cfg": cfg, "options": dict(options), "pattern": kill.pattern, "nth": kill.nth,
-            "log": str(log_path), "env": child_env()}
+    spec = {"stage": stage, "cfg": cfg, "options": dict(options), "kill": kill, "log": str(log_path),
+            "env": child_env()}
     proc = _context().Process(target=_child_main, args=(spec,), name=f"killed-{stage}", daemon=True)
     proc.start()
     proc.join(timeout)
@@ -476,38 +499,47 @@ def _child_main(spec: dict) -> None:
     os.environ.update(spec["env"])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     cfg: RunConfig = spec["cfg"]
-    _install_kill(cfg.store.root, spec["pattern"], spec["nth"])
+    kill: KillPoint = spec["kill"]
+    _install_kill(cfg.store.root, kill)
     stage_function(spec["stage"])(cfg, **spec["options"])
-    print(f"finished without reaching the kill point ({spec['nth']}th write of {spec['pattern']})", flush=True)
+    print(f"finished without reaching the kill point {kill}", flush=True)
     os._exit(3)
 
 
-def _kill_now(key: str, n: int) -> None:
-    print(f"SIGKILL at the start of write {n}: {key}", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(60)  # pragma: no cover
-
-
-def _counter(pattern: str, nth: int) -> Callable[[str], None]:
+def _counter(kill: KillPoint, tear: Callable[[str], None] | None = None) -> Callable[[str, str], None]:
+    """``saw(key, path)`` for every write seen: SIGKILL at the ``nth`` distinct matching object
+    (``tear(path)`` first, when the kill point is torn and ``path`` is the object itself)."""
     seen: set[str] = set()
 
-    def saw(key: str) -> None:
-        key = _final_key(key)
-        if key in seen or not fnmatch.fnmatchcase(key, pattern):
+    def saw(key: str, path: str = "") -> None:
+        final = _final_key(key)
+        if final in seen or not fnmatch.fnmatchcase(final, kill.pattern):
             return
-        seen.add(key)
-        if len(seen) >= nth:
-            _kill_now(key, len(seen))
+        seen.add(final)
+        if len(seen) >= kill.nth:
+            torn = kill.torn and tear is not None and bool(path) and final == key
+            if torn:
+                tear(path)
+            print(f"SIGKILL at the start of write {len(seen)}: {key}{' (left empty)' if torn else ''}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(60)  # pragma: no cover
     return saw
 
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
-def _install_kill(root: str, pattern: str, nth: int) -> None:
-    saw = _counter(pattern, nth)
+def _install_kill(root: str, kill: KillPoint) -> None:
     if not store.is_remote(root):
         base = os.path.abspath(root.removeprefix("file://")) + os.sep
+        tearing = []
+
+        def tear(path: str) -> None:
+            tearing.append(path)  # the hook sees this open too: let it pass
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+
+        saw = _counter(kill, tear)
 
         def hook(event: str, args: tuple) -> None:
             if event == "open":
@@ -520,14 +552,15 @@ def _install_kill(root: str, pattern: str, nth: int) -> None:
             if not writing or path is None or isinstance(path, int):
                 return
             p = os.path.abspath(os.fsdecode(path))
-            if p.startswith(base):
-                saw(p[len(base):].replace(os.sep, "/"))
+            if p.startswith(base) and not tearing:  # a rename is atomic: nothing to tear
+                saw(p[len(base):].replace(os.sep, "/"), p if event == "open" else "")
 
         sys.addaudithook(hook)
         return
 
     import s3fs.core
 
+    saw = _counter(kill)
     bucket, _, prefix = root.split("://", 1)[1].partition("/")
     prefix = prefix.strip("/")
     original = s3fs.core.S3FileSystem._call_s3
