@@ -31,7 +31,8 @@ def _garbage_metadata(root, key: str) -> None:
 class TestIngest(Contract):
     stage = "ingest"
     units = StoreUnits(INPUT_STORES)
-    kill_at = KillPoint("inputs/predictors.zarr/*/c/*", 1)  # cci and era5 done, predictors begun
+    kill_at = (KillPoint("inputs/predictors.zarr/lst_day_k/c/*", 1),  # cci, era5 done; predictors begun
+               KillPoint("inputs/cci.zarr/lat/c/*", 1, name="template"))
 
     def break_input(self, root, scratch):
         src = os.path.dirname(root.cfg.inputs.cci)
@@ -46,7 +47,8 @@ class TestIngest(Contract):
 class TestFuse(Contract):
     stage = "fuse"
     units = LedgerUnits("fused.zarr")
-    kill_at = KillPoint("fused.zarr/sm/c/*", 3)  # in the 3rd of 4 chunks
+    kill_at = (KillPoint("fused.zarr/sm/c/*", 3),  # in the 3rd of 4 chunks
+               KillPoint("fused.zarr/lat/c/*", 1, name="template"))
     input_error = StoreError
 
     def break_input(self, root, scratch):
@@ -67,7 +69,8 @@ class TestTrain(Contract):
 class TestDownscale(Contract):
     stage = "downscale"
     units = LedgerUnits("master.zarr")
-    kill_at = KillPoint("master.zarr/sm/c/*", 7)  # in the 7th of 12 shards
+    kill_at = (KillPoint("master.zarr/sm/c/*", 7),  # in the 7th of 12 shards
+               KillPoint("master.zarr/lat/c/*", 1, name="template"))
     input_error = ModelError
 
     def break_input(self, root, scratch):
@@ -77,7 +80,8 @@ class TestDownscale(Contract):
 class TestAggregate(Contract):
     stage = "aggregate"
     units = LedgerUnits("monthly.zarr")
-    kill_at = KillPoint("monthly.zarr/sm/c/*", 3)  # in the 3rd of 4 chunks
+    kill_at = (KillPoint("monthly.zarr/n_valid_days/c/*", 3),  # in the 3rd of 4 (sm: all fill, no chunks)
+               KillPoint("monthly.zarr/lat/c/*", 1, name="template"))
     input_error = StoreError
 
     def break_input(self, root, scratch):
