@@ -374,7 +374,8 @@ class StageContractTests:
 
     @pytest.fixture
     def tiny(self, tmp_path_factory) -> TinyRun:
-        return tiny_run(tmp_path_factory.getbasetemp() / "contract-world")
+        """Every stage run once on the tiny world (built once per session, in the session's folder)."""
+        return tiny_run(tmp_path_factory.getbasetemp())
 
     @pytest.fixture(params=BACKENDS)
     def root(self, request, tiny, tmp_path_factory) -> ContractRoot:
@@ -385,7 +386,7 @@ class StageContractTests:
             url = f"s3://{_bucket(endpoint)}/{self.stage}"
         else:
             endpoint, url = None, str(base / "store")
-        cfg = tiny.world.config(url, endpoint_url=endpoint)
+        cfg = tiny.config(url, endpoint_url=endpoint)
         root = ContractRoot(request.param, url, cfg, tiny.world.write_run_yaml(cfg, base / request.param))
         root.reset(tiny.before[self.stage])
         return root

@@ -188,13 +188,18 @@ def tiny_world(tmp: str | os.PathLike, *, root: str | None = None, days: int = T
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TinyRun:
-    """Every stage run once on ``world`` at ``cfg.store.root`` (``<tmp>/tiny-run/store``): the object
-    tree of the root before and after each stage (``before["fuse"]`` = what fuse starts from)."""
+    """Every stage run once on ``world`` at ``cfg.store.root`` (``<tmp>/tiny-run-<hash>/store``): the
+    object tree of the root before and after each stage (``before["fuse"]`` = what fuse starts from)."""
 
     world: TinyWorld
     cfg: RunConfig
     before: dict[str, trees.Tree]
     after: dict[str, trees.Tree]
+    sections: dict[str, Any] = field(default_factory=dict)  # config sections of every run on it
+
+    def config(self, root: str, *, endpoint_url: str | None = None) -> RunConfig:
+        """The run's config with its stores under ``root``."""
+        return self.world.config(root, endpoint_url=endpoint_url, **self.sections)
 
     @property
     def final(self) -> trees.Tree:
@@ -206,23 +211,25 @@ TRUTH_STORES = ("truth.zarr", "truth_25km.zarr")
 
 
 @functools.lru_cache(maxsize=None)
-def _tiny_run(folder: str) -> TinyRun:
-    world = tiny_world(folder)
-    root = str(Path(folder) / "tiny-run" / "store")  # not the world's own store: others may run there
-    cfg = world.config(root)
+def _tiny_run(folder: str, params: tuple[tuple[str, Any], ...], sections: str) -> TinyRun:
+    world = tiny_world(folder, **dict(params))
+    root = str(Path(folder) / f"tiny-run-{world.folder.name.split('-', 1)[1]}" / "store")  # not the world's own store
+    cfg = world.config(root, **json.loads(sections))
     trees.put(root, trees.subtree(trees.snapshot(world.store_root), *TRUTH_STORES))
     before, after = {}, {}
     for name in STAGE_ORDER:
         before[name] = trees.snapshot(root)
         run_stage(name, cfg)
         after[name] = trees.snapshot(root)
-    return TinyRun(world.with_root(root), cfg, before, after)
+    return TinyRun(world.with_root(root), cfg, before, after, json.loads(sections))
 
 
-def tiny_run(tmp: str | os.PathLike) -> TinyRun:
-    """Every stage run once on the default :func:`tiny_world` in ``tmp`` (cached per process; the
-    world's folder is shared with other users of ``tiny_world(tmp)``, the run has its own root)."""
-    return _tiny_run(str(Path(tmp)))
+def tiny_run(tmp: str | os.PathLike, *, sections: Mapping[str, Mapping[str, Any]] | None = None,
+             **world: Any) -> TinyRun:
+    """Every stage run once on ``tiny_world(tmp, **world)`` (cached per process; the world's folder
+    is shared with other users of ``tiny_world(tmp)``, the run has its own root); ``sections``:
+    config sections to update (``{"model": {"min_station_days": 5}}``), see :meth:`TinyWorld.config`."""
+    return _tiny_run(str(Path(tmp)), tuple(sorted(world.items())), json.dumps(dict(sections or {}), sort_keys=True))
 
 
 # --------------------------------------------------------------------------------------------
