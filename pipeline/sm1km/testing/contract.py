@@ -10,20 +10,23 @@ the base class's tests check, on a **local root and an S3 root** (the moto serve
    every object with the same bytes, rewrites no object of a finished unit, and (where its
    ``StageResult.stats`` counts units) writes none;
 2. **killed and re-run is byte-identical and redoes no finished unit** — a subprocess running the
-   stage is SIGKILLed when the n-th object matching :attr:`StageContractTests.kill_at` starts to be
-   written (a point in the unit loop, in the stage's own progress, not in wall time); the re-run
-   then leaves every object byte-identical to an uninterrupted run's, rewrites no object of the
-   units finished before the kill (local: inode + mtime; S3: ``LastModified``), and skips exactly
-   those (where the stats count skipped units);
-3. **an input error leaves every store unchanged** — sha256 of every object under the root before
-   and after (nothing excluded: no lock, no staging, no temporary file may remain);
+   stage is SIGKILLed when the n-th object matching a :class:`KillPoint` starts to be written (a
+   point in the stage's own progress, not in wall time: in the unit loop, and for the Zarr stages
+   also while the store's template is written); the re-run then leaves every object byte-identical
+   to an uninterrupted run's, rewrites no object of the units finished before the kill (local:
+   inode + mtime; S3: ``LastModified``), skips exactly those (where the stats count skipped
+   units), and the killed run left no store claiming to be complete (consolidated metadata,
+   ``time_coverage_end``);
+3. **an input error leaves every store unchanged** — the checksum of every object under the root
+   before and after (nothing excluded: no lock, no staging, no temporary file may remain);
 4. **a second concurrent run is refused** — while another run holds the root's run lock
    (``storage/lock.py``), the stage's CLI verb exits with code 2 naming the holder, and writes nothing.
 
 Every run starts from the root tree of a finished tiny run (``sm1km.testing.worlds.tiny_run``: the
 world and all stages built once per session) and writes with fixed timestamps
-(``SOURCE_DATE_EPOCH``), so two runs are comparable byte for byte; what the comparisons after a
-kill leave out is ``sm1km.testing.trees.NOT_STORES`` (``_locks/``: the killed run's lock;
+(``SOURCE_DATE_EPOCH``), so two runs are comparable byte for byte ("byte-identical": same md5 per
+object; on S3 the ETag of the listing, so the check downloads nothing). What the comparisons
+after a kill leave out is ``sm1km.testing.trees.NOT_STORES`` (``_locks/``: the killed run's lock;
 ``_staging/``: a killed ingest's scratch). Nothing else is excluded or normalised.
 
 Use::
@@ -31,7 +34,8 @@ Use::
     class TestDownscaleContract(StageContractTests):
         stage = "downscale"
         units = LedgerUnits("master.zarr")
-        kill_at = KillPoint("_ledger/master.zarr/*.json", 7)
+        kill_at = (KillPoint("master.zarr/sm/c/*", 7),                  # in the 7th of 12 shards
+                   KillPoint("master.zarr/lat/c/*", 1, name="template"))  # while the template is written
         input_error = ModelError
 
         def break_input(self, root, scratch):
