@@ -128,3 +128,33 @@ class Moments:
 
     def as_tuple(self) -> tuple:
         return (self.n, self.mean_x, self.mean_y, self.m2_x, self.m2_y, self.c_xy)
+
+
+# --------------------------------------------------------------------------------------------
+# a 1 km block against the 1 km truth (synthetic world)
+# --------------------------------------------------------------------------------------------
+def cell_anomaly(a: np.ndarray, factor: int) -> np.ndarray:
+    """``a`` (t, y, x) minus the mean of its 25 km cell (``factor²`` pixels; per day, NaN ignored)."""
+    nt, ny, nx = a.shape
+    r = a.reshape(nt, ny // factor, factor, nx // factor, factor)
+    cnt = np.isfinite(r).sum(axis=(2, 4), keepdims=True)
+    s = np.nansum(r, axis=(2, 4), keepdims=True, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / cnt
+    return (r - mean).reshape(nt, ny, nx)
+
+
+def truth_shard_moments(product, truth, baseline, factor: int) -> dict[str, tuple]:
+    """Mergeable moments of one block (t, y, x) for product/baseline vs truth and the spatial
+    anomalies (value minus its 25 km cell mean) of product vs truth. Pixels where any of the three
+    is missing are left out of all statistics."""
+    ok = np.isfinite(product) & np.isfinite(truth) & np.isfinite(baseline)
+    p = np.where(ok, product, np.nan)
+    t = np.where(ok, truth, np.nan)
+    b = np.where(ok, baseline, np.nan)
+    pa, ta = cell_anomaly(p, factor), cell_anomaly(t, factor)
+    zero = np.where(ok, 0.0, np.nan)
+    return {"downscaled": Moments.from_arrays(p, t).as_tuple(),
+            "baseline_25km": Moments.from_arrays(b, t).as_tuple(),
+            "anomaly_downscaled": Moments.from_arrays(pa, ta).as_tuple(),
+            "anomaly_baseline_25km": Moments.from_arrays(zero, ta).as_tuple()}

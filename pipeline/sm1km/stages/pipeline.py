@@ -49,15 +49,20 @@ def stage_function(name: str) -> Callable[..., Any] | None:
     return getattr(mod, func, None)
 
 
-def _export_default(cfg: RunConfig, client=None) -> dict[str, Any]:
-    """Daily GeoTIFF (COG) and HDF5 deliverables of the whole run into ``<root>/exports/``."""
+def _export_default(cfg: RunConfig, client=None):
+    """Daily GeoTIFF (COG) and HDF5 deliverables of the whole run into ``<root>/exports/``:
+    ``{"geotiff": [urls], "hdf5": [urls]}``, stats summed over both exports."""
+    from sm1km.runtime.result import StageResult
     from sm1km.stages.export import export
 
     out = cfg.store.url("exports")
-    files = {}
+    files, stats = {}, {}
     for fmt in ("geotiff", "hdf5"):
-        files[fmt] = export(cfg, client=client, fmt=fmt, product="daily", out=store_join(out, fmt))
-    return files
+        res = export(cfg, client=client, fmt=fmt, product="daily", out=store_join(out, fmt))
+        files[fmt] = res["files"]
+        for k, v in res.stats.items():
+            stats[k] = stats.get(k, 0) + v
+    return StageResult(files, stats)
 
 
 def store_join(*parts):

@@ -7,6 +7,14 @@ Existing files are kept (a re-run finishes what is missing) unless ``overwrite``
 Layouts: ``latlon`` (the master's EPSG:4326 grid; GeoTIFF per day/month, HDF5 per month/year) and
 ``modis-sinusoidal`` (HDF5 per MODIS tile and year, as the published product; daily only).
 See docs/exports.md.
+
+Result: a :class:`~sm1km.runtime.result.StageResult` ``{"exports": out, "files": [url, ...]}``:
+``"files"`` holds the sorted URLs of every file of the export (what this function returned as a
+list before; the CLI prints one per line). ``stats``: ``units_total`` (files of the export),
+``units_written``, ``units_skipped`` (already there), ``units_empty`` (MODIS tiles that touch the
+region but hold no pixel centre in it: not written) and ``tasks``. Tasks run through
+``runtime.runner``: an error of the sm1km family raised by a file task reaches the driver as
+itself (the first one stops the export; a re-run writes what is missing).
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from sm1km.storage import store
 from sm1km.config import RunConfig
-from sm1km.errors import ConfigError, InputError, ModelError, Sm1kmError, StoreError
 from sm1km.core.grid import BBox
+from sm1km.errors import ConfigError
 from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.runtime.result import StageResult
+from sm1km.runtime.runner import run_tasks
+from sm1km.storage import store
 from sm1km.stages.export.common import (DEFAULT_WINDOW_PIXELS, PRODUCT_STORES, Source, bbox_slices, existing_names, open_source,
                      parse_bbox, time_groups)
 from sm1km.stages.export.geotiff import COMPRESSIONS, GeoTiffItem, GeoTiffJob, write_geotiff
@@ -44,7 +54,6 @@ LAYOUTS = ("latlon", "modis-sinusoidal")
 SCRATCH_BYTES = 16 << 30
 
 _WRITERS = {GeoTiffJob: write_geotiff, Hdf5Job: write_hdf5, ModisJob: write_modis}
-_ERRORS = {c.__name__: c for c in (ConfigError, InputError, StoreError, ModelError, Sm1kmError)}
 
 
 def _date(value, key: str) -> dt.date | None:
@@ -167,58 +176,25 @@ def pending_jobs(jobs: Sequence, out: str, out_storage_options: Mapping[str, Any
 
 
 def run_job(job) -> dict[str, Any]:
-    """Write one file (runs on a dask worker). Errors of the sm1km family come back as data, so their
-    where/problem/fix survive the trip to the driver."""
-    try:
-        n = _WRITERS[type(job)](job)
-        return {"urls": job_urls(job) if n is not None else [], "reads": n or 0}
-    except Sm1kmError as exc:
-        return {"urls": job_urls(job), "error": [type(exc).__name__, exc.where, exc.problem, exc.fix]}
-
-
-def _raise(result: Mapping[str, Any]) -> None:
-    name, where, problem, fix = result["error"]
-    raise _ERRORS.get(name, Sm1kmError)(where, problem, fix)
-
-
-def run_jobs(jobs: Sequence, client=None) -> list[dict[str, Any]]:
-    """Run file jobs: one dask task per file on ``client``, or in this process if ``client`` is None."""
-    if not jobs:
-        return []
-    if client is None:
-        results = []
-        for job in jobs:
-            res = run_job(job)
-            if "error" in res:
-                _raise(res)
-            results.append(res)
-        return results
-    from distributed import as_completed
-
-    futures = [client.submit(run_job, job, pure=False) for job in jobs]
-    results, errors = [], []
-    for k, fut in enumerate(as_completed(futures), start=1):
-        res = fut.result()
-        (errors if "error" in res else results).append(res)
-        log.info("export: %d/%d files done", k, len(futures))
-    if errors:
-        _raise(errors[0])
-    return results
+    """Write one task's file(s) (runs on a dask worker): ``{"urls": written, "reads": store reads}``.
+    Errors of the sm1km family propagate (``runtime.runner`` carries them to the driver as themselves)."""
+    n = _WRITERS[type(job)](job)
+    return {"urls": job_urls(job) if n is not None else [], "reads": n or 0}
 
 
 def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "daily", start=None, end=None,
            bbox: str | Sequence[float] | BBox | None = None, out: str | None = None, layout: str = "latlon", *,
            with_uncertainty: bool = False, overwrite: bool = False, window_pixels: int = DEFAULT_WINDOW_PIXELS,
            blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None,
-           out_storage_options: Mapping[str, Any] | None = None) -> list[str]:
+           out_storage_options: Mapping[str, Any] | None = None) -> StageResult:
     """Export the daily master (``product='daily'``) or the monthly store as files under ``out``.
 
     ``fmt``: ``geotiff`` (COG per day / month) or ``hdf5`` (per month / year); ``layout``: ``latlon`` or
     ``modis-sinusoidal`` (daily HDF5 per MODIS tile and year). ``start``/``end`` (ISO dates, inclusive)
     and ``bbox`` (W,S,E,N degrees) select a subset. ``out`` defaults to ``<store.root>/exports/<fmt>``.
-    Returns the URLs of all files of the export, sorted (already existing ones included: a re-run only
-    writes what is missing unless ``overwrite``; MODIS tiles whose area touches the region but hold no
-    pixel centre in it are not written).
+    Returns ``{"exports": out, "files": urls}``: ``urls`` are all files of the export, sorted (already
+    existing ones included: a re-run only writes what is missing unless ``overwrite``; MODIS tiles whose
+    area touches the region but hold no pixel centre in it are not written); ``.stats`` counts them.
     """
     _check_options(fmt, product, layout, with_uncertainty, compress, int(blocksize))
     start, end = _date(start, "--start"), _date(end, "--end")
@@ -252,9 +228,12 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
              sum(len(job_urls(j)) for j in todo), len(todo))
     todo_urls = {u for j in todo for u in job_urls(j)}
     with stage_client(cfg, client) as c:
-        results = run_jobs(todo, c)
+        results = list(run_tasks(c, run_job, todo, name="export")) if todo else []
     written = {u for r in results for u in r["urls"]}
-    return sorted(u for u in urls if u not in todo_urls or u in written)
+    files = sorted(u for u in urls if u not in todo_urls or u in written)
+    stats = {"units_total": len(urls), "units_written": len(written), "units_skipped": len(urls) - len(todo_urls),
+             "units_empty": len(todo_urls - written), "tasks": len(todo)}
+    return StageResult({"exports": out, "files": files}, stats)
 
 
 def _has_var(url: str, so, name: str) -> bool:
@@ -298,10 +277,10 @@ def run_cli(args) -> int:
                    out=args.out, layout=args.layout, with_uncertainty=args.with_uncertainty,
                    overwrite=args.overwrite, window_pixels=args.window_pixels, blocksize=args.blocksize,
                    compress=args.compress, files_per_task=args.files_per_task)
-    for f in files:
+    for f in files["files"]:
         sys.stdout.write(f + "\n")
     return 0
 
 
-__all__ = ["export", "plan_jobs", "pending_jobs", "run_jobs", "run_job", "select_times", "add_arguments", "run_cli",
+__all__ = ["export", "plan_jobs", "pending_jobs", "run_job", "select_times", "add_arguments", "run_cli",
            "FORMATS", "PRODUCTS", "LAYOUTS"]

@@ -58,6 +58,12 @@ class GeoTiffJob:
     def urls(self) -> list[str]:
         return [it.url for it in self.items]
 
+    @property
+    def key(self) -> str:
+        """The task's name on the dashboard: its first file (and how many follow)."""
+        first = self.items[0].url.rstrip("/").rsplit("/", 1)[-1]
+        return first if len(self.items) == 1 else f"{first}+{len(self.items) - 1}"
+
 
 def file_name(product: str, date: str) -> str:
     """``sm1km_daily_YYYYMMDD.tif`` / ``sm1km_monthly_YYYYMM.tif`` for ISO ``date``."""

@@ -43,6 +43,11 @@ class Hdf5Job:
     chunk_px: int = DEFAULT_CHUNK_PX  # HDF5 chunk side target (rounded up to whole master shards)
     gzip_level: int = 4
 
+    @property
+    def key(self) -> str:
+        """The task's name on the dashboard: its file."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
 
 def file_name(product: str, label: str) -> str:
     """``sm1km_daily_YYYYMM.h5`` / ``sm1km_monthly_YYYY.h5``."""

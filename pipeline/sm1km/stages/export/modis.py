@@ -158,6 +158,11 @@ class ModisJob:
     strip_rows: int = 120             # tile rows per processing strip (divides 1200); also the HDF5 chunk
     gzip_level: int = 4
 
+    @property
+    def key(self) -> str:
+        """The task's name on the dashboard: its file."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
 
 def _align(lo: int, hi: int, unit: int, bound: slice) -> slice:
     """[lo, hi) widened to multiples of ``unit`` and clipped to ``bound``."""
