@@ -273,13 +273,14 @@ def bench_downscale(world: BenchWorld, reps: int) -> dict[str, Any]:
 
     Each shard's three measurements follow each other, so load changes hit them alike.
     """
-    from sm1km.stages import downscale
     from sm1km.core.features import build_features, day_of_year, empty_features
+    from sm1km.runtime import caches
+    from sm1km.stages import downscale
 
     cfg, model, ctx, tasks, load_s = _downscale_setup(world, "downscale")
     pixel_days = sum(t.pixel_days for t in tasks)
     # a worker's first task loads the model (load_s); the measured tasks find it in the worker cache
-    downscale._worker_model(ctx.model_url, ctx.model_sha256, ctx.storage_options, ctx.n_threads, ctx.device)
+    caches.worker_model(ctx.model_url, ctx.model_sha256, ctx.storage_options, ctx.n_threads, ctx.device)
     boosters = [model.booster] + ([model.uncertainty_booster] if model.has_uncertainty else [])
     per_rep: list[dict[str, float]] = []
     land_pd = 0
@@ -545,10 +546,6 @@ def memory_section(ingest1, ingest4, ds1, ds4, ingest1_default=None, ingest4_def
 # --------------------------------------------------------------------------------------------
 # scaling on a dask LocalCluster, and the scheduler's per-task overhead
 # --------------------------------------------------------------------------------------------
-def _noop(item, ctx):
-    return item
-
-
 def _ident(x):
     return x
 
@@ -565,8 +562,9 @@ def _warm_imports() -> None:
 
 def bench_scheduler(client, n: int = 1000) -> dict[str, Any]:
     """Per-task overhead of the dask scheduler: ``n`` trivial tasks via client.map and via our bounded
-    submission (``downscale.run_bounded``, which the stages use)."""
-    from sm1km.stages.downscale import run_bounded
+    submission (``runtime.runner.run_tasks``, which the stages use; the figure keeps its name
+    ``run_bounded_ms_per_task`` from the runner's first home, for comparison with committed results)."""
+    from sm1km.runtime.runner import run_tasks
 
     def via_map():
         futs = client.map(_ident, range(n), pure=False)
@@ -574,7 +572,7 @@ def bench_scheduler(client, n: int = 1000) -> dict[str, Any]:
         del futs
 
     walls_map = [timed(via_map).wall_s for _ in range(3)]
-    walls_rb = [timed(lambda: sum(1 for _ in run_bounded(client, _noop, range(n), None, name="noop"))).wall_s
+    walls_rb = [timed(lambda: sum(1 for _ in run_tasks(client, _ident, range(n), name="noop"))).wall_s
                 for _ in range(3)]
     workers = len(client.scheduler_info()["workers"])
     return {"tasks": n, "workers": workers,
@@ -588,9 +586,9 @@ def _warm_worker(model_url: str, sha256: str, n_threads: int, device: str) -> fl
     """Imports and the model in a worker's cache (a real worker pays this once, on its first task)."""
     t0 = time.perf_counter()
     _warm_imports()
-    from sm1km.stages import downscale
+    from sm1km.runtime import caches
 
-    downscale._worker_model(model_url, sha256, {}, n_threads, device)
+    caches.worker_model(model_url, sha256, {}, n_threads, device)
     return time.perf_counter() - t0
 
 
@@ -606,6 +604,7 @@ def bench_scaling(world: BenchWorld, configs, reps: int, scheduler_tasks: int = 
 
     from distributed import Client, LocalCluster
 
+    from sm1km.runtime import caches
     from sm1km.stages import downscale
     from sm1km.storage.model import load_model
 
@@ -641,7 +640,7 @@ def bench_scaling(world: BenchWorld, configs, reps: int, scheduler_tasks: int = 
                 r["_cpus"].append(sum(c1[k] - c0[k] for k in c1))
         for name, (nw, nt, nx), cfg, client in setups:
             r = runs[name]
-            loads = client.run(downscale.model_loads)
+            loads = client.run(caches.model_loads)
             rss = client.run(peak_rss_bytes)
             walls, cpus = r.pop("_walls"), r.pop("_cpus")
             r.update({"wall_s": figure(walls, "s"), "worker_cpu_s": figure(cpus, "s"),
