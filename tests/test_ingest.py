@@ -400,9 +400,9 @@ def test_on_a_distributed_client(tiny_world, inputs, tmp_path, no_aws_env):
 
     from distributed import Client, LocalCluster
 
-    from sm1km.stages import ingest as ingest_mod
+    from sm1km.stages.ingest import coarse, predictors
 
-    for fn in (ingest_mod._read_coarse_task, ingest_mod._read_predictor_task, ingest_mod._write_predictor_block):
+    for fn in (coarse.read_coarse_band, predictors.read_predictor_band, predictors.write_predictor_block):
         assert pickle.loads(pickle.dumps(fn)) is fn
     only = ("cci", "lst_day", "elevation")
     cfg = make_cfg(tiny_world, inputs, str(tmp_path / "store"), {}, end=MID, only=only)
