@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import uuid
+from typing import Any
 
 from sm1km.config import RunConfig
 from sm1km.errors import ConfigError, Sm1kmError
@@ -135,7 +136,7 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
     for j in jobs:
         n = j.counts()
         per_store[j.store_name] = {"units_total": n.total, "units_written": n.written, "units_skipped": n.skipped}
-    stats = {k: sum(s[k] for s in per_store.values()) for k in ("units_total", "units_written", "units_skipped")}
+    stats: dict[str, Any] = {k: sum(s[k] for s in per_store.values()) for k in ("units_total", "units_written", "units_skipped")}
     stats["stores"] = per_store
     log.info("ingest done: %s", {k: v for k, v in stats.items() if k != "stores"})
     return StageResult({j.store_name: j.url for j in jobs}, stats)

@@ -257,7 +257,7 @@ class CoarseJob:
         self.index_store = ctx.index(self.store_name)
         self.tvars = CCI_VARS if kind == "cci" else ERA5_VARS
         self.svars = () if kind == "cci" else ERA5_STATIC
-        self.pattern = ctx.cfg.inputs.cci if kind == "cci" else ctx.cfg.inputs.era5
+        self.pattern: str = (ctx.cfg.inputs.cci if kind == "cci" else ctx.cfg.inputs.era5) or ""  # set: the job exists
         self.lsm = ctx.cfg.inputs.era5_lsm if kind == "era5" else None
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
@@ -297,7 +297,9 @@ class CoarseJob:
         lo, hi = self.axis[0], self.axis[-1]
         self.day_file = self._day_files(files, lo, hi)  # (on a duplicate the first file stays: reported)
         # classify the days of the axis
-        lsm_changed = bool(self.lsm) and self.index["static"].get("lsm_sha256") not in (None, self.sha[self.lsm])
+        lsm_changed = False
+        if self.lsm:
+            lsm_changed = self.index["static"].get("lsm_sha256") not in (None, self.sha[self.lsm])
         if lsm_changed:
             log.warning("%s: the land-sea mask file changed since the last ingest: every day is re-read", self.url)
         missing = []

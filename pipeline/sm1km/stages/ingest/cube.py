@@ -84,14 +84,15 @@ def template(days: np.ndarray | None, lat, lon, tvars, svars, chunks_t, chunks_s
     """Lazy (dask) template Dataset + encoding: time-dependent ``tvars``, static ``svars``."""
     import dask.array as dsa
 
-    coords = {"lat": ("lat", lat, LATLON_ATTRS["lat"]), "lon": ("lon", lon, LATLON_ATTRS["lon"])}
+    coords: dict[str, tuple] = {"lat": ("lat", lat, LATLON_ATTRS["lat"]), "lon": ("lon", lon, LATLON_ATTRS["lon"])}
     enc: dict[str, dict] = {"lat": {"_FillValue": None}, "lon": {"_FillValue": None}}
-    data = {}
+    data: dict[str, tuple] = {}
     if days is not None:
         coords["time"] = ("time", time_coord(days), TIME_ATTRS)
         enc["time"] = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int32",
                        "chunks": (max(COARSE_TIME_CHUNK, chunks_t[0]),)}
     for v in tvars:
+        assert days is not None, "time-dependent variables need days"
         shape = (len(days), lat.size, lon.size)
         data[v.name] = (("time", "lat", "lon"), dsa.zeros(shape, dtype=v.dtype, chunks=chunks_t), dict(v.attrs))
         enc[v.name] = {"chunks": chunks_t, "dtype": v.dtype, "_FillValue": _fill_value(v.dtype)}
@@ -113,12 +114,12 @@ def grow_time_axis(url: str, so, days: np.ndarray) -> None:
     """Grow every time-dependent array to ``len(days)`` and write the new time coordinate values."""
     g = store.open_group(url, so, mode="r+")
     n = len(days)
-    tarr = g["time"]
+    tarr: Any = g["time"]
     if tarr.attrs.get("units") != TIME_UNITS:
         raise StoreError(url, f"time units {tarr.attrs.get('units')!r} are not {TIME_UNITS!r}; this store was not "
                               "written by sm1km ingest.", "remove it, or ingest into another store.root.")
     for _name, arr in g.arrays():
-        dims = tuple(arr.metadata.dimension_names or ())
+        dims = tuple(getattr(arr.metadata, "dimension_names", None) or ())
         if dims and dims[0] == "time" and arr.shape[0] != n:
             arr.resize((n, *arr.shape[1:]))
     tarr[:] = (np.asarray(days, dtype="datetime64[D]") - EPOCH).astype(np.int32)
@@ -131,7 +132,7 @@ def final_attrs(cfg: RunConfig, url: str, so, fresh: bool, title: str, summary: 
     if not fresh:
         old = dict(store.open_group(url, so, mode="r").attrs)
         new["date_created"] = old.get("date_created", new["date_created"])
-        hist = old.get("history", "")
+        hist = str(old.get("history", ""))
         new["history"] = (hist + "\n" if hist else "") + f"{store.now_iso()} sm1km ingest: {note}"
     else:
         new["history"] = f"{store.now_iso()} sm1km ingest: {note}"

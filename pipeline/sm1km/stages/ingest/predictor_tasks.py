@@ -319,7 +319,7 @@ def write_predictor_block(task: PredictorBlockWrite) -> None:
     stg = store.open_dataset(task.staging_url, task.so, consolidated=False)
     sel = {"day": slice(task.window.start - task.h0, task.window.stop - task.h0), "lat": task.rows, "lon": task.cols}
     b0, b1 = task.block.start - task.window.start, task.block.stop - task.window.start
-    out = {}
+    out: dict[str, tuple] = {}
     flags = None
     for k in task.kinds:
         raw = np.asarray(stg[k].isel(sel).values, dtype=np.float32)

@@ -149,7 +149,7 @@ class PredictorJob:
         self.index = index or self.index_store.empty()
         self.axis, stored = time_axis(ctx, ds, self.url, self.problems, self.rebuild)
         self.stored = stored
-        if not fresh and self.dyn:
+        if ds is not None and not fresh and self.dyn:
             enc = ds[self.dyn[0].var].encoding
             self.chunks = tuple(int(c) for c in enc["chunks"])
         else:
@@ -198,6 +198,7 @@ class PredictorJob:
     # -- stage --------------------------------------------------------------------------------
     def _sources(self, fresh: bool) -> list[DaySource]:
         """Every day of the hull: per kind a file to read, the store's observations, or nothing."""
+        assert self.hull is not None, "sources are for a staging hull"
         out = []
         for j, day_ in enumerate(iso(x) for x in self.axis[self.hull]):
             files, stored = {}, []
@@ -308,14 +309,15 @@ class PredictorJob:
         elif self.stored is not None and len(days) > len(self.stored):
             grow_time_axis(self.url, ctx.so, days)
         kinds = tuple(d.key for d in self.dyn)
+        h0 = self.hull.start if self.hull else 0  # blocks to write: there is a hull
         tasks = []
         for b in self.blocks:
             w = block_window(b, ct, GAP_HALO_DAYS, len(days))
             blk = slice(b * ct, min((b + 1) * ct, len(days)))
             for rs in chunk_slices(lat.size, cy):
                 for cs in chunk_slices(lon.size, cx):
-                    tasks.append(PredictorBlockWrite(self.url, ctx.so, self.staging_url, kinds, blk, w,
-                                                     self.hull.start, rs, cs, GAP_HALO_DAYS))
+                    tasks.append(PredictorBlockWrite(self.url, ctx.so, self.staging_url, kinds, blk, w, h0, rs, cs,
+                                                     GAP_HALO_DAYS))
         stasks = []
         if self.static_todo:
             names = tuple(STATIC_BY_KEY[k].var for k in self.static_todo)

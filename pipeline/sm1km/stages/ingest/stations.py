@@ -49,7 +49,7 @@ def _station_arrays_equal(a: xr.Dataset, b: xr.Dataset) -> list[str]:
 
 
 def _encoding(ds: xr.Dataset) -> dict:
-    enc = {v: {"_FillValue": None} for v in ("lat", "lon", "elevation", "depth_from", "depth_to") if v in ds.variables}
+    enc: dict[str, dict] = {v: {"_FillValue": None} for v in ("lat", "lon", "elevation", "depth_from", "depth_to") if v in ds.variables}
     enc["sm"] = {"_FillValue": np.float32(np.nan)}
     enc["time"] = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int32"}
     return enc
@@ -127,7 +127,7 @@ def stage_stations(task: StationStageTask) -> StationTable:
     for name in ("sm", "n_hours", "lat", "lon", "in_region"):
         total += digest(name, np.asarray(ds[name].values))
     total += digest("station", np.array("\n".join(map(str, ds["station"].values)).encode()))
-    enc = {v: {"_FillValue": None} for v in ("lat", "lon", "elevation", "depth_from", "depth_to")}
+    enc: dict[str, dict] = {v: {"_FillValue": None} for v in ("lat", "lon", "elevation", "depth_from", "depth_to")}
     enc["sm"] = {"_FillValue": np.float32(np.nan)}
     enc["time"] = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int32"}
     store.create_template(task.staging_url, ds, enc, task.so)  # numpy data: written now
@@ -164,7 +164,7 @@ class StationJob:
         self.ctx = ctx
         self.url = ctx.cfg.store.url("inputs", "stations.zarr")
         self.index_store = ctx.index(self.store_name)
-        self.source = ctx.cfg.inputs.ismn
+        self.source: str = ctx.cfg.inputs.ismn or ""  # the job exists only if inputs.ismn is set
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
         self.rewritten = False
