@@ -136,3 +136,17 @@ def test_an_items_key_names_its_dask_task(thread_client):
     # map_tasks keeps the key too (its own index is only the fallback)
     keys = map_tasks(thread_client, _task_key, items, name="m")
     assert [k.rsplit("-", 1)[0] for k in keys] == ["m-" + it.key for it in items]
+
+
+def _sleep_inverse(x: int) -> int:
+    import time
+
+    time.sleep(0.002 * (20 - x))  # later items finish first
+    return x
+
+
+def test_ordered_yields_in_item_order_from_a_cluster(thread_client):
+    unordered = list(run_tasks(thread_client, _sleep_inverse, range(20), window=8))
+    assert sorted(unordered) == list(range(20))
+    assert list(run_tasks(thread_client, _sleep_inverse, range(20), window=8, ordered=True)) == list(range(20))
+    assert list(run_tasks(thread_client, _sleep_inverse, iter(range(20)), window=1, ordered=True)) == list(range(20))

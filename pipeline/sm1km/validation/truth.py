@@ -85,7 +85,7 @@ def truth_metrics(cfg, client=None, *, max_in_flight: int | None = None) -> dict
     acc = {k: Moments() for k in ("downscaled", "baseline_25km", "anomaly_downscaled", "anomaly_baseline_25km")}
     with stage_client(cfg, client) as c:
         for res in run_tasks(c, functools.partial(_truth_task, ctx=ctx), shard_specs(cfg), window=max_in_flight,
-                             name="truth_metrics"):
+                             name="truth_metrics", ordered=True):  # merged in plan order: same bits every run
             for k, tup in res.items():
                 acc[k] = acc[k].merge(Moments(*tup))
     out: dict[str, Any] = {}
