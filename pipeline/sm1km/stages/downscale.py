@@ -37,8 +37,7 @@ from sm1km.storage import store
 from sm1km.core.encoding import FILL, encode_int16
 from sm1km.errors import InputError, ModelError, Sm1kmError, StoreError
 from sm1km.core.grid import FineGrid, coarse_lat, tiles
-from sm1km.runtime.client import locked_cli, with_lock_arguments
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.runtime.client import stage_client
 
 log = logging.getLogger(__name__)
 
@@ -569,29 +568,3 @@ def write_truth_metrics(cfg, client=None) -> str:
     log.info("vs 1 km truth: ubRMSE %.4f (1 km) vs %.4f (25 km baseline); R %.3f vs %.3f; spatial anomaly R %.3f",
              d["ubrmse"], b["ubrmse"], d["r"], b["r"], d["spatial_anomaly_r"])
     return update_metrics_json(cfg, "truth", m)
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--max-in-flight", type=int, default=None,
-                   help="tasks submitted at a time (default: 2 x cluster threads)")
-    p.add_argument("--truth-metrics", action="store_true",
-                   help="afterwards, score the master against the synthetic truth (metrics.json 'truth')")
-
-
-@locked_cli("downscale")
-def run_cli(args) -> int:
-    import json
-
-    cfg = load_config(args)
-    with stage_client(cfg) as client:
-        out = downscale(cfg, client, max_in_flight=args.max_in_flight)
-        result = {**out, "stats": out.stats}
-        if args.truth_metrics:
-            result["metrics"] = write_truth_metrics(cfg, client)
-    print(json.dumps(result, indent=2))
-    return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +33,7 @@ from sm1km.config import RunConfig
 from sm1km.errors import ConfigError, InputError, StoreError
 from sm1km.core.metrics import Moments
 from sm1km.storage.metrics_json import update_metrics_json
-from sm1km.runtime.client import locked_cli, with_lock_arguments
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.runtime.client import stage_client
 
 log = logging.getLogger(__name__)
 
@@ -473,38 +471,4 @@ def withheld_experiment(cfg: RunConfig, fraction: float = 0.2, client=None, *,
     return result
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--method", choices=fc.METHODS, default=None,
-                   help="matching method (default: fusion.method of the config)")
-    p.add_argument("--withhold", type=float, default=None, metavar="FRACTION",
-                   help="instead of writing fused.zarr, run the withheld-observation experiment hiding this "
-                        "fraction of CCI observations (e.g. 0.2); results go to report/metrics.json")
-    p.add_argument("--overwrite", action="store_true", help="discard an existing fused.zarr and its ledger")
-
-
-@locked_cli("fuse")
-def run_cli(args) -> int:
-    cfg = load_config(args)
-    if args.withhold is not None:
-        if args.method:
-            cfg = cfg.model_copy(update={"fusion": cfg.fusion.model_copy(update={"method": args.method})})
-        res = withheld_experiment(cfg, fraction=args.withhold)
-        rows = [f"{'estimate':<14} {'n':>9} {'r':>7} {'ubRMSE':>8} {'bias':>8} {'RMSE':>8}"]
-        for k, v in res["withheld"].items():
-            rows.append(f"{k:<14} {v['n']:>9d} {v['r']:>7.3f} {v['ubrmse']:>8.4f} {v['bias']:>8.4f} {v['rmse']:>8.4f}")
-        sys.stdout.write("withheld CCI observations (reference = the hidden CCI values):\n" + "\n".join(rows) + "\n")
-        sys.stdout.write(f"default method: {res['default_method']}; best by ubRMSE: {res['best_method']}; "
-                         f"written to {res['metrics_json']}\n")
-        return 0
-    out = fuse(cfg, method=args.method, overwrite=args.overwrite)
-    sys.stdout.write(json.dumps(out) + "\n")
-    return 0
-
-
-__all__ = ["fuse", "withheld_experiment", "open_inputs", "land_mask", "truth_25km_url", "add_arguments",
-           "run_cli", "STORE_NAME"]
+__all__ = ["fuse", "withheld_experiment", "open_inputs", "land_mask", "truth_25km_url", "STORE_NAME"]

@@ -51,8 +51,7 @@ from sm1km.config import RunConfig
 from sm1km.errors import ConfigError, InputError, ModelError, Sm1kmError, StoreError
 from sm1km.core.gapfill import gapfill_time
 from sm1km.core.rechunk_plan import block_window, blocks_touched, chunk_slices, hull, output_chunks, plan_staging
-from sm1km.runtime.client import locked_cli, with_lock_arguments
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.runtime.client import stage_client
 
 log = logging.getLogger(__name__)
 
@@ -1554,22 +1553,3 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
         finally:
             _remove_staging(ctx.staging_root, so)
     return {j.store_name: j.url for j in jobs}
-
-
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace stored days whose input differs (default: such a day is an error)")
-
-
-@locked_cli("ingest")
-def run_cli(args) -> int:
-    cfg = load_config(args)
-    urls = ingest(cfg, overwrite=args.overwrite)
-    for name, url in urls.items():
-        log.info("%s -> %s", name, url)
-    import sys
-
-    sys.stdout.write(json.dumps(urls, indent=2) + "\n")
-    return 0

@@ -34,8 +34,7 @@ from sm1km.core.cv import SCHEMES, cross_validate, group_kfold, summarize
 from sm1km.errors import ModelError
 from sm1km.core.features import FEATURE_NAMES, FEATURE_SCHEMA, column
 from sm1km.storage.model import QUANTILES, save_model
-from sm1km.runtime.client import locked_cli, with_lock_arguments
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.runtime.client import stage_client
 
 log = logging.getLogger(__name__)
 
@@ -450,29 +449,3 @@ def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
              card["training"]["n_stations"], card["training"]["n_samples"], sg["ubrmse_pooled"],
              base["ubrmse_pooled"], sg["ubrmse_median"], base["ubrmse_median"], sg["r_median"], base["r_median"])
     return urls
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                   help=f"XGBoost training threads (default {DEFAULT_THREADS}; fixed for reproducible files)")
-    p.add_argument("--rf-trees", type=int, default=RF_PARAMS["num_parallel_tree"], help="trees of the random forest")
-    p.add_argument("--gbt-max-rounds", type=int, default=GBT_MAX_ROUNDS, help="upper bound of boosting rounds")
-    p.add_argument("--target", choices=("auto", *TARGET_KINDS), default="auto",
-                   help="sm: learn the station value (as published); residual: learn station minus fused 25 km; "
-                        "auto (default): the better under station-grouped CV")
-
-
-@locked_cli("train")
-def run_cli(args) -> int:
-    import json
-
-    cfg = load_config(args)
-    urls = train(cfg, n_threads=args.threads, rf_trees=args.rf_trees, gbt_max_rounds=args.gbt_max_rounds,
-                 target=args.target)
-    print(json.dumps(urls, indent=2))
-    return 0

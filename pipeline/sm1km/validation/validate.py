@@ -21,7 +21,6 @@ import xarray as xr
 from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.core.grid import FineGrid, coarse_col_of_lon, coarse_row_of_lat
-from sm1km.runtime.client import add_config_argument, load_config
 
 log = logging.getLogger(__name__)
 
@@ -412,23 +411,6 @@ def render_html(cfg: RunConfig, metrics: dict, figures: list[tuple[str, str]]) -
     parts.append("<h2>Files</h2><pre>" + esc(json.dumps(metrics.get("outputs", {}), indent=1)) + "</pre>")
     parts.append("<p>All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>")
     return "\n".join(parts)
-
-
-# ------------------------------------------------------------------------------------- CLI
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--no-withheld", action="store_true", help="skip the withheld-observation fusion experiment")
-
-
-def run_cli(args) -> int:
-    cfg = load_config(args)
-    out = validate(cfg, run_withheld=not args.no_withheld)
-    from sm1km.storage.metrics_json import read_metrics_json
-
-    m = read_metrics_json(cfg)
-    print(f"report: {out['report']}")
-    print(headline(m))
-    return 0
 
 
 def headline(m: dict) -> str:
