@@ -39,27 +39,35 @@ from sm1km.validation.validate import validate
 
 log = logging.getLogger(__name__)
 
-#: the counters every stage result carries in ``.stats`` (see :mod:`sm1km.runtime.result`)
-UNIT_KEYS = ("units_total", "units_written", "units_skipped")
+def _files_under(url: str, storage_options) -> set[str]:
+    """Names (relative to ``url``) of the files already under ``url``."""
+    fs, root = store.filesystem(url, storage_options)
+    fs.invalidate_cache(root)
+    if not fs.exists(root):
+        return set()
+    root = root.rstrip("/")
+    return {p[len(root) + 1:] for p in fs.find(root)}
 
 
 def export_deliverables(cfg: RunConfig, client=None) -> StageResult:
     """Daily GeoTIFF (COG) and HDF5 deliverables of the whole run into ``<root>/exports/``.
 
     Returns ``{"geotiff": [file URLs], "hdf5": [file URLs]}`` (all files of each export, already
-    existing ones included). Units are exported files: ``units_total`` is the number of files of
-    both exports; written/skipped are the export's own counters, where it reports them.
+    existing ones included). Units are the exported files: those that were there before (export
+    writes only what is missing) are ``units_skipped``, the others ``units_written``.
     """
+    so = cfg.store.storage_options()
     out = cfg.store.url("exports")
     files: dict[str, Any] = {}
-    stats = dict.fromkeys(UNIT_KEYS, 0)
+    total = skipped = 0
     for fmt in ("geotiff", "hdf5"):
-        res = export(cfg, client=client, fmt=fmt, product="daily", out=store.join(out, fmt))
-        files[fmt] = res
-        counted = getattr(res, "stats", None) or {"units_total": len(res)}
-        for k in UNIT_KEYS:
-            stats[k] += int(counted.get(k, 0))
-    return StageResult(files, stats)
+        dest = store.join(out, fmt)
+        before = _files_under(dest, so)
+        files[fmt] = export(cfg, client=client, fmt=fmt, product="daily", out=dest)
+        names = {u[len(dest.rstrip("/")) + 1:] for u in files[fmt]}
+        total += len(names)
+        skipped += len(names & before)
+    return StageResult(files, {"units_total": total, "units_written": total - skipped, "units_skipped": skipped})
 
 
 #: stage name -> the stage function ``stage(cfg, client=None, **options)``. Order is execution order.
