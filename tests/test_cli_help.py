@@ -129,13 +129,31 @@ def test_help_text_unchanged(verb, monkeypatch):
     assert help_text(argv) == (DATA / name).read_text()
 
 
+def _dumps(desc: dict) -> str:
+    """``options.json`` as text: one line per option, so a diff shows which option changed."""
+    def line(obj) -> str:
+        return json.dumps(obj, ensure_ascii=False)
+
+    def parser(pd: dict, ind: str) -> str:
+        acts = ",\n".join(f"{ind}  {line(a)}" for a in pd["actions"])
+        return (f'{{\n{ind} "prog": {line(pd["prog"])},\n{ind} "description": {line(pd["description"])},\n'
+                f'{ind} "actions": [\n{acts}\n{ind} ],\n{ind} "exclusive_groups": {line(pd["exclusive_groups"])}\n{ind}}}')
+
+    verbs = ",\n".join(f"  {line(k)}: {line(v)}" for k, v in desc["verbs"].items())
+    opts = ",\n".join(f"  {line(k)}: {parser(v, '  ')}" for k, v in desc["verb_options"].items())
+    text = (f'{{\n "python": {line(desc["python"])},\n "top": {parser(desc["top"], " ")},\n'
+            f' "verbs": {{\n{verbs}\n }},\n "verb_options": {{\n{opts}\n }}\n}}\n')
+    assert json.loads(text) == desc
+    return text
+
+
 def _write() -> None:  # pragma: no cover - the generator of the expected data
     import os
 
     os.environ["COLUMNS"] = COLUMNS
     DATA.mkdir(parents=True, exist_ok=True)
     desc = describe_cli()
-    (DATA / "options.json").write_text(json.dumps(desc, indent=1, ensure_ascii=False) + "\n")
+    (DATA / "options.json").write_text(_dumps(desc))
     (DATA / "_top.txt").write_text(help_text(["--help"]))
     for verb in desc["verb_options"]:
         (DATA / f"{verb}.txt").write_text(help_text([verb, "--help"]))
