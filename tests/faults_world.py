@@ -120,7 +120,7 @@ def fixed_timestamps():
 
 def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
     """The same as ``sm1km run --config run.yaml --stages ...`` in this process (synchronous dask)."""
-    from sm1km.stages.pipeline import Pipeline
+    from sm1km import Pipeline
 
     with fixed_timestamps():
         return Pipeline.from_yaml(run_yaml).run(stages=stages)

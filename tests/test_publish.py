@@ -277,6 +277,9 @@ def test_promote_switches_readers_from_one_complete_version_to_the_next(tmp_path
     cfg1, _ = make_master(str(pub / "runs" / "v1"), q=q1, name="v1")
     doc = publish_stage.promote(cfg1, str(pub))
     assert doc["products"]["master"]["href"] == "runs/v1/master.zarr"
+    assert json.loads((pub / "published.json").read_text()) == dict(doc)  # the result is the pointer
+    assert doc.stats["units_total"] == doc.stats["units_written"] == len(doc["products"])
+    assert doc.stats["units_skipped"] == 0 and doc.stats["catalog"]["units_written"] > 0
     before = store.checksum_tree(str(pub / "runs" / "v1"))
     seen, errors, done = [], [], threading.Event()
 

@@ -1,14 +1,13 @@
-"""``sm1km downscale``: the command line of :func:`sm1km.stages.downscale.downscale`.
+"""``sm1km downscale --config run.yaml``: the 1 km master, shard by shard (resumable).
 
-Here and not in the stage module because ``--truth-metrics`` runs ``sm1km.validation.truth``,
-a tier above the stages (text of ``add_arguments`` / ``run_cli`` unchanged from the stage module).
+Calls :func:`sm1km.stages.downscale.downscale` (and, with ``--truth-metrics``,
+:func:`sm1km.validation.truth.write_truth_metrics`) on one dask client under the store's run lock;
+prints ``{name: url, "stats": ...}`` as JSON.
 """
 
 from __future__ import annotations
 
-from sm1km.runtime.client import add_config_argument, load_config, locked_cli, stage_client, with_lock_arguments
-from sm1km.stages.downscale import downscale
-from sm1km.validation.truth import write_truth_metrics
+from sm1km.cli._common import add_config_argument, load_config, locked_cli, with_lock_arguments
 
 
 @with_lock_arguments
@@ -21,8 +20,12 @@ def add_arguments(p) -> None:
 
 
 @locked_cli("downscale")
-def run_cli(args) -> int:
+def run(args) -> int:
     import json
+
+    from sm1km.runtime.client import stage_client
+    from sm1km.stages.downscale import downscale
+    from sm1km.validation.truth import write_truth_metrics
 
     cfg = load_config(args)
     with stage_client(cfg) as client:

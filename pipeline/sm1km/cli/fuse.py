@@ -1,25 +1,22 @@
-"""``sm1km fuse``: the command line of :func:`sm1km.stages.fuse.fuse` and, with ``--withhold``, of
-:func:`sm1km.validation.withheld.withheld_experiment`.
+"""``sm1km fuse --config run.yaml``: the gap-free 25 km cube, or the withheld-observation experiment.
 
-Here and not in the stage module because ``--withhold`` runs the validation tier's experiment,
-a tier above the stages (text of ``add_arguments`` / ``run_cli`` unchanged from the stage module).
+Calls :func:`sm1km.stages.fuse.fuse` (prints ``{name: url}`` as JSON) or, with ``--withhold``,
+:func:`sm1km.validation.withheld.withheld_experiment` (prints its table), under the store's run lock.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
-from sm1km.core import fusion as fc
-from sm1km.runtime.client import add_config_argument, load_config, locked_cli, with_lock_arguments
-from sm1km.stages.fuse import fuse
-from sm1km.validation.withheld import withheld_experiment
+from sm1km.cli._common import add_config_argument, load_config, locked_cli, with_lock_arguments
 
 
 @with_lock_arguments
 def add_arguments(p) -> None:
+    from sm1km.core.fusion import METHODS
+
     add_config_argument(p)
-    p.add_argument("--method", choices=fc.METHODS, default=None,
+    p.add_argument("--method", choices=METHODS, default=None,
                    help="matching method (default: fusion.method of the config)")
     p.add_argument("--withhold", type=float, default=None, metavar="FRACTION",
                    help="instead of writing fused.zarr, run the withheld-observation experiment hiding this "
@@ -28,7 +25,12 @@ def add_arguments(p) -> None:
 
 
 @locked_cli("fuse")
-def run_cli(args) -> int:
+def run(args) -> int:
+    import json
+
+    from sm1km.stages.fuse import fuse
+    from sm1km.validation.withheld import withheld_experiment
+
     cfg = load_config(args)
     if args.withhold is not None:
         if args.method:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from sm1km.core.encoding import FILL
 from sm1km.errors import StoreError
-from sm1km.runtime.client import add_config_argument, load_config, locked_cli, stage_client, with_lock_arguments
+from sm1km.runtime.client import stage_client
 from sm1km.runtime.result import StageResult
 from sm1km.runtime.runner import run_tasks
 from sm1km.runtime.units import WorkUnit, plan_units
@@ -160,22 +160,3 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
              "chunks_total": total, "chunks_written": written, "chunks_skipped": skipped, "months": len(months)}
     log.info("aggregate done: %s", stats)
     return StageResult({"monthly": url, "ledger": ledger.url}, stats)
-
-
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--min-valid-fraction", type=float, default=MIN_VALID_FRACTION,
-                   help="least fraction of a month's calendar days with valid values for a monthly mean "
-                        f"(default {MIN_VALID_FRACTION})")
-    p.add_argument("--max-in-flight", type=int, default=None, help="tasks submitted at a time")
-
-
-@locked_cli("aggregate")
-def run_cli(args) -> int:
-    import json
-
-    cfg = load_config(args)
-    out = aggregate(cfg, min_valid_fraction=args.min_valid_fraction, max_in_flight=args.max_in_flight)
-    print(json.dumps({**out, "stats": out.stats}, indent=2))
-    return 0

@@ -1,7 +1,7 @@
 """One writer per store root: a lease lock at ``<root>/_locks/run.lock``.
 
 Every command that writes under ``store.root`` (``ingest``, ``fuse``, ``train``, ``downscale``,
-``aggregate``, ``run``/``demo`` and :class:`~sm1km.stages.pipeline.Pipeline`) holds the lock while it
+``aggregate``, ``run``/``demo`` and :class:`~sm1km.pipeline.Pipeline`) holds the lock while it
 runs. A second run on the same root is refused with a :class:`~sm1km.errors.StoreError` naming
 the holder (host, pid, stage, since when, until when). Readers never take it (consistent reads
 during a write are the publish protocol's job, see docs/reading.md).

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from sm1km.config import RunConfig
-from sm1km.runtime.client import add_config_argument, load_config
 from sm1km.runtime.result import StageResult
 from sm1km.storage import store
 from sm1km.storage.metrics_json import read_metrics_json, update_metrics_json
@@ -118,20 +117,6 @@ def _outputs(cfg: RunConfig, so) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- CLI
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--no-withheld", action="store_true", help="skip the withheld-observation fusion experiment")
 
 
-def run_cli(args) -> int:
-    cfg = load_config(args)
-    out = validate(cfg, run_withheld=not args.no_withheld)
-    from sm1km.storage.metrics_json import read_metrics_json
-
-    m = read_metrics_json(cfg)
-    print(f"report: {out['report']}")
-    print(headline(m))
-    return 0
-
-
-__all__ = ["validate", "headline", "add_arguments", "run_cli"]
+__all__ = ["validate", "headline"]

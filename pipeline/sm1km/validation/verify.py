@@ -138,24 +138,3 @@ def _check_ledger(rep: Report, url: str, storage_options, ds, group) -> None:
                             " — re-run the stage to finish")
     else:
         rep.notes.append(f"ledger: all {len(keys)} regions finished")
-
-
-def add_arguments(p) -> None:
-    p.add_argument("urls", nargs="+", metavar="URL", help="store URL(s) (path or s3://)")
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint for s3:// URLs")
-    p.add_argument("--anon", action="store_true", help="anonymous S3 access")
-    p.add_argument("--no-chunks", action="store_true", help="skip the chunk-object completeness check")
-
-
-def run_cli(args) -> int:
-    ok = True
-    for url in args.urls:
-        so = {}
-        if url.startswith("s3://"):
-            so = {"anon": args.anon}
-            if args.endpoint_url:
-                so["endpoint_url"] = args.endpoint_url
-        rep = verify_store(url, so, check_chunks=not args.no_chunks)
-        print(json.dumps(rep.as_dict()))
-        ok &= rep.ok
-    return 0 if ok else 2

@@ -33,7 +33,6 @@ days; memory per task does not depend on the length of the period.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -41,7 +40,7 @@ from typing import Any
 
 from sm1km.config import RunConfig
 from sm1km.errors import ConfigError, Sm1kmError
-from sm1km.runtime.client import add_config_argument, load_config, locked_cli, stage_client, with_lock_arguments
+from sm1km.runtime.client import stage_client
 from sm1km.runtime.result import StageResult
 from sm1km.storage import store
 
@@ -142,24 +141,5 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
     return StageResult({j.store_name: j.url for j in jobs}, stats)
 
 
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace stored days whose input differs (default: such a day is an error)")
-
-
-@locked_cli("ingest")
-def run_cli(args) -> int:
-    cfg = load_config(args)
-    urls = ingest(cfg, overwrite=args.overwrite)
-    for name, url in urls.items():
-        log.info("%s -> %s", name, url)
-    import sys
-
-    sys.stdout.write(json.dumps(urls, indent=2) + "\n")
-    return 0
-
-
 __all__ = ["ingest", "jobs_for", "IngestJob", "IngestContext", "COARSE_TIME_CHUNK", "COARSE_BATCH_DAYS",
-           "GAP_HALO_DAYS", "add_arguments", "run_cli"]
+           "GAP_HALO_DAYS"]

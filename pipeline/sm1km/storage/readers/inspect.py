@@ -10,42 +10,13 @@ line to stderr naming it and the problem; the others are still inspected and the
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from sm1km.errors import InputError
 
-log = logging.getLogger(__name__)
-
 _DIR_SUFFIXES = {".nc", ".nc4", ".grib", ".grb", ".grib2", ".grb2", ".tif", ".tiff", ".stm", ".zip", ".hdf", ".h5"}
-
-
-def add_arguments(p) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="input files, folders or zip archives")
-    p.add_argument("--era5-lsm", metavar="MASK", default=None,
-                   help="land-sea mask for ERA5 files (netCDF/GRIB with lsm or land); default: lsm in the file")
-    p.add_argument("--min-hours", type=int, default=12, help="(ISMN) hours a day needs for a daily mean")
-
-
-def _clean(v):
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.datetime64):
-        from sm1km.storage.readers._common import iso_day
-        return iso_day(v)
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
 
 
 def _minmax(a) -> tuple[int, float | None, float | None]:
@@ -173,33 +144,3 @@ def inspect_path(path: str, lsm_path: str | None = None, min_hours: int = 12):
         yield exc
         return
     yield {"path": path, "kind": kind, **rec}
-
-
-def run_cli(args) -> int:
-    rc = 0
-    for p in args.paths:
-        for item in _safe(inspect_path, p, args.era5_lsm, args.min_hours):
-            if isinstance(item, Exception):
-                rc = 2
-                msg = " ".join(str(item).split())
-                sys.stderr.write(f"sm1km inspect: error: {msg}\n")
-                continue
-            sys.stdout.write(json.dumps(_clean(item), ensure_ascii=False, allow_nan=False) + "\n")
-            sys.stdout.flush()
-    return rc
-
-
-def _safe(fn, path, lsm_path, min_hours):
-    """Run a generator, turning unexpected exceptions into one error line (details in the debug log)."""
-    gen = fn(path, lsm_path, min_hours)
-    while True:
-        try:
-            item = next(gen)
-        except StopIteration:
-            return
-        except Exception as exc:  # a bug or an unforeseen file problem: report, keep going
-            log.debug("inspect %s failed", path, exc_info=True)
-            yield InputError(path, f"cannot inspect ({type(exc).__name__}: {exc}).",
-                             "check the file; report a bug if it is a valid input.")
-            return
-        yield item
