@@ -61,14 +61,11 @@ def run_cli(args) -> int:
     if missing:
         print(f"  (stages not available in this version: {', '.join(missing)})")
     print("  stage timings (s): " + ", ".join(f"{k} {v}" for k, v in out["_timings_s"].items()))
-    try:
-        from sm1km.storage.metrics_json import read_metrics_json
-        from sm1km.validation.validate import headline
+    from sm1km.storage.metrics_json import read_metrics_json
+    from sm1km.validation.validate import headline
 
-        text = headline(read_metrics_json(cfg))
-        if text:
-            print("\nHeadline numbers:\n  " + text.replace("\n", "\n  "))
-    except ImportError:
-        pass
+    text = headline(read_metrics_json(cfg))
+    if text:
+        print("\nHeadline numbers:\n  " + text.replace("\n", "\n  "))
     print(f"\nOpen the report: {wd / 'store' / 'report' / 'index.html'}")
     return 0

@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import posixpath
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -273,27 +272,15 @@ def _index_url(root: str, store_name: str) -> str:
 
 
 def _read_json(url: str, so) -> dict | None:
-    fs, path = store.filesystem(url, so)
     try:
-        if not fs.exists(path):
-            return None
-        return json.loads(fs.cat_file(path))
+        return store.read_json(url, so)
     except (ValueError, OSError) as exc:
         raise StoreError(url, f"the ingest index is unreadable ({exc}).",
                          "remove it and re-run `sm1km ingest --overwrite`.") from None
 
 
 def _write_json(url: str, so, obj: dict) -> None:
-    fs, path = store.filesystem(url, so)
-    payload = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-    if store.is_remote(url):
-        fs.pipe_file(path, payload)  # one PUT: atomic
-        return
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with fs.open(tmp, "wb") as f:
-        f.write(payload)
-    fs.mv(tmp, path)
+    store.write_json(url, obj, so, separators=(",", ":"))
 
 
 def _empty_index(store_name: str) -> dict:

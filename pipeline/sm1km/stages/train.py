@@ -34,6 +34,7 @@ from sm1km.core.cv import SCHEMES, cross_validate, group_kfold, summarize
 from sm1km.errors import ModelError
 from sm1km.core.features import FEATURE_NAMES, FEATURE_SCHEMA, column
 from sm1km.storage.model import QUANTILES, save_model
+from sm1km.storage.metrics_json import jsonable, update_metrics_json
 from sm1km.runtime.client import locked_cli, with_lock_arguments
 from sm1km.runtime.client import add_config_argument, load_config, stage_client
 
@@ -349,44 +350,9 @@ def _packages() -> dict[str, str]:
     return out
 
 
-def _jsonable(obj):
-    try:
-        from sm1km.storage.metrics_json import jsonable
-    except ImportError:
-        jsonable = None
-    if jsonable is not None:
-        return jsonable(obj)
-    import math
-
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in list(obj)]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    return obj
-
-
 def _write_metrics(cfg: RunConfig, section: Mapping[str, Any]) -> str:
     """Replace the ``model`` key of ``<root>/report/metrics.json`` (read-modify-write)."""
-    try:
-        from sm1km.storage.metrics_json import update_metrics_json
-    except ImportError:
-        update_metrics_json = None
-    if update_metrics_json is not None:
-        return update_metrics_json(cfg, "model", _jsonable(section))
-    import json
-
-    url = cfg.store.url("report", "metrics.json")
-    fs, path = store.filesystem(url, cfg.store.storage_options())
-    current = json.loads(fs.cat_file(path)) if fs.exists(path) else {}
-    current["model"] = _jsonable(section)
-    if not store.is_remote(url):
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, (json.dumps(current, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
-    return url
+    return update_metrics_json(cfg, "model", section)
 
 
 def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
@@ -440,7 +406,7 @@ def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
                    "predictors": cfg.store.url("inputs", "predictors.zarr"),
                    "fused": cfg.store.url("fused.zarr")},
     }
-    urls = save_model(cfg.model_path, result["booster"], _jsonable(card),
+    urls = save_model(cfg.model_path, result["booster"], jsonable(card),
                       uncertainty_booster=result["uncertainty_booster"], schema=FEATURE_SCHEMA, storage_options=so)
     urls["metrics"] = _write_metrics(cfg, result["cv"])
     sg = result["cv"]["station_grouped"]

@@ -57,19 +57,6 @@ def station_metrics(obs: np.ndarray, est: np.ndarray, min_n: int = 5) -> dict[st
     }, per
 
 
-def _clean(obj):
-    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 # ------------------------------------------------------------------------------------- extraction
 def _station_table(cfg: RunConfig, so) -> xr.Dataset | None:
     url = cfg.store.url("inputs", "stations.zarr")
@@ -137,7 +124,7 @@ def validate(cfg: RunConfig, client=None, run_withheld: bool = True) -> dict[str
     if card and "cv" in card:
         model_section = dict(card["cv"])
         model_section.setdefault("default_algorithm", card.get("algorithm"))
-        update_metrics_json(cfg, "model", _clean(model_section))
+        update_metrics_json(cfg, "model", model_section)
 
     # stations: the final 1 km product against every station, with baselines at the same stations
     stations = _station_table(cfg, so)
@@ -165,14 +152,14 @@ def validate(cfg: RunConfig, client=None, run_withheld: bool = True) -> dict[str
         for name in ("fused_25km", "era5", "cci"):
             if series[name] is not None:
                 section["baselines"][name], _ = station_metrics(series["obs"], series[name])
-        update_metrics_json(cfg, "stations", _clean(section))
+        update_metrics_json(cfg, "stations", section)
 
     # truth (synthetic world only)
     if cfg.inputs.truth:
         try:
             from sm1km.stages.downscale import truth_metrics
 
-            update_metrics_json(cfg, "truth", _clean(truth_metrics(cfg, client=client)))
+            update_metrics_json(cfg, "truth", truth_metrics(cfg, client=client))
         except Exception as exc:
             log.warning("truth metrics failed: %s", exc)
 

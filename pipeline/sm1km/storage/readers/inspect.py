@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from sm1km.errors import InputError
+from sm1km.storage.metrics_json import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,10 @@ def add_arguments(p) -> None:
     p.add_argument("--min-hours", type=int, default=12, help="(ISMN) hours a day needs for a daily mean")
 
 
-def _clean(v):
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.datetime64):
-        from sm1km.storage.readers._common import iso_day
-        return iso_day(v)
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
+def _iso_day_of_datetime64(v):
+    from sm1km.storage.readers._common import iso_day
+
+    return iso_day(v) if isinstance(v, np.datetime64) else v
 
 
 def _minmax(a) -> tuple[int, float | None, float | None]:
@@ -184,7 +174,7 @@ def run_cli(args) -> int:
                 msg = " ".join(str(item).split())
                 sys.stderr.write(f"sm1km inspect: error: {msg}\n")
                 continue
-            sys.stdout.write(json.dumps(_clean(item), ensure_ascii=False, allow_nan=False) + "\n")
+            sys.stdout.write(json.dumps(jsonable(item, _iso_day_of_datetime64), ensure_ascii=False, allow_nan=False) + "\n")
             sys.stdout.flush()
     return rc
 
