@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import posixpath
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -251,7 +250,7 @@ def _run_jobs(client, fn, jobs: list[dict]) -> list:
 
 
 def _read_marker(ledger: store.Ledger, key: str) -> dict:
-    return json.loads(ledger.fs.cat_file(posixpath.join(ledger.path, f"{key}.json")).decode())
+    return ledger.info(key)
 
 
 def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: bool = False) -> dict[str, str]:

@@ -342,8 +342,14 @@ class Ledger:
             return self.fs.exists(self._key_path(key))
 
     def mark(self, key: str, info: Mapping[str, Any] | None = None) -> None:
+        """Mark ``key`` done; ``info`` (JSON-able facts about the region) is the marker's content."""
         with permanent_errors(self.url, self.storage_options):
             write_json(join(self.url, f"{key}.json"), dict(info or {}), self.storage_options)
+
+    def info(self, key: str) -> dict[str, Any] | None:
+        """What :meth:`mark` recorded for ``key`` (None if it is not marked)."""
+        with permanent_errors(self.url, self.storage_options):
+            return read_json(join(self.url, f"{key}.json"), self.storage_options)
 
     def keys(self) -> set[str]:
         try:

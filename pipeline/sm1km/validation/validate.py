@@ -181,10 +181,7 @@ def validate(cfg: RunConfig, client=None, run_withheld: bool = True) -> dict[str
 
 def _model_card(cfg: RunConfig, so) -> dict | None:
     url = cfg.model_path.rsplit(".", 1)[0] + ".json"
-    fs, path = store.filesystem(url, so)
-    if not fs.exists(path):
-        return None
-    return json.loads(fs.cat_file(path))
+    return store.read_json(url, so)
 
 
 def _outputs(cfg: RunConfig, so) -> dict[str, Any]:
