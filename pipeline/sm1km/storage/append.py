@@ -25,6 +25,7 @@ import zarr
 
 from sm1km.errors import ConfigError, StoreError
 from sm1km.storage import store
+from sm1km.storage.attrs import coverage_attrs
 from sm1km.storage.publish import read_root_metadata
 from sm1km.storage.shard_codec import EMPTY, decode_index, encode_index, index_layout_ok, sharding_codec
 
@@ -182,6 +183,6 @@ def append_days(url: str, new_times: Iterable, blocks: Iterable[tuple[Mapping[st
     for region, arrays in blocks:
         write_packed_preserving(url, region, arrays, storage_options)
     times = store.open_dataset(url, storage_options, consolidated=False)["time"].values
-    store.finalize(url, storage_options, {**store.coverage_attrs(times), **dict(attrs or {})})
+    store.finalize(url, storage_options, {**coverage_attrs(times), **dict(attrs or {})})
     log.info("store %s: published %d new days (%d in all)", url, n_new - n_old, n_new)
     return n_new

@@ -349,12 +349,16 @@ class StoreLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
+        self._release_or_raise(" (`sm1km verify` checks them)")
+
+    def _release_or_raise(self, hint: str) -> None:
+        """Release; if the lock was lost while it was held, raise the StoreError that says so."""
         lost = self.lost
         self.release()
         if lost:
             raise StoreError(self.url, f"this run lost its lock while writing: {lost}.",
                              "check that the other run has finished, then re-run this command: it resumes where "
-                             "the stores stopped (`sm1km verify` checks them).")
+                             f"the stores stopped{hint}.")
 
 
 def _sigterm_to_exit(signum, frame):
@@ -435,12 +439,7 @@ def run_lock(cfg, stage: str = "run", *, force: bool = False, ttl_s: float | Non
     finally:
         with _REGISTRY_LOCK:
             _HELD.pop(url, None)
-        lost = lk.lost
-        lk.release()
-        if lost:
-            raise StoreError(lk.url, f"this run lost its lock while writing: {lost}.",
-                             "check that the other run has finished, then re-run this command: it resumes where "
-                             "the stores stopped.")
+        lk._release_or_raise("")
 
 
 __all__ = ["StoreLock", "run_lock", "read_lock", "force_unlock", "lock_url", "LOCK_DIR", "LOCK_NAME", "DEFAULT_TTL_S"]
