@@ -44,7 +44,7 @@ def make_config(root: str, storage_options=None, **grid) -> RunConfig:
 
 def make_world(root: str, storage_options=None, *, seed: int = 0, train: bool = True, **grid):
     """Write fused.zarr, inputs/predictors.zarr, truth.zarr (+ model/) under ``root``; return (cfg, facts)."""
-    from sm1km.storage.store import _zarr_target
+    from sm1km.storage.store import zarr_target
 
     rng = np.random.default_rng(seed)
     cfg = make_config(root, storage_options, **grid)
@@ -93,7 +93,7 @@ def make_world(root: str, storage_options=None, *, seed: int = 0, train: bool = 
                          coords={"time": times, "lat": flat, "lon": flon})
     truth_ds = xr.Dataset({"sm": (("time", "lat", "lon"), truth)}, coords={"time": times, "lat": flat, "lon": flon})
     for name, ds in (("fused.zarr", fused_ds), ("inputs/predictors.zarr", pred_ds), ("truth.zarr", truth_ds)):
-        ds.to_zarr(_zarr_target(cfg.store.url(name), so), mode="w", zarr_format=3, consolidated=True)
+        ds.to_zarr(zarr_target(cfg.store.url(name), so), mode="w", zarr_format=3, consolidated=True)
     facts = {"fused": fused_ds, "predictors": pred_ds, "truth": truth, "sea": sea}
     if train:
         facts["model"] = train_model(cfg, fused, flag, pred_ds, truth, times)

@@ -107,10 +107,10 @@ def make_world(root: str, *, n_stations: int = 20, station_effect: float = 0.0, 
                 "lat": ("station", np.array(lat)), "lon": ("station", np.array(lon)),
                 "depth_from": ("station", np.zeros(len(ids))), "depth_to": ("station", np.full(len(ids), 0.05)),
                 "sensor": ("station", np.array(["probe"] * len(ids)).astype(str))})
-    from sm1km.storage.store import _zarr_target
+    from sm1km.storage.store import zarr_target
 
     for name, ds in (("fused.zarr", fused_ds), ("inputs/predictors.zarr", pred_ds), ("inputs/stations.zarr", st_ds)):
-        ds.to_zarr(_zarr_target(cfg.store.url(name), so), mode="w", zarr_format=3, consolidated=True)
+        ds.to_zarr(zarr_target(cfg.store.url(name), so), mode="w", zarr_format=3, consolidated=True)
     truth_da = xr.DataArray(truth, dims=("time", "lat", "lon"), coords={"time": times, "lat": flat, "lon": flon})
     return cfg, {"truth": truth_da, "fused": fused_ds, "predictors": pred_ds, "stations": st_ds,
                  "station_rows": r, "station_cols": c, "offsets": offsets}

@@ -123,6 +123,26 @@ def test_unreadable_lock_counts_as_held_until_it_is_older_than_the_lease(tmp_pat
         pass
 
 
+def test_lock_on_a_filesystem_without_atomic_create(caplog):
+    """Other fsspec filesystems (here ``memory://``): best effort, but the same protocol."""
+    import uuid
+
+    root = f"memory://sm1km-{uuid.uuid4().hex[:8]}/run"
+    with caplog.at_level("WARNING"):
+        with StoreLock(root, stage="ingest", heartbeat_s=0.05) as lk:
+            assert "no atomic create" in caplog.text
+            with pytest.raises(StoreError, match="being written by another run"):
+                StoreLock(root, stage="fuse").acquire()
+            first = read_lock(root)["heartbeat_unix"]
+            deadline = time.time() + 10
+            while read_lock(root)["heartbeat_unix"] == first and time.time() < deadline:
+                time.sleep(0.05)
+            assert read_lock(root)["heartbeat_unix"] > first and read_lock(root)["owner"]["uuid"] == lk.token
+    assert read_lock(root) is None
+    _plant(root, {})
+    assert force_unlock(root)["owner"]["uuid"] == "f" * 32 and read_lock(root) is None
+
+
 @pytest.mark.parametrize("n", [6])
 def test_racing_takeovers_of_one_stale_lock_have_one_winner(store_root, n):
     root, so = store_root

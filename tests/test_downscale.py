@@ -199,7 +199,7 @@ def test_truth_metrics_beat_the_baseline(world):
 
 def test_inputs_that_do_not_fit_the_run(tmp_path):
     from downscale_world import train_model
-    from sm1km.storage.store import _zarr_target
+    from sm1km.storage.store import zarr_target
 
     cfg, facts = make_world(str(tmp_path / "run"))
     downscale.downscale(cfg)
@@ -210,7 +210,7 @@ def test_inputs_that_do_not_fit_the_run(tmp_path):
         downscale.downscale(cfg)
     # fused store over a shorter period
 
-    facts["fused"].isel(time=slice(0, 20)).to_zarr(_zarr_target(cfg.store.url("fused.zarr"), {}), mode="w",
+    facts["fused"].isel(time=slice(0, 20)).to_zarr(zarr_target(cfg.store.url("fused.zarr"), {}), mode="w",
                                                    zarr_format=3, consolidated=True)
     with pytest.raises(InputError, match="does not cover"):
         downscale.downscale(cfg)

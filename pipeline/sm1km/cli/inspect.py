@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import json
 
+    from sm1km.storage.metrics_json import jsonable
     from sm1km.storage.readers.inspect import inspect_path
 
     rc = 0
@@ -33,30 +34,18 @@ def run(args) -> int:
                 msg = " ".join(str(item).split())
                 sys.stderr.write(f"sm1km inspect: error: {msg}\n")
                 continue
-            sys.stdout.write(json.dumps(_clean(item), ensure_ascii=False, allow_nan=False) + "\n")
+            sys.stdout.write(json.dumps(jsonable(item, _iso_day_of_datetime64), ensure_ascii=False, allow_nan=False) + "\n")
             sys.stdout.flush()
     return rc
 
 
-def _clean(v):
-    """JSON-ready: numpy scalars as Python numbers, NaN/inf as null, datetime64 as ISO days."""
-    import math
-
+def _iso_day_of_datetime64(v):
+    """``jsonable``'s hook for the leaves it does not know: a datetime64 becomes its ISO day."""
     import numpy as np
 
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.datetime64):
-        from sm1km.storage.readers._common import iso_day
-        return iso_day(v)
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
+    from sm1km.storage.readers._common import iso_day
+
+    return iso_day(v) if isinstance(v, np.datetime64) else v
 
 
 def _safe(fn, path, lsm_path, min_hours):

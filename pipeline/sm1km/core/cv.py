@@ -25,41 +25,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from sm1km.core.metrics import metric_dict
+
 log = logging.getLogger(__name__)
 
 SCHEMES = ("random_kfold", "station_grouped", "spatial_block", "year_out")
 BLOCK_SIZES_DEG = (1.0, 0.5, 0.25)
-
-
-# --------------------------------------------------------------------------------------------
-# metrics (pytesmo definitions); sm1km.core.metrics.metric_dict is used when it exists
-# --------------------------------------------------------------------------------------------
-def _metric_dict_local(x, y) -> dict[str, float]:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = int(x.size)
-    if n == 0:
-        return {"n": 0, "r": np.nan, "ubrmse": np.nan, "bias": np.nan, "rmse": np.nan}
-    d = x - y
-    bias = float(d.mean())
-    rmse = float(np.sqrt(np.mean(d * d)))
-    ubrmse = float(np.sqrt(np.mean((d - bias) ** 2)))
-    if n > 1 and x.std() > 0 and y.std() > 0:
-        r = float(np.corrcoef(x, y)[0, 1])
-    else:
-        r = np.nan
-    return {"n": n, "r": r, "ubrmse": ubrmse, "bias": bias, "rmse": rmse}
-
-
-def metric_dict(x, y) -> dict[str, float]:
-    """{n, r, ubrmse, bias, rmse} of estimate ``x`` against reference ``y`` (NaN pairs dropped)."""
-    try:
-        from sm1km.core.metrics import metric_dict as shared
-    except ImportError:
-        return _metric_dict_local(x, y)
-    return shared(x, y)
 
 
 def summarize(est, obs, station, min_station_days: int = 1) -> dict[str, Any]:

@@ -20,9 +20,7 @@ blocks through :func:`open_inputs` / :func:`read_block` / :func:`land_mask`: it 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -227,7 +225,7 @@ def _template(cfg: RunConfig, inp: FusionInputs, method: str) -> tuple[xr.Datase
 
 
 def _read_marker(ledger: store.Ledger, key: str) -> dict:
-    return json.loads(ledger.fs.cat_file(posixpath.join(ledger.path, f"{key}.json")).decode())
+    return ledger.info(key)
 
 
 def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: bool = False) -> StageResult:

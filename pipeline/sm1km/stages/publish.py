@@ -8,7 +8,6 @@ version's URL keep reading it unchanged (guarantee 3 of :mod:`sm1km.storage.publ
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Iterable, Mapping
 
@@ -64,6 +63,6 @@ def promote(cfg, public_url: str, *, products: Iterable[str] = tuple(PRODUCT_STO
         out = write_catalog(cfg, out_url=store.join(public_url, "catalog"))
         doc["catalog"] = _relative_to(out["collection"], public_url)
         stats["catalog"] = dict(out.stats)
-    store.put_atomic(store.join(public_url, POINTER), json.dumps(doc, indent=1, sort_keys=True).encode(), so)
+    store.write_json(store.join(public_url, POINTER), doc, so, indent=1)
     log.info("published %s: %s", public_url, {k: v["href"] for k, v in entries.items()})
     return StageResult(doc, stats)

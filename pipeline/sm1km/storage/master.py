@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from sm1km.storage import store
+from sm1km.storage.attrs import cf_int16_encoding, provenance_attrs
 from sm1km.core.encoding import FILL, SCALE, SM_VALID_MAX, SM_VALID_MIN
 from sm1km.core.grid import Region, region_coords
 
@@ -159,7 +160,7 @@ def packed_compressor():
 
 def packed_encoding(chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> dict[str, Any]:
     """xarray encoding of a packed int16 variable; the Zarr fill_value equals _FillValue."""
-    enc = store.cf_int16_encoding(FILL, SCALE)
+    enc = cf_int16_encoding(FILL, SCALE)
     enc["fill_value"] = np.int16(FILL)
     enc["chunks"] = tuple(chunks)
     enc["compressors"] = [packed_compressor()]
@@ -208,7 +209,7 @@ def master_template(cfg, *, model_sha256: str | None = None, model_card: Mapping
         import json
 
         extra["model_card"] = json.dumps(dict(model_card), sort_keys=True, default=str)
-    ds.attrs = store.provenance_attrs(
+    ds.attrs = provenance_attrs(
         cfg, title="sm1km gap-free daily surface soil moisture at 1 km",
         summary="Daily 1 km (1/120 degree at factor 30) surface soil moisture: ESA CCI SM COMBINED gap-filled "
                 "with rescaled ERA5 at 25 km, downscaled with an XGBoost model trained on ISMN stations.",
@@ -241,7 +242,7 @@ def monthly_template(cfg, *, source_attrs: Mapping[str, Any] | None = None) -> t
          "time_bnds": xr.DataArray(bnds, dims=("time", "nv")),
          "crs": crs_variable(cfg.coarse_region, cfg.grid.factor)},
         coords=coords)
-    ds.attrs = store.provenance_attrs(
+    ds.attrs = provenance_attrs(
         cfg, title="sm1km monthly mean surface soil moisture at 1 km",
         summary="Monthly means of the sm1km daily 1 km master.",
         extra={**_grid_attrs(cfg), "time_coverage_resolution": "P1M",

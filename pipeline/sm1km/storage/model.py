@@ -53,18 +53,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_bytes(url: str, data: bytes, storage_options) -> None:
-    fs, path = store.filesystem(url, storage_options)
-    if not store.is_remote(url):
-        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp"
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, path)
-    else:
-        fs.pipe_file(path, data)
-
-
 def _read_bytes(url: str, storage_options, what: str) -> bytes:
     fs, path = store.filesystem(url, storage_options)
     try:
@@ -109,21 +97,20 @@ def save_model(url: str, booster, card: Mapping[str, Any] | None = None, *, unce
     """
     raw = bytes(booster.save_raw(raw_format="ubj"))
     files = {posixpath.basename(url.rstrip("/")): {"sha256": _sha256(raw), "bytes": len(raw)}}
-    _write_bytes(url, raw, storage_options)
+    store.put_atomic(url, raw, storage_options)
     urls = {"model": url}
     if uncertainty_booster is not None:
         uraw = bytes(uncertainty_booster.save_raw(raw_format="ubj"))
         uurl = _sibling(url, UNCERTAINTY_NAME)
-        _write_bytes(uurl, uraw, storage_options)
+        store.put_atomic(uurl, uraw, storage_options)
         files[UNCERTAINTY_NAME] = {"sha256": _sha256(uraw), "bytes": len(uraw), "quantiles": list(QUANTILES)}
         urls["uncertainty"] = uurl
     body = dict(card or {})
     body["feature_schema"] = dict(schema or FEATURE_SCHEMA)
     body["files"] = files
     body["model_file"] = posixpath.basename(url.rstrip("/"))
-    text = json.dumps(body, indent=2, sort_keys=True, default=_json_default) + "\n"
     curl = card_url(url)
-    _write_bytes(curl, text.encode(), storage_options)
+    store.write_json(curl, body, storage_options, indent=2, newline=True, default=_json_default)
     urls["card"] = curl
     log.info("model written: %s (sha256 %s)", url, files[body["model_file"]]["sha256"][:12])
     return urls

@@ -8,7 +8,8 @@ it encodes each shard here in one pass and stores it with one ``set``: the same 
 from the array's metadata), the Zarr v3 ``sharding_indexed`` format (index of (offset, nbytes)
 uint64 pairs at the end, crc32c), inner chunks in C order, all-fill inner chunks left out as zarr
 does (``write_empty_chunks=False``). Anything else — other codecs, a region that is not whole
-shards — goes through zarr itself. The index helpers here are shared with :mod:`publish`.
+shards — goes through zarr itself. The index helpers here are shared with
+:mod:`sm1km.storage.append` (prefix-preserving rewrites of published shards).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
+from sm1km.errors import StoreError
 
 #: index entry of an inner chunk that is not stored (Zarr v3 sharding spec)
 EMPTY = np.uint64(2**64 - 1)
@@ -46,7 +49,7 @@ def _little_endian(codec) -> bool:
 
 
 def index_layout_ok(codec) -> bool:
-    """True for the shard index this module and :mod:`publish` read and write: at the end,
+    """True for the shard index this module and :mod:`sm1km.storage.append` read and write: at the end,
     ``bytes`` (little endian) + ``crc32c``."""
     from zarr.codecs import BytesCodec, Crc32cCodec
     from zarr.codecs.sharding import ShardingCodecIndexLocation
@@ -62,6 +65,18 @@ def encode_index(index: np.ndarray) -> bytes:
 
     raw = np.ascontiguousarray(index, dtype="<u8").tobytes()
     return raw + google_crc32c.value(raw).to_bytes(4, "little")
+
+
+def decode_index(shard: bytes, n_chunks: int) -> np.ndarray:
+    """(n_chunks, 2) uint64 offsets/lengths from the end of a shard (little endian + crc32c)."""
+    import google_crc32c
+
+    size = 16 * n_chunks + 4
+    tail = shard[-size:]
+    raw, crc = tail[:-4], int.from_bytes(tail[-4:], "little")
+    if google_crc32c.value(raw) != crc:
+        raise StoreError("shard", "the shard index checksum does not match.", "the object is corrupt; rewrite it.")
+    return np.frombuffer(raw, dtype="<u8").reshape(n_chunks, 2).copy()
 
 
 def layout_of(arr) -> ShardLayout | None:

@@ -12,11 +12,9 @@ HTML report with its figures (:mod:`~sm1km.validation.report`).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-import numpy as np
 
 from sm1km.config import RunConfig
 from sm1km.runtime.result import StageResult
@@ -30,17 +28,6 @@ from sm1km.validation.withheld import withheld_experiment
 log = logging.getLogger(__name__)
 
 
-def _clean(obj):
-    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 # ------------------------------------------------------------------------------------- stage
@@ -63,17 +50,17 @@ def validate(cfg: RunConfig, client=None, run_withheld: bool = True) -> StageRes
     if card and "cv" in card:
         model_section = dict(card["cv"])
         model_section.setdefault("default_algorithm", card.get("algorithm"))
-        update_metrics_json(cfg, "model", _clean(model_section))
+        update_metrics_json(cfg, "model", model_section)
 
     # stations: the final 1 km product against every station, with baselines at the same stations
     section, series, per_station = station_section(cfg, so)
     if section is not None:
-        update_metrics_json(cfg, "stations", _clean(section))
+        update_metrics_json(cfg, "stations", section)
 
     # truth (synthetic world only)
     if cfg.inputs.truth:
         try:
-            update_metrics_json(cfg, "truth", _clean(truth_metrics(cfg, client=client)))
+            update_metrics_json(cfg, "truth", truth_metrics(cfg, client=client))
         except Exception as exc:
             log.warning("truth metrics failed: %s", exc)
 
@@ -92,10 +79,7 @@ def validate(cfg: RunConfig, client=None, run_withheld: bool = True) -> StageRes
 
 def _model_card(cfg: RunConfig, so) -> dict | None:
     url = cfg.model_path.rsplit(".", 1)[0] + ".json"
-    fs, path = store.filesystem(url, so)
-    if not fs.exists(path):
-        return None
-    return json.loads(fs.cat_file(path))
+    return store.read_json(url, so)
 
 
 def _outputs(cfg: RunConfig, so) -> dict[str, Any]:

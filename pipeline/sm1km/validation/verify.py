@@ -10,9 +10,7 @@ did not finish is reported as incomplete).
 
 from __future__ import annotations
 
-import json
 import logging
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -40,12 +38,10 @@ class Report:
 def verify_store(url: str, storage_options: Mapping[str, Any] | None = None, check_chunks: bool = True) -> Report:
     """Check one store; returns a Report (problems = convention violations or missing data)."""
     rep = Report(url)
-    fs, path = store.filesystem(url, storage_options)
-    meta_key = posixpath.join(path, "zarr.json")
-    if not fs.exists(meta_key):
+    root_meta = store.read_json(store.join(url, "zarr.json"), storage_options)
+    if root_meta is None:
         rep.problems.append("no zarr.json: not a Zarr v3 store")
         return rep
-    root_meta = json.loads(fs.cat_file(meta_key))
     if not root_meta.get("consolidated_metadata"):
         rep.problems.append("no consolidated metadata (the run did not finish, or readers over HTTP must list)")
     attrs = root_meta.get("attributes", {})

@@ -15,7 +15,6 @@ not depend on how the read pass cut the region into bands (tasks add their parts
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import numpy as np
@@ -65,19 +64,15 @@ class IngestIndex:
 
     def read(self) -> dict[str, Any] | None:
         """The stored index, or None if there is none."""
-        fs, path = store.filesystem(self.url, self.storage_options)
         try:
-            if not fs.exists(path):
-                return None
-            return json.loads(fs.cat_file(path))
+            return store.read_json(self.url, self.storage_options)
         except (ValueError, OSError) as exc:
             raise StoreError(self.url, f"the ingest index is unreadable ({exc}).",
                              "remove it and re-run `sm1km ingest --overwrite`.") from None
 
     def write(self, index: dict[str, Any]) -> None:
         """Replace the index as a whole (sorted keys, compact: byte-identical for equal content)."""
-        payload = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
-        store.put_atomic(self.url, payload, self.storage_options)
+        store.write_json(self.url, index, self.storage_options, separators=(",", ":"))
 
 
 __all__ = ["INDEX_VERSION", "DIGEST_MOD", "IngestIndex", "digest", "chunk_digests", "hex_digest"]

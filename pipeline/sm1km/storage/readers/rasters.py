@@ -188,41 +188,39 @@ def _read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resa
             # an exact window read, no resampling and no GDAL warper (identical values).
             col_off, row_off = aligned
             window = Window(col_off, row_off, lon.size, lat.size)
-            try:
-                raw = ds.read(band, window=window, masked=True)
-            except Exception as exc:
-                raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
-                                 "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
-            dst, scale = _physical(raw, ds, path, integer_scale, valid_range, band)
-            units = (ds.units[band - 1] if ds.units else None) or ""
-            desc = (ds.descriptions[band - 1] if ds.descriptions else None) or Path(path).stem
-            return _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region)
-        pad = 2
-        c0 = max(int(np.floor(win.col_off)) - pad, 0)
-        r0 = max(int(np.floor(win.row_off)) - pad, 0)
-        c1 = min(int(np.ceil(win.col_off + win.width)) + pad, ds.width)
-        r1 = min(int(np.ceil(win.row_off + win.height)) + pad, ds.height)
-        if c1 <= c0 or r1 <= r0:
-            rb = transform_bounds(ds.crs, dst_crs, *ds.bounds)
-            raise InputError(path, f"the raster (lon {rb[0]:.3f}…{rb[2]:.3f}, lat {rb[1]:.3f}…{rb[3]:.3f}) does not "
-                             f"overlap the region {b.as_tuple()}.", "pass rasters that cover the run's region.")
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        try:
-            raw = ds.read(band, window=window, masked=True)
-        except Exception as exc:
-            raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
-                             "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
-        src, scale = _physical(raw, ds, path, integer_scale, valid_range, band)
-        from affine import Affine
+            dst, scale = _read_physical(ds, band, window, path, integer_scale, valid_range)
+        else:
+            pad = 2
+            c0 = max(int(np.floor(win.col_off)) - pad, 0)
+            r0 = max(int(np.floor(win.row_off)) - pad, 0)
+            c1 = min(int(np.ceil(win.col_off + win.width)) + pad, ds.width)
+            r1 = min(int(np.ceil(win.row_off + win.height)) + pad, ds.height)
+            if c1 <= c0 or r1 <= r0:
+                rb = transform_bounds(ds.crs, dst_crs, *ds.bounds)
+                raise InputError(path, f"the raster (lon {rb[0]:.3f}…{rb[2]:.3f}, lat {rb[1]:.3f}…{rb[3]:.3f}) does "
+                                 f"not overlap the region {b.as_tuple()}.", "pass rasters that cover the run's region.")
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            src, scale = _read_physical(ds, band, window, path, integer_scale, valid_range)
+            from affine import Affine
 
-        src_transform = ds.transform @ Affine.translation(c0, r0)  # = window_transform, without affine's `*`
-        dst = np.full((lat.size, lon.size), np.nan, dtype=np.float32)
-        reproject(src, dst, src_transform=src_transform, src_crs=ds.crs, src_nodata=np.nan,
-                  dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=np.nan,
-                  resampling=getattr(Resampling, resampling))
+            src_transform = ds.transform @ Affine.translation(c0, r0)  # = window_transform, without affine's `*`
+            dst = np.full((lat.size, lon.size), np.nan, dtype=np.float32)
+            reproject(src, dst, src_transform=src_transform, src_crs=ds.crs, src_nodata=np.nan,
+                      dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=np.nan,
+                      resampling=getattr(Resampling, resampling))
         units = (ds.units[band - 1] if ds.units else None) or ""
         desc = (ds.descriptions[band - 1] if ds.descriptions else None) or Path(path).stem
     return _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region)
+
+
+def _read_physical(ds, band: int, window, path: str, integer_scale, valid_range) -> tuple[np.ndarray, float]:
+    """One window of a band in physical units (:func:`_physical`); InputError if the data cannot be read."""
+    try:
+        raw = ds.read(band, window=window, masked=True)
+    except Exception as exc:
+        raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
+                         "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
+    return _physical(raw, ds, path, integer_scale, valid_range, band)
 
 
 def _aligned_offsets(ds, dst_crs, dst_transform, tol: float = 1e-6):
