@@ -6,9 +6,13 @@ import json
 import logging
 import math
 import posixpath
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sm1km.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +34,11 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def metrics_json_url(cfg) -> str:
+def metrics_json_url(cfg: RunConfig) -> str:
     return cfg.store.url("report", "metrics.json")
 
 
-def read_metrics_json(cfg) -> dict:
+def read_metrics_json(cfg: RunConfig) -> dict[str, Any]:
     """The current ``<root>/report/metrics.json`` ({} if absent)."""
     from sm1km.errors import StoreError
     from sm1km.storage.store import filesystem
@@ -44,13 +48,14 @@ def read_metrics_json(cfg) -> dict:
     if not fs.exists(path):
         return {}
     try:
-        return json.loads(fs.cat_file(path).decode("utf-8"))
+        doc: dict[str, Any] = json.loads(fs.cat_file(path).decode("utf-8"))
+        return doc
     except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(url, f"metrics.json is not valid JSON ({exc}).",
                          "remove or repair the file; stages re-write their own sections.") from None
 
 
-def update_metrics_json(cfg, section: str, data: Mapping[str, Any]) -> str:
+def update_metrics_json(cfg: RunConfig, section: str, data: Mapping[str, Any]) -> str:
     """Read-modify-write ``<root>/report/metrics.json``: replace key ``section``, keep the others.
 
     Non-finite numbers become ``null``; keys are sorted so the file is reproducible. Local files
