@@ -296,12 +296,13 @@ def bench_downscale(world: BenchWorld, reps: int) -> dict[str, Any]:
             if not preds:  # all-sea shard: the task predicts nothing; raw "all rows" still predicts it
                 preds = _read_predictors(t.spec, ctx)
             buf = empty_features(t.pixel_days)
-            f = timed(lambda: build_features(fused_sm, flag, preds, day_of_year(times), t.spec.factor, out=buf))
+            f = timed(lambda: build_features(fused_sm, flag, preds, day_of_year(times), t.spec.factor,
+                                             out=buf))  # noqa: F821 (defined above; the `del` below confuses pyflakes)
             acc["feat_wall"] += f.wall_s
             acc["feat_cpu"] += f.cpu_s
             X = f.result
             for i, b in enumerate(boosters):
-                r = timed(lambda: b.inplace_predict(X))
+                r = timed(lambda: b.inplace_predict(X))  # noqa: F821 (as above)
                 acc["raw_wall"] += r.wall_s
                 acc["raw_cpu"] += r.cpu_s
                 if i == 0:
