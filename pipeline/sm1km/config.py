@@ -10,13 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sm1km.errors import ConfigError
 from sm1km.core.grid import DEFAULT_FACTOR, BBox, FineGrid, Region, snap_bbox
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class _Strict(BaseModel):
@@ -211,7 +214,7 @@ class RunConfig(_Strict):
     def model_path(self) -> str:
         return self.model.path or self.store.url("model", "model.ubj")
 
-    def dates(self):
+    def dates(self) -> pd.DatetimeIndex:
         import pandas as pd
 
         return pd.date_range(self.period.start, self.period.end, freq="D")

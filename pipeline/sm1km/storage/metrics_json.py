@@ -40,11 +40,11 @@ def jsonable(obj: Any, default: Callable[[Any], Any] | None = None) -> Any:
     return obj if default is None else default(obj)
 
 
-def metrics_json_url(cfg) -> str:
+def metrics_json_url(cfg: RunConfig) -> str:
     return cfg.store.url("report", "metrics.json")
 
 
-def read_metrics_json(cfg) -> dict:
+def read_metrics_json(cfg: RunConfig) -> dict[str, Any]:
     """The current ``<root>/report/metrics.json`` ({} if absent)."""
     url = metrics_json_url(cfg)
     try:
@@ -55,7 +55,7 @@ def read_metrics_json(cfg) -> dict:
     return {} if current is None else current
 
 
-def update_metrics_json(cfg, section: str, data: Mapping[str, Any]) -> str:
+def update_metrics_json(cfg: RunConfig, section: str, data: Mapping[str, Any]) -> str:
     """Read-modify-write ``<root>/report/metrics.json``: replace key ``section``, keep the others.
 
     Non-finite numbers become ``null``; keys are sorted so the file is reproducible. The file is

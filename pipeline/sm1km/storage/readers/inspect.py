@@ -11,8 +11,10 @@ line to stderr naming it and the problem; the others are still inspected and the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sm1km.errors import InputError
 
@@ -25,10 +27,10 @@ def _minmax(a) -> tuple[int, float | None, float | None]:
     n = int(fin.sum())
     if not n:
         return 0, None, None
-    return n, float(a[fin].min()), float(a[fin].max())
+    return n, float(arr[fin].min()), float(arr[fin].max())
 
 
-def describe_cci(path: str) -> dict:
+def describe_cci(path: str) -> dict[str, Any]:
     from sm1km.storage.readers.cci import read_cci_day
 
     ds = read_cci_day(path)
@@ -43,7 +45,7 @@ def describe_cci(path: str) -> dict:
             "lon_range": [float(ds["lon"].min()), float(ds["lon"].max())]}
 
 
-def describe_era5(path: str, lsm_path: str | None) -> dict:
+def describe_era5(path: str, lsm_path: str | None) -> dict[str, Any]:
     from sm1km.storage.readers.era5 import read_era5
 
     ds = read_era5([path], region=None, lsm_path=lsm_path)
@@ -57,7 +59,7 @@ def describe_era5(path: str, lsm_path: str | None) -> dict:
             "lon_range": [float(ds["lon"].min()), float(ds["lon"].max())]}
 
 
-def describe_lsm(path: str) -> dict:
+def describe_lsm(path: str) -> dict[str, Any]:
     from sm1km.storage.readers.era5 import read_lsm
 
     da = read_lsm(path)
@@ -67,7 +69,7 @@ def describe_lsm(path: str) -> dict:
             "n_unknown": int(np.isnan(da.values).sum())}
 
 
-def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> dict:
+def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> dict[str, Any]:
     from sm1km.storage.readers.ismn import daily_means, read_ismn_file
 
     rec = read_ismn_file(path, data)
@@ -85,7 +87,7 @@ def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> 
             "flags": {str(k): int(c) for k, c in rec.hourly["flag"].value_counts().items()}}
 
 
-def describe_raster(path: str) -> dict:
+def describe_raster(path: str) -> dict[str, Any]:
     from sm1km.storage.readers.rasters import raster_date, raster_stats
 
     st = raster_stats(path)
@@ -96,7 +98,8 @@ def describe_raster(path: str) -> dict:
             "scale_applied": st["scale_applied"], "width": st["width"], "height": st["height"], "crs": st["crs"]}
 
 
-def inspect_path(path: str, lsm_path: str | None = None, min_hours: int = 12):
+def inspect_path(path: str, lsm_path: str | None = None,
+                 min_hours: int = 12) -> Iterator[dict[str, Any] | InputError]:
     """Yield (record dict | InputError) for a file, folder or zip archive."""
     from sm1km.storage.readers.detect import detect_kind
     from sm1km.storage.readers.ismn import iter_ismn_sources
