@@ -41,9 +41,9 @@ def load_old_downscale(ref: str):
 def main(argv=None) -> int:
     import numpy as np
 
-    from sm1km.stages import downscale as new
     from sm1km.config import RunConfig
     from sm1km.core.encoding import encode_int16
+    from sm1km.stages import downscale as new
     from sm1km.storage.model import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -101,8 +101,8 @@ def _model_summary(booster) -> dict[str, Any]:
 
 def _read_predictors(spec, ctx) -> dict[str, np.ndarray]:
     """All predictors of a shard (as ``downscale.read_inputs`` reads them for a shard with land)."""
-    from sm1km.storage import store
     from sm1km.core.features import PREDICTOR_NAMES
+    from sm1km.storage import store
 
     ds = store.open_dataset(ctx.predictors_url, ctx.storage_options)
     y, x = spec.fine
@@ -116,8 +116,8 @@ def _read_predictors(spec, ctx) -> dict[str, np.ndarray]:
 
 def _most_land_spec(cfg, ctx):
     """The shard of ``cfg`` with the most land (not sea) 25 km cell-days."""
-    from sm1km.storage import store
     from sm1km.stages.downscale import shard_specs
+    from sm1km.storage import store
 
     sm = store.open_dataset(ctx.fused_url, ctx.storage_options)["sm"]
     best, best_n = None, -1
@@ -189,9 +189,9 @@ def bench_fusion(cfg, reps: int, core_days: int = 365) -> dict[str, Any]:
     CCI/ERA5 tiled to ``core_days`` days and 2x2 times the region - a block of the size a fusion
     task of a large run handles.
     """
-    from sm1km.storage import store
-    from sm1km.stages.fuse import fuse, land_mask
     from sm1km.core.fusion import fuse_block
+    from sm1km.stages.fuse import fuse, land_mask
+    from sm1km.storage import store
 
     samples = [timed(lambda: fuse(cfg, None, overwrite=True)) for _ in range(max(1, reps))]
     reg = region_summary(cfg)
@@ -238,11 +238,8 @@ class _Task:
 
 def _downscale_setup(world: BenchWorld, tag: str):
     from sm1km.stages import downscale
-    from sm1km.storage import master
-    from sm1km.storage import store
-    from sm1km.storage.model import load_model
-
-    from sm1km.storage.model import clear_model_cache
+    from sm1km.storage import master, store
+    from sm1km.storage.model import clear_model_cache, load_model
 
     cfg = world.cfg1
     clear_model_cache()  # time a cold load: what each worker process pays once
@@ -409,8 +406,8 @@ def profile_task(world: BenchWorld, ctx) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 def bench_model_cost(world: BenchWorld, ctx, reps: int, rf_compare: bool) -> dict[str, Any]:
     """Predict cost of the trained model(s), and of a random forest with train.RF_PARAMS."""
-    from sm1km.stages import downscale
     from sm1km.core.features import build_features, day_of_year
+    from sm1km.stages import downscale
     from sm1km.storage.model import load_model
 
     cfg = world.cfg1
@@ -555,10 +552,12 @@ def _warm_imports() -> None:
     """Import what a downscale task needs (a real worker pays this once, on its first task)."""
     import xgboost  # noqa: F401
 
-    from sm1km.stages import downscale  # noqa: F401  (imported for the import cost, not for a name)
     from sm1km.core import features  # noqa: F401
-    from sm1km.storage import master  # noqa: F401
-    from sm1km.storage import model  # noqa: F401
+    from sm1km.stages import downscale  # noqa: F401  (imported for the import cost, not for a name)
+    from sm1km.storage import (
+        master,  # noqa: F401
+        model,  # noqa: F401
+    )
 
 
 def bench_scheduler(client, n: int = 1000) -> dict[str, Any]:
@@ -639,7 +638,7 @@ def bench_scaling(world: BenchWorld, configs, reps: int, scheduler_tasks: int = 
                 c1 = client.run(time.process_time)
                 r["_walls"].append(s.wall_s)
                 r["_cpus"].append(sum(c1[k] - c0[k] for k in c1))
-        for name, (nw, nt, nx), cfg, client in setups:
+        for name, (nw, nt, _nx), _cfg, client in setups:
             r = runs[name]
             loads = client.run(caches.model_loads)
             rss = client.run(peak_rss_bytes)
@@ -807,8 +806,8 @@ def bench_gpu(world: BenchWorld, ctx, reps: int) -> dict[str, Any]:
     if not info["available"]:
         return info
     try:  # pragma: no cover - needs a GPU
-        from sm1km.stages import downscale
         from sm1km.core.features import build_features, day_of_year
+        from sm1km.stages import downscale
         from sm1km.storage.model import load_model
 
         cfg = world.cfg1

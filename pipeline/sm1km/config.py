@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sm1km.errors import ConfigError
 from sm1km.core.grid import DEFAULT_FACTOR, BBox, FineGrid, Region, snap_bbox
+from sm1km.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -225,7 +225,7 @@ class RunConfig(_Strict):
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<config>") -> "RunConfig":
+    def from_dict(cls, data: Any, source: str = "<config>") -> RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(source, "the config must be a YAML mapping of keys to values.",
                               "start from `sm1km config --example`.")
@@ -235,7 +235,7 @@ class RunConfig(_Strict):
             raise _config_error(exc, source) from None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
+    def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
@@ -250,7 +250,7 @@ class RunConfig(_Strict):
         cfg = cls.from_dict(data, source=str(p))
         return cfg._resolve_relative(p.parent)
 
-    def _resolve_relative(self, base: Path) -> "RunConfig":
+    def _resolve_relative(self, base: Path) -> RunConfig:
         """Local relative paths in the config are relative to the config file's folder."""
 
         def fix(v):

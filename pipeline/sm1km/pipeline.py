@@ -86,7 +86,7 @@ class Pipeline:
         self.timings: dict[str, float] = {}
 
     @classmethod
-    def from_yaml(cls, path) -> "Pipeline":
+    def from_yaml(cls, path) -> Pipeline:
         return cls(RunConfig.from_yaml(path))
 
     def stage(self, name: str, client=None, **options):

@@ -19,8 +19,23 @@ import sys
 from collections.abc import Callable
 
 from sm1km._version import __version__
-from sm1km.cli import (aggregate, bench, catalog, config, demo, downscale, export, fuse, ingest, inspect, run,
-                       synth, train, validate, verify)
+from sm1km.cli import (
+    aggregate,
+    bench,
+    catalog,
+    config,
+    demo,
+    downscale,
+    export,
+    fuse,
+    ingest,
+    inspect,
+    run,
+    synth,
+    train,
+    validate,
+    verify,
+)
 from sm1km.errors import Sm1kmError
 
 

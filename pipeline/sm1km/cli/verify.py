@@ -6,6 +6,7 @@ when any store has a problem.
 
 from __future__ import annotations
 
+
 def add_arguments(p) -> None:
     p.add_argument("urls", nargs="+", metavar="URL", help="store URL(s) (path or s3://)")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint for s3:// URLs")

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from sm1km._version import __version__
-from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.errors import ConfigError
 from sm1km.runtime.result import StageResult
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _bbox_geometry(cfg: RunConfig):
 
 
 def _utc(d) -> dt.datetime:
-    return pd.Timestamp(d).tz_localize(None).to_pydatetime().replace(tzinfo=dt.timezone.utc)
+    return pd.Timestamp(d).tz_localize(None).to_pydatetime().replace(tzinfo=dt.UTC)
 
 
 def _store_interval(ds) -> tuple[dt.datetime, dt.datetime]:

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sm1km.core.features import FEATURE_NAMES, N_FEATURES, PREDICTOR_NAMES, build_features, day_of_year
+from sm1km.core.grid import FineGrid, coarse_col_of_lon, coarse_row_of_lat
 from sm1km.errors import InputError
 from sm1km.runtime.runner import map_tasks
 from sm1km.storage import store
-from sm1km.core.features import FEATURE_NAMES, N_FEATURES, PREDICTOR_NAMES, build_features, day_of_year
-from sm1km.core.grid import FineGrid, coarse_col_of_lon, coarse_row_of_lat
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,13 @@ version's URL keep reading it unchanged (guarantee 3 of :mod:`sm1km.storage.publ
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sm1km.errors import ConfigError, StoreError
 from sm1km.runtime.result import StageResult
-from sm1km.storage import store
 from sm1km.stages.catalog import catalog as write_catalog
+from sm1km.storage import store
 from sm1km.storage.publish import POINTER, POINTER_FORMAT, PRODUCT_STORES, check_published
 
 log = logging.getLogger(__name__)

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sm1km._version import __version__
-from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.core.cv import SCHEMES, cross_validate, group_kfold, summarize
-from sm1km.errors import ModelError
 from sm1km.core.features import FEATURE_NAMES, FEATURE_SCHEMA, column
+from sm1km.errors import ModelError
+from sm1km.runtime.client import stage_client
+from sm1km.runtime.result import StageResult
+from sm1km.storage import store
 from sm1km.storage.metrics_json import jsonable, update_metrics_json
 from sm1km.storage.model import QUANTILES, save_model
-from sm1km.runtime.result import StageResult
-from sm1km.runtime.client import stage_client
 
 log = logging.getLogger(__name__)
 

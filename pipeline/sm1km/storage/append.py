@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ def extend_time(url: str, new_times: Iterable, storage_options: Mapping[str, Any
     if not new.is_monotonic_increasing or new.has_duplicates:
         raise ConfigError("new_times", "the days to append are not strictly increasing.", "pass sorted unique days.")
     n_new = n_pub + len(new)
-    for name, arr in _time_dim_arrays(g):
+    for _name, arr in _time_dim_arrays(g):
         axis = list(arr.metadata.dimension_names).index("time")
         if arr.shape[axis] != n_new:
             shape = list(arr.shape)

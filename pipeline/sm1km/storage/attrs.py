@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ CONVENTIONS = "CF-1.8, ACDD-1.3"
 def now_iso() -> str:
     """UTC now as ISO 8601 (or SOURCE_DATE_EPOCH when set, for reproducible outputs)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    t = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch else dt.datetime.now(dt.UTC)
     return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 

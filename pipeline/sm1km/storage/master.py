@@ -28,11 +28,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sm1km.storage import store
-from sm1km.storage.attrs import cf_int16_encoding, provenance_attrs
 from sm1km.core.encoding import FILL, SCALE, SM_VALID_MAX, SM_VALID_MIN
 from sm1km.core.grid import Region, region_coords
 from sm1km.storage import store
+from sm1km.storage.attrs import cf_int16_encoding, provenance_attrs
 
 if TYPE_CHECKING:
     import zarr

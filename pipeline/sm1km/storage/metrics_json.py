@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sm1km.errors import StoreError
 from sm1km.storage import store
+
+if TYPE_CHECKING:
+    from sm1km.config import RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,16 @@ import hashlib
 import json
 import logging
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from sm1km.storage import store
-from sm1km.errors import ModelError
 from sm1km.core.features import FEATURE_SCHEMA
 from sm1km.core.predict import TARGET_KINDS, check_features, sm_from_output, uncertainty_from_quantiles
+from sm1km.errors import ModelError
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 

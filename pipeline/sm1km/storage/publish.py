@@ -27,7 +27,8 @@ For public reading from S3 without credentials, :func:`public_read_policy` is th
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sm1km.errors import StoreError
 from sm1km.storage import store

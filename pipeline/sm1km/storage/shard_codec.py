@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sm1km.errors import StoreError
+
 if TYPE_CHECKING:
     import zarr
     from zarr.codecs import BytesCodec, ShardingCodec

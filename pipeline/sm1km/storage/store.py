@@ -31,13 +31,15 @@ import logging
 import os
 import posixpath
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import fsspec
 import xarray as xr
 import zarr
 
 from sm1km.errors import StoreError
+
 # re-exported (callers use store.now_iso(), store.provenance_attrs(...), ...); defined in storage.attrs
 from sm1km.storage.attrs import CONVENTIONS as CONVENTIONS
 from sm1km.storage.attrs import cf_int16_encoding as cf_int16_encoding

@@ -13,9 +13,9 @@ CLI: ``sm1km synth --workdir DIR [--preset demo|medium|tiny] [--seed N]``. See d
 
 from __future__ import annotations
 
+from sm1km.synth.generate import WorldPaths, run_config_dict, write_world
 from sm1km.synth.params import PRESETS, WorldParams, preset
 from sm1km.synth.world import Day, Statics, World, make_statics, make_world, simulate
-from sm1km.synth.generate import WorldPaths, run_config_dict, write_world
 
 __all__ = ["PRESETS", "WorldParams", "preset", "Day", "Statics", "World", "make_statics", "make_world", "simulate",
            "WorldPaths", "run_config_dict", "write_world"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-
 from sm1km.config import RunConfig
 from sm1km.runtime.result import StageResult
 from sm1km.storage import store

@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import posixpath
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,9 +34,16 @@ from sm1km.errors import ConfigError
 from sm1km.runtime.client import stage_client
 from sm1km.runtime.result import StageResult
 from sm1km.runtime.runner import run_tasks
-from sm1km.storage import store
-from sm1km.stages.export.common import (DEFAULT_WINDOW_PIXELS, PRODUCT_STORES, Source, bbox_slices, existing_names, open_source,
-                     parse_bbox, time_groups)
+from sm1km.stages.export.common import (
+    DEFAULT_WINDOW_PIXELS,
+    PRODUCT_STORES,
+    Source,
+    bbox_slices,
+    existing_names,
+    open_source,
+    parse_bbox,
+    time_groups,
+)
 from sm1km.stages.export.geotiff import COMPRESSIONS, GeoTiffItem, GeoTiffJob, write_geotiff
 from sm1km.stages.export.geotiff import file_name as geotiff_name
 from sm1km.stages.export.geotiff import pending as geotiff_pending
@@ -43,6 +51,7 @@ from sm1km.stages.export.hdf5 import Hdf5Job, write_hdf5
 from sm1km.stages.export.hdf5 import file_name as hdf5_name
 from sm1km.stages.export.modis import ModisJob, tiles_intersecting, write_modis
 from sm1km.stages.export.modis import file_name as modis_name
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 

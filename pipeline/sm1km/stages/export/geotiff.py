@@ -21,8 +21,18 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from sm1km.stages.export.common import (FILL, SCALE, Source, open_arrays, plan_windows, provenance, read_block,
-                     scratch_dir, staged_output, time_groups)
+from sm1km.stages.export.common import (
+    FILL,
+    SCALE,
+    Source,
+    open_arrays,
+    plan_windows,
+    provenance,
+    read_block,
+    scratch_dir,
+    staged_output,
+    time_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +110,8 @@ def pending(job: GeoTiffJob, existing: set[str]) -> GeoTiffJob | None:
 def write_geotiff(job: GeoTiffJob) -> int:
     """Write the job's COGs (each atomically). Returns the number of windows read."""
     import rasterio
-    from rasterio.shutil import copy as rio_copy
     from affine import Affine
+    from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window
 
     src = job.source

@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from sm1km.stages.export.common import FILL, Source, open_arrays, plan_windows, provenance, read_block, staged_output, time_groups
+from sm1km.stages.export.common import (
+    FILL,
+    Source,
+    open_arrays,
+    plan_windows,
+    provenance,
+    read_block,
+    staged_output,
+    time_groups,
+)
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sm1km.stages.export.common import Source, encode_fill_to, open_arrays, provenance, read_block, staged_output, time_groups
+from sm1km.stages.export.common import (
+    Source,
+    encode_fill_to,
+    open_arrays,
+    provenance,
+    read_block,
+    staged_output,
+    time_groups,
+)
 from sm1km.stages.export.hdf5 import set_attr
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,8 @@ from sm1km.storage import store
 from .coarse import COARSE_BATCH_DAYS, CoarseJob
 from .cube import COARSE_TIME_CHUNK
 from .job import IngestContext, IngestJob, raise_problems
-from .predictors import GAP_HALO_DAYS, PredictorJob, configured as predictors_configured
+from .predictors import GAP_HALO_DAYS, PredictorJob
+from .predictors import configured as predictors_configured
 from .stations import StationJob
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,20 @@ from sm1km.core.rechunk_plan import chunk_slices, output_chunks, plan_staging
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 
-from .cube import (COARSE_TIME_CHUNK, SM_STANDARD_NAME, Var, coord_arrays, day, final_attrs, grow_time_axis, iso,
-                   open_existing, staging_var, template, time_axis)
+from .cube import (
+    COARSE_TIME_CHUNK,
+    SM_STANDARD_NAME,
+    Var,
+    coord_arrays,
+    day,
+    final_attrs,
+    grow_time_axis,
+    iso,
+    open_existing,
+    staging_var,
+    template,
+    time_axis,
+)
 from .index import DIGEST_MOD, chunk_digests, hex_digest
 from .inputs import glob_files, hash_files
 from .job import IngestContext, UnitCounts, raise_problems, run_units, succeeded, task_errors

@@ -28,9 +28,23 @@ from .cube import Var, coord_arrays, day, final_attrs, grow_time_axis, iso, open
 from .index import DIGEST_MOD, hex_digest
 from .inputs import glob_files, hash_files
 from .job import IngestContext, UnitCounts, raise_problems, run_units, succeeded, task_errors
-from .predictor_tasks import (DYNAMIC, GAP_HALO_DAYS, OBSERVED_FLAGS, STATIC, STATIC_BY_KEY, DaySource,
-                              PredictorBlockWrite, PredictorReadTask, StaticReadTask, StaticTileWrite, configured,
-                              read_predictor_band, read_static_band, write_predictor_block, write_static_tile)
+from .predictor_tasks import (
+    DYNAMIC,
+    GAP_HALO_DAYS,
+    OBSERVED_FLAGS,
+    STATIC,
+    STATIC_BY_KEY,
+    DaySource,
+    PredictorBlockWrite,
+    PredictorReadTask,
+    StaticReadTask,
+    StaticTileWrite,
+    configured,
+    read_predictor_band,
+    read_static_band,
+    write_predictor_block,
+    write_static_tile,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,20 @@ from sm1km.core import grid
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 
-from .cube import (LATLON_ATTRS, SM_STANDARD_NAME, TIME_ATTRS, TIME_UNITS, axis, existing_store, final_attrs, iso,
-                   starts_before, time_axis, time_coord, unfinished)
+from .cube import (
+    LATLON_ATTRS,
+    SM_STANDARD_NAME,
+    TIME_ATTRS,
+    TIME_UNITS,
+    axis,
+    existing_store,
+    final_attrs,
+    iso,
+    starts_before,
+    time_axis,
+    time_coord,
+    unfinished,
+)
 from .index import INDEX_VERSION, digest, hex_digest
 from .inputs import hash_files, ismn_files
 from .job import IngestContext, UnitCounts, raise_problems, run_units, task_errors

@@ -45,7 +45,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sm1km._version import __version__
 from sm1km.errors import StoreError
@@ -81,7 +82,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -221,7 +222,7 @@ class StoreLock:
                 f"last heartbeat {info.get('heartbeat', '?')}, lease until {info.get('expires', '?')}")
 
     # -- public ---------------------------------------------------------------------------
-    def acquire(self, force: bool = False) -> "StoreLock":
+    def acquire(self, force: bool = False) -> StoreLock:
         """Take the lock (or raise StoreError naming the holder). ``force``: break any lock first."""
         try:
             return self._acquire(force)
@@ -230,7 +231,7 @@ class StoreLock:
         except Exception as exc:
             raise _store_error(exc, self.url, self.root) from None
 
-    def _acquire(self, force: bool) -> "StoreLock":
+    def _acquire(self, force: bool) -> StoreLock:
         for _ in range(5):
             now = time.time()
             self.acquired_at = now
@@ -345,7 +346,7 @@ class StoreLock:
                 signal.signal(signal.SIGTERM, self._old_sigterm)
         self._old_sigterm = None
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sm1km.storage import store
 from sm1km.storage.lock._common import age_s, owner_token, parse

@@ -10,6 +10,7 @@ line to stderr naming it and the problem; the others are still inspected and the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ from sm1km.errors import InputError
 _DIR_SUFFIXES = {".nc", ".nc4", ".grib", ".grb", ".grib2", ".grb2", ".tif", ".tiff", ".stm", ".zip", ".hdf", ".h5"}
 
 
-def _minmax(a) -> tuple[int, float | None, float | None]:
-    a = np.asarray(a)
-    fin = np.isfinite(a)
+def _minmax(a: npt.ArrayLike) -> tuple[int, float | None, float | None]:
+    arr = np.asarray(a)
+    fin = np.isfinite(arr)
     n = int(fin.sum())
     if not n:
         return 0, None, None
