@@ -1,11 +1,13 @@
 # Two entry points, each self-contained on a fresh clone (Python >= 3.11 on PATH):
 #   make demo   -> creates .venv, installs sm1km, runs `sm1km demo` on the synthetic world
-#   make test   -> creates .venv, installs sm1km with test extras, runs the whole test suite
+#   make test   -> creates .venv, installs sm1km with test extras, runs `make lint`, then the whole test suite
+#   make lint   -> ruff (imports, pyflakes, bugbear, pyupgrade) and mypy (strict on core/ and storage/);
+#                  both configured in pyproject.toml
 PYTHON ?= python3
 VENV ?= .venv
 DEMO_DIR ?= demo-output
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test lint install install-test clean
 
 $(VENV)/bin/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +22,12 @@ install-test: $(VENV)/bin/uv
 demo: install
 	$(VENV)/bin/sm1km demo --workdir $(DEMO_DIR)
 
-test: install-test
+lint: install-test
+	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
 	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

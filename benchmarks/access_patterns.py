@@ -45,13 +45,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the range-honouring test server
 
 from http_server import RangeHTTPServer  # noqa: E402
-
-from sm1km.stages import aggregate
-from sm1km.stages import downscale
-from sm1km.storage import master
-from sm1km.storage import store
 from sm1km.config import GridConfig, RunConfig  # noqa: E402
 from sm1km.core.encoding import encode_int16  # noqa: E402
+from sm1km.stages import aggregate, downscale  # noqa: E402
+from sm1km.storage import master, store  # noqa: E402
 
 _GRID = GridConfig()
 #: name -> (time_block_days, inner chunk as (time, lat, lon) in units of (days, px, px); None = unsharded)

@@ -36,8 +36,8 @@ import xarray as xr
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
-from sm1km.storage import master
 from sm1km.core.encoding import encode_int16
+from sm1km.storage import master
 
 CANDIDATES = [(1, 120, 120), (4, 60, 60), (8, 60, 60), (8, 40, 40), (16, 30, 30), (32, 30, 30), (32, 120, 120)]
 FULL_RECORD_DAYS = 7671

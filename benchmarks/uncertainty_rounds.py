@@ -27,11 +27,11 @@ import numpy as np
 def run(config: str, settings, k: int = 5, seed: int = 42) -> dict:
     import xgboost as xgb
 
-    from sm1km.stages import train
-    from sm1km.stages.collocate import collocate_stores
     from sm1km.config import RunConfig
     from sm1km.core.cv import cross_validate, group_kfold
     from sm1km.core.features import FEATURE_NAMES
+    from sm1km.stages import train
+    from sm1km.stages.collocate import collocate_stores
     from sm1km.storage.model import QUANTILES
 
     cfg = RunConfig.from_yaml(config)

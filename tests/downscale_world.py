@@ -6,8 +6,7 @@ plus a small XGBoost model trained on the world's own features (``train_cells_mo
 from __future__ import annotations
 
 from sm1km.config import RunConfig
-from sm1km.testing.worlds import CELLS_BBOX, CELLS_FACTOR, DOWNSCALE_CELLS, cells_config, cells_world, \
-    train_cells_model
+from sm1km.testing.worlds import CELLS_BBOX, CELLS_FACTOR, DOWNSCALE_CELLS, cells_config, cells_world, train_cells_model
 
 WEST, SOUTH, EAST, NORTH = CELLS_BBOX
 FACTOR = CELLS_FACTOR

@@ -13,16 +13,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
 
 from sm1km.testing import trees
-from sm1km.testing.worlds import (SOURCE_DATE_EPOCH, TINY_DAYS, TINY_SEED, TINY_TILE_CELLS, TINY_TIME_BLOCK_DAYS,
-                                  child_env, fixed_timestamps, tiny_world)
+from sm1km.testing.worlds import (
+    SOURCE_DATE_EPOCH,
+    TINY_DAYS,
+    TINY_SEED,
+    TINY_TILE_CELLS,
+    TINY_TIME_BLOCK_DAYS,
+    child_env,
+    fixed_timestamps,
+    tiny_world,
+)
 
 __all__ = ["SOURCE_DATE_EPOCH", "child_env", "fixed_timestamps"]  # re-exported for the tests that use them
 
@@ -95,7 +104,7 @@ def write_run_yaml(world: World, dest: Path, *, root: str, endpoint_url: str | N
 
 def run_in_process(run_yaml: Path, stages=RUN_STAGES) -> dict:
     """The same as ``sm1km run --config run.yaml --stages ...`` in this process (synchronous dask)."""
-    from sm1km.stages.pipeline import Pipeline
+    from sm1km import Pipeline
 
     with fixed_timestamps():
         return Pipeline.from_yaml(run_yaml).run(stages=stages)

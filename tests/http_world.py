@@ -24,8 +24,8 @@ def built_run(root: str):
     out = {"master": downscale.downscale(cfg)["master"], "monthly": aggregate.aggregate(cfg)["monthly"],
            "fused": cfg.store.url("fused.zarr")}
     files = export(cfg, fmt="geotiff", product="daily", start="2020-01-01", end="2020-01-02",
-                   out=cfg.store.url("exports", "geotiff"))
-    files += export(cfg, fmt="hdf5", product="monthly", out=cfg.store.url("exports", "hdf5"))
+                   out=cfg.store.url("exports", "geotiff"))["files"]
+    files += export(cfg, fmt="hdf5", product="monthly", out=cfg.store.url("exports", "hdf5"))["files"]
     out["exports"] = sorted(files)
     return cfg, out
 

@@ -1,9 +1,11 @@
 """The package's tiers and their import rule (docs/architecture.md), checked on the source with ``ast``.
 
-Rule: ``core <- storage <- runtime <- stages <- validation <- cli``. A module may import its own tier
-and the tiers below it, never above; ``errors`` and ``_version`` are importable from everywhere,
+Rule: ``core <- storage <- runtime <- stages <- validation <- pipeline <- cli``. A module may import its
+own tier and the tiers below it, never above; ``errors`` and ``_version`` are importable from everywhere,
 ``config`` from everything above ``core``. ``synth`` sits beside ``stages`` (it writes input files
-in their real formats), ``testing`` beside ``cli``. Every import counts, also one inside a function:
+in their real formats), ``testing`` beside ``cli``. ``pipeline`` (the module ``sm1km.pipeline``: the
+``Pipeline`` and its table of stage functions) sits above ``validation`` because it runs ``validate``,
+which builds on the stages. Every import counts, also one inside a function:
 a lazy import is still a dependency a reader has to follow. No cycles between modules.
 ``core`` is pure science: the standard library, numpy, pandas, scipy, xarray (and ``affine``, the
 transform type), never an I/O or cluster library.
@@ -28,8 +30,9 @@ RANK = {
     "runtime": 4,
     "stages": 5, "synth": 5,
     "validation": 6,
-    "testing": 7,
-    "cli": 8,
+    "pipeline": 7,
+    "testing": 8,
+    "cli": 9,
 }
 CORE_ALLOWED = {"numpy", "pandas", "scipy", "xarray", "affine"}
 
@@ -150,6 +153,10 @@ def test_core_is_pure_science():
     ("sm1km.stages.fuse", "sm1km.cli", False),
     ("sm1km.stages.fuse", "sm1km.synth", False),
     ("sm1km.cli.fuse", "sm1km.stages.fuse", True),
+    ("sm1km.pipeline", "sm1km.validation.validate", True),
+    ("sm1km.stages.fuse", "sm1km.pipeline", False),
+    ("sm1km.validation.validate", "sm1km.pipeline", False),
+    ("sm1km.cli.run", "sm1km.pipeline", True),
 ])
 def test_the_rule_itself(source, target, ok):
     """The checker's verdict on a few arrows (so the tests above can fail)."""

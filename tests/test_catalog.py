@@ -163,3 +163,24 @@ def test_cli_writes_catalog_and_publishes(run, tmp_path, capsys):
         url = publish.resolve(srv.base_url, "monthly")
         assert xr.open_zarr(url).sizes["time"] == 2
     assert cli.main(["catalog", "--config", str(yml), "--publish-to", str(tmp_path / "other")]) == 2
+
+
+def test_rerun_writes_no_document_and_changes_no_byte(run, tmp_path):
+    """Units of ``catalog`` are the STAC documents: a re-run over unchanged stores writes none."""
+    cfg, _, coll_path = run
+    out = tmp_path / "cat"
+    first = catalog.catalog(cfg, out_url=str(out))
+    st = first.stats
+    assert st["units_total"] == st["units_written"] == st["items"] + 1 and st["units_skipped"] == 0
+    before = {p: p.read_bytes() for p in out.rglob("*.json")}
+    mtimes = {p: p.stat().st_mtime_ns for p in before}
+    again = catalog.catalog(cfg, out_url=str(out))
+    assert dict(again) == dict(first)
+    assert again.stats["units_written"] == 0 and again.stats["units_skipped"] == st["units_total"]
+    assert {p: p.read_bytes() for p in out.rglob("*.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in before} == mtimes  # not even rewritten
+    # a changed document is written again, the others are not
+    victim = next(p for p in before if p.name != "collection.json")
+    victim.write_text("{}")
+    third = catalog.catalog(cfg, out_url=str(out))
+    assert third.stats["units_written"] == 1 and victim.read_bytes() == before[victim]

@@ -27,7 +27,7 @@ from sm1km.cli import main
 from sm1km.config import RunConfig
 from sm1km.errors import StoreError
 from sm1km.storage.lock import StoreLock, force_unlock, lock_url, read_lock, run_lock
-from sm1km.stages.pipeline import Pipeline
+from sm1km import Pipeline
 
 
 def _cfg(root: str, so: dict) -> RunConfig:
@@ -121,6 +121,26 @@ def test_unreadable_lock_counts_as_held_until_it_is_older_than_the_lease(tmp_pat
     os.utime(path, (old, old))
     with StoreLock(root, ttl_s=60):
         pass
+
+
+def test_lock_on_a_filesystem_without_atomic_create(caplog):
+    """Other fsspec filesystems (here ``memory://``): best effort, but the same protocol."""
+    import uuid
+
+    root = f"memory://sm1km-{uuid.uuid4().hex[:8]}/run"
+    with caplog.at_level("WARNING"):
+        with StoreLock(root, stage="ingest", heartbeat_s=0.05) as lk:
+            assert "no atomic create" in caplog.text
+            with pytest.raises(StoreError, match="being written by another run"):
+                StoreLock(root, stage="fuse").acquire()
+            first = read_lock(root)["heartbeat_unix"]
+            deadline = time.time() + 10
+            while read_lock(root)["heartbeat_unix"] == first and time.time() < deadline:
+                time.sleep(0.05)
+            assert read_lock(root)["heartbeat_unix"] > first and read_lock(root)["owner"]["uuid"] == lk.token
+    assert read_lock(root) is None
+    _plant(root, {})
+    assert force_unlock(root)["owner"]["uuid"] == "f" * 32 and read_lock(root) is None
 
 
 @pytest.mark.parametrize("n", [6])

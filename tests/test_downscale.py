@@ -5,20 +5,22 @@ against the synthetic truth."""
 from __future__ import annotations
 
 import json
-import operator
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from downscale_world import FACTOR, N_DAYS, N_LAND_PX, make_world
-from sm1km.stages import downscale
 from sm1km.core import metrics
+from sm1km.core.predict import predict_shard
+from sm1km.runtime.caches import model_loads
+from sm1km.stages import downscale
 from sm1km.storage import store
 from sm1km.core.encoding import FILL, encode_int16
 from sm1km.errors import InputError, ModelError, StoreError
 from sm1km.core.features import PREDICTOR_NAMES, build_features
 from sm1km.storage.model import load_model
+from sm1km.validation.truth import truth_metrics, write_truth_metrics
 
 
 def _expected_shard(cfg, facts, t0, t1, r0, r1, c0, c1):
@@ -70,7 +72,8 @@ def test_downscale_end_to_end(store_root, monkeypatch):
     cfg, facts = make_world(root, so)
     out = downscale.downscale(cfg)
     assert out["master"] == cfg.store.url("master.zarr")
-    assert out.stats == {"shards_total": 12, "shards_written": 12, "shards_skipped": 0,
+    assert out.stats == {"units_total": 12, "units_written": 12, "units_skipped": 0,
+                         "shards_total": 12, "shards_written": 12, "shards_skipped": 0,
                          "land_pixel_days_written": N_LAND_PX * N_DAYS}
     g = store.open_group(out["master"], so)
     # shards equal the independent reference exactly (one with the lake, one without)
@@ -96,6 +99,7 @@ def test_downscale_end_to_end(store_root, monkeypatch):
     assert len(store.Ledger(root, "master.zarr", so).keys()) == 12
     again = downscale.downscale(cfg)
     assert again.stats["shards_skipped"] == 12 and again.stats["shards_written"] == 0
+    assert again.stats["units_skipped"] == 12 and again.stats["units_written"] == 0
 
 
 @pytest.mark.slow
@@ -109,22 +113,9 @@ def test_model_loaded_once_per_worker(world):
     store.Ledger(cfg.store.root, "master.zarr").clear()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       host="127.0.0.1") as cluster, Client(cluster) as client:
-        before = client.run(downscale.model_loads)
+        before = client.run(model_loads)
         out = downscale.downscale(cfg, client, max_in_flight=3)
-        loads = client.run(downscale.model_loads)
-        # the driver's submission window: 3 in flight (+ the result being handed over), never more
-        pulled = []
-
-        def items():
-            for i in range(30):
-                pulled.append(i)
-                yield i
-
-        results = []
-        for r in downscale.run_bounded(client, operator.add, items(), 100, window=3):
-            assert len(pulled) - len(results) <= 3 + 1
-            results.append(r)
-        assert sorted(results) == list(range(100, 130))
+        loads = client.run(model_loads)
     assert out.stats["shards_written"] == 12
     # same bytes as the in-process run, apart from timestamps
     after_sum = store.checksum_tree(url)
@@ -142,8 +133,8 @@ def test_predict_shard_batches_agree(world):
     p = facts["predictors"]
     preds = {k: p[k].values for k in PREDICTOR_NAMES}
     args = (f.sm.values, f.source_flag.values, preds, f.time.values, FACTOR, m, True)
-    one_sm, one_unc = downscale.predict_shard(*args)
-    few_sm, few_unc = downscale.predict_shard(*args, batch_rows=3 * 400)  # 3 days per batch
+    one_sm, one_unc = predict_shard(*args)
+    few_sm, few_unc = predict_shard(*args, batch_rows=3 * 400)  # 3 days per batch
     np.testing.assert_array_equal(one_sm, few_sm)
     np.testing.assert_array_equal(one_unc, few_unc)
     assert np.isnan(one_sm[:, 10:, 10:]).all() and np.isnan(one_sm[:, :3, :3]).all()
@@ -152,7 +143,7 @@ def test_predict_shard_batches_agree(world):
 
 def test_truth_metrics_beat_the_baseline(world):
     cfg, facts = world
-    m = downscale.truth_metrics(cfg)
+    m = truth_metrics(cfg)
     d, b = m["downscaled"], m["baseline_25km"]
     assert d["n"] == b["n"] == N_LAND_PX * N_DAYS
     assert d["ubrmse"] < 0.5 * b["ubrmse"] and d["r"] > b["r"]
@@ -163,7 +154,7 @@ def test_truth_metrics_beat_the_baseline(world):
     ref = metrics.metric_dict(prod, facts["truth"])
     for k in ("n", "r", "ubrmse", "bias", "rmse"):
         assert d[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12)
-    url = downscale.write_truth_metrics(cfg)
+    url = write_truth_metrics(cfg)
     fs, path = store.filesystem(url)
     written = json.loads(fs.cat_file(path))["truth"]
     assert written["downscaled"]["ubrmse"] == pytest.approx(d["ubrmse"])
@@ -172,7 +163,7 @@ def test_truth_metrics_beat_the_baseline(world):
 
 def test_inputs_that_do_not_fit_the_run(tmp_path):
     from downscale_world import train_model
-    from sm1km.storage.store import _zarr_target
+    from sm1km.storage.store import zarr_target
 
     cfg, facts = make_world(str(tmp_path / "run"))
     downscale.downscale(cfg)
@@ -183,7 +174,7 @@ def test_inputs_that_do_not_fit_the_run(tmp_path):
         downscale.downscale(cfg)
     # fused store over a shorter period
 
-    facts["fused"].isel(time=slice(0, 20)).to_zarr(_zarr_target(cfg.store.url("fused.zarr"), {}), mode="w",
+    facts["fused"].isel(time=slice(0, 20)).to_zarr(zarr_target(cfg.store.url("fused.zarr"), {}), mode="w",
                                                    zarr_format=3, consolidated=True)
     with pytest.raises(InputError, match="does not cover"):
         downscale.downscale(cfg)

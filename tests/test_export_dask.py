@@ -32,8 +32,8 @@ def test_export_on_a_dask_cluster_s3_to_s3(client, s3_bucket, tmp_path):
     root = f"s3://{bucket}/run"
     cfg = es.run_config(root, so)
     q = es.make_master(cfg, so)
-    tifs = export(cfg, client, fmt="geotiff", out=store.join(root, "tif"), files_per_task=1, window_pixels=200)
-    h5s = export(cfg, client, fmt="hdf5", out=store.join(root, "h5"), window_pixels=200)
+    tifs = export(cfg, client, fmt="geotiff", out=store.join(root, "tif"), files_per_task=1, window_pixels=200)["files"]
+    h5s = export(cfg, client, fmt="hdf5", out=store.join(root, "h5"), window_pixels=200)["files"]
     assert len(tifs) == 6 and len(h5s) == 2
     assert es.listing(store.join(root, "tif"), so) == [posixpath.basename(f) for f in tifs]
     for k, f in enumerate(tifs):
@@ -64,5 +64,7 @@ def test_tasks_and_errors_survive_pickling(tmp_path):
     import dataclasses
 
     bad = dataclasses.replace(bad, source=dataclasses.replace(bad.source, url=str(tmp_path / "gone.zarr")))
-    res = pickle.loads(pickle.dumps(run_job(bad)))        # what a worker sends back
-    assert res["error"][0] == "StoreError" and res["error"][1].endswith("gone.zarr") and res["error"][3]
+    with pytest.raises(StoreError) as err:
+        run_job(bad)
+    back = pickle.loads(pickle.dumps(err.value))        # what a worker sends back: the error itself
+    assert type(back) is StoreError and back.where.endswith("gone.zarr") and back.fix

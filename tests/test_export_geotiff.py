@@ -37,7 +37,7 @@ def test_daily_cog_round_trip(store_root, tmp_path, caplog):
     q = es.make_master(cfg, so)
     out = store.join(root, "exports", "tif")
     with caplog.at_level(logging.DEBUG, logger="sm1km.stages.export"):
-        files = export(cfg, fmt="geotiff", out=out, with_uncertainty=True, window_pixels=100)
+        files = export(cfg, fmt="geotiff", out=out, with_uncertainty=True, window_pixels=100)["files"]
     names = [f"sm1km_daily_{d:%Y%m%d}.tif" for d in cfg.dates()]
     assert [posixpath.basename(f) for f in files] == names
     assert es.listing(out, so) == names                       # nothing half-written or temporary left
@@ -69,10 +69,10 @@ def test_windowed_write_equals_whole_array_write(tmp_path, caplog, monkeypatch):
     cfg = es.run_config(str(tmp_path / "store"), {}, bbox=(10.0, 45.0, 10.75, 45.5))
     es.make_master(cfg, {})
     with caplog.at_level(logging.DEBUG, logger="sm1km.stages.export.geotiff"):
-        small = export(cfg, fmt="geotiff", out=str(tmp_path / "small"), window_pixels=100)
+        small = export(cfg, fmt="geotiff", out=str(tmp_path / "small"), window_pixels=100)["files"]
         n_small = _reads(caplog)
         caplog.clear()
-        whole = export(cfg, fmt="geotiff", out=str(tmp_path / "whole"), window_pixels=10**9)
+        whole = export(cfg, fmt="geotiff", out=str(tmp_path / "whole"), window_pixels=10**9)["files"]
         n_whole = _reads(caplog)
     assert min(n_small) >= 6 and n_whole == [1] * len(n_whole)
     assert [_sha(a) for a in small] == [_sha(b) for b in whole]     # byte-identical files
@@ -85,7 +85,7 @@ def test_overviews_average_ignores_nodata(tmp_path):
     q[0, 20:22, 20:22] = [[FILL, 100], [301, FILL]]          # mean of the valid pixels: 200.5
     es.write_store(cfg.store.url("master.zarr"), {}, cfg, {"sm": q}, cfg.dates())
     q = q[0]
-    (f,) = export(cfg, fmt="geotiff", out=str(tmp_path / "o"), blocksize=16, window_pixels=400)
+    (f,) = export(cfg, fmt="geotiff", out=str(tmp_path / "o"), blocksize=16, window_pixels=400)["files"]
     assert cog_validate(f)[0]
     with rasterio.open(f) as d:
         assert d.overviews(1)[:2] == [2, 4] and d.block_shapes == [(16, 16)]
@@ -105,7 +105,7 @@ def test_monthly_cogs(tmp_path):
     cfg = es.run_config(str(tmp_path / "store"), {})
     q = es.make_monthly(cfg, {})
     files = export(cfg, fmt="geotiff", product="monthly", start="2020-01-20", end="2020-03-01",
-                   out=str(tmp_path / "m"), compress="zstd")
+                   out=str(tmp_path / "m"), compress="zstd")["files"]
     assert [os.path.basename(f) for f in files] == ["sm1km_monthly_202001.tif", "sm1km_monthly_202002.tif",
                                                     "sm1km_monthly_202003.tif"]
     for k, f in enumerate(files, start=1):
@@ -120,7 +120,7 @@ def test_bbox_subset_and_rerun_is_idempotent(tmp_path, monkeypatch):
     cfg = es.run_config(str(tmp_path / "store"), {})
     q = es.make_master(cfg, {})["sm"]
     out = str(tmp_path / "o")
-    files = export(cfg, fmt="geotiff", start="2020-02-01", end="2020-02-02", bbox="10.26,45.1,10.5,45.26", out=out)
+    files = export(cfg, fmt="geotiff", start="2020-02-01", end="2020-02-02", bbox="10.26,45.1,10.5,45.26", out=out)["files"]
     assert [os.path.basename(f) for f in files] == ["sm1km_daily_20200201.tif", "sm1km_daily_20200202.tif"]
     with rasterio.open(files[0]) as d:
         assert d.shape == (7, 10)
@@ -128,8 +128,11 @@ def test_bbox_subset_and_rerun_is_idempotent(tmp_path, monkeypatch):
         np.testing.assert_array_equal(d.read(1), q[2, 9:16, 10:20])
     before = {f: (os.stat(f).st_mtime_ns, _sha(f)) for f in files}
     os.remove(files[1])
-    again = export(cfg, fmt="geotiff", start="2020-02-01", end="2020-02-02", bbox="10.26,45.1,10.5,45.26", out=out)
-    assert again == files
+    res = export(cfg, fmt="geotiff", start="2020-02-01", end="2020-02-02", bbox="10.26,45.1,10.5,45.26", out=out)
+    again = res["files"]
+    assert again == files and res["exports"] == out
+    assert {k: res.stats[k] for k in ("units_total", "units_written", "units_skipped")} == \
+        {"units_total": 2, "units_written": 1, "units_skipped": 1}
     assert os.stat(files[0]).st_mtime_ns == before[files[0]][0]     # kept, not rewritten
     assert _sha(files[1]) == before[files[1]][1]                     # rewritten identically
     export(cfg, fmt="geotiff", start="2020-02-01", end="2020-02-02", bbox="10.26,45.1,10.5,45.26", out=out,

@@ -26,7 +26,7 @@ def test_daily_hdf5_round_trip(store_root, tmp_path):
     cfg = es.run_config(root, so)
     q = es.make_master(cfg, so)
     out = store.join(root, "exports", "h5")
-    files = export(cfg, fmt="hdf5", out=out, with_uncertainty=True, window_pixels=200)
+    files = export(cfg, fmt="hdf5", out=out, with_uncertainty=True, window_pixels=200)["files"]
     assert [posixpath.basename(f) for f in files] == ["sm1km_daily_202001.h5", "sm1km_daily_202002.h5"]
     assert es.listing(out, so) == ["sm1km_daily_202001.h5", "sm1km_daily_202002.h5"]
     master = store.open_dataset(cfg.store.url("master.zarr"), so).load()
@@ -80,7 +80,7 @@ def test_windowed_hdf5_equals_whole(tmp_path):
 def test_monthly_hdf5_one_file_per_year(tmp_path):
     cfg = es.run_config(str(tmp_path / "store"), {})
     q = es.make_monthly(cfg, {})          # 14 months: 2019-12 .. 2021-01
-    files = export(cfg, fmt="hdf5", product="monthly", out=str(tmp_path / "m"))
+    files = export(cfg, fmt="hdf5", product="monthly", out=str(tmp_path / "m"))["files"]
     assert [os.path.basename(f) for f in files] == ["sm1km_monthly_2019.h5", "sm1km_monthly_2020.h5",
                                                     "sm1km_monthly_2021.h5"]
     with xr.open_dataset(files[1], engine="h5netcdf") as ds:
@@ -110,13 +110,13 @@ def test_export_of_a_store_made_by_master_module(tmp_path):
     master.write_packed(url, {"time": slice(0, 4)}, {"sm": q[:4], "sm_uncertainty": q[:4]})
     src = open_source(url, {}, "daily", cfg.fine_grid.per_deg, ["sm"])
     assert src.unit == (10, 10) and src.time_unit == 4
-    (f,) = [x for x in export(cfg, fmt="hdf5", out=str(tmp_path / "o"), window_pixels=100) if x.endswith("202002.h5")]
+    (f,) = [x for x in export(cfg, fmt="hdf5", out=str(tmp_path / "o"), window_pixels=100)["files"] if x.endswith("202002.h5")]
     with xr.open_dataset(f, engine="h5netcdf", mask_and_scale=False) as ds:
         np.testing.assert_array_equal(ds.sm.values[:2], q[2:4])
         assert (ds.sm.values[2:] == FILL).all()                 # unwritten shards are fill, not 0
     import rasterio
 
-    tifs = export(cfg, fmt="geotiff", out=str(tmp_path / "t"), window_pixels=100)
+    tifs = export(cfg, fmt="geotiff", out=str(tmp_path / "t"), window_pixels=100)["files"]
     with rasterio.open(tifs[1]) as d:
         np.testing.assert_array_equal(d.read(1), q[1])
         assert d.tags(1)["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
@@ -132,7 +132,7 @@ def test_export_of_a_monthly_store_made_by_master_module(tmp_path):
     q = es.random_int16(tpl.sm.shape, seed=4)
     nvd = np.where(q == FILL, 0, 20).astype(np.int16)
     master.write_packed(url, {"time": slice(0, 3)}, {"sm": q, "n_valid_days": nvd})
-    (f,) = export(cfg, fmt="hdf5", product="monthly", out=str(tmp_path / "m"))
+    (f,) = export(cfg, fmt="hdf5", product="monthly", out=str(tmp_path / "m"))["files"]
     with xr.open_dataset(f, engine="h5netcdf", mask_and_scale=False) as ds:
         assert list(pd.DatetimeIndex(ds.time.values).strftime("%Y-%m-%d")) == ["2020-01-01", "2020-02-01", "2020-03-01"]
         np.testing.assert_array_equal(ds.sm.values, q)
@@ -140,7 +140,7 @@ def test_export_of_a_monthly_store_made_by_master_module(tmp_path):
         assert ds.sm.attrs["cell_methods"].startswith("time: mean")
     import rasterio
 
-    tifs = export(cfg, fmt="geotiff", product="monthly", out=str(tmp_path / "t"))
+    tifs = export(cfg, fmt="geotiff", product="monthly", out=str(tmp_path / "t"))["files"]
     assert [os.path.basename(t) for t in tifs] == ["sm1km_monthly_202001.tif", "sm1km_monthly_202002.tif",
                                                    "sm1km_monthly_202003.tif"]
     with rasterio.open(tifs[2]) as d:

@@ -46,7 +46,7 @@ def test_modis_tiles_round_trip(store_root, tmp_path):
     q[0, 0, 0] = -5            # a (non-physical) negative value must not read as the fill value -1
     es.write_store(cfg.store.url("master.zarr"), so, cfg, {"sm": q}, cfg.dates())
     out = store.join(root, "exports", "modis")
-    files = export(cfg, fmt="hdf5", layout="modis-sinusoidal", out=out)
+    files = export(cfg, fmt="hdf5", layout="modis-sinusoidal", out=out)["files"]
     names = [posixpath.basename(f) for f in files]
     assert names == sorted(f"SM.1km.Daily.{y}.h{h:02d}v{v:02d}.v001.h5" for y in ("20190365", "20200366")
                            for h, v in ((17, 4), (18, 4), (17, 5), (18, 5)))
@@ -78,7 +78,9 @@ def test_modis_tiles_round_trip(store_root, tmp_path):
 def test_tiles_touching_the_region_only_between_pixel_centres_are_not_written(tmp_path):
     cfg = es.run_config(str(tmp_path / "store"), {}, bbox=(-180.0, 59.75, -179.75, 60.25), end="2020-01-30")
     q = es.make_master(cfg, {})["sm"]
-    files = export(cfg, fmt="hdf5", layout="modis-sinusoidal", out=str(tmp_path / "m"))
+    res = export(cfg, fmt="hdf5", layout="modis-sinusoidal", out=str(tmp_path / "m"))
+    files = res["files"]
+    assert res.stats["units_empty"] == res.stats["units_total"] - len(files) > 0  # planned, nothing to write
     # h08v02 meets the sinusoidal world only at its corner (lat 60, lon -180)
     assert [os.path.basename(f)[-14:] for f in files] == ["h08v03.v001.h5", "h09v02.v001.h5", "h09v03.v001.h5"]
     assert sorted(os.listdir(tmp_path / "m")) == sorted(os.path.basename(f) for f in files)

@@ -57,7 +57,7 @@ def faulty_run(moto_server, proxy, world, base):
     bucket = f"faults-{uuid.uuid4().hex[:10]}"
     _direct_fs(moto_server).mkdir(bucket)
     run_yaml = FW.write_run_yaml(world, base / "s3-faulty", root=f"s3://{bucket}/run", endpoint_url=proxy.url)
-    from sm1km.stages.pipeline import Pipeline
+    from sm1km import Pipeline
 
     pipe = Pipeline.from_yaml(run_yaml)   # stage by stage, as in a notebook, to set each stage's faults
     stats = {}

@@ -18,7 +18,8 @@ from sm1km.core import fusion as fc
 from sm1km.storage import store
 from sm1km.cli import main
 from sm1km.errors import InputError, StoreError
-from sm1km.stages.fuse import fuse, land_mask, withheld_experiment
+from sm1km.stages.fuse import fuse, land_mask
+from sm1km.validation.withheld import withheld_experiment
 
 from conftest import DATA_REAL, SHARED_REAL
 

@@ -7,7 +7,8 @@ import pytest
 
 from sm1km.storage import store
 from sm1km.config import RunConfig
-from sm1km.stages.fuse import fuse, withheld_experiment
+from sm1km.stages.fuse import fuse
+from sm1km.validation.withheld import withheld_experiment
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The downscale hot path after its performance changes gives the values of the plain algorithm.
 
-``predict_shard`` predicts only the rows the product keeps (not 25 km sea, not 1 km water) and
+``core.predict.predict_shard`` predicts only the rows the product keeps (not 25 km sea, not 1 km water) and
 ``read_inputs`` skips the predictors of an all-sea shard; here the result is compared with the
 plain algorithm written out: features of every row, model on every row, then the mask.
 """
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from downscale_world import FACTOR, make_world
-from sm1km.stages import downscale
 from sm1km.core.features import PREDICTOR_NAMES, build_features, day_of_year
+from sm1km.core.predict import FEATURE_BATCH_ROWS, WATER_LAND_COVER, predict_shard
+from sm1km.stages import downscale
 from sm1km.storage.model import load_model
 
 
@@ -33,13 +34,13 @@ def _reference(fused_sm, flag, preds, times, factor, model):
     unc = model.predict_uncertainty(X).reshape(shape)
     sea = (flag == 0) | np.isnan(fused_sm)
     mask = np.repeat(np.repeat(sea, factor, axis=1), factor, axis=2) | np.isin(preds["land_cover"],
-                                                                               downscale.WATER_LAND_COVER)
+                                                                               WATER_LAND_COVER)
     sm[mask] = np.nan
     unc[mask] = np.nan
     return sm, unc
 
 
-@pytest.mark.parametrize("batch_rows", [downscale.FEATURE_BATCH_ROWS, 3 * 400, 400])
+@pytest.mark.parametrize("batch_rows", [FEATURE_BATCH_ROWS, 3 * 400, 400])
 def test_land_rows_only_equals_predict_everything_then_mask(world, batch_rows):
     cfg, facts = world
     m = load_model(cfg.model_path)
@@ -47,8 +48,8 @@ def test_land_rows_only_equals_predict_everything_then_mask(world, batch_rows):
     p = facts["predictors"]
     preds = {k: p[k].values for k in PREDICTOR_NAMES}
     times = f.time.values
-    sm, unc = downscale.predict_shard(f.sm.values, f.source_flag.values, preds, times, FACTOR, m, True,
-                                      batch_rows=batch_rows)
+    sm, unc = predict_shard(f.sm.values, f.source_flag.values, preds, times, FACTOR, m, True,
+                            batch_rows=batch_rows)
     ref_sm, ref_unc = _reference(f.sm.values, f.source_flag.values, preds, times, FACTOR, m)
     np.testing.assert_array_equal(sm, ref_sm)
     np.testing.assert_array_equal(unc, ref_unc)
@@ -66,7 +67,7 @@ def test_all_sea_shard_reads_no_predictors_and_writes_fill(world, tmp_path):
     land_spec = next(s for s in downscale.shard_specs(cfg) if (s.r0, s.c0) == (0, 0))
     fused_sm, flag, preds, times = downscale.read_inputs(sea_spec, ctx)
     assert preds == {} and len(times) == sea_spec.t1 - sea_spec.t0
-    sm, unc = downscale.predict_shard(fused_sm, flag, preds, times, FACTOR, m, True)
+    sm, unc = predict_shard(fused_sm, flag, preds, times, FACTOR, m, True)
     assert np.isnan(sm).all() and np.isnan(unc).all()
     _, _, land_preds, _ = downscale.read_inputs(land_spec, ctx)
     assert set(land_preds) == set(PREDICTOR_NAMES)
@@ -80,18 +81,3 @@ def test_all_sea_shard_reads_no_predictors_and_writes_fill(world, tmp_path):
     y, x = sea_spec.fine
     q = store.open_group(tmp.master_url)["sm"][sea_spec.t0:sea_spec.t1, y, x]
     assert (q == -32768).all()
-
-
-def _double(item, ctx):
-    return 2 * item
-
-
-def test_run_bounded_with_a_client_that_is_not_the_default():
-    """A stage given an explicit client (not the default one, e.g. set_as_default=False, or one of
-    several clients of a benchmark) must use that client's loop."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as client:
-        out = sorted(downscale.run_bounded(client, _double, range(7), None, window=2))
-    assert out == [0, 2, 4, 6, 8, 10, 12]

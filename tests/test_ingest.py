@@ -294,6 +294,26 @@ def _garbage_tif(p: Path):
     p.write_bytes(b"II*\x00" + b"\x00" * 64)
 
 
+def test_stats_count_the_units_written_and_skipped(tiny_world, inputs, tmp_path, no_aws_env):
+    """``StageResult.stats``: units are days (0.25° cubes), time blocks + static rasters (predictors)
+    and the table (stations); a re-run writes none, an append only the new days' units."""
+    only = ("cci", "lst_day", "elevation", "ismn")
+    root = str(tmp_path / "store")
+
+    def per_store(res):
+        return {k: (v["units_total"], v["units_written"], v["units_skipped"]) for k, v in res.stats["stores"].items()}
+
+    first = ingest(make_cfg(tiny_world, inputs, root, {}, end=MID, only=only))
+    assert per_store(first) == {"inputs/cci.zarr": (7, 7, 0), "inputs/predictors.zarr": (2, 2, 0),
+                                "inputs/stations.zarr": (1, 1, 0)}  # 7 days; one 128-day block + elevation
+    assert (first.stats["units_total"], first.stats["units_written"], first.stats["units_skipped"]) == (10, 10, 0)
+    again = ingest(make_cfg(tiny_world, inputs, root, {}, end=MID, only=only))
+    assert (again.stats["units_total"], again.stats["units_written"], again.stats["units_skipped"]) == (10, 0, 10)
+    longer = ingest(make_cfg(tiny_world, inputs, root, {}, only=only))
+    assert per_store(longer) == {"inputs/cci.zarr": (N_DAYS, N_DAYS - 7, 7), "inputs/predictors.zarr": (2, 1, 1),
+                                 "inputs/stations.zarr": (1, 1, 0)}
+
+
 def test_bad_inputs_are_input_errors_naming_each_file_and_leave_the_store(tiny_world, inputs, tmp_path, no_aws_env):
     """Truncated file, wrong variable, wrong grid, all-missing day, corrupt GeoTIFF — among the new
     days of an append: one InputError naming every bad file; the store is exactly as before."""
@@ -400,9 +420,9 @@ def test_on_a_distributed_client(tiny_world, inputs, tmp_path, no_aws_env):
 
     from distributed import Client, LocalCluster
 
-    from sm1km.stages import ingest as ingest_mod
+    from sm1km.stages.ingest import coarse, predictors
 
-    for fn in (ingest_mod._read_coarse_task, ingest_mod._read_predictor_task, ingest_mod._write_predictor_block):
+    for fn in (coarse.read_coarse_band, predictors.read_predictor_band, predictors.write_predictor_block):
         assert pickle.loads(pickle.dumps(fn)) is fn
     only = ("cci", "lst_day", "elevation")
     cfg = make_cfg(tiny_world, inputs, str(tmp_path / "store"), {}, end=MID, only=only)

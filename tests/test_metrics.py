@@ -108,9 +108,13 @@ def test_moments_property(y, offset, scale, cut):
 
 
 def test_jsonable():
-    out = metrics_json.jsonable({"a": np.float32(0.5), "b": np.nan, "c": [np.int64(3), np.inf], 4: np.bool_(True)})
-    assert out == {"a": 0.5, "b": None, "c": [3, None], "4": True}
+    out = metrics_json.jsonable({"a": np.float32(0.5), "b": np.nan, "c": [np.int64(3), np.inf], 4: np.bool_(True),
+                                 "d": np.array([1.5, np.nan]), "e": (1, "x")})
+    assert out == {"a": 0.5, "b": None, "c": [3, None], "4": True, "d": [1.5, None], "e": [1, "x"]}
     json.dumps(out, allow_nan=False)
+    day = np.datetime64("2020-01-02")
+    assert metrics_json.jsonable({"t": [day]}, default=lambda v: str(v)[:4] if isinstance(v, np.datetime64) else v) \
+        == {"t": ["2020"]}
 
 
 def _cfg(root) -> RunConfig:
@@ -127,7 +131,8 @@ def test_update_metrics_json_merges_sections(tmp_path):
     metrics_json.update_metrics_json(cfg, "model", {"r": 0.91})
     data = json.loads(open(url).read())
     assert data == {"fusion": {"withheld": {"fused": {"n": 3}}}, "model": {"r": 0.91}}
-    assert not (tmp_path / "store" / "report" / "metrics.json.tmp").exists()
+    assert sorted(p.name for p in (tmp_path / "store" / "report").iterdir()) == ["metrics.json"]  # no temporary left
+    assert open(url, "rb").read() == (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()  # the layout of the file
 
 
 def test_update_metrics_json_on_s3(s3_bucket):

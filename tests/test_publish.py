@@ -1,4 +1,4 @@
-"""Updating published stores while scientists read them over HTTP (sm1km.storage.publish).
+"""Updating published stores while scientists read them over HTTP (sm1km.storage.publish, sm1km.storage.append).
 
 * appending days: invisible until ``store.finalize``; the partly filled last shard is rewritten
   prefix-preserving, so a reader holding the old shard index still reads the old bytes — shown
@@ -31,7 +31,7 @@ from downscale_world import make_config
 from http_server import RangeHTTPServer
 from sm1km.stages import downscale
 from sm1km.storage import master
-from sm1km.storage import publish
+from sm1km.storage import append, publish, shard_codec
 from sm1km.stages import publish as publish_stage
 from sm1km.storage import store
 from sm1km.core.encoding import FILL
@@ -100,22 +100,22 @@ def test_preserve_prefix_keeps_old_chunks_where_the_old_index_points(tmp_path):
     cfg, url = make_master(str(tmp_path))
     key = "sm/c/2/0/0"  # the partly filled last time block
     old = (tmp_path / "master.zarr" / key).read_bytes()
-    publish.extend_time(url, new_days(N0, 44))
+    append.extend_time(url, new_days(N0, 44))
     q = packed_truth()
     plain_rewrite(url, {"time": slice(40, 44)}, {"sm": q[40:44]})
     new = (tmp_path / "master.zarr" / key).read_bytes()
-    out = publish.preserve_prefix(old, new, 4)
-    old_idx, out_idx = publish._decode_index(old, 4), publish._decode_index(out, 4)
+    out = append.preserve_prefix(old, new, 4)
+    old_idx, out_idx = shard_codec.decode_index(old, 4), shard_codec.decode_index(out, 4)
     for (o, n) in old_idx:  # every old chunk is still there, byte for byte, at its old offset
         assert out[o:o + n] == old[o:o + n]
     assert not np.array_equal(old_idx, out_idx)  # the chunks changed: new copies behind the old data
     (tmp_path / "master.zarr" / key).write_bytes(out)
     np.testing.assert_array_equal(zarr.open_group(url, mode="r", use_consolidated=False)["sm"][:44], q[:44])
-    assert publish.preserve_prefix(None, new, 4) == new
-    assert publish.preserve_prefix(out, out, 4) == out  # nothing changed: same bytes
-    empty = publish.preserve_prefix(old, None, 4)  # every chunk now fill: old bytes kept, index empty
+    assert append.preserve_prefix(None, new, 4) == new
+    assert append.preserve_prefix(out, out, 4) == out  # nothing changed: same bytes
+    empty = append.preserve_prefix(old, None, 4)  # every chunk now fill: old bytes kept, index empty
     assert empty[: len(old) - 68] == old[:-68]
-    assert (publish._decode_index(empty, 4) == np.iinfo(np.uint64).max).all()
+    assert (shard_codec.decode_index(empty, 4) == np.iinfo(np.uint64).max).all()
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,10 +137,10 @@ def test_appended_days_are_invisible_until_finalize(store_root, moto_server):
         http_url = srv.url("master.zarr")
     try:
         root_json = publish.read_root_metadata(url, so)
-        assert publish.extend_time(url, new_days(N0, 70), so) == (N0, 70)
-        assert publish.extend_time(url, new_days(N0, 60), so) == (N0, 60)  # a re-run starts from what is published
+        assert append.extend_time(url, new_days(N0, 70), so) == (N0, 70)
+        assert append.extend_time(url, new_days(N0, 60), so) == (N0, 60)  # a re-run starts from what is published
         for region, arrays in append_blocks(N0, 60, q):
-            publish.write_packed_preserving(url, region, arrays, so)
+            append.write_packed_preserving(url, region, arrays, so)
         assert publish.read_root_metadata(url, so) == root_json  # readers' view untouched
         with pytest.raises(StoreError, match="out of date"):
             publish.check_published(url, so)
@@ -152,7 +152,7 @@ def test_appended_days_are_invisible_until_finalize(store_root, moto_server):
         assert ds.sizes["time"] == 60 and ds.attrs["time_coverage_end"] == "2020-02-29"
         np.testing.assert_array_equal(ds.sm.values, decoded(q[:60]))
         assert publish.check_published(url, so)["arrays"]["sm"] == [60, 20, 20]
-        assert publish.extend_time(url, new_days(N0, 60), so) == (60, 60)  # nothing new: untouched
+        assert append.extend_time(url, new_days(N0, 60), so) == (60, 60)  # nothing new: untouched
     finally:
         if srv:
             srv.stop()
@@ -182,7 +182,7 @@ def _read_across_a_rewrite(tmp_path, write, inner=None) -> np.ndarray:
     q = packed_truth()
 
     def writer():
-        publish.extend_time(url, new_days(N0, 44))
+        append.extend_time(url, new_days(N0, 44))
         write(url, {"time": slice(N0, 44), "lat": slice(0, 20), "lon": slice(0, 20)}, {"sm": q[N0:44]})
 
     with RangeHTTPServer(tmp_path) as srv:
@@ -196,7 +196,7 @@ def _read_across_a_rewrite(tmp_path, write, inner=None) -> np.ndarray:
 
 @pytest.mark.parametrize("inner", [None, {}], ids=["16d-inner", "default-inner"])
 def test_reader_between_index_and_chunk_reads_old_bytes_with_preserving_writer(tmp_path, inner):
-    values = _read_across_a_rewrite(tmp_path, publish.write_packed_preserving, inner)
+    values = _read_across_a_rewrite(tmp_path, append.write_packed_preserving, inner)
     np.testing.assert_array_equal(values, decoded(packed_truth()[:N0, PIX[0], PIX[1]]))
 
 
@@ -254,7 +254,7 @@ def test_appends_while_readers_read_over_http(tmp_path):
             _wait_for(lambda: log.count(N0) >= 2 or errors)  # readers are reading the first state
             for n_old, n_new in zip(steps[:-1], steps[1:]):
                 time.sleep(0.15)
-                publish.append_days(url, new_days(n_old, n_new), append_blocks(n_old, n_new, q))
+                append.append_days(url, new_days(n_old, n_new), append_blocks(n_old, n_new, q))
             _wait_for(lambda: log.count(N_MAX) >= 2 or errors)
         finally:
             done.set()
@@ -277,6 +277,9 @@ def test_promote_switches_readers_from_one_complete_version_to_the_next(tmp_path
     cfg1, _ = make_master(str(pub / "runs" / "v1"), q=q1, name="v1")
     doc = publish_stage.promote(cfg1, str(pub))
     assert doc["products"]["master"]["href"] == "runs/v1/master.zarr"
+    assert json.loads((pub / "published.json").read_text()) == dict(doc)  # the result is the pointer
+    assert doc.stats["units_total"] == doc.stats["units_written"] == len(doc["products"])
+    assert doc.stats["units_skipped"] == 0 and doc.stats["catalog"]["units_written"] > 0
     before = store.checksum_tree(str(pub / "runs" / "v1"))
     seen, errors, done = [], [], threading.Event()
 

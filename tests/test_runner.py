@@ -104,3 +104,49 @@ def test_errors_can_be_collected_instead_of_raised(tmp_path, thread_client):
     out = map_tasks(thread_client, fn, range(5), raise_errors=False)
     assert out[:3] == [0, 1, 2] and out[4] == 4
     assert isinstance(out[3], InputError) and out[3].where == "/in/3.nc"
+
+
+def test_a_client_that_is_not_the_default_is_used():
+    """A stage given an explicit client (not the default one, e.g. set_as_default=False, or one of
+    several clients of a benchmark) must use that client's loop."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        out = sorted(run_tasks(client, _square, range(7), window=2))
+        assert map_tasks(client, functools.partial(_fail_on, -1, "unused"), range(3)) == [0, 1, 2]
+    assert out == [0, 1, 4, 9, 16, 25, 36]
+
+
+class _Keyed:
+    def __init__(self, key: str, x: int):
+        self.key, self.x = key, x
+
+
+def _task_key(item: _Keyed) -> str:
+    from distributed import get_worker
+
+    return get_worker().get_current_task()
+
+
+def test_an_items_key_names_its_dask_task(thread_client):
+    items = [_Keyed("lat-0-10_lon-0-10_time-0-16", 1), _Keyed("lat-0-10_lon-10-20_time-0-16", 2)]
+    keys = sorted(run_tasks(thread_client, _task_key, items, name="downscale_shard"))
+    assert [k.rsplit("-", 1)[0] for k in keys] == ["downscale_shard-" + it.key for it in items]
+    # map_tasks keeps the key too (its own index is only the fallback)
+    keys = map_tasks(thread_client, _task_key, items, name="m")
+    assert [k.rsplit("-", 1)[0] for k in keys] == ["m-" + it.key for it in items]
+
+
+def _sleep_inverse(x: int) -> int:
+    import time
+
+    time.sleep(0.002 * (20 - x))  # later items finish first
+    return x
+
+
+def test_ordered_yields_in_item_order_from_a_cluster(thread_client):
+    unordered = list(run_tasks(thread_client, _sleep_inverse, range(20), window=8))
+    assert sorted(unordered) == list(range(20))
+    assert list(run_tasks(thread_client, _sleep_inverse, range(20), window=8, ordered=True)) == list(range(20))
+    assert list(run_tasks(thread_client, _sleep_inverse, iter(range(20)), window=1, ordered=True)) == list(range(20))

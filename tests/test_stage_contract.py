@@ -12,8 +12,7 @@ import shutil
 
 from sm1km.cli import main
 from sm1km.errors import InputError, ModelError, StoreError
-from sm1km.testing.contract import (FileUnits, KillPoint, LedgerUnits, OneUnit, StageContractTests,
-                                    StoreUnits)
+from sm1km.testing.contract import FileUnits, KillPoint, LedgerUnits, OneUnit, StageContractTests, StoreUnits
 
 INPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr")
 

@@ -92,3 +92,74 @@ def test_int16_encoding_unwritten_chunks_read_as_nan(tmp_path):
     store.create_template(url, tpl, {"sm": store.cf_int16_encoding(chunks=(4, 3, 4))})
     back = store.open_dataset(url)
     assert back.sm.dtype.kind == "f" and np.isnan(back.sm.values).all()
+
+
+# --------------------------------------------------------------------------------------------
+# the one atomic put and the one JSON read/write
+# --------------------------------------------------------------------------------------------
+def _objects(root, so) -> list[str]:
+    fs, path = store.filesystem(root, so)
+    fs.invalidate_cache()
+    return sorted(p[len(path.rstrip("/")) + 1:] for p in fs.find(path))
+
+
+def test_put_atomic_replaces_whole_object_and_leaves_no_temporary(store_root):
+    root, so = store_root
+    url = store.join(root, "a", "b.bin")
+    store.put_atomic(url, b"old", so)
+    store.put_atomic(url, b"new bytes", so)
+    fs, path = store.filesystem(url, so)
+    assert fs.cat_file(path) == b"new bytes"
+    assert _objects(root, so) == ["a/b.bin"]
+
+
+@pytest.mark.parametrize("layout,expected", [
+    ({}, b'{"a": [1, 2], "b": {"c": null}}'),                                 # ledger markers
+    ({"separators": (",", ":")}, b'{"a":[1,2],"b":{"c":null}}'),              # ingest index
+    ({"indent": 1}, b'{\n "a": [\n  1,\n  2\n ],\n "b": {\n  "c": null\n }\n}'),  # published.json
+    ({"indent": 2, "newline": True, "allow_nan": False},
+     b'{\n  "a": [\n    1,\n    2\n  ],\n  "b": {\n    "c": null\n  }\n}\n'),  # metrics.json, model card
+])
+def test_json_bytes_layouts(layout, expected):
+    assert store.json_bytes({"b": {"c": None}, "a": [1, 2]}, **layout) == expected
+
+
+def test_json_bytes_refuses_nan_where_asked():
+    assert store.json_bytes({"x": float("nan")}) == b'{"x": NaN}'
+    with pytest.raises(ValueError):
+        store.json_bytes({"x": float("nan")}, allow_nan=False)
+
+
+def test_read_write_json(store_root):
+    root, so = store_root
+    url = store.join(root, "report", "doc.json")
+    assert store.read_json(url, so) is None
+    store.write_json(url, {"z": 1, "a": "ü"}, so, indent=1)
+    fs, path = store.filesystem(url, so)
+    assert fs.cat_file(path) == b'{\n "a": "\\u00fc",\n "z": 1\n}'
+    assert store.read_json(url, so) == {"a": "ü", "z": 1}
+    store.put_atomic(url, b"{not json", so)
+    with pytest.raises(ValueError):
+        store.read_json(url, so)
+    assert _objects(root, so) == ["report/doc.json"]
+
+
+def test_ledger_marks_and_info(store_root):
+    root, so = store_root
+    led = store.Ledger(root, "cube.zarr", so)
+    assert led.info("k") is None and not led.done("k")
+    led.mark("k", {"n": 3, "a": 1})
+    assert led.done("k") and led.info("k") == {"a": 1, "n": 3} and led.keys() == {"k"}
+    fs, path = store.filesystem(store.join(root, "_ledger", "cube.zarr", "k.json"), so)
+    assert fs.cat_file(path) == b'{"a": 1, "n": 3}'
+    assert _objects(root, so) == ["_ledger/cube.zarr/k.json"]
+
+
+def test_open_group_reads_own_metadata_without_consolidated(store_root):
+    root, so = store_root
+    url = store.join(root, "cube.zarr")
+    store.create_template(url, _template(), None, so)
+    store.finalize(url, so)
+    store.open_group(url, so, mode="r+", use_consolidated=False)["sm"].resize((12, 6, 4))
+    assert store.open_group(url, so)["sm"].shape == (8, 6, 4)  # what readers see: the consolidated copy
+    assert store.open_group(url, so, use_consolidated=False)["sm"].shape == (12, 6, 4)

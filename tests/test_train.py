@@ -80,6 +80,9 @@ def test_train_end_to_end(tmp_path):
 
     urls = train(cfg, **FAST)
     assert {"model", "card", "uncertainty", "metrics"} <= set(urls)
+    # units: the two models fitted and saved (model + uncertainty); training never skips
+    assert {k: urls.stats[k] for k in ("units_total", "units_written", "units_skipped")} == \
+        {"units_total": 2, "units_written": 2, "units_skipped": 0}
     card = json.loads(open(urls["card"]).read())
     assert card["algorithm"] in ("rf", "gbt") and "station-grouped" in card["algorithm_reason"]
     assert card["target_kind"] in ("sm", "residual") and "station-grouped" in card["target_reason"]

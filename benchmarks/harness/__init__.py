@@ -22,8 +22,9 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from harness.machine import gpu_info, loadavg, machine_info, package_versions
 from harness.schema import BENCH_SCHEMA, SCHEMA_VERSION
@@ -65,10 +66,23 @@ def run_bench(preset: str | BenchPreset = "small", out: str | Path | None = None
     unless ``keep``; a given folder is kept, and an identical world in it is reused). ``skip``:
     section names to leave out (recorded as skipped).
     """
+    from harness.sections import (
+        bench_compression,
+        bench_downscale,
+        bench_export,
+        bench_fusion,
+        bench_gpu,
+        bench_ingest,
+        bench_memory_downscale,
+        bench_model_cost,
+        bench_scaling,
+        master_bytes,
+        memory_section,
+        profile_task,
+        projection,
+        train_model,
+    )
     from sm1km.stages.fuse import fuse
-    from harness.sections import (bench_compression, bench_downscale, bench_export, bench_fusion, bench_gpu, bench_ingest,
-                           bench_memory_downscale, bench_model_cost, bench_scaling, master_bytes, memory_section,
-                           profile_task, projection, train_model)
 
     p = get_preset(preset) if isinstance(preset, str) else preset
     skip = set(skip)
@@ -85,7 +99,7 @@ def run_bench(preset: str | BenchPreset = "small", out: str | Path | None = None
     timings: dict[str, float] = {}
     res: dict[str, Any] = {
         "benchmark": "sm1km", "schema_version": SCHEMA_VERSION, "preset": p.name, "reps": reps,
-        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(), "packages": package_versions(),
     }
     r: dict[str, Any] = {}

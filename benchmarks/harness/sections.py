@@ -101,8 +101,8 @@ def _model_summary(booster) -> dict[str, Any]:
 
 def _read_predictors(spec, ctx) -> dict[str, np.ndarray]:
     """All predictors of a shard (as ``downscale.read_inputs`` reads them for a shard with land)."""
-    from sm1km.storage import store
     from sm1km.core.features import PREDICTOR_NAMES
+    from sm1km.storage import store
 
     ds = store.open_dataset(ctx.predictors_url, ctx.storage_options)
     y, x = spec.fine
@@ -116,8 +116,8 @@ def _read_predictors(spec, ctx) -> dict[str, np.ndarray]:
 
 def _most_land_spec(cfg, ctx):
     """The shard of ``cfg`` with the most land (not sea) 25 km cell-days."""
-    from sm1km.storage import store
     from sm1km.stages.downscale import shard_specs
+    from sm1km.storage import store
 
     sm = store.open_dataset(ctx.fused_url, ctx.storage_options)["sm"]
     best, best_n = None, -1
@@ -189,9 +189,9 @@ def bench_fusion(cfg, reps: int, core_days: int = 365) -> dict[str, Any]:
     CCI/ERA5 tiled to ``core_days`` days and 2x2 times the region - a block of the size a fusion
     task of a large run handles.
     """
-    from sm1km.storage import store
-    from sm1km.stages.fuse import fuse, land_mask
     from sm1km.core.fusion import fuse_block
+    from sm1km.stages.fuse import fuse, land_mask
+    from sm1km.storage import store
 
     samples = [timed(lambda: fuse(cfg, None, overwrite=True)) for _ in range(max(1, reps))]
     reg = region_summary(cfg)
@@ -238,11 +238,8 @@ class _Task:
 
 def _downscale_setup(world: BenchWorld, tag: str):
     from sm1km.stages import downscale
-    from sm1km.storage import master
-    from sm1km.storage import store
-    from sm1km.storage.model import load_model
-
-    from sm1km.storage.model import clear_model_cache
+    from sm1km.storage import master, store
+    from sm1km.storage.model import clear_model_cache, load_model
 
     cfg = world.cfg1
     clear_model_cache()  # time a cold load: what each worker process pays once
@@ -273,13 +270,14 @@ def bench_downscale(world: BenchWorld, reps: int) -> dict[str, Any]:
 
     Each shard's three measurements follow each other, so load changes hit them alike.
     """
-    from sm1km.stages import downscale
     from sm1km.core.features import build_features, day_of_year, empty_features
+    from sm1km.runtime import caches
+    from sm1km.stages import downscale
 
     cfg, model, ctx, tasks, load_s = _downscale_setup(world, "downscale")
     pixel_days = sum(t.pixel_days for t in tasks)
     # a worker's first task loads the model (load_s); the measured tasks find it in the worker cache
-    downscale._worker_model(ctx.model_url, ctx.model_sha256, ctx.storage_options, ctx.n_threads, ctx.device)
+    caches.worker_model(ctx.model_url, ctx.model_sha256, ctx.storage_options, ctx.n_threads, ctx.device)
     boosters = [model.booster] + ([model.uncertainty_booster] if model.has_uncertainty else [])
     per_rep: list[dict[str, float]] = []
     land_pd = 0
@@ -296,12 +294,13 @@ def bench_downscale(world: BenchWorld, reps: int) -> dict[str, Any]:
             if not preds:  # all-sea shard: the task predicts nothing; raw "all rows" still predicts it
                 preds = _read_predictors(t.spec, ctx)
             buf = empty_features(t.pixel_days)
-            f = timed(lambda: build_features(fused_sm, flag, preds, day_of_year(times), t.spec.factor, out=buf))
+            f = timed(lambda: build_features(fused_sm, flag, preds, day_of_year(times), t.spec.factor,
+                                             out=buf))  # noqa: F821 (defined above; the `del` below confuses pyflakes)
             acc["feat_wall"] += f.wall_s
             acc["feat_cpu"] += f.cpu_s
             X = f.result
             for i, b in enumerate(boosters):
-                r = timed(lambda: b.inplace_predict(X))
+                r = timed(lambda: b.inplace_predict(X))  # noqa: F821 (as above)
                 acc["raw_wall"] += r.wall_s
                 acc["raw_cpu"] += r.cpu_s
                 if i == 0:
@@ -407,8 +406,8 @@ def profile_task(world: BenchWorld, ctx) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 def bench_model_cost(world: BenchWorld, ctx, reps: int, rf_compare: bool) -> dict[str, Any]:
     """Predict cost of the trained model(s), and of a random forest with train.RF_PARAMS."""
-    from sm1km.stages import downscale
     from sm1km.core.features import build_features, day_of_year
+    from sm1km.stages import downscale
     from sm1km.storage.model import load_model
 
     cfg = world.cfg1
@@ -545,10 +544,6 @@ def memory_section(ingest1, ingest4, ds1, ds4, ingest1_default=None, ingest4_def
 # --------------------------------------------------------------------------------------------
 # scaling on a dask LocalCluster, and the scheduler's per-task overhead
 # --------------------------------------------------------------------------------------------
-def _noop(item, ctx):
-    return item
-
-
 def _ident(x):
     return x
 
@@ -557,16 +552,19 @@ def _warm_imports() -> None:
     """Import what a downscale task needs (a real worker pays this once, on its first task)."""
     import xgboost  # noqa: F401
 
-    from sm1km.stages import downscale
-    from sm1km.core import features
-    from sm1km.storage import master
-    from sm1km.storage import model
+    from sm1km.core import features  # noqa: F401
+    from sm1km.stages import downscale  # noqa: F401  (imported for the import cost, not for a name)
+    from sm1km.storage import (
+        master,  # noqa: F401
+        model,  # noqa: F401
+    )
 
 
 def bench_scheduler(client, n: int = 1000) -> dict[str, Any]:
     """Per-task overhead of the dask scheduler: ``n`` trivial tasks via client.map and via our bounded
-    submission (``downscale.run_bounded``, which the stages use)."""
-    from sm1km.stages.downscale import run_bounded
+    submission (``runtime.runner.run_tasks``, which the stages use; the figure keeps its name
+    ``run_bounded_ms_per_task`` from the runner's first home, for comparison with committed results)."""
+    from sm1km.runtime.runner import run_tasks
 
     def via_map():
         futs = client.map(_ident, range(n), pure=False)
@@ -574,7 +572,7 @@ def bench_scheduler(client, n: int = 1000) -> dict[str, Any]:
         del futs
 
     walls_map = [timed(via_map).wall_s for _ in range(3)]
-    walls_rb = [timed(lambda: sum(1 for _ in run_bounded(client, _noop, range(n), None, name="noop"))).wall_s
+    walls_rb = [timed(lambda: sum(1 for _ in run_tasks(client, _ident, range(n), name="noop"))).wall_s
                 for _ in range(3)]
     workers = len(client.scheduler_info()["workers"])
     return {"tasks": n, "workers": workers,
@@ -588,9 +586,9 @@ def _warm_worker(model_url: str, sha256: str, n_threads: int, device: str) -> fl
     """Imports and the model in a worker's cache (a real worker pays this once, on its first task)."""
     t0 = time.perf_counter()
     _warm_imports()
-    from sm1km.stages import downscale
+    from sm1km.runtime import caches
 
-    downscale._worker_model(model_url, sha256, {}, n_threads, device)
+    caches.worker_model(model_url, sha256, {}, n_threads, device)
     return time.perf_counter() - t0
 
 
@@ -606,6 +604,7 @@ def bench_scaling(world: BenchWorld, configs, reps: int, scheduler_tasks: int = 
 
     from distributed import Client, LocalCluster
 
+    from sm1km.runtime import caches
     from sm1km.stages import downscale
     from sm1km.storage.model import load_model
 
@@ -639,9 +638,9 @@ def bench_scaling(world: BenchWorld, configs, reps: int, scheduler_tasks: int = 
                 c1 = client.run(time.process_time)
                 r["_walls"].append(s.wall_s)
                 r["_cpus"].append(sum(c1[k] - c0[k] for k in c1))
-        for name, (nw, nt, nx), cfg, client in setups:
+        for name, (nw, nt, _nx), _cfg, client in setups:
             r = runs[name]
-            loads = client.run(downscale.model_loads)
+            loads = client.run(caches.model_loads)
             rss = client.run(peak_rss_bytes)
             walls, cpus = r.pop("_walls"), r.pop("_cpus")
             r.update({"wall_s": figure(walls, "s"), "worker_cpu_s": figure(cpus, "s"),
@@ -807,8 +806,8 @@ def bench_gpu(world: BenchWorld, ctx, reps: int) -> dict[str, Any]:
     if not info["available"]:
         return info
     try:  # pragma: no cover - needs a GPU
-        from sm1km.stages import downscale
         from sm1km.core.features import build_features, day_of_year
+        from sm1km.stages import downscale
         from sm1km.storage.model import load_model
 
         cfg = world.cfg1

@@ -7,7 +7,8 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 @dataclasses.dataclass

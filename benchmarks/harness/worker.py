@@ -18,8 +18,8 @@ import time
 def run_job(job: dict) -> dict:
     import resource
 
-    from sm1km.config import RunConfig
     from harness.timing import peak_rss_bytes
+    from sm1km.config import RunConfig
 
     for p in job.get("clean", []):
         shutil.rmtree(p, ignore_errors=True)

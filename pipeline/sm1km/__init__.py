@@ -10,7 +10,7 @@ __all__ = ["Pipeline", "RunConfig", "__version__"]
 
 def __getattr__(name):  # lazy: `import sm1km` stays cheap for the CLI
     if name == "Pipeline":
-        from sm1km.stages.pipeline import Pipeline
+        from sm1km.pipeline import Pipeline
 
         return Pipeline
     if name == "RunConfig":

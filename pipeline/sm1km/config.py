@@ -10,13 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sm1km.errors import ConfigError
 from sm1km.core.grid import DEFAULT_FACTOR, BBox, FineGrid, Region, snap_bbox
+from sm1km.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class _Strict(BaseModel):
@@ -211,7 +214,7 @@ class RunConfig(_Strict):
     def model_path(self) -> str:
         return self.model.path or self.store.url("model", "model.ubj")
 
-    def dates(self):
+    def dates(self) -> pd.DatetimeIndex:
         import pandas as pd
 
         return pd.date_range(self.period.start, self.period.end, freq="D")
@@ -222,7 +225,7 @@ class RunConfig(_Strict):
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<config>") -> "RunConfig":
+    def from_dict(cls, data: Any, source: str = "<config>") -> RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(source, "the config must be a YAML mapping of keys to values.",
                               "start from `sm1km config --example`.")
@@ -232,7 +235,7 @@ class RunConfig(_Strict):
             raise _config_error(exc, source) from None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
+    def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
@@ -247,7 +250,7 @@ class RunConfig(_Strict):
         cfg = cls.from_dict(data, source=str(p))
         return cfg._resolve_relative(p.parent)
 
-    def _resolve_relative(self, base: Path) -> "RunConfig":
+    def _resolve_relative(self, base: Path) -> RunConfig:
         """Local relative paths in the config are relative to the config file's folder."""
 
         def fix(v):

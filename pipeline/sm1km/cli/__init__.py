@@ -1,58 +1,91 @@
 """The ``sm1km`` command line: thin argument parsing around the stage functions.
 
-Each stage lives in its own module which exposes ``add_arguments(parser)`` and
-``run_cli(args) -> int``. The table below maps command names to modules; a module that does not
-exist yet (or lacks those two functions) makes its command say "not built yet" and exit 2.
-Modules are imported only for the command that runs, so ``sm1km --help`` stays fast.
+One module per verb, ``cli/<verb>.py``, with ``add_arguments(parser)`` and ``run(args) -> int``:
+it parses and prints, and calls the stage's Python function (``sm1km fuse`` -> :mod:`sm1km.cli.fuse`
+-> :func:`sm1km.stages.fuse.fuse`). :data:`COMMANDS` maps each verb to those two functions. A verb
+module imports its stage inside ``run`` (and, for option defaults, inside ``add_arguments``), and
+only the verb being run gets its options added, so ``sm1km --version`` / ``--help`` stay fast.
+Adding a verb: a module here and one line in :data:`COMMANDS`.
 
 Errors of the :class:`~sm1km.errors.Sm1kmError` family print one paragraph (no traceback) and
-exit with code 2.
+exit with code 2; Ctrl-C exits with 130 and says how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+from collections.abc import Callable
 
 from sm1km._version import __version__
+from sm1km.cli import (
+    aggregate,
+    bench,
+    catalog,
+    config,
+    demo,
+    downscale,
+    export,
+    fuse,
+    ingest,
+    inspect,
+    run,
+    synth,
+    train,
+    validate,
+    verify,
+)
 from sm1km.errors import Sm1kmError
 
-#: command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "config": ("sm1km.cli.config", "print an example config or validate one"),
-    "synth": ("sm1km.synth", "generate the built-in synthetic world (inputs in real formats + truth)"),
-    "inspect": ("sm1km.storage.readers.inspect", "describe input files (CCI, ERA5, ISMN, rasters) as JSON lines"),
-    "ingest": ("sm1km.stages.ingest", "ingest raw inputs into Zarr cubes (0.25° and 1 km) and a station table"),
-    "fuse": ("sm1km.stages.fuse", "fuse CCI with rescaled ERA5 into a gap-free 25 km daily cube"),
-    "train": ("sm1km.stages.train", "train the XGBoost downscaling model on ISMN stations, with CV and a model card"),
-    "downscale": ("sm1km.stages.downscale", "apply the model chunk-wise to write the 1 km Zarr master"),
-    "aggregate": ("sm1km.stages.aggregate", "monthly means of the 1 km master"),
-    "export": ("sm1km.stages.export", "export GeoTIFF (COG) / HDF5 deliverables from the master"),
-    "validate": ("sm1km.validation.validate", "metrics against stations and truth; HTML report"),
-    "catalog": ("sm1km.cli.catalog", "write a STAC catalog of the products"),
-    "verify": ("sm1km.validation.verify", "check a store against the conventions (CF, encoding, coverage)"),
-    "run": ("sm1km.stages.pipeline", "run every stage of a config in order (resumable)"),
-    "demo": ("sm1km.cli.demo", "synthesise the demo world and run the whole pipeline on it"),
-    "bench": ("sm1km.cli.bench", "run the benchmarks and write JSON"),
+
+class Verb:
+    """One command: its one-line help, the function adding its options, the function running it.
+
+    (A plain class, not a NamedTuple or dataclass: importing ``typing`` / ``dataclasses`` would be
+    most of what ``sm1km --version`` costs.)
+    """
+
+    __slots__ = ("help", "add_arguments", "run")
+
+    def __init__(self, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                 run: Callable[[argparse.Namespace], int]) -> None:
+        self.help = help
+        self.add_arguments = add_arguments
+        self.run = run
+
+    def __repr__(self) -> str:
+        return f"Verb({self.help!r}, {self.add_arguments.__module__}.add_arguments, {self.run.__module__}.run)"
+
+
+#: command -> Verb. Order is the order of ``sm1km --help``.
+COMMANDS: dict[str, Verb] = {
+    "config": Verb("print an example config or validate one", config.add_arguments, config.run),
+    "synth": Verb("generate the built-in synthetic world (inputs in real formats + truth)",
+                  synth.add_arguments, synth.run),
+    "inspect": Verb("describe input files (CCI, ERA5, ISMN, rasters) as JSON lines", inspect.add_arguments,
+                    inspect.run),
+    "ingest": Verb("ingest raw inputs into Zarr cubes (0.25° and 1 km) and a station table", ingest.add_arguments,
+                   ingest.run),
+    "fuse": Verb("fuse CCI with rescaled ERA5 into a gap-free 25 km daily cube", fuse.add_arguments, fuse.run),
+    "train": Verb("train the XGBoost downscaling model on ISMN stations, with CV and a model card",
+                  train.add_arguments, train.run),
+    "downscale": Verb("apply the model chunk-wise to write the 1 km Zarr master", downscale.add_arguments,
+                      downscale.run),
+    "aggregate": Verb("monthly means of the 1 km master", aggregate.add_arguments, aggregate.run),
+    "export": Verb("export GeoTIFF (COG) / HDF5 deliverables from the master", export.add_arguments, export.run),
+    "validate": Verb("metrics against stations and truth; HTML report", validate.add_arguments, validate.run),
+    "catalog": Verb("write a STAC catalog of the products", catalog.add_arguments, catalog.run),
+    "verify": Verb("check a store against the conventions (CF, encoding, coverage)", verify.add_arguments,
+                   verify.run),
+    "run": Verb("run every stage of a config in order (resumable)", run.add_arguments, run.run),
+    "demo": Verb("synthesise the demo world and run the whole pipeline on it", demo.add_arguments, demo.run),
+    "bench": Verb("run the benchmarks and write JSON", bench.add_arguments, bench.run),
 }
 
 
-def _load(command: str):
-    modname = COMMANDS[command][0]
-    try:
-        mod = importlib.import_module(modname)
-    except ModuleNotFoundError as exc:
-        if exc.name == modname:
-            return None
-        raise
-    if not (hasattr(mod, "add_arguments") and hasattr(mod, "run_cli")):
-        return None
-    return mod
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every verb; only ``command``'s options are added (the others are not needed)."""
     parser = argparse.ArgumentParser(
         prog="sm1km",
         description="Gap-free 1 km daily surface soil moisture: fusion, downscaling, delivery.",
@@ -61,14 +94,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+    for name, verb in COMMANDS.items():
+        p = sub.add_parser(name, help=verb.help, description=verb.help)
         if name == command:
-            mod = _load(name)
-            if mod is not None:
-                mod.add_arguments(p)
-            else:
-                p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            verb.add_arguments(p)
     return parser
 
 
@@ -88,18 +117,19 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
-    parser = build_parser(command)
+    try:
+        # a verb's options may need something that is not there (``bench`` without its harness)
+        parser = build_parser(command)
+    except Sm1kmError as exc:
+        print(f"sm1km {command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     _setup_logging(args.verbose, args.quiet)
-    mod = _load(args.command)
-    if mod is None:
-        print(f"sm1km {args.command}: not built yet in sm1km {__version__}.", file=sys.stderr)
-        return 2
     try:
-        rc = mod.run_cli(args)
+        rc = COMMANDS[args.command].run(args)
     except Sm1kmError as exc:
         print(f"sm1km {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -107,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sm1km {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+__all__ = ["COMMANDS", "Verb", "build_parser", "main"]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,14 +11,16 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import pathlib
 import sys
 
 from sm1km.errors import ConfigError
 
 
-def benchmarks_dir() -> pathlib.Path | None:
-    """The folder holding ``harness/``: ``$SM1KM_BENCHMARKS``, else ``<clone>/benchmarks``; None if absent."""
+def benchmarks_dir():
+    """The folder (a ``pathlib.Path``) holding ``harness/``: ``$SM1KM_BENCHMARKS``, else ``<clone>/benchmarks``;
+    None if absent."""
+    import pathlib  # here, not at the top: ``sm1km --version`` imports this module
+
     env = os.environ.get("SM1KM_BENCHMARKS")
     candidates = [pathlib.Path(env)] if env else []
     candidates.append(pathlib.Path(__file__).resolve().parents[3] / "benchmarks")
@@ -55,7 +57,7 @@ def add_arguments(p) -> None:
     p.add_argument("--skip", default="", help=f"comma-separated sections to leave out ({','.join(SECTIONS)})")
 
 
-def run_cli(args) -> int:
+def run(args) -> int:
     harness = load_harness()
     errors, run_bench, summary_lines = harness.errors, harness.run_bench, harness.summary_lines
 

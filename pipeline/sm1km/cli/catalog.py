@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from sm1km.runtime.client import add_config_argument, load_config
+from sm1km.cli._common import add_config_argument, load_config
 
 
 def add_arguments(p) -> None:
@@ -19,13 +16,15 @@ def add_arguments(p) -> None:
                         "checks the stores, writes <PREFIX>/catalog and then <PREFIX>/published.json")
 
 
-def run_cli(args) -> int:
+def run(args) -> int:
+    import json
+
     from sm1km.stages.catalog import catalog
     from sm1km.stages.publish import promote
 
     cfg = load_config(args)
     if args.publish_to:
-        out: dict[str, Any] = promote(cfg, args.publish_to)
+        out = promote(cfg, args.publish_to)
     else:
         out = catalog(cfg, base_url=args.base_url, out_url=args.out)
     print(json.dumps(out, indent=2))

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import yaml
-
-from sm1km.config import EXAMPLE_CONFIG, RunConfig
-
 
 def add_arguments(p) -> None:
     g = p.add_mutually_exclusive_group(required=True)
@@ -15,10 +11,14 @@ def add_arguments(p) -> None:
     g.add_argument("--check", metavar="RUN_YAML", help="validate a config file and print it resolved")
 
 
-def run_cli(args) -> int:
+def run(args) -> int:
+    from sm1km.config import EXAMPLE_CONFIG, RunConfig
+
     if args.example:
         sys.stdout.write(EXAMPLE_CONFIG)
         return 0
+    import yaml
+
     cfg = RunConfig.from_yaml(args.check)
     sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return 0

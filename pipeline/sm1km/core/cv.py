@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+
+from sm1km.core.metrics import metric_dict
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +35,8 @@ SCHEMES = ("random_kfold", "station_grouped", "spatial_block", "year_out")
 BLOCK_SIZES_DEG = (1.0, 0.5, 0.25)
 
 
-# --------------------------------------------------------------------------------------------
-# metrics (pytesmo definitions); sm1km.core.metrics.metric_dict is used when it exists
-# --------------------------------------------------------------------------------------------
-def _metric_dict_local(x, y) -> dict[str, float]:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = int(x.size)
-    if n == 0:
-        return {"n": 0, "r": np.nan, "ubrmse": np.nan, "bias": np.nan, "rmse": np.nan}
-    d = x - y
-    bias = float(d.mean())
-    rmse = float(np.sqrt(np.mean(d * d)))
-    ubrmse = float(np.sqrt(np.mean((d - bias) ** 2)))
-    if n > 1 and x.std() > 0 and y.std() > 0:
-        r = float(np.corrcoef(x, y)[0, 1])
-    else:
-        r = np.nan
-    return {"n": n, "r": r, "ubrmse": ubrmse, "bias": bias, "rmse": rmse}
-
-
-def metric_dict(x, y) -> dict[str, float]:
-    """{n, r, ubrmse, bias, rmse} of estimate ``x`` against reference ``y`` (NaN pairs dropped)."""
-    try:
-        from sm1km.core.metrics import metric_dict as shared
-    except ImportError:
-        return _metric_dict_local(x, y)
-    return shared(x, y)
-
-
-def summarize(est, obs, station, min_station_days: int = 1) -> dict[str, Any]:
+def summarize(est: npt.ArrayLike, obs: npt.ArrayLike, station: npt.ArrayLike,
+              min_station_days: int = 1) -> dict[str, Any]:
     """Pooled and per-station-median metrics of ``est`` vs ``obs`` (one entry per sample).
 
     Per-station metrics use stations with at least ``min_station_days`` valid pairs (and R needs
@@ -107,7 +81,7 @@ def random_kfold(n: int, k: int, seed: int) -> np.ndarray:
     return folds
 
 
-def group_kfold(groups, k: int, seed: int) -> np.ndarray:
+def group_kfold(groups: npt.ArrayLike, k: int, seed: int) -> np.ndarray:
     """Fold id per sample such that every group lies in one fold; folds balanced by sample count.
 
     Groups are shuffled (seeded), then assigned largest-first to the fold with the fewest
@@ -128,11 +102,12 @@ def group_kfold(groups, k: int, seed: int) -> np.ndarray:
     return fold_of_group[inverse.reshape(-1)]
 
 
-def spatial_blocks(lat, lon, k: int, networks=None) -> tuple[np.ndarray, dict[str, Any]]:
+def spatial_blocks(lat: npt.ArrayLike, lon: npt.ArrayLike, k: int,
+                   networks: npt.ArrayLike | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Group label per sample for spatial-block CV, and what was used (block size or networks)."""
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
-    best = None
+    best: tuple[np.ndarray, float, int] | None = None
     for d in BLOCK_SIZES_DEG:
         labels = np.floor(lat / d).astype(np.int64) * 100000 + np.floor(lon / d).astype(np.int64)
         n = len(np.unique(labels))
@@ -140,6 +115,7 @@ def spatial_blocks(lat, lon, k: int, networks=None) -> tuple[np.ndarray, dict[st
             best = (labels, d, n)
         if n >= k:
             break
+    assert best is not None  # BLOCK_SIZES_DEG is not empty
     labels, d, n = best
     if n >= 2:
         note = "" if d == BLOCK_SIZES_DEG[0] else f"fewer than {k} blocks of {BLOCK_SIZES_DEG[0]} deg: used {d} deg"
@@ -152,7 +128,7 @@ def spatial_blocks(lat, lon, k: int, networks=None) -> tuple[np.ndarray, dict[st
                     "note": "all stations in one block: spatial CV not possible"}
 
 
-def time_blocks(times, k: int) -> tuple[np.ndarray, dict[str, Any]]:
+def time_blocks(times: npt.ArrayLike, k: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Group label per sample for year-held-out CV, falling back to months / contiguous blocks."""
     t = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
     years = np.asarray(t.year)
@@ -208,14 +184,16 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: np.ndar
 
 
 def cross_validate(table: pd.DataFrame, X: np.ndarray, fit_predict: FitPredict, *, k: int, seed: int,
-                   schemes=SCHEMES, min_station_days: int = 1) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                   schemes: Iterable[str] = SCHEMES,
+                   min_station_days: int = 1) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run every scheme; returns ({scheme: metrics + design info}, {scheme: out-of-fold predictions}).
 
     ``table`` needs columns y, station, network, lat, lon, time (one row per row of ``X``).
     """
     y = table["y"].to_numpy(np.float64)
     st = table["station"].to_numpy()
-    results, preds = {}, {}
+    results: dict[str, Any] = {}
+    preds: dict[str, np.ndarray] = {}
     for scheme in schemes:
         folds, info = assign_folds(scheme, table, k, seed)
         if info.get("note"):

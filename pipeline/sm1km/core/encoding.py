@@ -12,6 +12,7 @@ array (e.g. a preallocated shard buffer) is filled in place.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 FILL = -32768            #: packed missing value (``_FillValue`` and the Zarr ``fill_value``)
 SCALE = 0.001            #: ``scale_factor``; ``add_offset`` is 0
@@ -21,7 +22,7 @@ SM_VALID_MAX = 1.0
 _BLOCK = 1 << 18         # elements per scratch block (2 MiB of float64)
 
 
-def encode_int16(values, out: np.ndarray | None = None, *, valid_min: float = SM_VALID_MIN,
+def encode_int16(values: npt.ArrayLike, out: np.ndarray | None = None, *, valid_min: float = SM_VALID_MIN,
                  valid_max: float = SM_VALID_MAX) -> np.ndarray:
     """Pack floats (m³/m³) into int16: ``rint(clip(v, min, max) / SCALE)``; NaN → FILL.
 
@@ -53,9 +54,9 @@ def encode_int16(values, out: np.ndarray | None = None, *, valid_min: float = SM
     return out
 
 
-def decode_int16(q, dtype=np.float32) -> np.ndarray:
+def decode_int16(q: npt.ArrayLike, dtype: npt.DTypeLike = np.float32) -> npt.NDArray[np.floating]:
     """Unpack int16 to floats (m³/m³): ``q * SCALE``; FILL → NaN."""
-    q = np.asarray(q)
-    out = q.astype(np.float64) * SCALE
-    out[q == FILL] = np.nan
+    packed = np.asarray(q)
+    out = packed.astype(np.float64) * SCALE
+    out[packed == FILL] = np.nan
     return out.astype(dtype, copy=False)

@@ -22,9 +22,11 @@ must not depend on where a time block starts). NaN stays NaN (XGBoost routes mis
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sm1km.errors import ModelError
 
@@ -65,7 +67,7 @@ N_FEATURES = len(FEATURE_NAMES)
 
 #: Stored in every model card; ``model.load_model`` refuses a model whose schema differs.
 #: Bump ``version`` whenever a feature's meaning changes (not only its name).
-FEATURE_SCHEMA: dict = {
+FEATURE_SCHEMA: dict[str, Any] = {
     "version": "1",
     "names": list(FEATURE_NAMES),
     "units": list(FEATURE_UNITS),
@@ -83,11 +85,12 @@ def column(name: str) -> int:
     return _COL[name]
 
 
-def day_of_year(times) -> np.ndarray:
+def day_of_year(times: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Day of year (1..366) of datetime-like ``times`` as int array."""
     t = np.asarray(times).astype("datetime64[D]")
     year_start = t.astype("datetime64[Y]").astype("datetime64[D]")
-    return ((t - year_start).astype(np.int64) + 1).astype(np.int64)
+    doy: npt.NDArray[np.int64] = ((t - year_start).astype(np.int64) + 1).astype(np.int64)
+    return doy
 
 
 def _cell_mean(a: np.ndarray, factor: int) -> np.ndarray:
@@ -108,7 +111,8 @@ def _upsample(a: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(a, factor, axis=-2), factor, axis=-1)
 
 
-def build_features(fused_sm, source_flag, predictors: Mapping[str, np.ndarray], doy, factor: int,
+def build_features(fused_sm: npt.ArrayLike, source_flag: npt.ArrayLike, predictors: Mapping[str, npt.ArrayLike],
+                   doy: npt.ArrayLike, factor: int,
                    out: np.ndarray | None = None) -> np.ndarray:
     """Feature matrix of one block: float32 ``(t*y*x, N_FEATURES)``, rows C-ordered over (t, y, x).
 
@@ -161,7 +165,7 @@ def build_features(fused_sm, source_flag, predictors: Mapping[str, np.ndarray], 
     if not np.shares_memory(cube, out):  # pragma: no cover - numpy guarantees a view here
         raise AssertionError("feature buffer reshape copied")
 
-    def put(name: str, value) -> None:
+    def put(name: str, value: npt.ArrayLike) -> None:
         v = np.asarray(value, dtype=np.float32)
         if v.ndim == 1:  # per day
             v = v[:, None, None]

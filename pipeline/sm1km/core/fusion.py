@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 SM_MIN = 0.0
 SM_MAX = 0.6
@@ -57,15 +58,15 @@ METHODS = ("meanstd", "cdf")
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _as_2d(a) -> tuple[np.ndarray, tuple]:
+def _as_2d(a: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], tuple[int, ...]]:
     """(t, P) float64 view of a (t, ...) array, plus the trailing shape to restore."""
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        return a[:, None], ()
-    return a.reshape(a.shape[0], -1), a.shape[1:]
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 1:
+        return arr[:, None], ()
+    return arr.reshape(arr.shape[0], -1), arr.shape[1:]
 
 
-def overlap(era5, cci) -> np.ndarray:
+def overlap(era5: npt.ArrayLike, cci: npt.ArrayLike) -> np.ndarray:
     """Boolean mask of the days where both series are finite."""
     return np.isfinite(np.asarray(era5, dtype=np.float64)) & np.isfinite(np.asarray(cci, dtype=np.float64))
 
@@ -84,7 +85,9 @@ class MeanStdParams:
     def valid(self) -> np.ndarray:
         """Where a finite rescaling exists: n ≥ 2 and ERA5 not constant."""
         with np.errstate(invalid="ignore"):
-            return (self.n >= 2) & np.isfinite(self.std_era5) & (self.std_era5 > STD_MIN) & np.isfinite(self.std_cci)
+            ok: np.ndarray = (self.n >= 2) & np.isfinite(self.std_era5) & (self.std_era5 > STD_MIN)
+            ok = ok & np.isfinite(self.std_cci)
+            return ok
 
     @property
     def slope(self) -> np.ndarray:
@@ -92,7 +95,7 @@ class MeanStdParams:
             return np.where(self.valid, self.std_cci / np.where(self.std_era5 > 0, self.std_era5, 1.0), np.nan)
 
 
-def meanstd_params(era5, cci) -> MeanStdParams:
+def meanstd_params(era5: npt.ArrayLike, cci: npt.ArrayLike) -> MeanStdParams:
     """Overlap-day moments per pixel (two-pass, ddof = 0)."""
     e, shape = _as_2d(era5)
     c, _ = _as_2d(cci)
@@ -109,13 +112,14 @@ def meanstd_params(era5, cci) -> MeanStdParams:
     return MeanStdParams(*(v.reshape(shape) for v in (n, me, se, mc, sc)))
 
 
-def apply_meanstd(era5, p: MeanStdParams) -> np.ndarray:
+def apply_meanstd(era5: npt.ArrayLike, p: MeanStdParams) -> np.ndarray:
     """ERA5′ = (ERA5 − μ_ERA5)·σ_CCI/σ_ERA5 + μ_CCI; NaN for pixels without valid parameters."""
     e = np.asarray(era5, dtype=np.float64)
-    return (e - p.mean_era5) * p.slope + p.mean_cci
+    out: np.ndarray = (e - p.mean_era5) * p.slope + p.mean_cci
+    return out
 
 
-def rescale_meanstd(era5, cci) -> np.ndarray:
+def rescale_meanstd(era5: npt.ArrayLike, cci: npt.ArrayLike) -> np.ndarray:
     """ERA5 rescaled to CCI per pixel by mean–std matching over the overlap days (float64)."""
     return apply_meanstd(era5, meanstd_params(era5, cci))
 
@@ -128,17 +132,17 @@ class CdfParams:
     y: np.ndarray
     slope: np.ndarray
     n: np.ndarray
-    shape: tuple
+    shape: tuple[int, ...]
 
     @property
     def valid(self) -> np.ndarray:
-        ok = (self.n >= 2) & np.isfinite(self.slope)
+        ok: np.ndarray = (self.n >= 2) & np.isfinite(self.slope)
         with np.errstate(invalid="ignore"):
             ok &= (self.x[-1] - self.x[0]) > 0
         return ok
 
 
-def cdf_params(era5, cci, n_nodes: int = CDF_NODES) -> CdfParams:
+def cdf_params(era5: npt.ArrayLike, cci: npt.ArrayLike, n_nodes: int = CDF_NODES) -> CdfParams:
     """Matched order statistics of the overlap days, at ``n_nodes`` equally spaced ranks.
 
     The same rank indices are taken from the sorted ERA5 and the sorted CCI overlap values, so
@@ -159,7 +163,7 @@ def cdf_params(era5, cci, n_nodes: int = CDF_NODES) -> CdfParams:
     return CdfParams(x=x, y=y, slope=ms.slope.ravel(), n=n, shape=shape)
 
 
-def apply_cdf(era5, p: CdfParams) -> np.ndarray:
+def apply_cdf(era5: npt.ArrayLike, p: CdfParams) -> np.ndarray:
     """Piecewise-linear map through the nodes, linear tails with the mean–std slope (float64)."""
     e, shape = _as_2d(era5)
     t, npx = e.shape
@@ -187,12 +191,12 @@ def apply_cdf(era5, p: CdfParams) -> np.ndarray:
     return out.reshape((t, *shape))
 
 
-def rescale_cdf(era5, cci, n_nodes: int = CDF_NODES) -> np.ndarray:
+def rescale_cdf(era5: npt.ArrayLike, cci: npt.ArrayLike, n_nodes: int = CDF_NODES) -> np.ndarray:
     """ERA5 rescaled to CCI per pixel by CDF (quantile) matching over the overlap days (float64)."""
     return apply_cdf(era5, cdf_params(era5, cci, n_nodes))
 
 
-def rescale(era5, cci, method: str) -> np.ndarray:
+def rescale(era5: npt.ArrayLike, cci: npt.ArrayLike, method: str) -> np.ndarray:
     """Per-pixel rescaling with ``method`` in :data:`METHODS`."""
     if method == "meanstd":
         return rescale_meanstd(era5, cci)
@@ -213,10 +217,11 @@ def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
     c = np.pad(a, lead + [(r, r), (r, r)]).cumsum(-2).cumsum(-1)
     c = np.pad(c, lead + [(1, 0), (1, 0)])
     w = 2 * r + 1
-    return (c[..., w:w + ny, w:w + nx] - c[..., :ny, w:w + nx] - c[..., w:w + ny, :nx] + c[..., :ny, :nx])
+    out: np.ndarray = c[..., w:w + ny, w:w + nx] - c[..., :ny, w:w + nx] - c[..., w:w + ny, :nx] + c[..., :ny, :nx]
+    return out
 
 
-def borrow_era5(era5, land, r: int) -> tuple[np.ndarray, np.ndarray]:
+def borrow_era5(era5: npt.ArrayLike, land: npt.ArrayLike, r: int) -> tuple[np.ndarray, np.ndarray]:
     """Fill missing ERA5 of land pixels with the same day's mean over land pixels within ``r``.
 
     For coastal cells that CCI sees but where ERA5 has no land point (all its neighbours are
@@ -235,7 +240,8 @@ def borrow_era5(era5, land, r: int) -> tuple[np.ndarray, np.ndarray]:
         return np.where(borrowed, s / np.where(k > 0, k, 1.0), e), borrowed
 
 
-def neighbourhood_meanstd_params(era5, cci, land, r: int) -> MeanStdParams:
+def neighbourhood_meanstd_params(era5: npt.ArrayLike, cci: npt.ArrayLike, land: npt.ArrayLike,
+                                 r: int) -> MeanStdParams:
     """Mean–std moments of the pooled overlap days of all land pixels within radius ``r`` (box)."""
     e = np.asarray(era5, dtype=np.float64)
     c = np.asarray(cci, dtype=np.float64)
@@ -252,7 +258,8 @@ def neighbourhood_meanstd_params(era5, cci, land, r: int) -> MeanStdParams:
     return MeanStdParams(np.rint(n).astype(np.int64), me, sde, mc, sdc)
 
 
-def _neighbourhood_samples(e: np.ndarray, c: np.ndarray, ov: np.ndarray, iy: int, ix: int, r: int):
+def _neighbourhood_samples(e: np.ndarray, c: np.ndarray, ov: np.ndarray, iy: int, ix: int,
+                           r: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = slice(max(iy - r, 0), iy + r + 1), slice(max(ix - r, 0), ix + r + 1)
     m = ov[:, ys, xs]
     return e[:, ys, xs][m], c[:, ys, xs][m]
@@ -279,15 +286,16 @@ class FusionResult:
                 "unscaled_pixels": int((k == PIXEL_UNSCALED).sum()),
                 "era5_borrowed_pixel_days": int(0 if self.era5_borrowed_days is None else self.era5_borrowed_days.sum())}
 
-    def crop(self, ys: slice, xs: slice) -> "FusionResult":
+    def crop(self, ys: slice, xs: slice) -> FusionResult:
         """The result for a spatial window (the chunk inside its halo)."""
         b = None if self.era5_borrowed_days is None else self.era5_borrowed_days[ys, xs]
         return FusionResult(self.sm[:, ys, xs], self.source_flag[:, ys, xs], self.pixel_kind[ys, xs],
                             self.n_overlap[ys, xs], b)
 
 
-def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_days: int = 20,
-                        neighbourhood_cells: int = 2, sm_max: float = SM_MAX) -> FusionResult:
+def fuse_block_detailed(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.ArrayLike, method: str = "meanstd",
+                        min_overlap_days: int = 20, neighbourhood_cells: int = 2,
+                        sm_max: float = SM_MAX) -> FusionResult:
     """Fuse a (t, y, x) block: CCI where observed, else ERA5 rescaled (own pixel / fallback).
 
     ``land`` (y, x) bool selects the pixels to fill; everything else gets NaN and flag 0. A land
@@ -331,7 +339,7 @@ def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_da
             filled = np.where(nb_ok[None], fb, filled)
         else:
             nb_ok = np.zeros_like(need)
-            for iy, ix in zip(*np.nonzero(need)):
+            for iy, ix in zip(*np.nonzero(need), strict=True):
                 se, sc = _neighbourhood_samples(era5, cci, ov, iy, ix, r)
                 if se.size < min_overlap_days:
                     continue
@@ -363,14 +371,15 @@ def fuse_block_detailed(cci, era5, land, method: str = "meanstd", min_overlap_da
                         (gap & borrowed).sum(axis=0).astype(np.int32))
 
 
-def fuse_block(cci, era5, land, method: str = "meanstd", min_overlap_days: int = 20,
-               neighbourhood_cells: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def fuse_block(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.ArrayLike, method: str = "meanstd",
+               min_overlap_days: int = 20, neighbourhood_cells: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """(sm float32, source_flag uint8), both (t, y, x): see :func:`fuse_block_detailed`."""
     res = fuse_block_detailed(cci, era5, land, method, min_overlap_days, neighbourhood_cells)
     return res.sm, res.source_flag
 
 
-def fuse_series(cci, era5, method: str = "meanstd", min_overlap_days: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def fuse_series(cci: npt.ArrayLike, era5: npt.ArrayLike, method: str = "meanstd",
+                min_overlap_days: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """One land pixel's time series (t,): (sm, source_flag); no neighbourhood, so fallback = unscaled."""
     c = np.asarray(cci, dtype=np.float64)[:, None, None]
     e = np.asarray(era5, dtype=np.float64)[:, None, None]
@@ -381,7 +390,7 @@ def fuse_series(cci, era5, method: str = "meanstd", min_overlap_days: int = 20) 
 # --------------------------------------------------------------------------------------------
 # baselines and the withheld-observation mask (used by the experiment)
 # --------------------------------------------------------------------------------------------
-def doy_climatology(cci, doy, half_window: int = 15) -> np.ndarray:
+def doy_climatology(cci: npt.ArrayLike, doy: npt.ArrayLike, half_window: int = 15) -> np.ndarray:
     """Smoothed per-pixel day-of-year climatology of ``cci`` (t, y, x), evaluated on every day.
 
     Mean of all finite values whose day of year is within ±``half_window`` days (circular, all
@@ -405,17 +414,19 @@ def doy_climatology(cci, doy, half_window: int = 15) -> np.ndarray:
         clim = ss / kk
         pixel_mean = s.sum(0) / k.sum(0)
     clim = np.where(kk > 0, clim, pixel_mean[None])
-    return clim[doy]
+    out: np.ndarray = clim[doy]
+    return out
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
     z = z + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    out: np.ndarray = z ^ (z >> np.uint64(31))
+    return out
 
 
-def hash_uniform(seed: int, day, row, col) -> np.ndarray:
+def hash_uniform(seed: int, day: npt.ArrayLike, row: npt.ArrayLike, col: npt.ArrayLike) -> np.ndarray:
     """Deterministic U[0, 1) per (seed, day, row, col), broadcast over the index arrays.
 
     A counter-based hash (splitmix64) instead of a sequential RNG, so that every chunk (and its
@@ -431,8 +442,10 @@ def hash_uniform(seed: int, day, row, col) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def withheld_mask(cci_observed: np.ndarray, fraction: float, seed: int, day, row, col) -> np.ndarray:
+def withheld_mask(cci_observed: npt.ArrayLike, fraction: float, seed: int, day: npt.ArrayLike, row: npt.ArrayLike,
+                  col: npt.ArrayLike) -> np.ndarray:
     """Observations to hide: each observed pixel-day independently with probability ``fraction``."""
     u = hash_uniform(seed, np.asarray(day)[:, None, None], np.asarray(row)[None, :, None],
                      np.asarray(col)[None, None, :])
-    return np.asarray(cci_observed, dtype=bool) & (u < fraction)
+    mask: np.ndarray = np.asarray(cci_observed, dtype=bool) & (u < fraction)
+    return mask

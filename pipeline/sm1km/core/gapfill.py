@@ -25,13 +25,15 @@ daily axis (NaN elsewhere) and :func:`gapfill_time` interpolates between composi
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["gapfill_time", "pixel_fallback", "place_on_days", "observed_mask"]
 
 
-def observed_mask(values: np.ndarray) -> np.ndarray:
+def observed_mask(values: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """True where a value is an observation (finite)."""
-    return np.isfinite(np.asarray(values))
+    mask: npt.NDArray[np.bool_] = np.isfinite(np.asarray(values))
+    return mask
 
 
 def pixel_fallback(values: np.ndarray) -> np.ndarray:
@@ -112,19 +114,19 @@ def _fill_pixels(values: np.ndarray, max_gap_days: int | None, fb: np.ndarray) -
     return out.astype(np.float32)
 
 
-def place_on_days(dates, values: np.ndarray, days) -> np.ndarray:
+def place_on_days(dates: npt.ArrayLike, values: npt.ArrayLike, days: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """Put composites ``values`` ``(n, ...)`` observed on ``dates`` onto the daily axis ``days``.
 
     Days without a composite are NaN; composites outside ``days`` are dropped. Dates compare as
     calendar days (datetime64[D]). Returns float32 ``(len(days), ...)``.
     """
-    values = np.asarray(values, dtype=np.float32)
+    vals = np.asarray(values, dtype=np.float32)
     d = np.asarray(dates, dtype="datetime64[D]")
     axis = np.asarray(days, dtype="datetime64[D]")
-    if d.shape[0] != values.shape[0]:
+    if d.shape[0] != vals.shape[0]:
         raise ValueError("dates and values differ in length")
-    out = np.full((axis.size, *values.shape[1:]), np.nan, dtype=np.float32)
+    out = np.full((axis.size, *vals.shape[1:]), np.nan, dtype=np.float32)
     pos = np.searchsorted(axis, d)
     ok = (pos < axis.size) & (axis[np.clip(pos, 0, max(axis.size - 1, 0))] == d) if axis.size else np.zeros(d.size, bool)
-    out[pos[ok]] = values[ok]
+    out[pos[ok]] = vals[ok]
     return out

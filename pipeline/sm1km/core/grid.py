@@ -12,8 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from affine import Affine
 
 COARSE_RES = Fraction(1, 4)  # degrees
 COARSE_PER_DEG = 4
@@ -22,28 +27,28 @@ COARSE_NLON = 1440
 DEFAULT_FACTOR = 30  # 0.25° / 30 = 1/120° ≈ 0.93 km at the equator
 
 
-def coarse_lat(rows) -> np.ndarray:
+def coarse_lat(rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Latitude of coarse cell centres for integer row indices (0 → 89.875)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return (180 * COARSE_PER_DEG - 2 * rows - 1) / (2.0 * COARSE_PER_DEG)
+    r = np.asarray(rows, dtype=np.int64)
+    return (180 * COARSE_PER_DEG - 2 * r - 1) / (2.0 * COARSE_PER_DEG)
 
 
-def coarse_lon(cols) -> np.ndarray:
+def coarse_lon(cols: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Longitude of coarse cell centres for integer column indices (0 → -179.875)."""
-    cols = np.asarray(cols, dtype=np.int64)
-    return (2 * cols + 1 - 360 * COARSE_PER_DEG) / (2.0 * COARSE_PER_DEG)
+    c = np.asarray(cols, dtype=np.int64)
+    return (2 * c + 1 - 360 * COARSE_PER_DEG) / (2.0 * COARSE_PER_DEG)
 
 
-def coarse_row_of_lat(lat) -> np.ndarray:
+def coarse_row_of_lat(lat: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Coarse row containing latitude ``lat`` (cell edges belong to the southern/eastern cell)."""
-    lat = np.asarray(lat, dtype=np.float64)
-    return np.clip(np.floor((90.0 - lat) * COARSE_PER_DEG).astype(np.int64), 0, COARSE_NLAT - 1)
+    la = np.asarray(lat, dtype=np.float64)
+    return np.clip(np.floor((90.0 - la) * COARSE_PER_DEG).astype(np.int64), 0, COARSE_NLAT - 1)
 
 
-def coarse_col_of_lon(lon) -> np.ndarray:
+def coarse_col_of_lon(lon: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Coarse column containing longitude ``lon`` (in -180..180)."""
-    lon = np.asarray(lon, dtype=np.float64)
-    return np.clip(np.floor((lon + 180.0) * COARSE_PER_DEG).astype(np.int64), 0, COARSE_NLON - 1)
+    lo = np.asarray(lon, dtype=np.float64)
+    return np.clip(np.floor((lo + 180.0) * COARSE_PER_DEG).astype(np.int64), 0, COARSE_NLON - 1)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class BBox:
     east: float
     north: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (-180.0 <= self.west < self.east <= 180.0):
             raise ValueError(f"bbox needs -180 <= west < east <= 180, got west={self.west}, east={self.east}")
         if not (-90.0 <= self.south < self.north <= 90.0):
@@ -74,7 +79,7 @@ class Region:
     col0: int
     col1: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (0 <= self.row0 < self.row1 <= COARSE_NLAT and 0 <= self.col0 < self.col1 <= COARSE_NLON):
             raise ValueError(f"invalid coarse region {self}")
 
@@ -100,7 +105,7 @@ class Region:
 GLOBAL_REGION = Region(0, COARSE_NLAT, 0, COARSE_NLON)
 
 
-def snap_bbox(bbox: BBox | tuple) -> Region:
+def snap_bbox(bbox: BBox | tuple[float, float, float, float]) -> Region:
     """Smallest region of whole 0.25° cells that covers ``bbox`` (edges snapped outward)."""
     if not isinstance(bbox, BBox):
         bbox = BBox(*bbox)
@@ -119,7 +124,7 @@ class FineGrid:
 
     factor: int = DEFAULT_FACTOR
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not (isinstance(self.factor, int) and 1 <= self.factor <= 240):
             raise ValueError(f"grid factor must be an integer in 1..240, got {self.factor!r}")
 
@@ -139,34 +144,34 @@ class FineGrid:
     def res_deg(self) -> float:
         return 1.0 / self.per_deg
 
-    def lat(self, rows) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
+    def lat(self, rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        r = np.asarray(rows, dtype=np.int64)
         # one integer numerator, one division: correctly rounded, no cancellation or drift
-        return (180 * self.per_deg - 2 * rows - 1) / (2.0 * self.per_deg)
+        return (180 * self.per_deg - 2 * r - 1) / (2.0 * self.per_deg)
 
-    def lon(self, cols) -> np.ndarray:
-        cols = np.asarray(cols, dtype=np.int64)
-        return (2 * cols + 1 - 360 * self.per_deg) / (2.0 * self.per_deg)
+    def lon(self, cols: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        c = np.asarray(cols, dtype=np.int64)
+        return (2 * c + 1 - 360 * self.per_deg) / (2.0 * self.per_deg)
 
-    def row_of_lat(self, lat) -> np.ndarray:
-        lat = np.asarray(lat, dtype=np.float64)
-        return np.clip(np.floor((90.0 - lat) * self.per_deg).astype(np.int64), 0, self.nlat - 1)
+    def row_of_lat(self, lat: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        la = np.asarray(lat, dtype=np.float64)
+        return np.clip(np.floor((90.0 - la) * self.per_deg).astype(np.int64), 0, self.nlat - 1)
 
-    def col_of_lon(self, lon) -> np.ndarray:
-        lon = np.asarray(lon, dtype=np.float64)
-        return np.clip(np.floor((lon + 180.0) * self.per_deg).astype(np.int64), 0, self.nlon - 1)
+    def col_of_lon(self, lon: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        lo = np.asarray(lon, dtype=np.float64)
+        return np.clip(np.floor((lo + 180.0) * self.per_deg).astype(np.int64), 0, self.nlon - 1)
 
-    def fine_rows(self, region: Region) -> np.ndarray:
+    def fine_rows(self, region: Region) -> npt.NDArray[np.int64]:
         return np.arange(region.row0 * self.factor, region.row1 * self.factor, dtype=np.int64)
 
-    def fine_cols(self, region: Region) -> np.ndarray:
+    def fine_cols(self, region: Region) -> npt.NDArray[np.int64]:
         return np.arange(region.col0 * self.factor, region.col1 * self.factor, dtype=np.int64)
 
-    def coarse_of_fine(self, fine_index) -> np.ndarray:
+    def coarse_of_fine(self, fine_index: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Coarse row (or column) index containing a fine row (or column) index."""
         return np.asarray(fine_index, dtype=np.int64) // self.factor
 
-    def transform(self, region: Region):
+    def transform(self, region: Region) -> Affine:
         """Affine transform (rasterio/GDAL order) of the fine pixels of ``region``."""
         from affine import Affine
 
@@ -174,7 +179,7 @@ class FineGrid:
         return Affine(self.res_deg, 0.0, b.west, 0.0, -self.res_deg, b.north)
 
 
-def region_coords(region: Region, factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def region_coords(region: Region, factor: int | None = None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(lat, lon) centre coordinates of a region: coarse if ``factor`` is None, else fine."""
     if factor is None:
         return coarse_lat(np.arange(region.row0, region.row1)), coarse_lon(np.arange(region.col0, region.col1))
@@ -219,7 +224,7 @@ def tiles(region: Region, tile_cells: int) -> list[Tile]:
     """
     if tile_cells < 1:
         raise ValueError("tile_cells must be >= 1")
-    out = []
+    out: list[Tile] = []
     for i, r in enumerate(range(region.row0, region.row1, tile_cells)):
         for j, c in enumerate(range(region.col0, region.col1, tile_cells)):
             out.append(Tile(i, j, r, min(r + tile_cells, region.row1), c, min(c + tile_cells, region.col1)))

@@ -20,11 +20,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 METRIC_KEYS = ("n", "r", "ubrmse", "bias", "rmse")
 
 
-def _pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
@@ -33,19 +34,19 @@ def _pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
-def bias(x, y) -> float:
+def bias(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """mean(x − y) over pairs where both are finite (NaN if none)."""
     x, y = _pairs(x, y)
     return float(np.mean(x - y)) if x.size else math.nan
 
 
-def rmse(x, y) -> float:
+def rmse(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """sqrt(mean((x − y)²)) over finite pairs."""
     x, y = _pairs(x, y)
     return float(np.sqrt(np.mean((x - y) ** 2))) if x.size else math.nan
 
 
-def ubrmse(x, y) -> float:
+def ubrmse(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Unbiased RMSE, population form (ddof = 0): sqrt(mean(((x − x̄) − (y − ȳ))²))."""
     x, y = _pairs(x, y)
     if not x.size:
@@ -59,7 +60,7 @@ def _constant(m2: float, n: int, mean: float) -> bool:
     return m2 / max(n, 1) <= (1e-12 * max(1.0, abs(mean))) ** 2
 
 
-def pearson_r(x, y) -> float:
+def pearson_r(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Pearson correlation over finite pairs; NaN with < 2 pairs or a constant series."""
     x, y = _pairs(x, y)
     if x.size < 2:
@@ -72,7 +73,7 @@ def pearson_r(x, y) -> float:
     return float(np.dot(xa, ya) / math.sqrt(sxx * syy))
 
 
-def metric_dict(x, y) -> dict[str, float | int]:
+def metric_dict(x: npt.ArrayLike, y: npt.ArrayLike) -> dict[str, float | int]:
     """``{n, r, ubrmse, bias, rmse}`` of estimate ``x`` against reference ``y`` (NaN pairs ignored)."""
     xv, yv = _pairs(x, y)
     return {"n": int(xv.size), "r": pearson_r(xv, yv), "ubrmse": ubrmse(xv, yv),
@@ -91,7 +92,7 @@ class Moments:
     c_xy: float = 0.0   # sum of (x - mean_x)(y - mean_y)
 
     @classmethod
-    def from_arrays(cls, x, y) -> "Moments":
+    def from_arrays(cls, x: npt.ArrayLike, y: npt.ArrayLike) -> Moments:
         """Two-pass moments of the finite pairs of x and y."""
         x, y = _pairs(x, y)
         if not x.size:
@@ -100,7 +101,7 @@ class Moments:
         xa, ya = x - mx, y - my
         return cls(int(x.size), mx, my, float(np.dot(xa, xa)), float(np.dot(ya, ya)), float(np.dot(xa, ya)))
 
-    def merge(self, other: "Moments") -> "Moments":
+    def merge(self, other: Moments) -> Moments:
         """Moments of the union of both samples (Chan, Golub & LeVeque pairwise update)."""
         if other.n == 0:
             return self
@@ -113,7 +114,7 @@ class Moments:
                        self.m2_x + other.m2_x + dx * dx * w, self.m2_y + other.m2_y + dy * dy * w,
                        self.c_xy + other.c_xy + dx * dy * w)
 
-    def __add__(self, other: "Moments") -> "Moments":
+    def __add__(self, other: Moments) -> Moments:
         return self.merge(other)
 
     def to_dict(self) -> dict[str, float | int]:
@@ -126,5 +127,35 @@ class Moments:
         r = self.c_xy / math.sqrt(self.m2_x * self.m2_y) if (self.n >= 2 and not flat) else math.nan
         return {"n": self.n, "r": r, "ubrmse": math.sqrt(var_d), "bias": b, "rmse": math.sqrt(var_d + b * b)}
 
-    def as_tuple(self) -> tuple:
+    def as_tuple(self) -> tuple[int, float, float, float, float, float]:
         return (self.n, self.mean_x, self.mean_y, self.m2_x, self.m2_y, self.c_xy)
+
+
+# --------------------------------------------------------------------------------------------
+# a 1 km block against the 1 km truth (synthetic world)
+# --------------------------------------------------------------------------------------------
+def cell_anomaly(a: np.ndarray, factor: int) -> np.ndarray:
+    """``a`` (t, y, x) minus the mean of its 25 km cell (``factor²`` pixels; per day, NaN ignored)."""
+    nt, ny, nx = a.shape
+    r = a.reshape(nt, ny // factor, factor, nx // factor, factor)
+    cnt = np.isfinite(r).sum(axis=(2, 4), keepdims=True)
+    s = np.nansum(r, axis=(2, 4), keepdims=True, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / cnt
+    return (r - mean).reshape(nt, ny, nx)
+
+
+def truth_shard_moments(product, truth, baseline, factor: int) -> dict[str, tuple]:
+    """Mergeable moments of one block (t, y, x) for product/baseline vs truth and the spatial
+    anomalies (value minus its 25 km cell mean) of product vs truth. Pixels where any of the three
+    is missing are left out of all statistics."""
+    ok = np.isfinite(product) & np.isfinite(truth) & np.isfinite(baseline)
+    p = np.where(ok, product, np.nan)
+    t = np.where(ok, truth, np.nan)
+    b = np.where(ok, baseline, np.nan)
+    pa, ta = cell_anomaly(p, factor), cell_anomaly(t, factor)
+    zero = np.where(ok, 0.0, np.nan)
+    return {"downscaled": Moments.from_arrays(p, t).as_tuple(),
+            "baseline_25km": Moments.from_arrays(b, t).as_tuple(),
+            "anomaly_downscaled": Moments.from_arrays(pa, ta).as_tuple(),
+            "anomaly_baseline_25km": Moments.from_arrays(zero, ta).as_tuple()}

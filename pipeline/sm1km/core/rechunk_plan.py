@@ -18,6 +18,7 @@ that must be recomputed when days change, for the gap-filled predictors.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["ReadTask", "StagingPlan", "plan_staging", "chunk_slices", "output_chunks", "blocks_touched",
@@ -81,11 +82,11 @@ def plan_staging(n_days: int, n_rows: int, n_cols: int, chunk_rows: int, chunk_c
     return StagingPlan(batch, band_rows, band_cols, (batch, cy, cx), task_bytes, tasks)
 
 
-def output_chunks(time_positions, n_time: int, chunk_time: int, n_rows: int, chunk_rows: int,
+def output_chunks(time_positions: Iterable[int], n_time: int, chunk_time: int, n_rows: int, chunk_rows: int,
                   n_cols: int, chunk_cols: int) -> list[tuple[slice, slice, slice]]:
     """Regions (time, rows, cols) of every output chunk that holds one of ``time_positions``."""
     t_blocks = sorted({int(p) // chunk_time for p in time_positions if 0 <= int(p) < n_time})
-    out = []
+    out: list[tuple[slice, slice, slice]] = []
     for b in t_blocks:
         ts = slice(b * chunk_time, min((b + 1) * chunk_time, n_time))
         for r in chunk_slices(n_rows, chunk_rows):
@@ -101,10 +102,10 @@ def block_window(block: int, block_days: int, halo: int, n_time: int) -> slice:
     return slice(max(start - halo, 0), min(stop + halo, n_time))
 
 
-def blocks_touched(changed_positions, block_days: int, halo: int, n_time: int) -> list[int]:
+def blocks_touched(changed_positions: Iterable[int], block_days: int, halo: int, n_time: int) -> list[int]:
     """Time blocks whose haloed window contains a changed day (they must be recomputed)."""
     n_blocks = math.ceil(n_time / block_days) if n_time else 0
-    out = set()
+    out: set[int] = set()
     for p in changed_positions:
         p = int(p)
         if not 0 <= p < n_time:
@@ -118,9 +119,9 @@ def blocks_touched(changed_positions, block_days: int, halo: int, n_time: int) -
     return sorted(out)
 
 
-def hull(slices) -> slice | None:
+def hull(slices: Iterable[slice]) -> slice | None:
     """The smallest slice covering all ``slices`` (None if there are none)."""
-    slices = list(slices)
-    if not slices:
+    items = list(slices)
+    if not items:
         return None
-    return slice(min(s.start for s in slices), max(s.stop for s in slices))
+    return slice(min(s.start for s in items), max(s.stop for s in items))

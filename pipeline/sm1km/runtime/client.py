@@ -1,23 +1,10 @@
-"""Shared plumbing for stage entry points: config loading for the CLI and the dask client."""
+"""The dask client of a stage: the one the caller gave, else one made from the run config."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 
 from sm1km.config import RunConfig
-from sm1km.storage.lock import run_lock
-
-
-def add_config_argument(p, required: bool = True) -> None:
-    p.add_argument("--config", "-c", required=required, metavar="RUN_YAML", help="run configuration (YAML)")
-
-
-def load_config(args_or_path) -> RunConfig:
-    if isinstance(args_or_path, RunConfig):
-        return args_or_path
-    path = getattr(args_or_path, "config", args_or_path)
-    return RunConfig.from_yaml(path)
 
 
 @contextlib.contextmanager
@@ -37,29 +24,3 @@ def stage_client(cfg: RunConfig, client=None):
 
         with make_client(cfg) as c:
             yield c
-
-
-def add_lock_arguments(p) -> None:
-    p.add_argument("--force-unlock", action="store_true",
-                   help="break the store's run lock first (only when the run that holds it is surely dead)")
-
-
-def with_lock_arguments(add_arguments):
-    """Decorator for a stage's ``add_arguments``: adds ``--force-unlock``."""
-    @functools.wraps(add_arguments)
-    def wrapper(p):
-        add_arguments(p)
-        add_lock_arguments(p)
-    return wrapper
-
-
-def locked_cli(stage: str):
-    """Decorator for a stage's ``run_cli``: hold the store's run lock while the command runs."""
-    def deco(run_cli):
-        @functools.wraps(run_cli)
-        def wrapper(args):
-            cfg = load_config(args)
-            with run_lock(cfg, stage, force=bool(getattr(args, "force_unlock", False))):
-                return run_cli(args)
-        return wrapper
-    return deco

@@ -193,7 +193,7 @@ def crd_dir() -> Path:
     return Path(dask_kubernetes.__file__).parent / "operator" / "deployment" / "helm" / "dask-kubernetes-operator" / "crds"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crd_schema(kind: str) -> dict[str, Any]:
     import yaml
 
@@ -227,7 +227,7 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(kind: str):
     import jsonschema
 

@@ -75,11 +75,14 @@ class _Progress:
 
 def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window: int | None = None,
               name: str = "task", retries: int = 1, total: int | None = None,
-              raise_errors: bool = True) -> Iterator[Any]:
+              raise_errors: bool = True, ordered: bool = False) -> Iterator[Any]:
     """Yield ``fn(item)`` for every item (completion order with a client, item order without).
 
     ``raise_errors=False`` yields an Sm1kmError raised by a task as the result of that item instead
     of raising it, so a stage can report every bad input file of a run at once (ingest does).
+    ``ordered=True`` yields in item order with a client too: results that finish early wait (at
+    most ``4 × window`` of them; submission pauses beyond that), so a reduction over the results
+    (e.g. merging metric moments, whose float sums depend on order) gives the same bits every run.
 
     ``items`` may be a lazy iterator: it is consumed as tasks finish. An item's ``key`` attribute,
     if it has one, names its dask task (``<name>-<key>-<run token>``), so the dashboard shows which
@@ -100,27 +103,41 @@ def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window:
     window = window or default_window(client)
     token = uuid.uuid4().hex[:8]
     ac = as_completed(loop=client.loop)  # this client's loop, not the default client's (there may be none)
+    index: dict[str, int] = {}           # task key -> position of its item
+    waiting: dict[int, Any] = {}         # ordered: results that finished before an earlier one
     n = 0
+    next_out = 0
 
-    def submit(item: Any) -> None:
+    def fill() -> None:
         nonlocal n
-        key = getattr(item, "key", None) or str(n)
-        ac.add(client.submit(_call, fn, item, key=f"{name}-{key}-{token}", pure=False, retries=retries))
-        n += 1
+        while ac.count() < window and len(waiting) < 4 * window:
+            item = next(it, _END)
+            if item is _END:
+                return
+            key = f"{name}-{getattr(item, 'key', None) or n}-{token}"
+            index[key] = n
+            ac.add(client.submit(_call, fn, item, key=key, pure=False, retries=retries))
+            n += 1
 
-    for item in it:
-        submit(item)
-        if ac.count() >= window:
-            break
+    fill()
     try:
         for fut in ac:
             result = fut.result()
+            pos = index.pop(fut.key)
             fut.release()
-            nxt = next(it, _END)
-            if nxt is not _END:
-                submit(nxt)
             progress.tick()
-            yield _unwrap(result, raise_errors)
+            if not ordered:
+                fill()
+                yield _unwrap(result, raise_errors)
+                continue
+            waiting[pos] = result
+            ready = []
+            while next_out in waiting:
+                ready.append(waiting.pop(next_out))
+                next_out += 1
+            fill()
+            for r in ready:
+                yield _unwrap(r, raise_errors)
     finally:
         for fut in list(ac.futures):
             fut.cancel()

@@ -17,51 +17,25 @@ within the packing resolution (0.0005 m³/m³).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sm1km.storage import master
-from sm1km.runtime.result import StageResult
-from sm1km.storage import store
-from sm1km.stages.downscale import n_shards as n_master_shards
-from sm1km.stages.downscale import run_bounded
 from sm1km.core.encoding import FILL
 from sm1km.errors import StoreError
-from sm1km.core.grid import tiles
-from sm1km.runtime.client import locked_cli, with_lock_arguments
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.runtime.client import stage_client
+from sm1km.runtime.result import StageResult
+from sm1km.runtime.runner import run_tasks
+from sm1km.runtime.units import WorkUnit, plan_units
+from sm1km.stages.downscale import n_shards as n_master_shards
+from sm1km.storage import master, store
 
 log = logging.getLogger(__name__)
 
 MIN_VALID_FRACTION = 0.5
-
-
-@dataclasses.dataclass(frozen=True)
-class MonthlySpec:
-    """One monthly chunk: months [m0, m1) of the store, master days [d0, d1), a tile (coarse, in region)."""
-
-    m0: int
-    m1: int
-    d0: int
-    d1: int
-    r0: int
-    r1: int
-    c0: int
-    c1: int
-    factor: int
-
-    @property
-    def fine(self) -> tuple[slice, slice]:
-        f = self.factor
-        return slice(self.r0 * f, self.r1 * f), slice(self.c0 * f, self.c1 * f)
-
-    @property
-    def key(self) -> str:
-        y, x = self.fine
-        return store.region_key(time=slice(self.m0, self.m1), lat=y, lon=x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +45,7 @@ class AggregateContext:
     monthly_url: str
     storage_options: dict
     start: str                 # first day of the run (ISO); day d of the master is start + d
+    n_days: int                # days of the run (of the master)
     min_valid_fraction: float
 
 
@@ -83,16 +58,18 @@ def month_index(dates) -> tuple[pd.DatetimeIndex, np.ndarray]:
 
 
 def monthly_specs(cfg):
-    """All monthly chunks of a run, lazily: tiles × blocks of 12 months."""
-    region = cfg.coarse_region
-    months, idx = month_index(cfg.dates())
-    for tile in tiles(region, cfg.grid.tile_cells):
-        rs, cs = tile.coarse_slices(region)
-        for m0 in range(0, len(months), master.MONTHLY_TIME_CHUNK):
-            m1 = min(m0 + master.MONTHLY_TIME_CHUNK, len(months))
-            days = np.flatnonzero((idx >= m0) & (idx < m1))
-            yield MonthlySpec(m0, m1, int(days[0]), int(days[-1]) + 1, rs.start, rs.stop, cs.start, cs.stop,
-                              cfg.grid.factor)
+    """All monthly chunks of a run, lazily: tiles × blocks of 12 months (``t0``/``t1``: months of
+    ``monthly.zarr``)."""
+    months, _ = month_index(cfg.dates())
+    blocks = master.time_blocks(len(months), master.MONTHLY_TIME_CHUNK)
+    return plan_units(cfg.coarse_region, cfg.grid.tile_cells, blocks, cfg.grid.factor)
+
+
+def master_days(spec: WorkUnit, start: str, n_days: int) -> tuple[int, int]:
+    """Days [d0, d1) of the master (a run of ``n_days`` from ``start``) in the months of ``spec``."""
+    _, idx = month_index(pd.date_range(start, periods=n_days, freq="D"))
+    days = np.flatnonzero((idx >= spec.t0) & (idx < spec.t1))
+    return int(days[0]), int(days[-1]) + 1
 
 
 def monthly_means(q: np.ndarray, month_of_day: np.ndarray, n_months: int, min_valid: np.ndarray
@@ -119,28 +96,33 @@ def monthly_means(q: np.ndarray, month_of_day: np.ndarray, n_months: int, min_va
     return mean, count
 
 
-def aggregate_chunk(spec: MonthlySpec, ctx: AggregateContext) -> dict[str, Any]:
+def aggregate_chunk(spec: WorkUnit, ctx: AggregateContext) -> dict[str, Any]:
     """The task: read the tile's days from the master, monthly means, write one monthly chunk, mark it."""
     so = ctx.storage_options
     y, x = spec.fine
-    q = np.asarray(store.open_group(ctx.master_url, so)["sm"][spec.d0:spec.d1, y, x])
+    m0, m1 = spec.t0, spec.t1
+    d0, d1 = master_days(spec, ctx.start, ctx.n_days)
+    q = np.asarray(store.open_group(ctx.master_url, so)["sm"][d0:d1, y, x])
     start = pd.Timestamp(ctx.start)
-    days = pd.date_range(start + pd.Timedelta(days=spec.d0), periods=spec.d1 - spec.d0, freq="D")
-    mod = (days.year - start.year) * 12 + (days.month - start.month) - spec.m0
+    days = pd.date_range(start + pd.Timedelta(days=d0), periods=d1 - d0, freq="D")
+    mod = (days.year - start.year) * 12 + (days.month - start.month) - m0
     first = start.to_period("M").to_timestamp()
-    months = pd.date_range(first, periods=spec.m1, freq="MS")[spec.m0:]
+    months = pd.date_range(first, periods=m1, freq="MS")[m0:]
     dim = np.asarray(months.days_in_month)
     min_valid = np.ceil(ctx.min_valid_fraction * dim - 1e-9).astype(np.int64)
-    mean, count = monthly_means(q, np.asarray(mod), spec.m1 - spec.m0, min_valid)
-    region = {"time": slice(spec.m0, spec.m1), "lat": y, "lon": x}
-    master.write_packed(ctx.monthly_url, region, {"sm": mean, "n_valid_days": count}, so)
-    store.Ledger(ctx.root, master.MONTHLY_STORE, so).mark(spec.key, {"months": spec.m1 - spec.m0})
+    mean, count = monthly_means(q, np.asarray(mod), m1 - m0, min_valid)
+    master.write_packed(ctx.monthly_url, spec.region, {"sm": mean, "n_valid_days": count}, so)
+    store.Ledger(ctx.root, master.MONTHLY_STORE, so).mark(spec.key, {"months": m1 - m0})
     return {"key": spec.key, "valid_means": int(np.count_nonzero(mean != FILL))}
 
 
 def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTION,
               max_in_flight: int | None = None, **options) -> StageResult:
-    """Write ``monthly.zarr`` from a complete ``master.zarr``; resumable like downscale."""
+    """Write ``monthly.zarr`` from a complete ``master.zarr``; resumable like downscale.
+
+    Returns ``{"monthly": url, "ledger": url}`` with ``.stats`` = units (monthly chunks)
+    total/written/skipped (also as ``chunks_*``) and ``months``.
+    """
     so = cfg.store.storage_options()
     murl, url = cfg.store.url(master.MASTER_STORE), cfg.store.url(master.MONTHLY_STORE)
     if not 0.0 <= min_valid_fraction <= 1.0:
@@ -159,7 +141,8 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
                                        "of the month; else fill")
     store.create_template(url, tpl, enc, so)
     ctx = AggregateContext(root=cfg.store.root, master_url=murl, monthly_url=url, storage_options=so,
-                           start=str(cfg.period.start), min_valid_fraction=float(min_valid_fraction))
+                           start=str(cfg.period.start), n_days=cfg.period.n_days,
+                           min_valid_fraction=float(min_valid_fraction))
     ledger = store.Ledger(cfg.store.root, master.MONTHLY_STORE, so)
     done = ledger.keys()
     total = sum(1 for _ in monthly_specs(cfg))
@@ -168,29 +151,12 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     log.info("aggregate: %d monthly chunks, %d already done, %d to write -> %s", total, skipped,
              total - skipped, url)
     written = 0
+    task = functools.partial(aggregate_chunk, ctx=ctx)
     with stage_client(cfg, client) as c:
-        for _ in run_bounded(c, aggregate_chunk, todo, ctx, window=max_in_flight, name="aggregate_chunk"):
+        for _ in run_tasks(c, task, todo, window=max_in_flight, name="aggregate_chunk", total=total - skipped):
             written += 1
     store.finalize(url, so, store.coverage_attrs(cfg.dates()))
-    stats = {"chunks_total": total, "chunks_written": written, "chunks_skipped": skipped, "months": len(months)}
+    stats = {"units_total": total, "units_written": written, "units_skipped": skipped,
+             "chunks_total": total, "chunks_written": written, "chunks_skipped": skipped, "months": len(months)}
     log.info("aggregate done: %s", stats)
     return StageResult({"monthly": url, "ledger": ledger.url}, stats)
-
-
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--min-valid-fraction", type=float, default=MIN_VALID_FRACTION,
-                   help="least fraction of a month's calendar days with valid values for a monthly mean "
-                        f"(default {MIN_VALID_FRACTION})")
-    p.add_argument("--max-in-flight", type=int, default=None, help="tasks submitted at a time")
-
-
-@locked_cli("aggregate")
-def run_cli(args) -> int:
-    import json
-
-    cfg = load_config(args)
-    out = aggregate(cfg, min_valid_fraction=args.min_valid_fraction, max_in_flight=args.max_in_flight)
-    print(json.dumps({**out, "stats": out.stats}, indent=2))
-    return 0

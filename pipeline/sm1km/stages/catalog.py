@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from sm1km._version import __version__
-from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.errors import ConfigError
+from sm1km.runtime.result import StageResult
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _bbox_geometry(cfg: RunConfig):
 
 
 def _utc(d) -> dt.datetime:
-    return pd.Timestamp(d).tz_localize(None).to_pydatetime().replace(tzinfo=dt.timezone.utc)
+    return pd.Timestamp(d).tz_localize(None).to_pydatetime().replace(tzinfo=dt.UTC)
 
 
 def _store_interval(ds) -> tuple[dt.datetime, dt.datetime]:
@@ -238,13 +239,29 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
     return coll
 
 
-def catalog(cfg: RunConfig, client=None, base_url: str | None = None, out_url: str | None = None) -> dict[str, str]:
-    """Write the STAC catalog to ``out_url`` (default ``<root>/catalog/``); returns the collection URL."""
+def _holds(url: str, payload: bytes, storage_options) -> bool:
+    """True if the object at ``url`` already holds exactly ``payload`` (then it is not rewritten)."""
+    fs, path = store.filesystem(url, storage_options)
+    try:
+        with store.permanent_errors(url, storage_options):
+            return fs.cat_file(path) == payload
+    except FileNotFoundError:
+        return False
+
+
+def catalog(cfg: RunConfig, client=None, base_url: str | None = None, out_url: str | None = None) -> StageResult:
+    """Write the STAC catalog to ``out_url`` (default ``<root>/catalog/``); returns the collection URL.
+
+    Returns ``{"collection": url}``. Units in ``.stats`` are the STAC documents (one JSON per item
+    and the collection): a document whose bytes are already there is skipped, so a re-run over
+    unchanged stores writes nothing (``units_written == 0``); ``items`` counts the items.
+    """
     import pystac
 
     so = cfg.store.storage_options()
     out_url = out_url or cfg.store.url("catalog")
     coll = build_catalog(cfg, base_url, out_url)
+    written = skipped = 0
     with tempfile.TemporaryDirectory() as tmp:
         coll.normalize_hrefs(tmp)
         coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
@@ -256,6 +273,16 @@ def catalog(cfg: RunConfig, client=None, base_url: str | None = None, out_url: s
         # items first, the collection last: it is what readers start from
         for rel in sorted(files, key=lambda r: (r == "collection.json", r)):
             with open(os.path.join(tmp, rel), "rb") as fh:
-                store.put_atomic(store.join(out_url, rel), fh.read(), so)
-    log.info("STAC collection with %d items at %s", len(list(coll.get_items())), out_url)
-    return {"collection": store.join(out_url, "collection.json")}
+                payload = fh.read()
+            url = store.join(out_url, rel)
+            if _holds(url, payload, so):
+                skipped += 1
+                continue
+            store.put_atomic(url, payload, so)
+            written += 1
+    n_items = len(list(coll.get_items()))
+    log.info("STAC collection with %d items at %s (%d documents written, %d unchanged)", n_items, out_url,
+             written, skipped)
+    return StageResult({"collection": store.join(out_url, "collection.json")},
+                       {"units_total": len(files), "units_written": written, "units_skipped": skipped,
+                        "items": n_items})

@@ -9,17 +9,21 @@ fused 25 km value (sea / no-data cell) or with fewer than ``min_station_days`` u
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sm1km.storage import store
-from sm1km.errors import InputError
 from sm1km.core.features import FEATURE_NAMES, N_FEATURES, PREDICTOR_NAMES, build_features, day_of_year
 from sm1km.core.grid import FineGrid, coarse_col_of_lon, coarse_row_of_lat
+from sm1km.errors import InputError
+from sm1km.runtime.runner import map_tasks
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +183,16 @@ def _empty_table() -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def _collocate_batch(urls: Mapping[str, str], storage_options, station_ids, factor, min_station_days):
+@dataclass(frozen=True)
+class _Batch:
+    """A batch of station ids (a task of :func:`collocate_stores`; ``key`` names it on the dashboard)."""
+
+    key: str
+    station_ids: tuple[str, ...]
+
+
+def _collocate_batch(urls: Mapping[str, str], storage_options, factor, min_station_days, batch: _Batch):
+    station_ids = batch.station_ids
     stations = store.open_dataset(urls["stations"], storage_options)
     wanted = set(station_ids)
     stations = stations.isel(station=[i for i, s in enumerate(_strings(stations["station"].values)) if s in wanted])
@@ -202,10 +215,10 @@ def collocate_stores(cfg, client=None, batch_size: int = 64) -> tuple[pd.DataFra
     meta = _station_meta(stations)
     order = np.lexsort((meta.lon.to_numpy(), -meta.lat.to_numpy()))
     ids = meta.station.to_numpy()[order]
-    batches = [ids[a:a + batch_size].tolist() for a in range(0, len(ids), batch_size)]
-    futures = client.map(_collocate_batch, [urls] * len(batches), [so] * len(batches), batches,
-                         [factor] * len(batches), [min_days] * len(batches), pure=False)
-    results = client.gather(futures)
+    batches = [_Batch(f"stations-{a}-{a + batch_size}", tuple(ids[a:a + batch_size].tolist()))
+               for a in range(0, len(ids), batch_size)]
+    results = map_tasks(client, functools.partial(_collocate_batch, urls, so, factor, min_days), batches,
+                        name="collocate_batch")
     table = pd.concat([r[0] for r in results], ignore_index=True)
     table = table.sort_values(["station", "time"], kind="stable", ignore_index=True)
     excluded = sorted((e for r in results for e in r[1]), key=lambda e: e["station"])

@@ -1,48 +1,48 @@
 """The ``fuse`` stage: ``inputs/cci.zarr`` + ``inputs/era5.zarr`` → gap-free 25 km ``fused.zarr``.
 
-One dask task per spatial chunk of ``fusion.space_chunk`` cells with the whole time series; each
-task reads its chunk plus a halo of ``fusion.neighbourhood_cells`` (for the neighbourhood fallback),
-calls the pure :func:`sm1km.core.fusion.fuse_block_detailed`, writes its region and marks it in
-the ledger. Template first, consolidated metadata last: a re-run finishes what is missing and the
-store comes out byte-identical (with ``SOURCE_DATE_EPOCH`` set).
+One dask task per spatial chunk of ``fusion.space_chunk`` cells with the whole time series (a
+:class:`~sm1km.runtime.units.WorkUnit` without a time block); each task reads its chunk plus a
+halo of ``fusion.neighbourhood_cells`` (``unit.grown(halo, ...)``, for the neighbourhood
+fallback), calls the pure :func:`sm1km.core.fusion.fuse_block_detailed`, writes its region and
+marks it in the ledger. Template first, consolidated metadata last: a re-run finishes what is
+missing and the store comes out byte-identical (with ``SOURCE_DATE_EPOCH`` set).
 
 Land = ``land_fraction >= 0.5`` **or** CCI observed at least once in the period (a coastal cell that
 the satellite sees is land even if ERA5 calls it sea). Everything else is sea: NaN, flag 0.
 
-``withheld_experiment`` hides a seeded random fraction of the CCI observations, fuses without them
-(in memory, chunk-wise; ``fused.zarr`` is not touched) and scores fused / ERA5 / climatology at the
-hidden points; the result goes into ``report/metrics.json`` under ``fusion``.
+Returns a :class:`~sm1km.runtime.result.StageResult` ``{"fused": url}`` with ``stats``
+``units_total/written/skipped`` (chunks) and the pixel counts of the whole store (the
+``fusion_*`` attributes). The withheld-observation experiment that scores the fusion reads its
+blocks through :func:`open_inputs` / :func:`read_block` / :func:`land_mask`: it is
+``sm1km.validation.withheld``.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import posixpath
-import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sm1km.config import RunConfig
 from sm1km.core import fusion as fc
 from sm1km.core import grid
-from sm1km.storage import store
-from sm1km.config import RunConfig
 from sm1km.errors import ConfigError, InputError, StoreError
-from sm1km.core.metrics import Moments
-from sm1km.storage.metrics_json import update_metrics_json
-from sm1km.runtime.client import locked_cli, with_lock_arguments
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
+from sm1km.runtime.client import stage_client
+from sm1km.runtime.result import StageResult
+from sm1km.runtime.runner import run_tasks
+from sm1km.runtime.units import WorkUnit, plan_units
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 
 STORE_NAME = "fused.zarr"
 LAND_FRACTION_MIN = 0.5
 MAX_TIME_CHUNK = 4096
-CLIMATOLOGY_HALF_WINDOW = 15
 
 SM_ATTRS = {
     "standard_name": "volume_fraction_of_condensed_water_in_soil",
@@ -78,7 +78,8 @@ class FusionInputs:
     col0: int
 
 
-def _positions(url: str, have, dates: pd.DatetimeIndex, what: str) -> list[int]:
+def positions(url: str, have, dates: pd.DatetimeIndex, what: str) -> list[int]:
+    """Positions of ``dates`` in a store's time axis ``have``; an InputError if one is missing."""
     idx = pd.DatetimeIndex(have).normalize().get_indexer(dates)
     missing = dates[idx < 0]
     if len(missing):
@@ -113,57 +114,31 @@ def open_inputs(cfg: RunConfig) -> FusionInputs:
     _check_grid(cci_url, cci, lat, lon)
     _check_grid(era5_url, era5, lat, lon)
     dates = cfg.dates()
-    return FusionInputs(cci_url, era5_url, so, _positions(cci_url, cci["time"].values, dates, "cci.zarr"),
-                        _positions(era5_url, era5["time"].values, dates, "era5.zarr"),
+    return FusionInputs(cci_url, era5_url, so, positions(cci_url, cci["time"].values, dates, "cci.zarr"),
+                        positions(era5_url, era5["time"].values, dates, "era5.zarr"),
                         int(lat.size), int(lon.size), region.row0, region.col0)
 
 
-def _time_indexer(pos: list[int]):
+def time_indexer(pos: list[int]):
     """A slice when the positions are contiguous (efficient reads), else the list."""
     if pos and pos == list(range(pos[0], pos[0] + len(pos))):
         return slice(pos[0], pos[0] + len(pos))
     return pos
 
 
-def _chunks(ny: int, nx: int, size: int) -> list[tuple[int, int, int, int]]:
-    return [(y0, min(y0 + size, ny), x0, min(x0 + size, nx))
-            for y0 in range(0, ny, size) for x0 in range(0, nx, size)]
+def fusion_units(cfg: RunConfig) -> Iterator[WorkUnit]:
+    """The chunks of a run: ``fusion.space_chunk``² cells of the region each, whole period, row-major."""
+    return plan_units(cfg.coarse_region, cfg.fusion.space_chunk)
 
 
-@dataclass(frozen=True)
-class _Block:
-    """A chunk [y0:y1, x0:x1] and its haloed read window [hy0:hy1, hx0:hx1] (region indices)."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    hy0: int
-    hy1: int
-    hx0: int
-    hx1: int
-
-    @classmethod
-    def make(cls, y0, y1, x0, x1, halo, ny, nx):
-        return cls(y0, y1, x0, x1, max(y0 - halo, 0), min(y1 + halo, ny), max(x0 - halo, 0), min(x1 + halo, nx))
-
-    @property
-    def inner(self) -> tuple[slice, slice]:
-        """The chunk inside the haloed arrays."""
-        return (slice(self.y0 - self.hy0, self.y1 - self.hy0), slice(self.x0 - self.hx0, self.x1 - self.hx0))
-
-    @property
-    def key(self) -> str:
-        return store.region_key(lat=slice(self.y0, self.y1), lon=slice(self.x0, self.x1))
-
-
-def read_block(inp: FusionInputs, b: _Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cci (t,y,x), era5 (t,y,x), land_fraction (y,x)) of the haloed window, float64."""
-    win = {"lat": slice(b.hy0, b.hy1), "lon": slice(b.hx0, b.hx1)}
+def read_block(inp: FusionInputs, window: WorkUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cci (t,y,x), era5 (t,y,x), land_fraction (y,x)) of ``window`` (a haloed unit), float64."""
+    rows, cols = window.coarse
+    win = {"lat": rows, "lon": cols}
     cci = store.open_dataset(inp.cci_url, inp.storage_options)
     era5 = store.open_dataset(inp.era5_url, inp.storage_options)
-    c = cci["sm"].isel(time=_time_indexer(inp.cci_time), **win).values.astype(np.float64)
-    e = era5["swvl1"].isel(time=_time_indexer(inp.era5_time), **win).values.astype(np.float64)
+    c = cci["sm"].isel(time=time_indexer(inp.cci_time), **win).values.astype(np.float64)
+    e = era5["swvl1"].isel(time=time_indexer(inp.era5_time), **win).values.astype(np.float64)
     lf = era5["land_fraction"].isel(**win).values.astype(np.float64)
     return c, e, lf
 
@@ -177,23 +152,39 @@ def land_mask(cci: np.ndarray, land_fraction: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
-def _fuse_chunk(job: dict) -> dict:
+# --------------------------------------------------------------------------------------------
+# the stage
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FuseContext:
+    """What every chunk task needs besides its unit (small: URLs, positions, parameters)."""
+
+    inputs: FusionInputs
+    url: str
+    root: str
+    method: str
+    min_overlap_days: int
+    neighbourhood_cells: int
+
+
+def _fuse_chunk(unit: WorkUnit, ctx: FuseContext) -> dict:
     """One task: read the haloed chunk, fuse, write its region, mark it done. Returns pixel counts."""
-    inp: FusionInputs = job["inputs"]
-    b: _Block = job["block"]
-    c, e, lf = read_block(inp, b)
-    res = fc.fuse_block_detailed(c, e, land_mask(c, lf), job["method"], job["min_overlap_days"],
-                                 job["neighbourhood_cells"])
-    ys, xs = b.inner
+    inp = ctx.inputs
+    window = unit.grown(ctx.neighbourhood_cells, inp.ny, inp.nx)
+    c, e, lf = read_block(inp, window)
+    res = fc.fuse_block_detailed(c, e, land_mask(c, lf), ctx.method, ctx.min_overlap_days,
+                                 ctx.neighbourhood_cells)
+    ys, xs = unit.within(window)
     dims = ("time", "lat", "lon")
     block = xr.Dataset({"sm": (dims, res.sm[:, ys, xs]), "source_flag": (dims, res.source_flag[:, ys, xs])})
-    region = {"time": slice(0, res.sm.shape[0]), "lat": slice(b.y0, b.y1), "lon": slice(b.x0, b.x1)}
-    store.write_region(job["url"], block, region, inp.storage_options)
+    rows, cols = unit.coarse
+    region = {"time": slice(0, res.sm.shape[0]), "lat": rows, "lon": cols}
+    store.write_region(ctx.url, block, region, inp.storage_options)
     inner = res.crop(ys, xs)
     counts = inner.counts()
     counts["land_pixel_days_without_data"] = int(((inner.source_flag == fc.FLAG_NO_DATA) &
                                                   (inner.pixel_kind != fc.PIXEL_NOT_LAND)[None]).sum())
-    store.Ledger(job["root"], STORE_NAME, inp.storage_options).mark(b.key, counts)
+    store.Ledger(ctx.root, STORE_NAME, inp.storage_options).mark(unit.key, counts)
     return counts
 
 
@@ -233,29 +224,13 @@ def _template(cfg: RunConfig, inp: FusionInputs, method: str) -> tuple[xr.Datase
     return ds, enc
 
 
-def _run_jobs(client, fn, jobs: list[dict]) -> list:
-    """Run ``fn`` over ``jobs`` on the dask client (or in-process when there is none), in order."""
-    if not jobs:
-        return []
-    if client is None:
-        return [fn(j) for j in jobs]
-    from distributed import as_completed
-
-    futures = client.map(fn, jobs, pure=False)
-    done = 0
-    for _ in as_completed(futures):
-        done += 1
-        if done == len(jobs) or done % max(1, len(jobs) // 10) == 0:
-            log.info("%s: %d/%d chunks done", fn.__name__.strip("_"), done, len(jobs))
-    return client.gather(futures)
-
-
 def _read_marker(ledger: store.Ledger, key: str) -> dict:
-    return json.loads(ledger.fs.cat_file(posixpath.join(ledger.path, f"{key}.json")).decode())
+    return ledger.info(key)
 
 
-def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: bool = False) -> dict[str, str]:
-    """Write ``fused.zarr`` (resumable). Returns ``{"fused": url}``.
+def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: bool = False) -> StageResult:
+    """Write ``fused.zarr`` (resumable). Returns ``{"fused": url}`` (``.stats``: units = chunks
+    total/written/skipped, and the store's pixel counts).
 
     ``method`` overrides ``cfg.fusion.method``; ``overwrite`` discards an existing store and ledger.
     """
@@ -277,19 +252,19 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     if store.create_template(url, template, enc, so, overwrite=overwrite):
         ledger.clear()  # a new store: markers of an older one mean nothing
     halo = cfg.fusion.neighbourhood_cells
-    blocks = [_Block.make(*c, halo, inp.ny, inp.nx) for c in _chunks(inp.ny, inp.nx, cfg.fusion.space_chunk)]
+    units = list(fusion_units(cfg))
     done = ledger.keys()
-    todo = [b for b in blocks if b.key not in done]
+    todo = [u for u in units if u.key not in done]
     log.info("fuse: %d chunks of %d cells, %d already done, %d to do (method %s)",
-             len(blocks), cfg.fusion.space_chunk, len(blocks) - len(todo), len(todo), method)
-    jobs = [{"inputs": inp, "block": b, "url": url, "root": cfg.store.root, "method": method,
-             "min_overlap_days": cfg.fusion.min_overlap_days, "neighbourhood_cells": halo} for b in todo]
+             len(units), cfg.fusion.space_chunk, len(units) - len(todo), len(todo), method)
+    ctx = FuseContext(inputs=inp, url=url, root=cfg.store.root, method=method,
+                      min_overlap_days=cfg.fusion.min_overlap_days, neighbourhood_cells=halo)
     with stage_client(cfg, client) as c:
-        _run_jobs(c, _fuse_chunk, jobs)
+        written = sum(1 for _ in run_tasks(c, functools.partial(_fuse_chunk, ctx=ctx), todo, name="fuse_chunk"))
 
     totals: dict[str, int] = {}
-    for b in blocks:
-        for k, v in _read_marker(ledger, b.key).items():
+    for u in units:
+        for k, v in _read_marker(ledger, u.key).items():
             totals[k] = totals.get(k, 0) + int(v)
     _warn_fallbacks(totals, cfg, "fuse")
     attrs = store.coverage_attrs(cfg.dates())
@@ -300,7 +275,9 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     group.attrs.put(dict(sorted(merged.items())))
     store.finalize(url, so)
     log.info("fuse: wrote %s (%s)", url, ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
-    return {"fused": url}
+    stats = {"units_total": len(units), "units_written": written, "units_skipped": len(units) - len(todo),
+             **dict(sorted(totals.items()))}
+    return StageResult({"fused": url}, stats)
 
 
 def _warn_fallbacks(totals: dict, cfg: RunConfig, what: str) -> None:
@@ -319,192 +296,5 @@ def _warn_fallbacks(totals: dict, cfg: RunConfig, what: str) -> None:
         log.warning("%s: %d land pixel-days have neither CCI nor ERA5 and stay NaN (source_flag 0)", what, gaps)
 
 
-# --------------------------------------------------------------------------------------------
-# the withheld-observation experiment
-# --------------------------------------------------------------------------------------------
-def truth_25km_url(cfg: RunConfig) -> str | None:
-    """``truth_25km.zarr`` beside ``cfg.inputs.truth`` (synthetic world only), else None."""
-    if not cfg.inputs.truth:
-        return None
-    t = cfg.inputs.truth.rstrip("/")
-    return t.rsplit("/", 1)[0] + "/truth_25km.zarr" if "/" in t else "truth_25km.zarr"
-
-
-@dataclass(frozen=True)
-class _TruthMap:
-    url: str
-    storage_options: dict
-    time: list
-    row_off: int
-    col_off: int
-
-
-def _truth_map(cfg: RunConfig, inp: FusionInputs) -> _TruthMap | None:
-    url = truth_25km_url(cfg)
-    if url is None:
-        return None
-    so = cfg.store.storage_options() if store.is_remote(url) else {}
-    try:
-        ds = store.open_dataset(url, so)
-    except StoreError:
-        log.warning("withheld experiment: %s not found, so no comparison with the truth", url)
-        return None
-    lat, lon = ds["lat"].values, ds["lon"].values
-    r = (grid.coarse_lat(inp.row0) - lat) * grid.COARSE_PER_DEG
-    c = (lon - grid.coarse_lon(inp.col0)) * grid.COARSE_PER_DEG
-    r0, c0 = int(np.rint(-r[0])), int(np.rint(-c[0]))
-    if not (np.allclose(r, np.rint(r), atol=1e-3) and r0 >= 0 and c0 >= 0 and
-            r0 + inp.ny <= lat.size and c0 + inp.nx <= lon.size):
-        log.warning("withheld experiment: %s does not cover the region on the 0.25° grid; truth comparison skipped",
-                    url)
-        return None
-    try:
-        tpos = _positions(url, ds["time"].values, cfg.dates(), "truth_25km.zarr")
-    except InputError as exc:
-        log.warning("withheld experiment: %s; truth comparison skipped", exc)
-        return None
-    return _TruthMap(url, so, tpos, r0, c0)
-
-
-def _withheld_chunk(job: dict) -> dict:
-    """Moments at the hidden points of one chunk for every estimate (tuples, for pickling)."""
-    inp: FusionInputs = job["inputs"]
-    b: _Block = job["block"]
-    tm: _TruthMap | None = job["truth"]
-    c, e, lf = read_block(inp, b)
-    land = land_mask(c, lf)
-    obs = np.isfinite(c) & land[None]
-    days = job["day_numbers"]
-    rows = inp.row0 + np.arange(b.hy0, b.hy1)
-    cols = inp.col0 + np.arange(b.hx0, b.hx1)
-    hidden = fc.withheld_mask(obs, job["fraction"], job["seed"], days, rows, cols)
-    train = np.where(hidden, np.nan, c)
-    doy = job["doy"]
-    mo, nb = job["min_overlap_days"], job["neighbourhood_cells"]
-    est = {f"fused_{m}": fc.fuse_block_detailed(train, e, land, m, mo, nb).sm for m in job["methods"]}
-    est["era5"] = np.where(land[None], e, np.nan)
-    est["climatology"] = fc.doy_climatology(train, doy, CLIMATOLOGY_HALF_WINDOW)
-
-    ys, xs = b.inner
-    inner = (slice(None), ys, xs)
-    h = hidden[inner]
-    out: dict[str, Any] = {"withheld": {k: Moments.from_arrays(v[inner][h], c[inner][h]).as_tuple()
-                                        for k, v in est.items()},
-                           "counts": {"hidden": int(h.sum()), "observed": int(obs[inner].sum())}}
-    if tm is not None:
-        tr = store.open_dataset(tm.url, tm.storage_options)["sm"].isel(
-            time=_time_indexer(tm.time), lat=slice(tm.row_off + b.y0, tm.row_off + b.y1),
-            lon=slice(tm.col_off + b.x0, tm.col_off + b.x1)).values.astype(np.float64)
-        out["vs_truth"] = {k: Moments.from_arrays(v[inner][h], tr[h]).as_tuple() for k, v in est.items()}
-        out["vs_truth"]["cci"] = Moments.from_arrays(c[inner][h], tr[h]).as_tuple()
-        # the real gaps (CCI never observed that day), fused with all observations
-        gaps = (land[None] & ~np.isfinite(c))[inner]
-        full = {f"fused_{m}": fc.fuse_block_detailed(c, e, land, m, mo, nb).sm for m in job["methods"]}
-        full["era5"] = est["era5"]
-        full["climatology"] = fc.doy_climatology(c, doy, CLIMATOLOGY_HALF_WINDOW)
-        out["vs_truth_gaps"] = {k: Moments.from_arrays(v[inner][gaps], tr[gaps]).as_tuple() for k, v in full.items()}
-    return out
-
-
-def withheld_experiment(cfg: RunConfig, fraction: float = 0.2, client=None, *,
-                        methods: tuple[str, ...] = fc.METHODS, write: bool = True) -> dict:
-    """Hide ``fraction`` of the CCI observations (seed ``cfg.seeds.withhold``), fuse without them and
-    score every estimate at the hidden points. Writes ``report/metrics.json`` → ``fusion``.
-
-    Returns ``{"withheld": {name: {n, r, ubrmse, bias, rmse}}, "vs_truth": {...}, "vs_truth_gaps": {...},
-    "default_method": ..., ...}`` with names ``fused`` (= the configured method), ``fused_<method>``,
-    ``era5`` (raw, regridded) and ``climatology`` (smoothed CCI day-of-year climatology of the
-    non-withheld days); ``vs_truth*`` only when the synthetic truth exists.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError("--withhold", f"the withheld fraction must be in (0, 1), got {fraction}.",
-                          "use e.g. --withhold 0.2.")
-    default = cfg.fusion.method
-    methods = tuple(dict.fromkeys((default, *methods)))
-    inp = open_inputs(cfg)
-    tm = _truth_map(cfg, inp)
-    dates = cfg.dates()
-    day_numbers = ((dates - pd.Timestamp("1970-01-01")).days).to_numpy()
-    halo = cfg.fusion.neighbourhood_cells
-    blocks = [_Block.make(*c, halo, inp.ny, inp.nx) for c in _chunks(inp.ny, inp.nx, cfg.fusion.space_chunk)]
-    jobs = [{"inputs": inp, "block": b, "truth": tm, "fraction": float(fraction), "seed": cfg.seeds.withhold,
-             "day_numbers": day_numbers, "doy": dates.day_of_year.to_numpy(), "methods": methods,
-             "min_overlap_days": cfg.fusion.min_overlap_days, "neighbourhood_cells": halo} for b in blocks]
-    with stage_client(cfg, client) as c:
-        parts = _run_jobs(c, _withheld_chunk, jobs)
-
-    def merged(group: str) -> dict[str, dict]:
-        acc: dict[str, Moments] = {}
-        for p in parts:
-            for k, tup in p.get(group, {}).items():
-                acc[k] = acc.get(k, Moments()) + Moments(*tup)
-        res = {k: v.to_dict() for k, v in acc.items()}
-        if f"fused_{default}" in res:
-            res["fused"] = dict(res[f"fused_{default}"])
-        return dict(sorted(res.items()))
-
-    withheld = merged("withheld")
-    result: dict[str, Any] = {
-        "withheld": withheld,
-        "default_method": default,
-        "fraction": float(fraction),
-        "seed": cfg.seeds.withhold,
-        "n_observed": sum(p["counts"]["observed"] for p in parts),
-        "n_withheld": sum(p["counts"]["hidden"] for p in parts),
-        "period": [str(cfg.period.start), str(cfg.period.end)],
-        "climatology": f"per-pixel CCI day-of-year mean within ±{CLIMATOLOGY_HALF_WINDOW} days, "
-                       "all years pooled, from the non-withheld days (pixel mean where the window is empty)",
-    }
-    if tm is not None:
-        result["vs_truth"] = merged("vs_truth")
-        result["vs_truth_gaps"] = merged("vs_truth_gaps")
-    fused_scores = {m: withheld[f"fused_{m}"]["ubrmse"] for m in methods if f"fused_{m}" in withheld}
-    finite = {m: s for m, s in fused_scores.items() if s is not None and np.isfinite(s)}
-    result["best_method"] = min(finite, key=finite.get) if finite else None
-    base = [withheld.get(k, {}).get("ubrmse") for k in ("era5", "climatology")]
-    d = withheld.get("fused", {}).get("ubrmse")
-    result["default_beats_baselines"] = bool(d is not None and np.isfinite(d) and
-                                             all(x is None or not np.isfinite(x) or d < x for x in base))
-    log.info("withheld experiment (%.0f%% of %d observations hidden): %s", 100 * fraction, result["n_observed"],
-             "; ".join(f"{k} ubRMSE={v['ubrmse']:.4f} r={v['r']:.3f}" for k, v in withheld.items()
-                       if np.isfinite(v["ubrmse"])))
-    if write:
-        result["metrics_json"] = update_metrics_json(cfg, "fusion", result)
-    return result
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--method", choices=fc.METHODS, default=None,
-                   help="matching method (default: fusion.method of the config)")
-    p.add_argument("--withhold", type=float, default=None, metavar="FRACTION",
-                   help="instead of writing fused.zarr, run the withheld-observation experiment hiding this "
-                        "fraction of CCI observations (e.g. 0.2); results go to report/metrics.json")
-    p.add_argument("--overwrite", action="store_true", help="discard an existing fused.zarr and its ledger")
-
-
-@locked_cli("fuse")
-def run_cli(args) -> int:
-    cfg = load_config(args)
-    if args.withhold is not None:
-        if args.method:
-            cfg = cfg.model_copy(update={"fusion": cfg.fusion.model_copy(update={"method": args.method})})
-        res = withheld_experiment(cfg, fraction=args.withhold)
-        rows = [f"{'estimate':<14} {'n':>9} {'r':>7} {'ubRMSE':>8} {'bias':>8} {'RMSE':>8}"]
-        for k, v in res["withheld"].items():
-            rows.append(f"{k:<14} {v['n']:>9d} {v['r']:>7.3f} {v['ubrmse']:>8.4f} {v['bias']:>8.4f} {v['rmse']:>8.4f}")
-        sys.stdout.write("withheld CCI observations (reference = the hidden CCI values):\n" + "\n".join(rows) + "\n")
-        sys.stdout.write(f"default method: {res['default_method']}; best by ubRMSE: {res['best_method']}; "
-                         f"written to {res['metrics_json']}\n")
-        return 0
-    out = fuse(cfg, method=args.method, overwrite=args.overwrite)
-    sys.stdout.write(json.dumps(out) + "\n")
-    return 0
-
-
-__all__ = ["fuse", "withheld_experiment", "open_inputs", "land_mask", "truth_25km_url", "add_arguments",
-           "run_cli", "STORE_NAME"]
+__all__ = ["fuse", "fusion_units", "open_inputs", "read_block", "land_mask", "positions", "time_indexer",
+           "FusionInputs", "STORE_NAME"]

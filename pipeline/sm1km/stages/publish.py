@@ -8,13 +8,14 @@ version's URL keep reading it unchanged (guarantee 3 of :mod:`sm1km.storage.publ
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sm1km.errors import ConfigError, StoreError
-from sm1km.storage import store
+from sm1km.runtime.result import StageResult
 from sm1km.stages.catalog import catalog as write_catalog
+from sm1km.storage import store
 from sm1km.storage.publish import POINTER, POINTER_FORMAT, PRODUCT_STORES, check_published
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,18 @@ def _relative_to(url: str, base: str) -> str:
 
 
 def promote(cfg, public_url: str, *, products: Iterable[str] = tuple(PRODUCT_STORES), catalog: bool = True,
-            storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            storage_options: Mapping[str, Any] | None = None) -> StageResult:
     """Make the run ``cfg`` the published version under ``public_url``.
 
     Checks every product store of the run (:func:`check_published`), writes the STAC catalog to
     ``<public_url>/catalog`` (links relative, to the run's stores) and then, last and in one atomic
     write, ``<public_url>/published.json``: ``{"products": {name: {"href": <relative URL>, ...}}}``.
     Stores of earlier versions are left untouched.
+
+    Returns the pointer document itself (what readers of ``published.json`` get: every published
+    store by its URL relative to ``public_url``, and the catalog). Units in ``.stats`` are the
+    product stores published: each promote rewrites the pointer (it carries ``updated``), so all of
+    them count as written and none as skipped; ``catalog`` holds the catalog's own counters.
     """
     so = dict(storage_options if storage_options is not None else cfg.store.storage_options())
     entries: dict[str, Any] = {}
@@ -53,9 +59,11 @@ def promote(cfg, public_url: str, *, products: Iterable[str] = tuple(PRODUCT_STO
         raise StoreError(cfg.store.root, "no finished product store to publish.", "run the pipeline first.")
     doc: dict[str, Any] = {"sm1km_published": POINTER_FORMAT, "version": cfg.name, "root": _relative_to(cfg.store.root, public_url),
                            "updated": store.now_iso(), "products": entries}
+    stats: dict[str, Any] = {"units_total": len(entries), "units_written": len(entries), "units_skipped": 0}
     if catalog:
         out = write_catalog(cfg, out_url=store.join(public_url, "catalog"))
         doc["catalog"] = _relative_to(out["collection"], public_url)
-    store.put_atomic(store.join(public_url, POINTER), json.dumps(doc, indent=1, sort_keys=True).encode(), so)
+        stats["catalog"] = dict(out.stats)
+    store.write_json(store.join(public_url, POINTER), doc, so, indent=1)
     log.info("published %s: %s", public_url, {k: v["href"] for k, v in entries.items()})
-    return doc
+    return StageResult(doc, stats)

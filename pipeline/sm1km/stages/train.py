@@ -21,21 +21,23 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sm1km._version import __version__
-from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.core.cv import SCHEMES, cross_validate, group_kfold, summarize
-from sm1km.errors import ModelError
 from sm1km.core.features import FEATURE_NAMES, FEATURE_SCHEMA, column
+from sm1km.errors import ModelError
+from sm1km.runtime.client import stage_client
+from sm1km.runtime.result import StageResult
+from sm1km.storage import store
+from sm1km.storage.metrics_json import jsonable, update_metrics_json
 from sm1km.storage.model import QUANTILES, save_model
-from sm1km.runtime.client import locked_cli, with_lock_arguments
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
 
 log = logging.getLogger(__name__)
 
@@ -349,51 +351,18 @@ def _packages() -> dict[str, str]:
     return out
 
 
-def _jsonable(obj):
-    try:
-        from sm1km.storage.metrics_json import jsonable
-    except ImportError:
-        jsonable = None
-    if jsonable is not None:
-        return jsonable(obj)
-    import math
-
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in list(obj)]
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    return obj
-
-
-def _write_metrics(cfg: RunConfig, section: Mapping[str, Any]) -> str:
-    """Replace the ``model`` key of ``<root>/report/metrics.json`` (read-modify-write)."""
-    try:
-        from sm1km.storage.metrics_json import update_metrics_json
-    except ImportError:
-        update_metrics_json = None
-    if update_metrics_json is not None:
-        return update_metrics_json(cfg, "model", _jsonable(section))
-    import json
-
-    url = cfg.store.url("report", "metrics.json")
-    fs, path = store.filesystem(url, cfg.store.storage_options())
-    current = json.loads(fs.cat_file(path)) if fs.exists(path) else {}
-    current["model"] = _jsonable(section)
-    if not store.is_remote(url):
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, (json.dumps(current, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
-    return url
-
-
-def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
+def train(cfg: RunConfig, client=None, **options) -> StageResult:
     """Train, cross-validate and save the downscaling model; returns URLs of what it wrote.
 
     Options: ``n_threads`` (XGBoost training threads, default 4), ``rf_trees``, ``gbt_max_rounds``,
     ``algorithms`` (which to cross-validate; default both), ``target`` (``auto``, ``sm``, ``residual``).
+
+    Returns ``{"model", "uncertainty", "card", "metrics"}`` URLs. Units in ``.stats`` are the models
+    fitted and saved: the chosen model and its quantile (uncertainty) model, 2 (the cross-validation
+    fits are not outputs and not counted). Training is not resumable: every run refits and rewrites
+    both (byte-identical for the same inputs), so ``units_written == units_total`` and
+    ``units_skipped == 0``. Also in ``.stats``: ``algorithm``, ``target_kind``, ``n_stations``,
+    ``n_samples``.
     """
     from sm1km.stages.collocate import collocate_stores
 
@@ -440,39 +409,17 @@ def train(cfg: RunConfig, client=None, **options) -> dict[str, str]:
                    "predictors": cfg.store.url("inputs", "predictors.zarr"),
                    "fused": cfg.store.url("fused.zarr")},
     }
-    urls = save_model(cfg.model_path, result["booster"], _jsonable(card),
+    urls = save_model(cfg.model_path, result["booster"], jsonable(card),
                       uncertainty_booster=result["uncertainty_booster"], schema=FEATURE_SCHEMA, storage_options=so)
-    urls["metrics"] = _write_metrics(cfg, result["cv"])
+    urls["metrics"] = update_metrics_json(cfg, "model", jsonable(result["cv"]))
     sg = result["cv"]["station_grouped"]
     base = result["cv"]["baseline_25km"]
     log.info("model %s (%s) trained on %d stations / %d samples; station-grouped CV: ubRMSE pooled %.4f "
              "(25 km baseline %.4f), median %.4f (%.4f); R median %.3f (%.3f)", result["algorithm"], result["reason"],
              card["training"]["n_stations"], card["training"]["n_samples"], sg["ubrmse_pooled"],
              base["ubrmse_pooled"], sg["ubrmse_median"], base["ubrmse_median"], sg["r_median"], base["r_median"])
-    return urls
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-@with_lock_arguments
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                   help=f"XGBoost training threads (default {DEFAULT_THREADS}; fixed for reproducible files)")
-    p.add_argument("--rf-trees", type=int, default=RF_PARAMS["num_parallel_tree"], help="trees of the random forest")
-    p.add_argument("--gbt-max-rounds", type=int, default=GBT_MAX_ROUNDS, help="upper bound of boosting rounds")
-    p.add_argument("--target", choices=("auto", *TARGET_KINDS), default="auto",
-                   help="sm: learn the station value (as published); residual: learn station minus fused 25 km; "
-                        "auto (default): the better under station-grouped CV")
-
-
-@locked_cli("train")
-def run_cli(args) -> int:
-    import json
-
-    cfg = load_config(args)
-    urls = train(cfg, n_threads=args.threads, rf_trees=args.rf_trees, gbt_max_rounds=args.gbt_max_rounds,
-                 target=args.target)
-    print(json.dumps(urls, indent=2))
-    return 0
+    n_models = sum(b is not None for b in (result["booster"], result["uncertainty_booster"]))
+    return StageResult(urls, {"units_total": n_models, "units_written": n_models, "units_skipped": 0,
+                              "algorithm": result["algorithm"], "target_kind": result["target_kind"],
+                              "n_stations": card["training"]["n_stations"],
+                              "n_samples": card["training"]["n_samples"]})

@@ -21,15 +21,24 @@ attributes as plain array attributes, where non-xarray readers (zarr, GDAL) find
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sm1km.storage import store
 from sm1km.core.encoding import FILL, SCALE, SM_VALID_MAX, SM_VALID_MIN
 from sm1km.core.grid import Region, region_coords
+from sm1km.storage import store
+from sm1km.storage.attrs import cf_int16_encoding, provenance_attrs
+
+if TYPE_CHECKING:
+    import zarr
+    from zarr.codecs import BloscCodec
+    from zarr.core.metadata import ArrayV3Metadata
+
+    from sm1km.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +49,7 @@ MONTHLY_STORE = "monthly.zarr"
 MASTER_INNER_PREFERRED = (2, 60, 60)
 #: codec of the packed int16 inner chunks (and of monthly.zarr): chosen by measurement (bench
 #: ``results.compression``); a core Zarr v3 codec, read by zarr-python, zarrs, GDAL, netCDF-C.
-PACKED_COMPRESSOR = {"cname": "zstd", "clevel": 5, "shuffle": "bitshuffle"}
+PACKED_COMPRESSOR: dict[str, Any] = {"cname": "zstd", "clevel": 5, "shuffle": "bitshuffle"}
 #: months per monthly-store chunk (one chunk = tile × 12 months)
 MONTHLY_TIME_CHUNK = 12
 
@@ -76,18 +85,19 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 def inner_chunks(shard: tuple[int, ...], preferred: tuple[int, ...] = MASTER_INNER_PREFERRED) -> tuple[int, ...]:
     """Inner chunk shape for a shard: per axis the largest divisor of the shard side ≤ preferred."""
-    return tuple(_largest_divisor_at_most(s, p) for s, p in zip(shard, preferred))
+    return tuple(_largest_divisor_at_most(s, p) for s, p in zip(shard, preferred, strict=True))
 
 
-def master_inner(cfg) -> tuple[int, int, int]:
+def master_inner(cfg: RunConfig) -> tuple[int, int, int]:
     """Inner chunk (time, lat, lon) of the master: ``inner_days`` × ``inner_cells`` 0.25° cells,
     shrunk per axis to a divisor of the shard (so every shard holds whole inner chunks)."""
     g = cfg.grid
     px = g.inner_cells * g.factor
-    return inner_chunks(master_shard(cfg), (g.inner_days, px, px))
+    t, y, x = inner_chunks(master_shard(cfg), (g.inner_days, px, px))
+    return (t, y, x)
 
 
-def master_shard(cfg) -> tuple[int, int, int]:
+def master_shard(cfg: RunConfig) -> tuple[int, int, int]:
     """Shard shape (time, lat, lon) of the master: one time block × one tile."""
     tile_px = cfg.grid.tile_cells * cfg.grid.factor
     return (cfg.grid.time_block_days, tile_px, tile_px)
@@ -98,7 +108,7 @@ def time_blocks(n_days: int, block: int) -> list[slice]:
     return [slice(t, min(t + block, n_days)) for t in range(0, n_days, block)]
 
 
-def month_starts(dates) -> pd.DatetimeIndex:
+def month_starts(dates: Any) -> pd.DatetimeIndex:
     """First day of every month touched by ``dates``."""
     d = pd.DatetimeIndex(dates)
     return pd.date_range(d.min().to_period("M").to_timestamp(), d.max().to_period("M").to_timestamp(), freq="MS")
@@ -132,7 +142,7 @@ def crs_variable(region: Region | None = None, factor: int | None = None) -> xr.
     return xr.DataArray(np.int32(0), attrs=attrs)
 
 
-def _coords(cfg, times: pd.DatetimeIndex) -> dict[str, xr.DataArray]:
+def _coords(cfg: RunConfig, times: pd.DatetimeIndex) -> dict[str, xr.DataArray]:
     lat, lon = region_coords(cfg.coarse_region, cfg.grid.factor)
     return {
         "time": xr.DataArray(times.values.astype("datetime64[ns]"), dims="time",
@@ -150,7 +160,7 @@ def _coord_encoding() -> dict[str, dict[str, Any]]:
             "lat": {"_FillValue": None}, "lon": {"_FillValue": None}}
 
 
-def packed_compressor():
+def packed_compressor() -> BloscCodec:
     """The Zarr v3 codec of packed int16 chunks (:data:`PACKED_COMPRESSOR`)."""
     from zarr.codecs import BloscCodec
 
@@ -159,7 +169,7 @@ def packed_compressor():
 
 def packed_encoding(chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> dict[str, Any]:
     """xarray encoding of a packed int16 variable; the Zarr fill_value equals _FillValue."""
-    enc = store.cf_int16_encoding(FILL, SCALE)
+    enc = cf_int16_encoding(FILL, SCALE)
     enc["fill_value"] = np.int16(FILL)
     enc["chunks"] = tuple(chunks)
     enc["compressors"] = [packed_compressor()]
@@ -168,14 +178,14 @@ def packed_encoding(chunks: tuple[int, ...], shards: tuple[int, ...] | None) -> 
     return enc
 
 
-def _lazy(shape: tuple[int, ...], dtype) -> Any:
+def _lazy(shape: tuple[int, ...], dtype: Any) -> Any:
     """A never-computed dask array of ``shape`` (one chunk, so the template graph is O(1) at any size)."""
     import dask.array as da
 
     return da.empty(shape, dtype=dtype, chunks=shape)
 
 
-def _grid_attrs(cfg) -> dict[str, Any]:
+def _grid_attrs(cfg: RunConfig) -> dict[str, Any]:
     res = 1.0 / (4 * cfg.grid.factor)
     return {"geospatial_lat_resolution": f"{res!r} degree", "geospatial_lon_resolution": f"{res!r} degree",
             "geospatial_lat_units": "degrees_north", "geospatial_lon_units": "degrees_east",
@@ -185,8 +195,8 @@ def _grid_attrs(cfg) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # templates
 # --------------------------------------------------------------------------------------------
-def master_template(cfg, *, model_sha256: str | None = None, model_card: Mapping[str, Any] | None = None,
-                    inner: tuple[int, int, int] | None = None) -> tuple[xr.Dataset, dict[str, dict]]:
+def master_template(cfg: RunConfig, *, model_sha256: str | None = None, model_card: Mapping[str, Any] | None = None,
+                    inner: tuple[int, int, int] | None = None) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """(template Dataset, encoding) of ``master.zarr`` for a run: metadata + coordinates only."""
     times = pd.DatetimeIndex(cfg.dates())
     coords = _coords(cfg, times)
@@ -208,7 +218,7 @@ def master_template(cfg, *, model_sha256: str | None = None, model_card: Mapping
         import json
 
         extra["model_card"] = json.dumps(dict(model_card), sort_keys=True, default=str)
-    ds.attrs = store.provenance_attrs(
+    ds.attrs = provenance_attrs(
         cfg, title="sm1km gap-free daily surface soil moisture at 1 km",
         summary="Daily 1 km (1/120 degree at factor 30) surface soil moisture: ESA CCI SM COMBINED gap-filled "
                 "with rescaled ERA5 at 25 km, downscaled with an XGBoost model trained on ISMN stations.",
@@ -218,7 +228,8 @@ def master_template(cfg, *, model_sha256: str | None = None, model_card: Mapping
     return ds, enc
 
 
-def monthly_template(cfg, *, source_attrs: Mapping[str, Any] | None = None) -> tuple[xr.Dataset, dict[str, dict]]:
+def monthly_template(cfg: RunConfig, *,
+                     source_attrs: Mapping[str, Any] | None = None) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """(template, encoding) of ``monthly.zarr``: monthly mean ``sm`` (packed like the master),
     ``n_valid_days`` (int16) and ``time_bnds`` [month start, next month start)."""
     months = month_starts(cfg.dates())
@@ -241,7 +252,7 @@ def monthly_template(cfg, *, source_attrs: Mapping[str, Any] | None = None) -> t
          "time_bnds": xr.DataArray(bnds, dims=("time", "nv")),
          "crs": crs_variable(cfg.coarse_region, cfg.grid.factor)},
         coords=coords)
-    ds.attrs = store.provenance_attrs(
+    ds.attrs = provenance_attrs(
         cfg, title="sm1km monthly mean surface soil moisture at 1 km",
         summary="Monthly means of the sm1km daily 1 km master.",
         extra={**_grid_attrs(cfg), "time_coverage_resolution": "P1M",
@@ -258,7 +269,7 @@ def monthly_template(cfg, *, source_attrs: Mapping[str, Any] | None = None) -> t
 # writing packed blocks
 # --------------------------------------------------------------------------------------------
 def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.ndarray],
-                 storage_options: Mapping[str, Any] | None = None, *, group=None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, *, group: zarr.Group | None = None) -> None:
     """Write already-packed arrays (int16) into ``region`` of a store made from a template.
 
     Bypasses xarray's CF encoding on purpose: ``store.write_region`` would re-encode the values
@@ -273,8 +284,9 @@ def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.
     if group is None:
         group = store.open_group(url, storage_options, mode="r+")
     for name, data in arrays.items():
-        arr = group[name]
-        dims = arr.metadata.dimension_names
+        arr = cast("zarr.Array[Any]", group[name])
+        # a template's variables: Zarr v3 arrays with dimension names (xarray writes them)
+        dims = cast("tuple[str, ...]", cast("ArrayV3Metadata", arr.metadata).dimension_names)
         sel = tuple(region.get(d, slice(None)) for d in dims)
         if not write_whole_shards(arr, sel, data):
             arr[sel] = data

@@ -5,6 +5,10 @@ The card records the feature schema and the sha256 of every booster file. :func:
 re-checks both and refuses a mismatch with :class:`~sm1km.errors.ModelError`, so inference never
 runs a model on features it was not trained on, nor a corrupted/tampered file.
 
+What the booster's raw output becomes (residual added back, clip, NaN over sea; the uncertainty
+from the quantile pair) is the pure ``sm1km.core.predict``; this module is the files: read, hash,
+schema check, parse, and the in-place prediction call.
+
 Caching: a dask worker calls :func:`load_model` once per task; the booster is parsed once per
 process. The cache key is ``(url, card sha256, size + modification stamp of the file, options)``,
 so loading again costs one small read of ``model.json`` plus one ``info`` call; a file rewritten in
@@ -18,21 +22,22 @@ import hashlib
 import json
 import logging
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from sm1km.storage import store
+from sm1km.core.features import FEATURE_SCHEMA
+from sm1km.core.predict import TARGET_KINDS, check_features, sm_from_output, uncertainty_from_quantiles
 from sm1km.errors import ModelError
-from sm1km.core.features import FEATURE_SCHEMA, N_FEATURES, column
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 
 CARD_NAME = "model.json"
 UNCERTAINTY_NAME = "uncertainty.ubj"
 QUANTILES = (0.16, 0.84)
-SM_RANGE = (0.0, 1.0)  # physical bounds applied to predictions (m3/m3)
 
 
 def card_url(model_url: str) -> str:
@@ -47,18 +52,6 @@ def _sibling(url: str, name: str) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_bytes(url: str, data: bytes, storage_options) -> None:
-    fs, path = store.filesystem(url, storage_options)
-    if not store.is_remote(url):
-        fs.makedirs(posixpath.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp"
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, path)
-    else:
-        fs.pipe_file(path, data)
 
 
 def _read_bytes(url: str, storage_options, what: str) -> bytes:
@@ -105,21 +98,20 @@ def save_model(url: str, booster, card: Mapping[str, Any] | None = None, *, unce
     """
     raw = bytes(booster.save_raw(raw_format="ubj"))
     files = {posixpath.basename(url.rstrip("/")): {"sha256": _sha256(raw), "bytes": len(raw)}}
-    _write_bytes(url, raw, storage_options)
+    store.put_atomic(url, raw, storage_options)
     urls = {"model": url}
     if uncertainty_booster is not None:
         uraw = bytes(uncertainty_booster.save_raw(raw_format="ubj"))
         uurl = _sibling(url, UNCERTAINTY_NAME)
-        _write_bytes(uurl, uraw, storage_options)
+        store.put_atomic(uurl, uraw, storage_options)
         files[UNCERTAINTY_NAME] = {"sha256": _sha256(uraw), "bytes": len(uraw), "quantiles": list(QUANTILES)}
         urls["uncertainty"] = uurl
     body = dict(card or {})
     body["feature_schema"] = dict(schema or FEATURE_SCHEMA)
     body["files"] = files
     body["model_file"] = posixpath.basename(url.rstrip("/"))
-    text = json.dumps(body, indent=2, sort_keys=True, default=_json_default) + "\n"
     curl = card_url(url)
-    _write_bytes(curl, text.encode(), storage_options)
+    store.write_json(curl, body, storage_options, indent=2, newline=True, default=_json_default)
     urls["card"] = curl
     log.info("model written: %s (sha256 %s)", url, files[body["model_file"]]["sha256"][:12])
     return urls
@@ -169,39 +161,24 @@ class LoadedModel:
     def has_uncertainty(self) -> bool:
         return self.uncertainty_booster is not None
 
-    def _check(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != N_FEATURES:
-            raise ModelError(self.url, f"feature matrix has shape {X.shape}; the model needs (n, {N_FEATURES}).",
-                             "build it with sm1km.core.features.build_features.")
-        return X
-
     def predict(self, X) -> np.ndarray:
         """Soil moisture (m3/m3, float32 ``(n,)``) for feature rows ``X`` (``(n, N_FEATURES)``)."""
-        X = self._check(X)
+        X = check_features(X, self.url)
         if X.shape[0] == 0:
             return np.empty(0, np.float32)
         y = np.asarray(self.booster.inplace_predict(X), dtype=np.float32).reshape(-1)
-        base = X[:, column("sm_25km")]  # a strided column: gathered once, not per use
-        if self.target_kind == "residual":
-            base = np.ascontiguousarray(base)
-            y += base
-        np.clip(y, *SM_RANGE, out=y)
-        y[np.isnan(base)] = np.nan
-        return y
+        return sm_from_output(y, X, self.target_kind)
 
     def predict_uncertainty(self, X) -> np.ndarray:
         """Half the 16–84 % quantile range of the error (m3/m3, ≈ 1 σ), float32 ``(n,)``."""
         if self.uncertainty_booster is None:
             raise ModelError(self.url, "this model has no uncertainty model (uncertainty.ubj).",
                              "re-train with `sm1km train`, which writes it.")
-        X = self._check(X)
+        X = check_features(X, self.url)
         if X.shape[0] == 0:
             return np.empty(0, np.float32)
         q = np.asarray(self.uncertainty_booster.inplace_predict(X), dtype=np.float32).reshape(X.shape[0], -1)
-        u = np.abs(q[:, -1] - q[:, 0]) * np.float32(0.5)
-        u[np.isnan(X[:, column("sm_25km")])] = np.nan
-        return u
+        return uncertainty_from_quantiles(q, X)
 
 
 def _booster_from(raw: bytes, n_threads: int, device: str):
@@ -245,7 +222,7 @@ def _load_cached(url: str, card_text: str, stamp: str, options_key: str, n_threa
     except json.JSONDecodeError as exc:
         raise ModelError(card_url(url), f"model card is not valid JSON ({exc}).", "re-run `sm1km train`.") from None
     problems = schema_problems(card.get("feature_schema"))
-    if card.get("target_kind", "sm") not in ("sm", "residual"):
+    if card.get("target_kind", "sm") not in TARGET_KINDS:
         problems.append(f"unknown target_kind {card.get('target_kind')!r}")
     if problems:
         raise ModelError(url, "the model's feature schema does not match this sm1km's feature builder: "

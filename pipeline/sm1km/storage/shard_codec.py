@@ -8,14 +8,22 @@ it encodes each shard here in one pass and stores it with one ``set``: the same 
 from the array's metadata), the Zarr v3 ``sharding_indexed`` format (index of (offset, nbytes)
 uint64 pairs at the end, crc32c), inner chunks in C order, all-fill inner chunks left out as zarr
 does (``write_empty_chunks=False``). Anything else — other codecs, a region that is not whole
-shards — goes through zarr itself. The index helpers here are shared with :mod:`publish`.
+shards — goes through zarr itself. The index helpers here are shared with
+:mod:`sm1km.storage.append` (prefix-preserving rewrites of published shards).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from sm1km.errors import StoreError
+
+if TYPE_CHECKING:
+    import zarr
+    from zarr.codecs import BytesCodec, ShardingCodec
 
 #: index entry of an inner chunk that is not stored (Zarr v3 sharding spec)
 EMPTY = np.uint64(2**64 - 1)
@@ -28,12 +36,12 @@ class ShardLayout:
     shard: tuple[int, ...]
     inner: tuple[int, ...]
     fill: Any
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     compressor: Any  # numcodecs codec of the inner chunks' bytes
     write_empty_chunks: bool
 
 
-def sharding_codec(arr) -> Any | None:
+def sharding_codec(arr: zarr.Array[Any]) -> ShardingCodec | None:
     """The array's ``sharding_indexed`` codec if it is its only array-to-bytes codec, else None."""
     from zarr.codecs import ShardingCodec
 
@@ -41,12 +49,12 @@ def sharding_codec(arr) -> Any | None:
     return codecs[0] if codecs and len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
 
 
-def _little_endian(codec) -> bool:
+def _little_endian(codec: BytesCodec) -> bool:
     return str(getattr(codec.endian, "value", codec.endian)) == "little"
 
 
-def index_layout_ok(codec) -> bool:
-    """True for the shard index this module and :mod:`publish` read and write: at the end,
+def index_layout_ok(codec: ShardingCodec) -> bool:
+    """True for the shard index this module and :mod:`sm1km.storage.append` read and write: at the end,
     ``bytes`` (little endian) + ``crc32c``."""
     from zarr.codecs import BytesCodec, Crc32cCodec
     from zarr.codecs.sharding import ShardingCodecIndexLocation
@@ -61,7 +69,20 @@ def encode_index(index: np.ndarray) -> bytes:
     import google_crc32c
 
     raw = np.ascontiguousarray(index, dtype="<u8").tobytes()
-    return raw + google_crc32c.value(raw).to_bytes(4, "little")
+    crc: int = google_crc32c.value(raw)
+    return raw + crc.to_bytes(4, "little")
+
+
+def decode_index(shard: bytes, n_chunks: int) -> np.ndarray:
+    """(n_chunks, 2) uint64 offsets/lengths from the end of a shard (little endian + crc32c)."""
+    import google_crc32c
+
+    size = 16 * n_chunks + 4
+    tail = shard[-size:]
+    raw, crc = tail[:-4], int.from_bytes(tail[-4:], "little")
+    if google_crc32c.value(raw) != crc:
+        raise StoreError("shard", "the shard index checksum does not match.", "the object is corrupt; rewrite it.")
+    return np.frombuffer(raw, dtype="<u8").reshape(n_chunks, 2).copy()
 
 
 def layout_of(arr) -> ShardLayout | None:
@@ -72,11 +93,14 @@ def layout_of(arr) -> ShardLayout | None:
     """
     import numcodecs
     from zarr.codecs import BloscCodec, BytesCodec
+    from zarr.core.chunk_grids import RegularChunkGrid
 
     sc = sharding_codec(arr)
     if sc is None or not index_layout_ok(sc):
         return None
     meta = arr.metadata
+    if not isinstance(meta.chunk_grid, RegularChunkGrid):  # zarr 3.1 writes no other grid
+        return None
     inner = tuple(sc.codecs)
     dtype = np.dtype(arr.dtype)
     if len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec):
@@ -98,16 +122,16 @@ def encode_shard(block: np.ndarray, layout: ShardLayout) -> bytes | None:
     """The stored bytes of one shard holding ``block`` (≤ the shard shape at an array edge: the rest
     is fill), or None when every inner chunk is fill (zarr then stores no object)."""
     shard, inner = layout.shard, layout.inner
-    if block.ndim != len(shard) or any(b > s for b, s in zip(block.shape, shard)):
+    if block.ndim != len(shard) or any(b > s for b, s in zip(block.shape, shard, strict=True)):
         raise ValueError(f"block {block.shape} does not fit in a shard {shard}")
-    if any(s % i for s, i in zip(shard, inner)):
+    if any(s % i for s, i in zip(shard, inner, strict=True)):
         raise ValueError(f"shard {shard} is not a whole number of inner chunks {inner}")
     full = np.full(shard, layout.fill, dtype=layout.dtype)
     full[tuple(slice(0, n) for n in block.shape)] = block
-    counts = tuple(s // i for s, i in zip(shard, inner))
+    counts = tuple(s // i for s, i in zip(shard, inner, strict=True))
     nd = len(shard)
     # (n0, i0, n1, i1, ...) -> (n0, n1, ..., i0, i1, ...): each inner chunk one contiguous run
-    split = full.reshape(tuple(x for pair in zip(counts, inner) for x in pair))
+    split = full.reshape(tuple(x for pair in zip(counts, inner, strict=True) for x in pair))
     chunks = np.ascontiguousarray(split.transpose(tuple(range(0, 2 * nd, 2)) + tuple(range(1, 2 * nd, 2))))
     chunks = chunks.reshape(int(np.prod(counts)), int(np.prod(inner))).astype(layout.dtype.newbyteorder("<"),
                                                                               copy=False)
@@ -130,18 +154,19 @@ def encode_shard(block: np.ndarray, layout: ShardLayout) -> bytes | None:
     return b"".join(bytes(p) for p in parts)
 
 
-def _whole_shards(bounds, shape: tuple[int, ...], shard: tuple[int, ...]):
+def _whole_shards(bounds: Sequence[tuple[int, int, int]], shape: tuple[int, ...],
+                  shard: tuple[int, ...]) -> list[range] | None:
     """Shard index ranges per dimension if ``bounds`` ((start, stop, step) per dimension) cover
     whole shards (clipped at the array's edge), else None."""
-    ranges = []
-    for (start, stop, step), n, c in zip(bounds, shape, shard):
+    ranges: list[range] = []
+    for (start, stop, step), n, c in zip(bounds, shape, shard, strict=True):
         if step != 1 or start % c or not (stop % c == 0 or stop == n) or stop <= start:
             return None
         ranges.append(range(start // c, -(-stop // c)))
     return ranges
 
 
-def write_whole_shards(arr, sel: tuple[slice, ...], data: np.ndarray) -> bool:
+def write_whole_shards(arr: zarr.Array[Any], sel: tuple[slice, ...], data: np.ndarray) -> bool:
     """Write ``data`` into ``arr[sel]`` shard by shard if ``sel`` is whole shards of a supported
     layout; returns False (nothing written) otherwise, for the caller to use ``arr[sel] = data``."""
     import itertools
@@ -152,7 +177,7 @@ def write_whole_shards(arr, sel: tuple[slice, ...], data: np.ndarray) -> bool:
     layout = layout_of(arr)
     if layout is None or len(sel) != len(arr.shape) or not all(isinstance(s, slice) for s in sel):
         return False
-    bounds = [s.indices(n) for s, n in zip(sel, arr.shape)]
+    bounds = [s.indices(n) for s, n in zip(sel, arr.shape, strict=True)]
     ranges = _whole_shards(bounds, tuple(arr.shape), layout.shard)
     if ranges is None:
         return False
@@ -164,8 +189,8 @@ def write_whole_shards(arr, sel: tuple[slice, ...], data: np.ndarray) -> bool:
     proto = default_buffer_prototype()
     meta = arr.metadata
     for coords in itertools.product(*ranges):
-        lo = [c * s - st for c, s, st in zip(coords, layout.shard, starts)]
-        block = data[tuple(slice(a, a + s) for a, s in zip(lo, layout.shard))]
+        lo = [c * s - st for c, s, st in zip(coords, layout.shard, starts, strict=True)]
+        block = data[tuple(slice(a, a + s) for a, s in zip(lo, layout.shard, strict=True))]
         enc = encode_shard(block, layout)
         key = meta.encode_chunk_key(coords)
         key = f"{path}/{key}" if path else key

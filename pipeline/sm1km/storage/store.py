@@ -1,4 +1,5 @@
-"""Zarr v3 stores on a local path or any fsspec URL (``s3://``), the same code for both.
+"""Zarr v3 stores and the small objects beside them, on a local path or any fsspec URL (``s3://``),
+the same code for both.
 
 The pattern every stage follows (xarray-beam / ARCO style):
 
@@ -8,33 +9,45 @@ The pattern every stage follows (xarray-beam / ARCO style):
 3. :func:`finalize` writes coverage attributes and consolidated metadata **last**, so readers
    over HTTP can open the store with one request, and a re-run skips regions already done.
 
-Timestamps (``date_created``, ``last_updated``) honour ``SOURCE_DATE_EPOCH`` (the reproducible
-builds convention) so that two runs can be compared byte for byte.
+Every object sm1km replaces as a whole (the root ``zarr.json`` at finalize, ledger markers, model
+files, ``metrics.json``, ``published.json``, the ingest index) goes through :func:`put_atomic`: one
+PUT on S3, write + rename locally, so a reader sees the old bytes or the new, never a part. Small
+JSON documents are read with :func:`read_json` and written with :func:`write_json` (sorted keys,
+so the bytes are reproducible). Permanent object-store failures (access denied, bucket gone)
+become a :class:`~sm1km.errors.StoreError` (:func:`permanent_errors`); transient ones are retried
+below us by botocore/s3fs.
+
+The attributes a store carries (CF/ACDD provenance, coverage, the packed int16 encoding) are built
+in :mod:`sm1km.storage.attrs`; they are re-exported here because every stage reaches them as
+``store.provenance_attrs`` etc.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
 import os
 import posixpath
 import warnings
-from typing import Any, Iterable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import fsspec
-import numpy as np
 import xarray as xr
 import zarr
 
-from sm1km._version import __version__
 from sm1km.errors import StoreError
 
-log = logging.getLogger(__name__)
+# re-exported (callers use store.now_iso(), store.provenance_attrs(...), ...); defined in storage.attrs
+from sm1km.storage.attrs import CONVENTIONS as CONVENTIONS
+from sm1km.storage.attrs import cf_int16_encoding as cf_int16_encoding
+from sm1km.storage.attrs import coverage_attrs as coverage_attrs
+from sm1km.storage.attrs import now_iso as now_iso
+from sm1km.storage.attrs import provenance_attrs as provenance_attrs
 
-CONVENTIONS = "CF-1.8, ACDD-1.3"
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,15 +73,9 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None):
     return fs, path
 
 
-def now_iso() -> str:
-    """UTC now as ISO 8601 (or SOURCE_DATE_EPOCH when set, for reproducible outputs)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    t = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
-    return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _zarr_target(url: str, storage_options: Mapping[str, Any] | None):
-    """What xarray's ``to_zarr``/``open_zarr`` accept for this URL (a path or an FsspecStore)."""
+def zarr_target(url: str, storage_options: Mapping[str, Any] | None = None):
+    """What xarray's ``to_zarr``/``open_zarr`` and ``zarr.open_group`` accept for this URL (a local
+    path, or an FsspecStore for a remote URL)."""
     if not is_remote(url):
         return url.removeprefix("file://")
     return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
@@ -153,7 +160,7 @@ def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None, *,
         with warnings.catch_warnings():
             # a store still being written has no consolidated metadata yet: that is expected here
             warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
-            return xr.open_zarr(_zarr_target(url, storage_options), chunks=chunks, consolidated=consolidated,
+            return xr.open_zarr(zarr_target(url, storage_options), chunks=chunks, consolidated=consolidated,
                                 decode_cf=decode, mask_and_scale=decode, zarr_format=3)
     except Exception as exc:
         if _is_missing(exc):
@@ -166,10 +173,16 @@ def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None, *,
                          "check the URL, credentials and that the store is not corrupt (`sm1km verify`).") from None
 
 
-def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "r") -> zarr.Group:
-    """The raw zarr group (for attributes and non-xarray access)."""
+def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "r", *,
+               use_consolidated: bool | None = None) -> zarr.Group:
+    """The raw zarr group (for attributes and non-xarray access).
+
+    ``use_consolidated=False`` reads the arrays' own metadata instead of the consolidated copy in
+    the root ``zarr.json`` (what a writer appending to a published store needs, see storage.append).
+    """
     try:
-        return zarr.open_group(_zarr_target(url, storage_options), mode=mode, zarr_format=3)
+        return zarr.open_group(zarr_target(url, storage_options), mode=mode, zarr_format=3,
+                               use_consolidated=use_consolidated)
     except Exception as exc:
         if bucket := _missing_bucket(url, storage_options):
             raise StoreError(url, f"the bucket '{bucket}' does not exist (or was deleted).",
@@ -198,7 +211,7 @@ def create_template(url: str, template: xr.Dataset, encoding: Mapping[str, Mappi
     if overwrite and exists(url, storage_options):
         remove(url, storage_options)
     try:
-        template.to_zarr(_zarr_target(url, storage_options), mode="w", compute=False, consolidated=False,
+        template.to_zarr(zarr_target(url, storage_options), mode="w", compute=False, consolidated=False,
                          zarr_format=3, encoding=dict(encoding or {}))
     except PermissionError as exc:
         raise StoreError(url, f"access denied while creating the store ({exc}).",
@@ -217,7 +230,7 @@ def write_region(url: str, block: xr.Dataset, region: Mapping[str, slice],
     dims = set(region)
     drop = [v for v in block.variables if not dims.intersection(block[v].dims)]
     block = block.drop_vars(drop)
-    block.to_zarr(_zarr_target(url, storage_options), region=dict(region), mode="r+",
+    block.to_zarr(zarr_target(url, storage_options), region=dict(region), mode="r+",
                   consolidated=False, zarr_format=3)
 
 
@@ -240,7 +253,7 @@ def finalize(url: str, storage_options: Mapping[str, Any] | None = None, attrs: 
     from zarr.core.group import ConsolidatedMetadata, GroupMetadata
 
     try:
-        g = zarr.open_group(_zarr_target(url, storage_options), mode="r", zarr_format=3, use_consolidated=False)
+        g = zarr.open_group(zarr_target(url, storage_options), mode="r", zarr_format=3, use_consolidated=False)
         members = {name: node.metadata for name, node in
                    sorted(g.members(max_depth=None, use_consolidated_for_children=False), key=lambda m: m[0])}
     except Exception as exc:
@@ -269,6 +282,37 @@ def put_atomic(url: str, payload: bytes, storage_options: Mapping[str, Any] | No
     with open(tmp, "wb") as f:
         f.write(payload)
     os.replace(tmp, path)
+
+
+def json_bytes(doc: Any, *, indent: int | None = None, separators: tuple[str, str] | None = None,
+               newline: bool = False, allow_nan: bool = True, default: Callable[[Any], Any] | None = None) -> bytes:
+    """The bytes of a JSON document as sm1km writes them: keys sorted (reproducible), ASCII.
+
+    ``indent``/``separators``/``allow_nan``/``default`` as in :func:`json.dumps`; ``newline`` adds a
+    final line break. Each document keeps the layout it has always had (the bytes must not change).
+    """
+    text = json.dumps(doc, sort_keys=True, indent=indent, separators=separators, allow_nan=allow_nan,
+                      default=default)
+    return (text + "\n" if newline else text).encode()
+
+
+def write_json(url: str, doc: Any, storage_options: Mapping[str, Any] | None = None, **layout: Any) -> None:
+    """Write a small JSON document in one atomic put (:func:`put_atomic`); ``layout``: see :func:`json_bytes`."""
+    put_atomic(url, json_bytes(doc, **layout), storage_options)
+
+
+def read_json(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """The JSON document at ``url`` (a dict for sm1km's documents), or None if there is none.
+
+    Content that is not UTF-8 JSON raises ValueError (``json.JSONDecodeError``/``UnicodeDecodeError``);
+    other storage errors (OSError) propagate. Callers turn both into their own StoreError message.
+    """
+    fs, path = filesystem(url, storage_options)
+    try:
+        raw = fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    return json.loads(raw.decode("utf-8"))
 
 
 def remove(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
@@ -300,20 +344,14 @@ class Ledger:
             return self.fs.exists(self._key_path(key))
 
     def mark(self, key: str, info: Mapping[str, Any] | None = None) -> None:
+        """Mark ``key`` done; ``info`` (JSON-able facts about the region) is the marker's content."""
         with permanent_errors(self.url, self.storage_options):
-            self._mark(key, info)
+            write_json(join(self.url, f"{key}.json"), dict(info or {}), self.storage_options)
 
-    def _mark(self, key: str, info: Mapping[str, Any] | None) -> None:
-        if not is_remote(self.url):
-            self.fs.makedirs(self.path, exist_ok=True)
-        payload = json.dumps(dict(info or {}), sort_keys=True).encode()
-        tmp = self._key_path(key) + ".tmp"
-        if is_remote(self.url):
-            self.fs.pipe_file(self._key_path(key), payload)  # S3 PUT is atomic
-        else:
-            with self.fs.open(tmp, "wb") as f:
-                f.write(payload)
-            self.fs.mv(tmp, self._key_path(key))
+    def info(self, key: str) -> dict[str, Any] | None:
+        """What :meth:`mark` recorded for ``key`` (None if it is not marked)."""
+        with permanent_errors(self.url, self.storage_options):
+            return read_json(join(self.url, f"{key}.json"), self.storage_options)
 
     def keys(self) -> set[str]:
         try:
@@ -337,45 +375,8 @@ def region_key(**slices: slice) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# provenance and checks
+# checksums
 # --------------------------------------------------------------------------------------------
-def provenance_attrs(cfg=None, *, title: str, summary: str = "", inputs: Iterable[Mapping[str, Any]] = (),
-                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """CF/ACDD global attributes + sm1km provenance. ``inputs``: dicts with name and sha256."""
-    created = now_iso()
-    attrs: dict[str, Any] = {
-        "Conventions": CONVENTIONS,
-        "title": title,
-        "summary": summary,
-        "institution": "sm1km project",
-        "source": "ESA CCI SM COMBINED + ERA5 swvl1 fusion; XGBoost downscaling trained on ISMN",
-        "references": "Zheng, Jia & Zhao (2023), Sci. Data 10:139, doi:10.1038/s41597-023-01991-w",
-        "sm1km_version": __version__,
-        "date_created": created,
-        "history": f"{created} created by sm1km {__version__}",
-    }
-    if cfg is not None:
-        attrs["sm1km_config"] = json.dumps(cfg.redacted(), sort_keys=True)
-        b = cfg.coarse_region.bbox
-        attrs.update(geospatial_lat_min=b.south, geospatial_lat_max=b.north,
-                     geospatial_lon_min=b.west, geospatial_lon_max=b.east)
-    inputs = list(inputs)
-    if inputs:
-        attrs["input_files"] = json.dumps(inputs, sort_keys=True)
-    attrs.update(dict(extra or {}))
-    return attrs
-
-
-def coverage_attrs(times) -> dict[str, str]:
-    """ARCO-style coverage: the complete time range and when it was last updated."""
-    import pandas as pd
-
-    t = pd.DatetimeIndex(times)
-    return {"time_coverage_start": t.min().strftime("%Y-%m-%d"),
-            "time_coverage_end": t.max().strftime("%Y-%m-%d"),
-            "last_updated": now_iso()}
-
-
 def sha256_file(url: str, storage_options: Mapping[str, Any] | None = None, bufsize: int = 1 << 20) -> str:
     fs, path = filesystem(url, storage_options)
     h = hashlib.sha256()
@@ -395,12 +396,3 @@ def checksum_tree(url: str, storage_options: Mapping[str, Any] | None = None) ->
         rel = posixpath.relpath(p, path) if not is_remote(url) else p[len(path.rstrip('/')) + 1:]
         out[rel] = hashlib.sha256(fs.cat_file(p)).hexdigest()
     return out
-
-
-def cf_int16_encoding(fill: int = -32768, scale: float = 0.001, **extra) -> dict[str, Any]:
-    """Encoding of a packed soil-moisture variable: int16, scale 0.001, fill −32768."""
-    # zarr's own fill_value too: unwritten chunks must read as fill (NaN), not as a valid 0
-    enc = {"dtype": "int16", "scale_factor": scale, "add_offset": 0.0, "_FillValue": np.int16(fill),
-           "fill_value": np.int16(fill)}
-    enc.update(extra)
-    return enc

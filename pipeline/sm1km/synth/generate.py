@@ -19,14 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from sm1km.config import RunConfig
-from sm1km.errors import ConfigError, StoreError
 from sm1km.core.grid import FineGrid, region_coords
+from sm1km.errors import ConfigError, StoreError
 from sm1km.synth import fields as F
 from sm1km.synth import observe as O
 from sm1km.synth import writers as W
 from sm1km.synth.params import WorldParams
-from sm1km.synth.world import (STREAM_CCI, STREAM_ERA5, STREAM_NDVI, STREAM_PREDICTORS, STREAM_STATIONS, Statics,
-                    make_statics, rng_for, simulate)
+from sm1km.synth.world import (
+    STREAM_CCI,
+    STREAM_ERA5,
+    STREAM_NDVI,
+    STREAM_PREDICTORS,
+    STREAM_STATIONS,
+    Statics,
+    make_statics,
+    rng_for,
+    simulate,
+)
 
 log = logging.getLogger(__name__)
 

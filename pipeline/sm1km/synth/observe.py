@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from sm1km.errors import ConfigError
 from sm1km.core.grid import FineGrid
+from sm1km.errors import ConfigError
 from sm1km.synth import fields as F
 from sm1km.synth.world import Statics
 

@@ -6,8 +6,8 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
-from sm1km.errors import ConfigError
 from sm1km.core.grid import BBox, Region, snap_bbox
+from sm1km.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ class WorldParams:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WorldParams":
+    def from_dict(cls, d: dict) -> WorldParams:
         return cls(**d)
 
-    def replace(self, **changes) -> "WorldParams":
+    def replace(self, **changes) -> WorldParams:
         return dataclasses.replace(self, **changes)
 
 

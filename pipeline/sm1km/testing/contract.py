@@ -319,10 +319,10 @@ def _stat(result: Any, what: str) -> int | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bucket(endpoint_url: str) -> str:
     """One bucket for the contract suite on this S3 endpoint (per process)."""
-    import s3fs
+    import s3fs  # type: ignore[import-untyped]
 
     name = f"contract-{uuid.uuid4().hex[:10]}"
     s3fs.S3FileSystem(endpoint_url=endpoint_url, skip_instance_cache=True).mkdir(name)
@@ -486,7 +486,7 @@ PRELOAD = ("sm1km.testing.contract", "sm1km.stages.ingest", "sm1km.stages.fuse",
            "sm1km.validation.validate", "s3fs")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _context():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
@@ -536,9 +536,10 @@ def _counter(kill: KillPoint, tear: Callable[[str], None] | None = None) -> Call
             return
         seen.add(final)
         if len(seen) >= kill.nth:
-            torn = kill.torn and tear is not None and bool(path) and final == key
-            if torn:
+            torn = False
+            if kill.torn and tear is not None and path and final == key:
                 tear(path)
+                torn = True
             print(f"SIGKILL at the start of write {len(seen)}: {key}{' (left empty)' if torn else ''}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(60)  # pragma: no cover
@@ -577,7 +578,7 @@ def _install_kill(root: str, kill: KillPoint) -> None:
         sys.addaudithook(hook)
         return
 
-    import s3fs.core
+    import s3fs.core  # type: ignore[import-untyped]
 
     saw = _counter(kill)
     bucket, _, prefix = root.split("://", 1)[1].partition("/")

@@ -123,7 +123,7 @@ class TinyWorld:
     def store_root(self) -> str:
         return self.root or str(self.folder / "store")
 
-    def with_root(self, root: str | None) -> "TinyWorld":
+    def with_root(self, root: str | None) -> TinyWorld:
         return dataclasses.replace(self, root=root)
 
     @property
@@ -210,7 +210,7 @@ class TinyRun:
 TRUTH_STORES = ("truth.zarr", "truth_25km.zarr")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny_run(folder: str, params: tuple[tuple[str, Any], ...], sections: str) -> TinyRun:
     world = tiny_world(folder, **dict(params))
     root = str(Path(folder) / f"tiny-run-{world.folder.name.split('-', 1)[1]}" / "store")  # not the world's own store
@@ -414,7 +414,7 @@ def cells_world(cfg: RunConfig, variant: CellsVariant = DOWNSCALE_CELLS, *, seed
         out["inputs/stations.zarr"] = st_ds
         facts.update(stations=st_ds, station_rows=r, station_cols=c, offsets=offsets)
     for name, ds in out.items():
-        ds.to_zarr(store._zarr_target(cfg.store.url(name), so), mode="w", zarr_format=3, consolidated=True)
+        ds.to_zarr(store.zarr_target(cfg.store.url(name), so), mode="w", zarr_format=3, consolidated=True)
     return facts
 
 

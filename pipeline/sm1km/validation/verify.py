@@ -10,11 +10,10 @@ did not finish is reported as incomplete).
 
 from __future__ import annotations
 
-import json
 import logging
-import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,12 +39,10 @@ class Report:
 def verify_store(url: str, storage_options: Mapping[str, Any] | None = None, check_chunks: bool = True) -> Report:
     """Check one store; returns a Report (problems = convention violations or missing data)."""
     rep = Report(url)
-    fs, path = store.filesystem(url, storage_options)
-    meta_key = posixpath.join(path, "zarr.json")
-    if not fs.exists(meta_key):
+    root_meta = store.read_json(store.join(url, "zarr.json"), storage_options)
+    if root_meta is None:
         rep.problems.append("no zarr.json: not a Zarr v3 store")
         return rep
-    root_meta = json.loads(fs.cat_file(meta_key))
     if not root_meta.get("consolidated_metadata"):
         rep.problems.append("no consolidated metadata (the run did not finish, or readers over HTTP must list)")
     attrs = root_meta.get("attributes", {})
@@ -138,24 +135,3 @@ def _check_ledger(rep: Report, url: str, storage_options, ds, group) -> None:
                             " — re-run the stage to finish")
     else:
         rep.notes.append(f"ledger: all {len(keys)} regions finished")
-
-
-def add_arguments(p) -> None:
-    p.add_argument("urls", nargs="+", metavar="URL", help="store URL(s) (path or s3://)")
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint for s3:// URLs")
-    p.add_argument("--anon", action="store_true", help="anonymous S3 access")
-    p.add_argument("--no-chunks", action="store_true", help="skip the chunk-object completeness check")
-
-
-def run_cli(args) -> int:
-    ok = True
-    for url in args.urls:
-        so = {}
-        if url.startswith("s3://"):
-            so = {"anon": args.anon}
-            if args.endpoint_url:
-                so["endpoint_url"] = args.endpoint_url
-        rep = verify_store(url, so, check_chunks=not args.no_chunks)
-        print(json.dumps(rep.as_dict()))
-        ok &= rep.ok
-    return 0 if ok else 2

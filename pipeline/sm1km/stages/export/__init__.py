@@ -7,6 +7,14 @@ Existing files are kept (a re-run finishes what is missing) unless ``overwrite``
 Layouts: ``latlon`` (the master's EPSG:4326 grid; GeoTIFF per day/month, HDF5 per month/year) and
 ``modis-sinusoidal`` (HDF5 per MODIS tile and year, as the published product; daily only).
 See docs/exports.md.
+
+Result: a :class:`~sm1km.runtime.result.StageResult` ``{"exports": out, "files": [url, ...]}``:
+``"files"`` holds the sorted URLs of every file of the export (what this function returned as a
+list before; the CLI prints one per line). ``stats``: ``units_total`` (files of the export),
+``units_written``, ``units_skipped`` (already there), ``units_empty`` (MODIS tiles that touch the
+region but hold no pixel centre in it: not written) and ``tasks``. Tasks run through
+``runtime.runner``: an error of the sm1km family raised by a file task reaches the driver as
+itself (the first one stops the export; a re-run writes what is missing).
 """
 
 from __future__ import annotations
@@ -14,18 +22,28 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import posixpath
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sm1km.storage import store
 from sm1km.config import RunConfig
-from sm1km.errors import ConfigError, InputError, ModelError, Sm1kmError, StoreError
 from sm1km.core.grid import BBox
-from sm1km.runtime.client import add_config_argument, load_config, stage_client
-from sm1km.stages.export.common import (DEFAULT_WINDOW_PIXELS, PRODUCT_STORES, Source, bbox_slices, existing_names, open_source,
-                     parse_bbox, time_groups)
+from sm1km.errors import ConfigError
+from sm1km.runtime.client import stage_client
+from sm1km.runtime.result import StageResult
+from sm1km.runtime.runner import run_tasks
+from sm1km.stages.export.common import (
+    DEFAULT_WINDOW_PIXELS,
+    PRODUCT_STORES,
+    Source,
+    bbox_slices,
+    existing_names,
+    open_source,
+    parse_bbox,
+    time_groups,
+)
 from sm1km.stages.export.geotiff import COMPRESSIONS, GeoTiffItem, GeoTiffJob, write_geotiff
 from sm1km.stages.export.geotiff import file_name as geotiff_name
 from sm1km.stages.export.geotiff import pending as geotiff_pending
@@ -33,6 +51,7 @@ from sm1km.stages.export.hdf5 import Hdf5Job, write_hdf5
 from sm1km.stages.export.hdf5 import file_name as hdf5_name
 from sm1km.stages.export.modis import ModisJob, tiles_intersecting, write_modis
 from sm1km.stages.export.modis import file_name as modis_name
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +63,6 @@ LAYOUTS = ("latlon", "modis-sinusoidal")
 SCRATCH_BYTES = 16 << 30
 
 _WRITERS = {GeoTiffJob: write_geotiff, Hdf5Job: write_hdf5, ModisJob: write_modis}
-_ERRORS = {c.__name__: c for c in (ConfigError, InputError, StoreError, ModelError, Sm1kmError)}
 
 
 def _date(value, key: str) -> dt.date | None:
@@ -167,58 +185,25 @@ def pending_jobs(jobs: Sequence, out: str, out_storage_options: Mapping[str, Any
 
 
 def run_job(job) -> dict[str, Any]:
-    """Write one file (runs on a dask worker). Errors of the sm1km family come back as data, so their
-    where/problem/fix survive the trip to the driver."""
-    try:
-        n = _WRITERS[type(job)](job)
-        return {"urls": job_urls(job) if n is not None else [], "reads": n or 0}
-    except Sm1kmError as exc:
-        return {"urls": job_urls(job), "error": [type(exc).__name__, exc.where, exc.problem, exc.fix]}
-
-
-def _raise(result: Mapping[str, Any]) -> None:
-    name, where, problem, fix = result["error"]
-    raise _ERRORS.get(name, Sm1kmError)(where, problem, fix)
-
-
-def run_jobs(jobs: Sequence, client=None) -> list[dict[str, Any]]:
-    """Run file jobs: one dask task per file on ``client``, or in this process if ``client`` is None."""
-    if not jobs:
-        return []
-    if client is None:
-        results = []
-        for job in jobs:
-            res = run_job(job)
-            if "error" in res:
-                _raise(res)
-            results.append(res)
-        return results
-    from distributed import as_completed
-
-    futures = [client.submit(run_job, job, pure=False) for job in jobs]
-    results, errors = [], []
-    for k, fut in enumerate(as_completed(futures), start=1):
-        res = fut.result()
-        (errors if "error" in res else results).append(res)
-        log.info("export: %d/%d files done", k, len(futures))
-    if errors:
-        _raise(errors[0])
-    return results
+    """Write one task's file(s) (runs on a dask worker): ``{"urls": written, "reads": store reads}``.
+    Errors of the sm1km family propagate (``runtime.runner`` carries them to the driver as themselves)."""
+    n = _WRITERS[type(job)](job)
+    return {"urls": job_urls(job) if n is not None else [], "reads": n or 0}
 
 
 def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "daily", start=None, end=None,
            bbox: str | Sequence[float] | BBox | None = None, out: str | None = None, layout: str = "latlon", *,
            with_uncertainty: bool = False, overwrite: bool = False, window_pixels: int = DEFAULT_WINDOW_PIXELS,
            blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None,
-           out_storage_options: Mapping[str, Any] | None = None) -> list[str]:
+           out_storage_options: Mapping[str, Any] | None = None) -> StageResult:
     """Export the daily master (``product='daily'``) or the monthly store as files under ``out``.
 
     ``fmt``: ``geotiff`` (COG per day / month) or ``hdf5`` (per month / year); ``layout``: ``latlon`` or
     ``modis-sinusoidal`` (daily HDF5 per MODIS tile and year). ``start``/``end`` (ISO dates, inclusive)
     and ``bbox`` (W,S,E,N degrees) select a subset. ``out`` defaults to ``<store.root>/exports/<fmt>``.
-    Returns the URLs of all files of the export, sorted (already existing ones included: a re-run only
-    writes what is missing unless ``overwrite``; MODIS tiles whose area touches the region but hold no
-    pixel centre in it are not written).
+    Returns ``{"exports": out, "files": urls}``: ``urls`` are all files of the export, sorted (already
+    existing ones included: a re-run only writes what is missing unless ``overwrite``; MODIS tiles whose
+    area touches the region but hold no pixel centre in it are not written); ``.stats`` counts them.
     """
     _check_options(fmt, product, layout, with_uncertainty, compress, int(blocksize))
     start, end = _date(start, "--start"), _date(end, "--end")
@@ -252,9 +237,12 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
              sum(len(job_urls(j)) for j in todo), len(todo))
     todo_urls = {u for j in todo for u in job_urls(j)}
     with stage_client(cfg, client) as c:
-        results = run_jobs(todo, c)
+        results = list(run_tasks(c, run_job, todo, name="export")) if todo else []
     written = {u for r in results for u in r["urls"]}
-    return sorted(u for u in urls if u not in todo_urls or u in written)
+    files = sorted(u for u in urls if u not in todo_urls or u in written)
+    stats = {"units_total": len(urls), "units_written": len(written), "units_skipped": len(urls) - len(todo_urls),
+             "units_empty": len(todo_urls - written), "tasks": len(todo)}
+    return StageResult({"exports": out, "files": files}, stats)
 
 
 def _has_var(url: str, so, name: str) -> bool:
@@ -268,40 +256,7 @@ def _merge(a: Source, b: Source) -> Source:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(p) -> None:
-    add_config_argument(p)
-    p.add_argument("--format", dest="fmt", choices=FORMATS, default="geotiff", help="file format (default geotiff)")
-    p.add_argument("--product", choices=PRODUCTS, default="daily", help="daily (master.zarr) or monthly (monthly.zarr)")
-    p.add_argument("--start", help="first day to export (YYYY-MM-DD; default: the store's first)")
-    p.add_argument("--end", help="last day to export (YYYY-MM-DD, inclusive; default: the store's last)")
-    p.add_argument("--bbox", metavar="W,S,E,N", help="export only this box (degrees)")
-    p.add_argument("--layout", choices=LAYOUTS, default="latlon",
-                   help="latlon (the master grid) or modis-sinusoidal (daily HDF5 per MODIS tile and year)")
-    p.add_argument("--out", metavar="URL", help="output folder: path or s3://bucket/prefix "
-                                                "(default <store.root>/exports/<format>)")
-    p.add_argument("--with-uncertainty", action="store_true",
-                   help="also export sm_uncertainty (GeoTIFF band 2; HDF5 dataset sm_uncertainty)")
-    p.add_argument("--overwrite", action="store_true", help="rewrite files that already exist")
-    p.add_argument("--compress", choices=COMPRESSIONS, default="deflate", help="GeoTIFF compression (default deflate)")
-    p.add_argument("--blocksize", type=int, default=512, help="GeoTIFF tile size in pixels (default 512)")
-    p.add_argument("--files-per-task", type=int, default=None,
-                   help="daily GeoTIFF: days per task (default: the master's time chunk, bounded by scratch)")
-    p.add_argument("--window-pixels", type=int, default=DEFAULT_WINDOW_PIXELS,
-                   help=f"read budget per window in pixels x days (default {DEFAULT_WINDOW_PIXELS})")
 
 
-def run_cli(args) -> int:
-    import sys
-
-    cfg = load_config(args)
-    files = export(cfg, fmt=args.fmt, product=args.product, start=args.start, end=args.end, bbox=args.bbox,
-                   out=args.out, layout=args.layout, with_uncertainty=args.with_uncertainty,
-                   overwrite=args.overwrite, window_pixels=args.window_pixels, blocksize=args.blocksize,
-                   compress=args.compress, files_per_task=args.files_per_task)
-    for f in files:
-        sys.stdout.write(f + "\n")
-    return 0
-
-
-__all__ = ["export", "plan_jobs", "pending_jobs", "run_jobs", "run_job", "select_times", "add_arguments", "run_cli",
+__all__ = ["export", "plan_jobs", "pending_jobs", "run_job", "select_times",
            "FORMATS", "PRODUCTS", "LAYOUTS"]

@@ -18,17 +18,18 @@ import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from sm1km._version import __version__
-from sm1km.storage import store
 from sm1km.core.encoding import FILL, SCALE
-from sm1km.errors import ConfigError, StoreError
 from sm1km.core.grid import BBox, FineGrid
+from sm1km.errors import ConfigError, StoreError
+from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 

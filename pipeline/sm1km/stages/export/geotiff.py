@@ -21,8 +21,18 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from sm1km.stages.export.common import (FILL, SCALE, Source, open_arrays, plan_windows, provenance, read_block,
-                     scratch_dir, staged_output, time_groups)
+from sm1km.stages.export.common import (
+    FILL,
+    SCALE,
+    Source,
+    open_arrays,
+    plan_windows,
+    provenance,
+    read_block,
+    scratch_dir,
+    staged_output,
+    time_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,12 @@ class GeoTiffJob:
     @property
     def urls(self) -> list[str]:
         return [it.url for it in self.items]
+
+    @property
+    def key(self) -> str:
+        """The task's name on the dashboard: its first file (and how many follow)."""
+        first = self.items[0].url.rstrip("/").rsplit("/", 1)[-1]
+        return first if len(self.items) == 1 else f"{first}+{len(self.items) - 1}"
 
 
 def file_name(product: str, date: str) -> str:
@@ -94,8 +110,8 @@ def pending(job: GeoTiffJob, existing: set[str]) -> GeoTiffJob | None:
 def write_geotiff(job: GeoTiffJob) -> int:
     """Write the job's COGs (each atomically). Returns the number of windows read."""
     import rasterio
-    from rasterio.shutil import copy as rio_copy
     from affine import Affine
+    from rasterio.shutil import copy as rio_copy
     from rasterio.windows import Window
 
     src = job.source

@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from sm1km.stages.export.common import FILL, Source, open_arrays, plan_windows, provenance, read_block, staged_output, time_groups
+from sm1km.stages.export.common import (
+    FILL,
+    Source,
+    open_arrays,
+    plan_windows,
+    provenance,
+    read_block,
+    staged_output,
+    time_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,11 @@ class Hdf5Job:
     window_pixels: int
     chunk_px: int = DEFAULT_CHUNK_PX  # HDF5 chunk side target (rounded up to whole master shards)
     gzip_level: int = 4
+
+    @property
+    def key(self) -> str:
+        """The task's name on the dashboard: its file."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def file_name(product: str, label: str) -> str:

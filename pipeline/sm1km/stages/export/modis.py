@@ -30,7 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sm1km.stages.export.common import Source, encode_fill_to, open_arrays, provenance, read_block, staged_output, time_groups
+from sm1km.stages.export.common import (
+    Source,
+    encode_fill_to,
+    open_arrays,
+    provenance,
+    read_block,
+    staged_output,
+    time_groups,
+)
 from sm1km.stages.export.hdf5 import set_attr
 
 log = logging.getLogger(__name__)
@@ -157,6 +165,11 @@ class ModisJob:
     window_pixels: int
     strip_rows: int = 120             # tile rows per processing strip (divides 1200); also the HDF5 chunk
     gzip_level: int = 4
+
+    @property
+    def key(self) -> str:
+        """The task's name on the dashboard: its file."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _align(lo: int, hi: int, unit: int, bound: slice) -> slice:

@@ -11,13 +11,22 @@ import glob
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sm1km.errors import InputError
 
+if TYPE_CHECKING:
+    import xarray as xr
+
 log = logging.getLogger(__name__)
+
+#: what :func:`expand_paths` accepts: a path or glob, or several
+PathsLike = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 
 # --- file sniffing --------------------------------------------------------------------------
 
@@ -29,7 +38,7 @@ MAGIC_TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 MAGIC_ZIP = b"PK\x03\x04"
 
 
-def sniff(path: str | os.PathLike) -> str:
+def sniff(path: str | os.PathLike[str]) -> str:
     """Container type from the first bytes: netcdf3, hdf5, hdf4, grib, tiff, zip, empty or text/binary."""
     p = Path(path)
     if p.is_dir():
@@ -66,7 +75,7 @@ def sniff_bytes(head: bytes) -> str:
     return "text"
 
 
-def expand_paths(paths, what: str = "input") -> list[str]:
+def expand_paths(paths: PathsLike, what: str = "input") -> list[str]:
     """A path, glob, or list of them -> sorted list of existing file paths (error if none)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -89,7 +98,7 @@ def expand_paths(paths, what: str = "input") -> list[str]:
 
 # --- netCDF ---------------------------------------------------------------------------------
 
-def open_netcdf_raw(path: str | os.PathLike):
+def open_netcdf_raw(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a netCDF file lazily with *no* CF decoding (raw stored values, attributes intact).
 
     Non-netCDF, truncated and empty files raise :class:`InputError` naming the problem.
@@ -117,7 +126,7 @@ def open_netcdf_raw(path: str | os.PathLike):
     return ds
 
 
-def check_netcdf3_complete(path: str | os.PathLike) -> None:
+def check_netcdf3_complete(path: str | os.PathLike[str]) -> None:
     """InputError if a classic netCDF file (CDF-1/CDF-2) is shorter than its header says.
 
     netcdf-c zero-fills reads past the end of a truncated classic file instead of failing, so a
@@ -143,7 +152,7 @@ def check_netcdf3_complete(path: str | os.PathLike) -> None:
                          "re-download the file and compare its size/checksum.") from None
 
 
-def load_checked(path, var, what: str = "data"):
+def load_checked(path: str | os.PathLike[str], var: Any, what: str = "data") -> np.ndarray:
     """``var.values`` turning HDF5/netCDF read errors (truncated chunks) into InputError."""
     try:
         return np.asarray(var.values)
@@ -152,13 +161,14 @@ def load_checked(path, var, what: str = "data"):
                          "truncated or corrupt.", "re-download the file and compare its size/checksum.") from None
 
 
-def _attr_list(v) -> list:
+def _attr_list(v: Any) -> list[Any]:
     if v is None:
         return []
     return list(np.atleast_1d(np.asarray(v)).ravel())
 
 
-def decode_cf_values(raw: np.ndarray, attrs: dict, *, name: str = "variable", path: str = "") -> np.ndarray:
+def decode_cf_values(raw: npt.ArrayLike, attrs: Mapping[Any, Any], *, name: str = "variable",
+                     path: str = "") -> npt.NDArray[np.float64]:
     """Physical float64 values from raw stored values, NaN where missing.
 
     Missing = ``_FillValue``, ``missing_value``, NaN, or outside ``valid_range``/``valid_min``/
@@ -232,13 +242,13 @@ def units_kind(units: str | None) -> str | None:
     return None
 
 
-def iso_day(t) -> str | None:
+def iso_day(t: Any) -> str | None:
     import pandas as pd
 
     if t is None or (isinstance(t, float) and np.isnan(t)):
         return None
     ts = pd.Timestamp(t)
-    if ts is pd.NaT:
+    if pd.isna(ts):  # pd.Timestamp(NaT-like) is the NaT singleton
         return None
     return ts.strftime("%Y-%m-%d") if ts == ts.normalize() else ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -249,7 +259,7 @@ _UNIT_NS = {"day": 86_400_000_000_000, "hour": 3_600_000_000_000, "minute": 60_0
             "second": 1_000_000_000}
 
 
-def parse_time_units(units: str) -> tuple[int, "np.datetime64"]:
+def parse_time_units(units: str) -> tuple[int, np.datetime64]:
     """('days since 1970-01-01 00:00:00 UTC') -> (ns per unit, reference datetime64[ns])."""
     import pandas as pd
 
@@ -260,7 +270,7 @@ def parse_time_units(units: str) -> tuple[int, "np.datetime64"]:
     return _UNIT_NS[m.group(1).lower()], pd.Timestamp(ref).to_datetime64().astype("datetime64[ns]")
 
 
-def decode_times(values, units: str, *, round_to_day: bool = False) -> np.ndarray:
+def decode_times(values: npt.ArrayLike, units: str, *, round_to_day: bool = False) -> np.ndarray:
     """Numeric CF times -> datetime64[ns]; NaN -> NaT; optionally rounded to the nearest day.
 
     Rounding absorbs times stored a hair below midnight (e.g. 16958.99999999 days).

@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -42,7 +44,7 @@ T0_SENTINEL = -3440586.5
 _COORD_TOL = 1e-3  # degrees; CCI coordinates are float32
 
 
-def parse_cci_filename(path: str | os.PathLike) -> dict:
+def parse_cci_filename(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Product, date and version from an ESA CCI SM file name ({} when it does not match)."""
     m = _NAME_RE.search(Path(path).name)
     if not m:
@@ -82,14 +84,14 @@ def cci_rows_cols(lat: np.ndarray, lon: np.ndarray, path: str = "") -> tuple[np.
     return rows, cols
 
 
-def _find(ds, names) -> str | None:
+def _find(ds: xr.Dataset, names: Iterable[str]) -> str | None:
     for n in names:
         if n in ds.variables:
             return n
     return None
 
 
-def _day_of_file(ds, path: str) -> np.datetime64:
+def _day_of_file(ds: xr.Dataset, path: str) -> np.datetime64:
     info = parse_cci_filename(path)
     tname = _find(ds, ["time"])
     if tname is not None and ds[tname].size >= 1:
@@ -101,7 +103,7 @@ def _day_of_file(ds, path: str) -> np.datetime64:
         if units is None:
             raise InputError(path, "variable 'time' has no units.", "pass an original ESA CCI SM file.")
         try:
-            day = decode_times(raw.ravel(), units, round_to_day=True)[0]
+            day: np.datetime64 = decode_times(raw.ravel(), units, round_to_day=True)[0]
         except ValueError as exc:
             raise InputError(path, f"cannot decode time ({exc}).", "pass an original ESA CCI SM file.") from None
         if np.isnat(day):
@@ -111,12 +113,13 @@ def _day_of_file(ds, path: str) -> np.datetime64:
                         path, str(info["date"])[:10], str(day)[:10])
         return day
     if "date" in info:
-        return info["date"]
+        file_day: np.datetime64 = info["date"]
+        return file_day
     raise InputError(path, "no 'time' variable and no date (…-YYYYMMDD000000-…) in the file name.",
                      "pass original ESA CCI SM daily files or keep their names.")
 
 
-def _units_of_sm(ds, path: str, info: dict) -> str:
+def _units_of_sm(ds: xr.Dataset, path: str, info: Mapping[str, Any]) -> str:
     attrs = ds["sm"].attrs
     kind = units_kind(attrs.get("units"))
     if kind is not None:
@@ -134,7 +137,7 @@ def _units_of_sm(ds, path: str, info: dict) -> str:
                      "or 'percent' (ACTIVE).", "pass ESA CCI SM files with their original attributes.")
 
 
-def read_cci_day(path: str | os.PathLike, region: grid.Region | None = None, *,
+def read_cci_day(path: str | os.PathLike[str], region: grid.Region | None = None, *,
                  porosity: float | xr.DataArray | None = None, with_t0: bool = False) -> xr.Dataset:
     """Read one ESA CCI SM daily file onto the 0.25° grid (the region, or the file's own extent).
 
@@ -151,7 +154,8 @@ def read_cci_day(path: str | os.PathLike, region: grid.Region | None = None, *,
         ds.close()
 
 
-def _read(ds, path, region, porosity, with_t0) -> xr.Dataset:
+def _read(ds: xr.Dataset, path: str, region: grid.Region | None, porosity: float | xr.DataArray | None,
+          with_t0: bool) -> xr.Dataset:
     info = parse_cci_filename(path)
     if "sm" not in ds.variables:
         raise InputError(path, f"no variable 'sm' (found: {', '.join(sorted(map(str, ds.variables))) or 'none'}).",
@@ -189,7 +193,7 @@ def _read(ds, path, region, porosity, with_t0) -> xr.Dataset:
     c_ok = (c_out >= 0) & (c_out < out_region.n_cols)
     shape = (out_region.n_rows, out_region.n_cols)
 
-    def read2d(name):
+    def read2d(name: str) -> tuple[np.ndarray, dict[Any, Any]]:
         v = ds[name]
         idx = {v.dims[-2]: rs, v.dims[-1]: cs}
         raw = load_checked(path, v.isel(idx), name)
@@ -197,7 +201,7 @@ def _read(ds, path, region, porosity, with_t0) -> xr.Dataset:
             raw = raw[0]
         return raw[np.ix_(r_ok, c_ok)], dict(v.attrs)
 
-    def place(values, fill):
+    def place(values: np.ndarray, fill: Any) -> np.ndarray:
         out = np.full(shape, fill, dtype=values.dtype)
         out[np.ix_(r_out[r_ok], c_out[c_ok])] = values
         return out
@@ -224,7 +228,7 @@ def _read(ds, path, region, porosity, with_t0) -> xr.Dataset:
     lat, lon = grid.region_coords(out_region)
     coords["lat"], coords["lon"] = lat, lon
     dims3 = ("time", "lat", "lon")
-    data_vars = {}
+    data_vars: dict[str, Any] = {}
     unc = None
     if "sm_uncertainty" in ds.variables:
         uraw, uattrs = read2d("sm_uncertainty")
@@ -268,7 +272,7 @@ def _read(ds, path, region, porosity, with_t0) -> xr.Dataset:
     return out
 
 
-def _product_from_attrs(ds) -> str | None:
+def _product_from_attrs(ds: xr.Dataset) -> str | None:
     text = " ".join(str(ds.attrs.get(k, "")) for k in ("id", "title", "product")).upper()
     for p in ("COMBINED", "ACTIVE", "PASSIVE"):
         if p in text:
@@ -276,7 +280,7 @@ def _product_from_attrs(ds) -> str | None:
     return None
 
 
-def _check_file_not_empty(ds, path, was_subset):
+def _check_file_not_empty(ds: xr.Dataset, path: str, was_subset: bool) -> None:
     if was_subset:
         raw = load_checked(path, ds["sm"], "sm")
         if np.isfinite(decode_cf_values(raw, dict(ds["sm"].attrs), name="sm", path=path)).any():
@@ -286,7 +290,7 @@ def _check_file_not_empty(ds, path, was_subset):
                      "re-download the file; if the day is genuinely empty, leave it out of the input glob.")
 
 
-def _porosity_array(porosity, lat, lon, path):
+def _porosity_array(porosity: float | xr.DataArray, lat: np.ndarray, lon: np.ndarray, path: str) -> np.ndarray:
     if isinstance(porosity, xr.DataArray):
         por = porosity.reindex(lat=lat, lon=lon, method="nearest", tolerance=1e-6).values.astype(np.float32)
     else:
@@ -297,7 +301,8 @@ def _porosity_array(porosity, lat, lon, path):
     return por
 
 
-def _read_t0(ds, path, read2d, place, shape):
+def _read_t0(ds: xr.Dataset, path: str, read2d: Callable[[str], tuple[np.ndarray, dict[Any, Any]]],
+             place: Callable[[np.ndarray, Any], np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     if "t0" not in ds.variables:
         return np.full(shape, np.datetime64("NaT"), dtype="datetime64[ns]")
     raw, attrs = read2d("t0")
@@ -310,7 +315,7 @@ def _read_t0(ds, path, read2d, place, shape):
     return place(decode_times(vals, units), np.datetime64("NaT", "ns"))
 
 
-def count_valid_sm(path: str | os.PathLike) -> int:
+def count_valid_sm(path: str | os.PathLike[str]) -> int:
     """Number of valid ``sm`` (or ``sm_percent``) cells in a whole CCI file."""
     ds = read_cci_day(path)
     name = "sm" if "sm" in ds else "sm_percent"

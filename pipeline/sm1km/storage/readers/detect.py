@@ -15,7 +15,7 @@ from sm1km.storage.readers._common import _DATE_LINE, open_netcdf_raw, sniff
 KINDS = ("cci", "era5", "era5_lsm", "ismn", "raster", "ismn_archive", "dir")
 
 
-def detect_kind(path: str | os.PathLike) -> str:
+def detect_kind(path: str | os.PathLike[str]) -> str:
     """One of :data:`KINDS` for ``path`` (``ismn_archive`` = zip, ``dir`` = folder)."""
     path = os.fspath(path)
     kind = sniff(path)

@@ -30,14 +30,23 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import xarray as xr
 
 from sm1km.core import grid
 from sm1km.errors import InputError
-from sm1km.storage.readers._common import check_netcdf3_complete, expand_paths, load_checked, sniff, units_kind
+from sm1km.storage.readers._common import (
+    PathsLike,
+    check_netcdf3_complete,
+    expand_paths,
+    load_checked,
+    sniff,
+    units_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +76,7 @@ def _open_nc(path: str) -> xr.Dataset:
                          "truncated or corrupt.", "re-download the file and compare its size/checksum.") from None
 
 
-def open_era5_file(path: str | os.PathLike) -> tuple[xr.DataArray, xr.DataArray | None]:
+def open_era5_file(path: str | os.PathLike[str]) -> tuple[xr.DataArray, xr.DataArray | None]:
     """(swvl1, lsm or None) of one ERA5 file, standardised to dims (time, lat, lon), lazily."""
     path = os.fspath(path)
     kind = sniff(path)
@@ -257,7 +266,7 @@ def daily_sums(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.nd
 # land-sea mask
 # --------------------------------------------------------------------------------------------
 
-def read_lsm(path: str | os.PathLike) -> xr.DataArray:
+def read_lsm(path: str | os.PathLike[str]) -> xr.DataArray:
     """A land-sea mask file (``lsm``, ``land`` …) as a 2-D (lat, lon) DataArray, lon in -180..180."""
     path = os.fspath(path)
     kind = sniff(path)
@@ -270,9 +279,10 @@ def read_lsm(path: str | os.PathLike) -> xr.DataArray:
                          "pass the ERA5 'lsm' field or a land mask netCDF such as landmask_0.25_0.25.nc.")
     name = next((n for n in ("lsm", "land", "LSM", "land_sea_mask", "landmask", "mask") if n in ds.data_vars), None)
     if name is None:
-        cands = [n for n, v in ds.data_vars.items() if v.ndim >= 2]
+        cands = [str(n) for n, v in ds.data_vars.items() if v.ndim >= 2]
         if len(cands) != 1:
-            raise InputError(path, f"cannot tell which variable is the land-sea mask (found: {sorted(ds.data_vars)}).",
+            raise InputError(path, f"cannot tell which variable is the land-sea mask (found: "
+                             f"{sorted(map(str, ds.data_vars))}).",
                              "name the variable 'lsm' or 'land'.")
         name = cands[0]
     da = _standardise(ds[name], path, "lsm").isel(time=0, drop=True)
@@ -286,9 +296,10 @@ def read_lsm(path: str | os.PathLike) -> xr.DataArray:
                         attrs={"source_file": Path(path).name, "variable": name})
 
 
-def _lon180(lon) -> np.ndarray:
-    lon = np.asarray(lon, dtype=np.float64)
-    return ((lon + 180.0) % 360.0) - 180.0
+def _lon180(lon: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    lo = np.asarray(lon, dtype=np.float64)
+    out: npt.NDArray[np.float64] = ((lo + 180.0) % 360.0) - 180.0
+    return out
 
 
 def sample_mask(mask: xr.DataArray, lat: np.ndarray, lon: np.ndarray, path: str = "") -> np.ndarray:
@@ -297,7 +308,7 @@ def sample_mask(mask: xr.DataArray, lat: np.ndarray, lon: np.ndarray, path: str 
     mlon = mask["lon"].values
     out = np.full((lat.size, lon.size), np.nan)
 
-    def nearest(src, tgt, period=None):
+    def nearest(src: np.ndarray, tgt: npt.ArrayLike, period: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(src)
         s = src[order]
         step = float(np.median(np.diff(s))) if s.size > 1 else 1.0
@@ -355,7 +366,8 @@ def _target_region(lat: np.ndarray, lon: np.ndarray, path: str) -> grid.Region:
     return grid.Region(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
 
 
-def read_era5(paths, region: grid.Region | None = None, lsm_path: str | os.PathLike | None = None) -> xr.Dataset:
+def read_era5(paths: PathsLike, region: grid.Region | None = None,
+              lsm_path: str | os.PathLike[str] | None = None) -> xr.Dataset:
     """Read ERA5 ``swvl1`` files (netCDF and/or GRIB) as daily means on the CCI cell centres.
 
     ``paths``: a path, glob or list. ``region``: the CCI cells to produce (default: those inside
@@ -369,8 +381,8 @@ def read_era5(paths, region: grid.Region | None = None, lsm_path: str | os.PathL
     tlat = tlon = None
     grid_sig = None
     file_lsm = None
-    day_sum: dict = {}
-    day_cnt: dict = {}
+    day_sum: dict[Any, np.ndarray] = {}
+    day_cnt: dict[Any, np.ndarray] = {}
     src_lat = src_lon = None
     for path in files:
         da, lsm = open_era5_file(path)
@@ -416,7 +428,7 @@ def read_era5(paths, region: grid.Region | None = None, lsm_path: str | os.PathL
         if np.isnat(times).any():
             raise InputError(path, "some time values are missing.", "pass ERA5 files as downloaded.")
         days, sums, counts = daily_sums(vals, times)
-        for d, s, c in zip(days, sums, counts):
+        for d, s, c in zip(days, sums, counts, strict=True):
             if d in day_sum:
                 day_sum[d] += s
                 day_cnt[d] += c
@@ -432,6 +444,7 @@ def read_era5(paths, region: grid.Region | None = None, lsm_path: str | os.PathL
                     int((steps < steps.max()).sum()), ", ".join(str(d)[:10] for d in days[steps < steps.max()][:5]))
 
     if mask_da is not None:
+        assert lsm_path is not None and src_lat is not None and src_lon is not None  # set with mask_da / by file 1
         lsm_vals = sample_mask(mask_da, src_lat, src_lon, os.fspath(lsm_path))
         lsm_source = f"file {Path(lsm_path).name}"
     elif file_lsm is not None:

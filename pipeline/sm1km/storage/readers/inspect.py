@@ -10,54 +10,28 @@ line to stderr naming it and the problem; the others are still inspected and the
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sm1km.errors import InputError
-
-log = logging.getLogger(__name__)
 
 _DIR_SUFFIXES = {".nc", ".nc4", ".grib", ".grb", ".grib2", ".grb2", ".tif", ".tiff", ".stm", ".zip", ".hdf", ".h5"}
 
 
-def add_arguments(p) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="input files, folders or zip archives")
-    p.add_argument("--era5-lsm", metavar="MASK", default=None,
-                   help="land-sea mask for ERA5 files (netCDF/GRIB with lsm or land); default: lsm in the file")
-    p.add_argument("--min-hours", type=int, default=12, help="(ISMN) hours a day needs for a daily mean")
-
-
-def _clean(v):
-    if isinstance(v, (np.floating, float)):
-        v = float(v)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.datetime64):
-        from sm1km.storage.readers._common import iso_day
-        return iso_day(v)
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
-def _minmax(a) -> tuple[int, float | None, float | None]:
-    a = np.asarray(a)
-    fin = np.isfinite(a)
+def _minmax(a: npt.ArrayLike) -> tuple[int, float | None, float | None]:
+    arr = np.asarray(a)
+    fin = np.isfinite(arr)
     n = int(fin.sum())
     if not n:
         return 0, None, None
-    return n, float(a[fin].min()), float(a[fin].max())
+    return n, float(arr[fin].min()), float(arr[fin].max())
 
 
-def describe_cci(path: str) -> dict:
+def describe_cci(path: str) -> dict[str, Any]:
     from sm1km.storage.readers.cci import read_cci_day
 
     ds = read_cci_day(path)
@@ -72,7 +46,7 @@ def describe_cci(path: str) -> dict:
             "lon_range": [float(ds["lon"].min()), float(ds["lon"].max())]}
 
 
-def describe_era5(path: str, lsm_path: str | None) -> dict:
+def describe_era5(path: str, lsm_path: str | None) -> dict[str, Any]:
     from sm1km.storage.readers.era5 import read_era5
 
     ds = read_era5([path], region=None, lsm_path=lsm_path)
@@ -86,7 +60,7 @@ def describe_era5(path: str, lsm_path: str | None) -> dict:
             "lon_range": [float(ds["lon"].min()), float(ds["lon"].max())]}
 
 
-def describe_lsm(path: str) -> dict:
+def describe_lsm(path: str) -> dict[str, Any]:
     from sm1km.storage.readers.era5 import read_lsm
 
     da = read_lsm(path)
@@ -96,7 +70,7 @@ def describe_lsm(path: str) -> dict:
             "n_unknown": int(np.isnan(da.values).sum())}
 
 
-def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> dict:
+def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> dict[str, Any]:
     from sm1km.storage.readers.ismn import daily_means, read_ismn_file
 
     rec = read_ismn_file(path, data)
@@ -114,7 +88,7 @@ def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> 
             "flags": {str(k): int(c) for k, c in rec.hourly["flag"].value_counts().items()}}
 
 
-def describe_raster(path: str) -> dict:
+def describe_raster(path: str) -> dict[str, Any]:
     from sm1km.storage.readers.rasters import raster_date, raster_stats
 
     st = raster_stats(path)
@@ -125,7 +99,8 @@ def describe_raster(path: str) -> dict:
             "scale_applied": st["scale_applied"], "width": st["width"], "height": st["height"], "crs": st["crs"]}
 
 
-def inspect_path(path: str, lsm_path: str | None = None, min_hours: int = 12):
+def inspect_path(path: str, lsm_path: str | None = None,
+                 min_hours: int = 12) -> Iterator[dict[str, Any] | InputError]:
     """Yield (record dict | InputError) for a file, folder or zip archive."""
     from sm1km.storage.readers.detect import detect_kind
     from sm1km.storage.readers.ismn import iter_ismn_sources
@@ -173,33 +148,3 @@ def inspect_path(path: str, lsm_path: str | None = None, min_hours: int = 12):
         yield exc
         return
     yield {"path": path, "kind": kind, **rec}
-
-
-def run_cli(args) -> int:
-    rc = 0
-    for p in args.paths:
-        for item in _safe(inspect_path, p, args.era5_lsm, args.min_hours):
-            if isinstance(item, Exception):
-                rc = 2
-                msg = " ".join(str(item).split())
-                sys.stderr.write(f"sm1km inspect: error: {msg}\n")
-                continue
-            sys.stdout.write(json.dumps(_clean(item), ensure_ascii=False, allow_nan=False) + "\n")
-            sys.stdout.flush()
-    return rc
-
-
-def _safe(fn, path, lsm_path, min_hours):
-    """Run a generator, turning unexpected exceptions into one error line (details in the debug log)."""
-    gen = fn(path, lsm_path, min_hours)
-    while True:
-        try:
-            item = next(gen)
-        except StopIteration:
-            return
-        except Exception as exc:  # a bug or an unforeseen file problem: report, keep going
-            log.debug("inspect %s failed", path, exc_info=True)
-            yield InputError(path, f"cannot inspect ({type(exc).__name__}: {exc}).",
-                             "check the file; report a bug if it is a valid input.")
-            return
-        yield item

@@ -30,8 +30,10 @@ import logging
 import os
 import re
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,9 @@ from sm1km.errors import InputError
 from sm1km.storage.readers._common import sniff
 
 log = logging.getLogger(__name__)
+
+#: an ISMN download: a folder, zip, glob or ``.stm`` file, or a list of them
+IsmnSource = str | os.PathLike[str] | list[Any] | tuple[Any, ...]
 
 MAX_SURFACE_DEPTH_M = 0.05
 MISSING_SENTINELS = (-999.0, -9999.0, -99.0)
@@ -80,12 +85,12 @@ class StationRecord:
         return self.hourly["value"][self.hourly["flag"] == "G"].dropna()
 
 
-def parse_ismn_filename(name: str) -> dict:
+def parse_ismn_filename(name: str) -> dict[str, Any]:
     """Fields of an ISMN file name ({} if it does not follow the pattern)."""
     m = _NAME_RE.match(Path(name).name)
     if not m:
         return {}
-    d = m.groupdict()
+    d: dict[str, Any] = m.groupdict()
     d["dfrom"], d["dto"] = float(d["dfrom"]), float(d["dto"])
     return d
 
@@ -116,7 +121,7 @@ def _check_flag(flag: str, where: str, lineno: int) -> None:
                              "D01–D10, comma-joined).", "check that the file is an ISMN download; do not edit flags.")
 
 
-def read_ismn_file(path: str | os.PathLike, data: bytes | None = None) -> StationRecord:
+def read_ismn_file(path: str | os.PathLike[str], data: bytes | None = None) -> StationRecord:
     """Parse one ISMN ``.stm`` file (either format). ``data``: the bytes, when read from a zip."""
     where = os.fspath(path)
     if data is None:
@@ -135,11 +140,11 @@ def read_ismn_file(path: str | os.PathLike, data: bytes | None = None) -> Statio
     return _parse_header_values(where, lines)
 
 
-def _name_info(where: str) -> dict:
+def _name_info(where: str) -> dict[str, Any]:
     return parse_ismn_filename(where.split("::")[-1])
 
 
-def _header_fields(tokens: list[str], where: str) -> dict:
+def _header_fields(tokens: list[str], where: str) -> dict[str, Any]:
     """network network station lat lon elevation depth_from depth_to sensor (station may contain spaces)."""
     nums = []
     for i in range(len(tokens) - 4):
@@ -160,7 +165,8 @@ def _header_fields(tokens: list[str], where: str) -> dict:
             "depth_from": dfrom, "depth_to": dto, "sensor": " ".join(tokens[i + 5:])}
 
 
-def _rows_to_frame(times, values, flags, orig, where) -> pd.DataFrame:
+def _rows_to_frame(times: list[str], values: list[float], flags: list[str], orig: list[str],
+                   where: str) -> pd.DataFrame:
     idx = pd.to_datetime(pd.Series(times), format="%Y/%m/%d %H:%M", errors="coerce")
     if idx.isna().any():
         bad = int(np.nonzero(idx.isna().to_numpy())[0][0])
@@ -179,7 +185,7 @@ def _rows_to_frame(times, values, flags, orig, where) -> pd.DataFrame:
     return df
 
 
-def _parse_header_values(where: str, lines) -> StationRecord:
+def _parse_header_values(where: str, lines: Sequence[tuple[int, str]]) -> StationRecord:
     hdr = _header_fields(lines[0][1].split(), where)
     times, values, flags, orig = [], [], [], []
     for lineno, ln in lines[1:]:
@@ -200,9 +206,12 @@ def _parse_header_values(where: str, lines) -> StationRecord:
     return _record(where, hdr, _rows_to_frame(times, values, flags, orig, where), "header_values")
 
 
-def _parse_ceop(where: str, lines) -> StationRecord:
-    times, values, flags, orig = [], [], [], []
-    hdr = None
+def _parse_ceop(where: str, lines: Sequence[tuple[int, str]]) -> StationRecord:
+    times: list[str] = []
+    values: list[float] = []
+    flags: list[str] = []
+    orig: list[str] = []
+    hdr: dict[str, Any] | None = None
     for lineno, ln in lines:
         tok = ln.split()
         if len(tok) not in (14, 15) or not (_DATE.match(tok[2]) and _TIME.match(tok[3])):
@@ -223,11 +232,12 @@ def _parse_ceop(where: str, lines) -> StationRecord:
         flags.append(tok[13])
         orig.append(tok[14] if len(tok) == 15 else "")
     info = _name_info(where)
+    assert hdr is not None  # ``lines`` is not empty (read_ismn_file checks)
     hdr["sensor"] = info.get("sensor", "unknown")
     return _record(where, hdr, _rows_to_frame(times, values, flags, orig, where), "ceop_sep")
 
 
-def _record(where: str, hdr: dict, df: pd.DataFrame, fmt: str) -> StationRecord:
+def _record(where: str, hdr: dict[str, Any], df: pd.DataFrame, fmt: str) -> StationRecord:
     info = _name_info(where)
     notes = []
     if info:
@@ -260,8 +270,8 @@ def daily_means(hourly: pd.DataFrame, min_hours: int = 12) -> pd.DataFrame:
     good = hourly.loc[(hourly["flag"] == "G") & hourly["value"].notna(), "value"]
     if good.empty:
         return pd.DataFrame({"sm": pd.Series(dtype="float64"), "n_hours": pd.Series(dtype="int64")})
-    per_hour = good.groupby(good.index.floor("h")).mean()
-    grp = per_hour.groupby(per_hour.index.floor("D"))
+    per_hour = good.groupby(cast(pd.DatetimeIndex, good.index).floor("h")).mean()
+    grp = per_hour.groupby(cast(pd.DatetimeIndex, per_hour.index).floor("D"))
     out = pd.DataFrame({"sm": grp.mean(), "n_hours": grp.size()})
     out.loc[out["n_hours"] < min_hours, "sm"] = np.nan
     out.index.name = "time"
@@ -272,7 +282,7 @@ def daily_means(hourly: pd.DataFrame, min_hours: int = 12) -> pd.DataFrame:
 # walking downloads (folders, zips, globs)
 # --------------------------------------------------------------------------------------------
 
-def iter_ismn_sources(source) -> list[tuple[str, callable]]:
+def iter_ismn_sources(source: IsmnSource) -> list[tuple[str, Callable[[], bytes]]]:
     """(name, read_bytes) for every ``.stm`` file in a folder, zip, glob, file, or list of them."""
     if isinstance(source, (list, tuple)):
         out = []
@@ -296,21 +306,25 @@ def iter_ismn_sources(source) -> list[tuple[str, callable]]:
         return out
     if sniff(p) == "zip":
         return _zip_members(p)
-    return [(s, lambda s=s: Path(s).read_bytes())]
+
+    def read(path: str = s) -> bytes:
+        return Path(path).read_bytes()
+
+    return [(s, read)]
 
 
-def _zip_members(p: Path):
+def _zip_members(p: Path) -> list[tuple[str, Callable[[], bytes]]]:
     try:
         zf = zipfile.ZipFile(p)
         names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(str(p), f"corrupt zip archive ({exc}).", "re-download the ISMN archive.") from None
-    out = []
+    out: list[tuple[str, Callable[[], bytes]]] = []
     for n in sorted(names):
         if n.endswith("/") or "python_metadata/" in n or not fnmatch.fnmatch(n.lower(), "*.stm"):
             continue
 
-        def read(n=n):
+        def read(n: str = n) -> bytes:
             try:
                 with zipfile.ZipFile(p) as z:
                     return z.read(n)
@@ -320,12 +334,12 @@ def _zip_members(p: Path):
     return out
 
 
-def _skip(skipped: list, source: str, reason: str, level=logging.INFO) -> None:
+def _skip(skipped: list[dict[str, str]], source: str, reason: str, level: int = logging.INFO) -> None:
     skipped.append({"source": source, "reason": reason})
     log.log(level, "ISMN skip %s: %s", source, reason)
 
 
-def read_ismn(source, min_hours: int = 12, *, variable: str = "sm", strict: bool = False) -> xr.Dataset:
+def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", strict: bool = False) -> xr.Dataset:
     """Daily surface soil moisture per station from an ISMN download (folder, zip, glob, file, list).
 
     Returns a Dataset with dims (station, time): ``sm`` float32 m³/m³ (NaN when fewer than
@@ -336,7 +350,7 @@ def read_ismn(source, min_hours: int = 12, *, variable: str = "sm", strict: bool
     ``strict=True`` an unreadable file raises instead of being skipped.
     """
     sources = iter_ismn_sources(source)
-    skipped: list[dict] = []
+    skipped: list[dict[str, str]] = []
     candidates: list[StationRecord] = []
     n_files = 0
     for name, read in sources:
@@ -388,7 +402,7 @@ def read_ismn(source, min_hours: int = 12, *, variable: str = "sm", strict: bool
         pos = time.get_indexer(d.index)
         sm[i, pos] = d["sm"].to_numpy(dtype=np.float32)
         nh[i, pos] = d["n_hours"].to_numpy().astype(np.int16)
-    for r, d in zip(chosen, dailies):
+    for r, d in zip(chosen, dailies, strict=True):
         if d["sm"].notna().sum() == 0:
             _skip(skipped, r.source, f"kept, but no day has ≥ {min_hours} good hours", logging.WARNING)
     if skipped:

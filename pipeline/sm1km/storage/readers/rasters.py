@@ -22,6 +22,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -39,7 +40,7 @@ _MODIS_SCALES = [
 ]
 
 
-def raster_date(path: str | os.PathLike) -> dt.date | None:
+def raster_date(path: str | os.PathLike[str]) -> dt.date | None:
     """The date in a raster file name, or None (static predictors)."""
     name = Path(os.fspath(path)).name
     for rx, kind in ((r"\.A(\d{4})(\d{3})\.", "doy"), (r"(?<!\d)(\d{4})[_.](\d{3})(?!\d)", "doy"),
@@ -62,7 +63,7 @@ def raster_date(path: str | os.PathLike) -> dt.date | None:
     return None
 
 
-def auto_integer_scale(path: str | os.PathLike) -> float:
+def auto_integer_scale(path: str | os.PathLike[str]) -> float:
     """Scale for integer MODIS products recognised by name (1.0 otherwise)."""
     name = Path(os.fspath(path)).name
     for rx, scale in _MODIS_SCALES:
@@ -71,7 +72,7 @@ def auto_integer_scale(path: str | os.PathLike) -> float:
     return 1.0
 
 
-def _open(path: str, subdataset: str | None):
+def _open(path: str, subdataset: str | None) -> Any:  # a rasterio DatasetReader
     import rasterio
 
     kind = sniff(path)
@@ -97,7 +98,7 @@ def _open(path: str, subdataset: str | None):
     return ds
 
 
-def scale_offset(ds, path: str, integer_scale="auto", band: int = 1) -> tuple[float, float]:
+def scale_offset(ds: Any, path: str, integer_scale: float | str | None = "auto", band: int = 1) -> tuple[float, float]:
     """(scale, offset) to physical units: band tags if set, else ``integer_scale`` for integer files."""
     scale = float(ds.scales[band - 1]) if ds.scales and ds.scales[band - 1] not in (None, 0) else 1.0
     offset = float(ds.offsets[band - 1]) if ds.offsets and ds.offsets[band - 1] is not None else 0.0
@@ -109,7 +110,8 @@ def scale_offset(ds, path: str, integer_scale="auto", band: int = 1) -> tuple[fl
     return scale, offset
 
 
-def _physical(raw: np.ndarray, ds, path: str, integer_scale, valid_range, band: int = 1) -> tuple[np.ndarray, float]:
+def _physical(raw: np.ndarray, ds: Any, path: str, integer_scale: float | str | None,
+              valid_range: tuple[float, float] | None, band: int = 1) -> tuple[np.ndarray, float]:
     """Masked raw band -> float32 physical values with NaN; returns (values, scale applied)."""
     data = np.ma.getdata(raw).astype(np.float64)
     mask = np.ma.getmaskarray(raw) | ~np.isfinite(data)
@@ -126,8 +128,8 @@ def _physical(raw: np.ndarray, ds, path: str, integer_scale, valid_range, band: 
     return data.astype(np.float32), scale
 
 
-def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resampling: str = "average",
-                **kwargs) -> xr.DataArray:
+def read_raster(path: str | os.PathLike[str], region: grid.Region, factor: int, resampling: str = "average",
+                **kwargs: Any) -> xr.DataArray:
     """Resample band ``band`` of a raster onto the fine grid of ``region``; see :func:`_read_raster`.
 
     Local files are read in a ``rasterio.Env`` with a dummy session: otherwise rasterio builds a
@@ -142,7 +144,7 @@ def read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resam
         return _read_raster(path, region, factor, resampling, **kwargs)
 
 
-def _read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resampling: str = "average", *,
+def _read_raster(path: str | os.PathLike[str], region: grid.Region, factor: int, resampling: str = "average", *,
                  integer_scale: float | str | None = "auto", valid_range: tuple[float, float] | None = None,
                  subdataset: str | None = None, band: int = 1) -> xr.DataArray:
     """Resample band ``band`` of a raster onto the fine grid of ``region`` (``factor`` px per 0.25°).
@@ -188,44 +190,42 @@ def _read_raster(path: str | os.PathLike, region: grid.Region, factor: int, resa
             # an exact window read, no resampling and no GDAL warper (identical values).
             col_off, row_off = aligned
             window = Window(col_off, row_off, lon.size, lat.size)
-            try:
-                raw = ds.read(band, window=window, masked=True)
-            except Exception as exc:
-                raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
-                                 "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
-            dst, scale = _physical(raw, ds, path, integer_scale, valid_range, band)
-            units = (ds.units[band - 1] if ds.units else None) or ""
-            desc = (ds.descriptions[band - 1] if ds.descriptions else None) or Path(path).stem
-            return _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region)
-        pad = 2
-        c0 = max(int(np.floor(win.col_off)) - pad, 0)
-        r0 = max(int(np.floor(win.row_off)) - pad, 0)
-        c1 = min(int(np.ceil(win.col_off + win.width)) + pad, ds.width)
-        r1 = min(int(np.ceil(win.row_off + win.height)) + pad, ds.height)
-        if c1 <= c0 or r1 <= r0:
-            rb = transform_bounds(ds.crs, dst_crs, *ds.bounds)
-            raise InputError(path, f"the raster (lon {rb[0]:.3f}…{rb[2]:.3f}, lat {rb[1]:.3f}…{rb[3]:.3f}) does not "
-                             f"overlap the region {b.as_tuple()}.", "pass rasters that cover the run's region.")
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        try:
-            raw = ds.read(band, window=window, masked=True)
-        except Exception as exc:
-            raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
-                             "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
-        src, scale = _physical(raw, ds, path, integer_scale, valid_range, band)
-        from affine import Affine
+            dst, scale = _read_physical(ds, band, window, path, integer_scale, valid_range)
+        else:
+            pad = 2
+            c0 = max(int(np.floor(win.col_off)) - pad, 0)
+            r0 = max(int(np.floor(win.row_off)) - pad, 0)
+            c1 = min(int(np.ceil(win.col_off + win.width)) + pad, ds.width)
+            r1 = min(int(np.ceil(win.row_off + win.height)) + pad, ds.height)
+            if c1 <= c0 or r1 <= r0:
+                rb = transform_bounds(ds.crs, dst_crs, *ds.bounds)
+                raise InputError(path, f"the raster (lon {rb[0]:.3f}…{rb[2]:.3f}, lat {rb[1]:.3f}…{rb[3]:.3f}) does "
+                                 f"not overlap the region {b.as_tuple()}.", "pass rasters that cover the run's region.")
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            src, scale = _read_physical(ds, band, window, path, integer_scale, valid_range)
+            from affine import Affine
 
-        src_transform = ds.transform @ Affine.translation(c0, r0)  # = window_transform, without affine's `*`
-        dst = np.full((lat.size, lon.size), np.nan, dtype=np.float32)
-        reproject(src, dst, src_transform=src_transform, src_crs=ds.crs, src_nodata=np.nan,
-                  dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=np.nan,
-                  resampling=getattr(Resampling, resampling))
+            src_transform = ds.transform @ Affine.translation(c0, r0)  # = window_transform, without affine's `*`
+            dst = np.full((lat.size, lon.size), np.nan, dtype=np.float32)
+            reproject(src, dst, src_transform=src_transform, src_crs=ds.crs, src_nodata=np.nan,
+                      dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=np.nan,
+                      resampling=getattr(Resampling, resampling))
         units = (ds.units[band - 1] if ds.units else None) or ""
         desc = (ds.descriptions[band - 1] if ds.descriptions else None) or Path(path).stem
     return _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region)
 
 
-def _aligned_offsets(ds, dst_crs, dst_transform, tol: float = 1e-6):
+def _read_physical(ds, band: int, window, path: str, integer_scale, valid_range) -> tuple[np.ndarray, float]:
+    """One window of a band in physical units (:func:`_physical`); InputError if the data cannot be read."""
+    try:
+        raw = ds.read(band, window=window, masked=True)
+    except Exception as exc:
+        raise InputError(path, f"cannot read raster data ({type(exc).__name__}: {exc}); the file is probably "
+                         "corrupt or truncated.", "re-create or re-download the GeoTIFF.") from None
+    return _physical(raw, ds, path, integer_scale, valid_range, band)
+
+
+def _aligned_offsets(ds: Any, dst_crs: Any, dst_transform: Any, tol: float = 1e-6) -> tuple[int, int] | None:
     """(col, row) offset of our grid's origin in the raster's pixels if both grids coincide, else None."""
     t = ds.transform
     if ds.crs != dst_crs or t.b != 0 or t.d != 0:
@@ -240,7 +240,8 @@ def _aligned_offsets(ds, dst_crs, dst_transform, tol: float = 1e-6):
     return int(round(col)), int(round(row))
 
 
-def _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region) -> xr.DataArray:
+def _as_dataarray(dst: np.ndarray, lat: np.ndarray, lon: np.ndarray, desc: str, path: str, resampling: str,
+                  scale: float, units: str, region: grid.Region) -> xr.DataArray:
     dst = np.asarray(dst, dtype=np.float32)
     day = raster_date(path)
     da = xr.DataArray(dst, dims=("lat", "lon"), coords={"lat": lat, "lon": lon}, name=desc, attrs={
@@ -251,8 +252,8 @@ def _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region) -
     return da
 
 
-def raster_stats(path: str | os.PathLike, *, integer_scale: float | str | None = "auto",
-                 subdataset: str | None = None, band: int = 1) -> dict:
+def raster_stats(path: str | os.PathLike[str], *, integer_scale: float | str | None = "auto",
+                 subdataset: str | None = None, band: int = 1) -> dict[str, Any]:
     """Native-grid summary (physical units): n_valid, min, max, dtype, crs, size — read block by block."""
     path = os.fspath(path)
     n, lo, hi = 0, np.inf, -np.inf

@@ -1,7 +1,7 @@
 """One writer per store root: a lease lock at ``<root>/_locks/run.lock``.
 
 Every command that writes under ``store.root`` (``ingest``, ``fuse``, ``train``, ``downscale``,
-``aggregate``, ``run``/``demo`` and :class:`~sm1km.stages.pipeline.Pipeline`) holds the lock while it
+``aggregate``, ``run``/``demo`` and :class:`~sm1km.pipeline.Pipeline`) holds the lock while it
 runs. A second run on the same root is refused with a :class:`~sm1km.errors.StoreError` naming
 the holder (host, pid, stage, since when, until when). Readers never take it (consistent reads
 during a write are the publish protocol's job, see docs/reading.md).
@@ -12,7 +12,9 @@ The lock object is JSON: ``owner`` (host, pid, user, uuid), ``stage``, ``acquire
 * **Atomic creation.** Local: the JSON is written to a private temporary file and hard-linked to
   ``run.lock`` (``link`` fails if the name exists; ``open(..., "x")`` where links are not
   supported). S3: a conditional PUT, ``If-None-Match: *`` (AWS S3, MinIO, moto honour it); the
-  lock is read back to catch stores that ignore the condition.
+  lock is read back to catch stores that ignore the condition. The primitives (create, read,
+  renew, conditional delete) live in the backends ``_local`` (local disk; other fsspec
+  filesystems, best effort) and ``_s3``; this module is the policy (lease, takeover, loss, release).
 * **Lease.** A daemon thread renews ``expires = now + ttl`` every ``heartbeat`` seconds (S3:
   conditional on the lock's ETag, ``If-Match``). A lock whose lease ran out is *stale* (its
   owner crashed, hung, or lost its node) and the next run takes it over with a warning; on the
@@ -36,7 +38,6 @@ import atexit
 import contextlib
 import datetime as dt
 import getpass
-import json
 import logging
 import os
 import signal
@@ -44,11 +45,15 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sm1km._version import __version__
-from sm1km.storage import store
 from sm1km.errors import StoreError
+from sm1km.storage import store
+from sm1km.storage.lock._common import owner_token
+from sm1km.storage.lock._local import FsspecLockFile, LocalLockFile
+from sm1km.storage.lock._s3 import S3LockObject
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -100,12 +105,6 @@ def _user() -> str:
 # --------------------------------------------------------------------------------------------
 # storage errors -> StoreError (the lock is the first thing a stage does on its store)
 # --------------------------------------------------------------------------------------------
-def _is_precondition(exc: BaseException) -> bool:
-    cause = getattr(exc, "__cause__", None)
-    code = (getattr(cause, "response", None) or getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-    return code in ("PreconditionFailed", "ConditionalRequestConflict") or "pre-condition" in str(exc).lower()
-
-
 def _store_error(exc: BaseException, url: str, root: str) -> StoreError:
     """A clear StoreError for what the object store said (missing bucket, credentials, access)."""
     name = type(exc).__name__
@@ -156,7 +155,6 @@ class StoreLock:
         self.held = False
         self.lost: str | None = None  # why the lock was lost while held
         self.acquired_at: float | None = None
-        self._etag: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._old_sigterm = None
@@ -166,6 +164,10 @@ class StoreLock:
             raise
         except Exception as exc:  # pragma: no cover - filesystem() already maps errors
             raise _store_error(exc, self.url, root) from None
+        self._backend: S3LockObject | LocalLockFile | FsspecLockFile = (
+            S3LockObject(self.fs, self.path) if self.s3 else
+            FsspecLockFile(self.fs, self.path, self.url) if self.remote else
+            LocalLockFile(self.fs, self.path, self.url))
 
     # -- content --------------------------------------------------------------------------
     def _payload(self, now: float) -> bytes:
@@ -182,158 +184,16 @@ class StoreLock:
             "ttl_s": self.ttl_s,
             "sm1km_version": __version__,
         }
-        return (json.dumps(info, indent=1, sort_keys=True) + "\n").encode()
+        return store.json_bytes(info, indent=1, newline=True)
 
-    # -- primitives (local / S3 / other fsspec) -------------------------------------------
+    # -- primitives: the backend's (_local / _s3) ----------------------------------------
     def _read(self) -> tuple[dict | None, str | None, bool]:
         """(parsed lock or None, version tag, exists). Unparseable content -> ({}, tag, True)."""
-        try:
-            if self.s3:
-                for attempt in range(5):
-                    self.fs.invalidate_cache(self.path)  # never trust a listing cached by another call
-                    try:
-                        with self.fs.open(self.path, "rb") as f:  # s3fs reads with If-Match on the HEAD's ETag
-                            raw = f.read()
-                            tag = f.details.get("ETag")
-                        break
-                    except OSError as exc:  # renewed between the HEAD and the GET: read again
-                        changed = type(exc).__name__ == "FileExpired" or _is_precondition(exc)  # s3fs: FileExpired
-                        if isinstance(exc, FileNotFoundError) or not changed or attempt == 4:
-                            raise
-            elif not self.remote:
-                with open(self.path, "rb") as f:
-                    raw = f.read()
-                    tag = str(os.fstat(f.fileno()).st_mtime_ns)
-            else:
-                raw = self.fs.cat_file(self.path)
-                tag = None
-        except FileNotFoundError:
-            return None, None, False
-        try:
-            info = json.loads(raw.decode("utf-8"))
-            if not isinstance(info, dict):
-                info = {}
-        except (UnicodeDecodeError, ValueError):
-            info = {}
-        return info, tag, True
-
-    def _create(self, payload: bytes) -> bool:
-        """Create the lock object if absent; True if this call created it."""
-        if self.s3:
-            try:
-                out = self.fs.pipe_file(self.path, payload, mode="create")
-            except FileExistsError:
-                return False
-            self._etag = (out or {}).get("ETag") if isinstance(out, dict) else None
-            info, tag, _ = self._read()  # a store that ignores If-None-Match: last writer wins
-            if not info or info.get("owner", {}).get("uuid") != self.token:
-                return False
-            self._etag = tag or self._etag
-            return True
-        if self.remote:  # other fsspec stores: no atomic create; best effort
-            log.warning("%s: this filesystem has no atomic create; the run lock is best effort", self.url)
-            if self.fs.exists(self.path):
-                return False
-            self.fs.pipe_file(self.path, payload)
-            return True
-        folder = os.path.dirname(self.path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{LOCK_NAME}.{self.token}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            try:
-                os.link(tmp, self.path)  # atomic, complete content, fails if the name exists
-            except FileExistsError:
-                return False
-            except OSError:  # no hard links here: exclusive create
-                try:
-                    with open(self.path, "xb") as f:
-                        f.write(payload)
-                except FileExistsError:
-                    return False
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return True
-
-    def _replace_own(self, payload: bytes) -> bool:
-        """Renew: overwrite the lock only if it is still ours. False = not ours any more."""
-        if self.s3:
-            bucket, key, _ = self.fs.split_path(self.path)
-            try:
-                out = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=payload, IfMatch=self._etag)
-            except FileNotFoundError:
-                return False
-            except OSError as exc:
-                if _is_precondition(exc):
-                    return False
-                raise
-            self._etag = out.get("ETag", self._etag)
-            return True
-        with self._local_mutex():  # no takeover between the check and the write
-            info, _, exists = self._read()
-            if not exists or not info or info.get("owner", {}).get("uuid") != self.token:
-                return False
-            if self.remote:
-                self.fs.pipe_file(self.path, payload)
-                return True
-            tmp = f"{self.path}.{self.token}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, self.path)
-        return True
+        return self._backend.read()
 
     def _delete_if(self, token: str | None, tag: str | None) -> bool:
         """Delete the lock if it is still the one seen (owner ``token`` / version ``tag``)."""
-        if self.s3:
-            bucket, key, _ = self.fs.split_path(self.path)
-            kw = {"IfMatch": tag} if tag else {}
-            try:
-                self.fs.call_s3("delete_object", Bucket=bucket, Key=key, **kw)
-            except FileNotFoundError:
-                return False
-            except OSError as exc:
-                if _is_precondition(exc):
-                    return False
-                if kw and "NotImplemented" in str(exc):  # store without conditional deletes
-                    info, _, _ = self._read()
-                    if (info or {}).get("owner", {}).get("uuid") != token:
-                        return False
-                    self.fs.rm_file(self.path)
-                    return True
-                raise
-            self.fs.invalidate_cache(self.path)
-            return True
-        with self._local_mutex():
-            info, _, exists = self._read()
-            if not exists or (info or {}).get("owner", {}).get("uuid") != token:
-                return False
-            if self.remote:
-                self.fs.rm_file(self.path)
-            else:
-                os.unlink(self.path)
-        return True
-
-    @contextlib.contextmanager
-    def _local_mutex(self):
-        """An flock on the ``_locks`` folder: serialises takeovers, renewals and releases locally."""
-        if self.remote:
-            yield
-            return
-        import fcntl
-
-        folder = os.path.dirname(self.path)
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        return self._backend.delete_if(token, tag)
 
     # -- policy ---------------------------------------------------------------------------
     def stale_reason(self, info: dict | None, now: float | None = None) -> str | None:
@@ -362,7 +222,7 @@ class StoreLock:
                 f"last heartbeat {info.get('heartbeat', '?')}, lease until {info.get('expires', '?')}")
 
     # -- public ---------------------------------------------------------------------------
-    def acquire(self, force: bool = False) -> "StoreLock":
+    def acquire(self, force: bool = False) -> StoreLock:
         """Take the lock (or raise StoreError naming the holder). ``force``: break any lock first."""
         try:
             return self._acquire(force)
@@ -371,14 +231,14 @@ class StoreLock:
         except Exception as exc:
             raise _store_error(exc, self.url, self.root) from None
 
-    def _acquire(self, force: bool) -> "StoreLock":
+    def _acquire(self, force: bool) -> StoreLock:
         for _ in range(5):
             now = time.time()
             self.acquired_at = now
             _LIVE_TOKENS.add(self.token)  # before it exists: a thread of this process must not think it stale
             created = False
             try:
-                created = self._create(self._payload(now))
+                created = self._backend.create(self._payload(now), self.token)
             finally:
                 if not created:
                     _LIVE_TOKENS.discard(self.token)
@@ -388,25 +248,25 @@ class StoreLock:
             info, tag, exists = self._read()
             if not exists:
                 continue  # released meanwhile: try again
-            owner_token = (info or {}).get("owner", {}).get("uuid")
+            owner = owner_token(info)
             if force:
                 log.warning("--force-unlock: breaking the lock of %s (%s)", self.describe(info), self.url)
                 if info:
-                    self._delete_if(owner_token, tag)
+                    self._delete_if(owner, tag)
                 else:
-                    self._force_delete()
+                    self._backend.force_delete()
                 continue
             why = self.stale_reason(info, now)
             if why is None and not info:
                 # unparseable: a foreign or torn object; stale once older than the TTL
-                age = self._age_s()
+                age = self._backend.age_s()
                 why = f"it is unreadable and {age:.0f} s old" if age is not None and age > self.ttl_s else None
             if why is not None:
                 log.warning("taking over a stale run lock (%s): %s — held by %s", self.url, why, self.describe(info))
                 if info:
-                    self._delete_if(owner_token, tag)
+                    self._delete_if(owner, tag)
                 else:
-                    self._force_delete()
+                    self._backend.force_delete()
                 continue
             raise StoreError(self.url, f"the store {self.root} is being written by another run: {self.describe(info)}. "
                                        "Two runs writing one store can corrupt it, so this one stops here.",
@@ -415,23 +275,6 @@ class StoreLock:
                              f"with --force-unlock (or delete {self.url}).")
         raise StoreError(self.url, "could not take the run lock after 5 attempts (other runs keep taking it).",
                          "make sure only one run writes this store.root, then re-run.")
-
-    def _age_s(self) -> float | None:
-        try:
-            info = self.fs.info(self.path)
-        except FileNotFoundError:
-            return None
-        m = info.get("mtime") or info.get("LastModified") or info.get("created")
-        if isinstance(m, dt.datetime):
-            return time.time() - m.timestamp()
-        return time.time() - float(m) if m is not None else None
-
-    def _force_delete(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            if self.remote:
-                self.fs.rm_file(self.path)
-            else:
-                os.unlink(self.path)
 
     def _on_acquired(self) -> None:
         self.held = True
@@ -447,7 +290,7 @@ class StoreLock:
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
-                ok = self._replace_own(self._payload(time.time()))
+                ok = self._backend.renew(self._payload(time.time()), self.token)
             except Exception as exc:  # transient store trouble: keep trying until the lease says otherwise
                 log.warning("run lock %s: heartbeat failed (%s: %s); retrying", self.url, type(exc).__name__, exc)
                 continue
@@ -463,7 +306,7 @@ class StoreLock:
 
     def refresh(self) -> None:
         """Renew the lease now (the heartbeat thread does this on its own)."""
-        if not self._replace_own(self._payload(time.time())):
+        if not self._backend.renew(self._payload(time.time()), self.token):
             raise StoreError(self.url, "the run lock is no longer held by this run.", "re-run the command.")
 
     def release(self) -> None:
@@ -478,12 +321,7 @@ class StoreLock:
             return
         self.held = False
         try:
-            tag = self._etag if self.s3 else None
-            deleted = self._delete_if(self.token, tag)
-            if not deleted and self.s3:
-                info, tag2, _ = self._read()  # our own renewal may have moved the ETag
-                if (info or {}).get("owner", {}).get("uuid") == self.token:
-                    deleted = self._delete_if(self.token, tag2)
+            deleted = self._backend.release(self.token)
             if deleted:
                 log.info("run lock released: %s", self.url)
             else:
@@ -508,16 +346,20 @@ class StoreLock:
                 signal.signal(signal.SIGTERM, self._old_sigterm)
         self._old_sigterm = None
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
+        self._release_or_raise(" (`sm1km verify` checks them)")
+
+    def _release_or_raise(self, hint: str) -> None:
+        """Release; if the lock was lost while it was held, raise the StoreError that says so."""
         lost = self.lost
         self.release()
         if lost:
             raise StoreError(self.url, f"this run lost its lock while writing: {lost}.",
                              "check that the other run has finished, then re-run this command: it resumes where "
-                             "the stores stopped (`sm1km verify` checks them).")
+                             f"the stores stopped{hint}.")
 
 
 def _sigterm_to_exit(signum, frame):
@@ -567,9 +409,9 @@ def force_unlock(root: str, storage_options: Mapping[str, Any] | None = None) ->
     if not exists:
         return None
     log.warning("removing the run lock of %s (%s)", lk.describe(info), lk.url)
-    if info and lk._delete_if(info.get("owner", {}).get("uuid"), tag):
+    if info and lk._delete_if(owner_token(info), tag):
         return info
-    lk._force_delete()
+    lk._backend.force_delete()
     return info
 
 
@@ -598,12 +440,7 @@ def run_lock(cfg, stage: str = "run", *, force: bool = False, ttl_s: float | Non
     finally:
         with _REGISTRY_LOCK:
             _HELD.pop(url, None)
-        lost = lk.lost
-        lk.release()
-        if lost:
-            raise StoreError(lk.url, f"this run lost its lock while writing: {lost}.",
-                             "check that the other run has finished, then re-run this command: it resumes where "
-                             "the stores stopped.")
+        lk._release_or_raise("")
 
 
 __all__ = ["StoreLock", "run_lock", "read_lock", "force_unlock", "lock_url", "LOCK_DIR", "LOCK_NAME", "DEFAULT_TTL_S"]

@@ -1,0 +1,252 @@
+"""``inputs/stations.zarr``: ISMN in-situ daily soil moisture, (station, time), one chunk.
+
+The whole table is one unit: it is small (hundreds of stations × days), so it is read in one
+task, compared with the stored table (a station whose overlapping days differ is refused unless
+``--overwrite``; usually its file became unreadable, and the message says which) and rewritten
+whole. Stations outside the region are kept with ``in_region = false``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from sm1km.core import grid
+from sm1km.errors import InputError, Sm1kmError
+from sm1km.storage import store
+
+from .cube import (
+    LATLON_ATTRS,
+    SM_STANDARD_NAME,
+    TIME_ATTRS,
+    TIME_UNITS,
+    axis,
+    existing_store,
+    final_attrs,
+    iso,
+    starts_before,
+    time_axis,
+    time_coord,
+    unfinished,
+)
+from .index import INDEX_VERSION, digest, hex_digest
+from .inputs import hash_files, ismn_files
+from .job import IngestContext, UnitCounts, raise_problems, run_units, task_errors
+
+log = logging.getLogger(__name__)
+
+
+def _station_arrays_equal(a: xr.Dataset, b: xr.Dataset) -> list[str]:
+    """Stations of ``a`` whose overlapping days differ in ``b`` (or that ``b`` lacks)."""
+    bad = []
+    bst = {str(s): i for i, s in enumerate(b["station"].values)}
+    common_t = np.intersect1d(a["time"].values, b["time"].values)
+    ai = np.searchsorted(a["time"].values, common_t)
+    bi = np.searchsorted(b["time"].values, common_t)
+    for i, s in enumerate(map(str, a["station"].values)):
+        j = bst.get(s)
+        if j is None:
+            bad.append(s)
+            continue
+        if not (np.array_equal(a["sm"].values[i, ai], b["sm"].values[j, bi], equal_nan=True)
+                and np.array_equal(a["n_hours"].values[i, ai], b["n_hours"].values[j, bi])):
+            bad.append(s)
+    return bad
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    enc: dict[str, dict] = {v: {"_FillValue": None} for v in ("lat", "lon", "elevation", "depth_from", "depth_to") if v in ds.variables}
+    enc["sm"] = {"_FillValue": np.float32(np.nan)}
+    enc["time"] = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int32"}
+    return enc
+
+
+@dataclasses.dataclass(frozen=True)
+class StationStageTask:
+    """Read pass: the ISMN download ``source`` into a staging table on the period's axis."""
+
+    source: str
+    min_hours: int
+    first_day: str
+    last_day: str
+    region: grid.Region
+    staging_url: str
+    url: str           # the store (compared with when ``compare``)
+    so: dict
+    compare: bool
+    overwrite: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StationTable:
+    """What the read pass staged: the content digest, the number of stations, those outside the region."""
+
+    digest: str
+    n: int
+    outside: tuple[str, ...]
+
+
+def stage_stations(task: StationStageTask) -> StationTable:
+    """Task, read pass of the stations: read, reindex on the axis, flag the region, compare, stage."""
+    from sm1km.storage.readers import read_ismn
+
+    ds = read_ismn(task.source, task.min_hours)
+    days = time_coord(axis(task.first_day, task.last_day))
+    ds = ds.reindex(time=days)
+    ds["sm"] = ds["sm"].astype(np.float32)
+    ds["n_hours"] = ds["n_hours"].fillna(0).astype(np.int16)
+    b = task.region.bbox
+    lat, lon = ds["lat"].values, ds["lon"].values
+    inside = (lat >= b.south) & (lat < b.north) & (lon >= b.west) & (lon < b.east)
+    ds["in_region"] = ("station", inside, {"long_name": "station lies inside the region of the run"})
+    ds["sm"].attrs = {"standard_name": SM_STANDARD_NAME, "long_name": "daily mean in-situ soil moisture (ISMN, flag G)",
+                      "units": "m3 m-3", "comment": f"NaN if fewer than {task.min_hours} good hours in the UTC day"}
+    ds["n_hours"].attrs = {"long_name": "hours with a good (flag G) value in the UTC day", "units": "1"}
+    for c in ("lat", "lon"):
+        ds[c].attrs = {k: v for k, v in LATLON_ATTRS[c].items() if k != "axis"}
+    for c in ("depth_from", "depth_to"):
+        ds[c].attrs = {"units": "m", "long_name": f"sensor depth ({c.split('_')[1]})", "positive": "down"}
+    ds["time"].attrs = dict(TIME_ATTRS)
+    # variable-length UTF-8 strings (fixed-length '<U' has no stable Zarr v3 data type)
+    vstr = np.dtypes.StringDType()
+    ds = ds.assign_coords({c: ("station", np.asarray(ds[c].values, dtype=vstr), ds[c].attrs)
+                           for c in ("station", "network", "station_name", "sensor")})
+    outside = [str(s) for s, ok in zip(ds["station"].values, inside) if not ok]
+    skipped = ds.attrs.get("skipped", "[]")
+    ds.attrs = {"ismn_skipped": skipped, "stations_outside_region": json.dumps(outside),
+                "min_hours_per_day": int(task.min_hours)}
+    if task.compare:
+        old = store.open_dataset(task.url, task.so, consolidated=False).load()
+        bad = _station_arrays_equal(old, ds)
+        if bad and not task.overwrite:
+            # a station usually goes missing because its file became unreadable: say which and why
+            unreadable = [s_ for s_ in json.loads(skipped) if str(s_.get("reason", "")).startswith("unreadable")]
+            why = "; ".join(f"{Path(s_['source']).name}: {s_['reason'].removeprefix('unreadable: ')}"
+                            for s_ in unreadable[:3])
+            raise InputError(unreadable[0]["source"] if unreadable else task.source,
+                             f"{len(bad)} station(s) differ from (or are missing in) what inputs/stations.zarr "
+                             f"holds: {', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}."
+                             + (f" Unreadable ISMN file(s): {why}" if why else ""),
+                             ("repair or restore the unreadable file(s); " if why else "")
+                             + "pass --overwrite to replace the stored stations, or restore the original ISMN files.")
+    total = 0
+    for name in ("sm", "n_hours", "lat", "lon", "in_region"):
+        total += digest(name, np.asarray(ds[name].values))
+    total += digest("station", np.array("\n".join(map(str, ds["station"].values)).encode()))
+    enc: dict[str, dict] = {v: {"_FillValue": None} for v in ("lat", "lon", "elevation", "depth_from", "depth_to")}
+    enc["sm"] = {"_FillValue": np.float32(np.nan)}
+    enc["time"] = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int32"}
+    store.create_template(task.staging_url, ds, enc, task.so)  # numpy data: written now
+    return StationTable(hex_digest(total), int(ds.sizes["station"]), tuple(outside))
+
+
+@dataclasses.dataclass(frozen=True)
+class StationWriteTask:
+    """Write pass: the staged table into the store, with its final attributes."""
+
+    staging_url: str
+    url: str
+    so: dict
+    exists: bool
+    attrs: dict
+
+
+def write_stations(task: StationWriteTask) -> None:
+    """Task, write pass of the stations: the whole table."""
+    ds = store.open_dataset(task.staging_url, task.so, consolidated=False).load()
+    enc = _encoding(ds)
+    for v in ds.variables.values():
+        v.encoding = {}
+    ds.attrs = {**ds.attrs, **task.attrs}
+    store.create_template(task.url, ds, enc, task.so, overwrite=task.exists)  # numpy data: written now
+
+
+class StationJob:
+    """``inputs/stations.zarr`` (an :class:`~.job.IngestJob`; one unit: the table)."""
+
+    store_name = "inputs/stations.zarr"
+
+    def __init__(self, ctx: IngestContext):
+        self.ctx = ctx
+        self.url = ctx.cfg.store.url("inputs", "stations.zarr")
+        self.index_store = ctx.index(self.store_name)
+        self.source: str = ctx.cfg.inputs.ismn or ""  # the job exists only if inputs.ismn is set
+        self.problems: list[Sm1kmError] = []
+        self.action: str | None = None
+        self.rewritten = False
+
+    def counts(self) -> UnitCounts:
+        return UnitCounts(total=1, written=int(self.rewritten))
+
+    def plan(self) -> None:
+        ctx = self.ctx
+        files = ismn_files(self.source)
+        self.sha = hash_files(ctx, files, self.problems)
+        if self.problems:
+            return
+        base = self.source if os.path.isdir(self.source) else os.path.dirname(files[0])
+        self.files = {os.path.relpath(f, base): s for f, s in self.sha.items()}
+        ds = existing_store(self.url, ctx.so)
+        self.exists = ds is not None
+        index = self.index_store.read() if ds is not None else None
+        if unfinished(ds, index, self.url):
+            ds = None  # created again from scratch (overwriting the remains)
+        self.index = index or self.index_store.empty()
+        self.axis, _ = time_axis(ctx, ds, self.url, self.problems, ctx.overwrite and starts_before(ctx, ds))
+        unchanged = (ds is not None and self.index.get("files") == self.files
+                     and self.index.get("axis") == [iso(self.axis[0]), iso(self.axis[-1])]
+                     and self.index.get("min_hours") == ctx.cfg.model.min_hours_per_day)
+        self.compare = ds is not None and not ctx.overwrite
+        self.action = None if unchanged else ("update" if ds is not None else "create")
+        log.info("%s: %s", self.store_name, self.action or "up to date")
+
+    def stage(self) -> None:
+        if self.action is None:
+            return
+        ctx = self.ctx
+        self.staging_url = store.join(ctx.staging_root, "stations.zarr")
+        task = StationStageTask(self.source, ctx.cfg.model.min_hours_per_day, iso(self.axis[0]), iso(self.axis[-1]),
+                                ctx.region, self.staging_url, self.url, ctx.so, self.compare, ctx.overwrite)
+        res = run_units(ctx, stage_stations, [task], "stations-read")
+        self.problems.extend(task_errors(res))
+        if not self.problems:
+            self.result: StationTable = res[0]
+            if self.result.outside:
+                log.warning("ISMN: %d station(s) lie outside the region (kept, in_region = false): %s",
+                            len(self.result.outside), ", ".join(self.result.outside[:10]))
+
+    def write(self) -> None:
+        if self.action is None:
+            return
+        ctx = self.ctx
+        if self.exists and self.index.get("digest") == self.result.digest:
+            # same content, other files/axis bookkeeping: only the index changes
+            self._write_index()
+            return
+        inputs = [{"name": n, "sha256": s} for n, s in sorted(self.files.items())]
+        attrs = final_attrs(ctx.cfg, self.url, ctx.so, self.action == "create",
+                            "ISMN in-situ daily surface soil moisture",
+                            "Daily means of flag-G hourly values of the shallowest sensor at 0-0.05 m per station.",
+                            inputs, self.axis, f"{self.result.n} station(s), axis {iso(self.axis[0])}.."
+                                               f"{iso(self.axis[-1])}",
+                            {"sm1km_stage": "ingest", "n_stations_outside_region": len(self.result.outside)})
+        task = StationWriteTask(self.staging_url, self.url, ctx.so, self.exists, attrs)
+        raise_problems(task_errors(run_units(ctx, write_stations, [task], "stations-write")))
+        store.finalize(self.url, ctx.so)
+        self.rewritten = True
+        self._write_index()  # last: the store is complete
+
+    def _write_index(self) -> None:
+        ctx = self.ctx
+        self.index_store.write({"version": INDEX_VERSION, "store": self.store_name, "files": self.files,
+                                "digest": self.result.digest, "axis": [iso(self.axis[0]), iso(self.axis[-1])],
+                                "min_hours": ctx.cfg.model.min_hours_per_day})
+
+
+__all__ = ["StationJob", "StationStageTask", "StationTable", "stage_stations", "StationWriteTask", "write_stations"]
