@@ -1,7 +1,9 @@
 """The stage contract (``sm1km.testing.contract.StageContractTests``) for every stage that writes.
 
-One subclass per stage: its units, its kill point and how to provoke an input error; the four
+One subclass per stage: its units, its kill points and how to provoke an input error; the four
 checks (re-run no-op, killed + re-run, input error, concurrent run) run on a local and an S3 root.
+Kill points ``units`` are in the unit loop; ``template`` (the Zarr stages) while the stage writes its
+store's template (metadata and coordinates), before the first unit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import shutil
 
 from sm1km.cli import main
-from sm1km.errors import InputError, ModelError, StoreError
+from sm1km.errors import ModelError, StoreError
 from sm1km.testing.contract import FileUnits, KillPoint, LedgerUnits, OneUnit, StageContractTests, StoreUnits
 
 INPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr")
@@ -34,6 +36,7 @@ class TestIngest(Contract):
                KillPoint("inputs/cci.zarr/lat/c/*", 1, name="template"))
 
     def break_input(self, root, scratch):
+        """A truncated CCI file (in a copy of the inputs): InputError before anything is written."""
         src = os.path.dirname(root.cfg.inputs.cci)
         shutil.copytree(src, scratch / "cci")
         victim = sorted(glob.glob(str(scratch / "cci" / "*.nc")))[3]
@@ -117,5 +120,3 @@ class TestCatalog(Contract):
     def break_input(self, root, scratch):
         _garbage_metadata(root, "master.zarr/zarr.json")
 
-
-__all__ = ["InputError"]
