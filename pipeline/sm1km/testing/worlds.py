@@ -9,13 +9,17 @@
 * :func:`tiny_run` — every stage run once on a tiny world (with :data:`TINY_OPTIONS`, fixed
   timestamps), cached per folder for the session: the object tree of the root **before** and
   **after** each stage, so a test starts any stage from a finished upstream in milliseconds
-  (``sm1km.testing.trees.put``) instead of re-running the chain.
+  (``sm1km.testing.trees.sync``) instead of re-running the chain.
+* :func:`cells_world` — a 2×2-cell world written straight to the stores of the store contract,
+  with known answers (a sea cell, a lake, stations with known offsets, a truth built from the
+  predictors' cell anomalies); two variants, :data:`DOWNSCALE_CELLS` and :data:`MODEL_CELLS`, for
+  the downscale/aggregate and the model tests (``tests/downscale_world.py``, ``tests/model_world.py``).
 * :func:`fixed_timestamps` / :func:`child_env` — ``SOURCE_DATE_EPOCH`` (the reproducible-builds
   convention that ``store.now_iso`` honours), so that two runs write the same bytes.
 
-The stages and the options they run with on the tiny world live in :data:`STAGES` and
-:data:`TINY_OPTIONS` (training is cut to one algorithm, few trees and rounds, one thread: the
-contract is about the stores, not the model's skill).
+The stages (:data:`STAGE_ORDER`, :func:`stage_function`: the real callables) run on the tiny world
+with :data:`TINY_OPTIONS` (training cut to one algorithm, few trees and rounds, one thread: the
+contract is about the stores, not the model's skill; validate without the withheld experiment).
 """
 
 from __future__ import annotations
