@@ -24,9 +24,14 @@ from pathlib import Path
 
 
 def load_old_downscale(ref: str):
-    """``sm1km/downscale.py`` at ``ref`` as a module (relative imports made absolute)."""
+    """The downscale stage module at ``ref`` (relative imports made absolute).
+
+    Its imports resolve against the installed package, so ``ref`` must have the same module layout:
+    ``stages/downscale.py`` from the tiered package (issue [12]) on; the flat ``downscale.py`` of
+    earlier refs imports modules that no longer exist (use a checkout of that ref instead).
+    """
     repo = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "show", f"{ref}:pipeline/sm1km/downscale.py"], cwd=repo, check=True,
+    src = subprocess.run(["git", "show", f"{ref}:pipeline/sm1km/stages/downscale.py"], cwd=repo, check=True,
                          capture_output=True, text=True).stdout
     src = re.sub(r"from \.(\w*) import", lambda m: f"from sm1km{'.' + m.group(1) if m.group(1) else ''} import", src)
     path = Path(tempfile.mkdtemp()) / "downscale_old.py"
