@@ -142,10 +142,12 @@ def cell_anomaly(a: np.ndarray, factor: int) -> np.ndarray:
     s = np.nansum(r, axis=(2, 4), keepdims=True, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s / cnt
-    return (r - mean).reshape(nt, ny, nx)
+    anomaly: np.ndarray = (r - mean).reshape(nt, ny, nx)
+    return anomaly
 
 
-def truth_shard_moments(product, truth, baseline, factor: int) -> dict[str, tuple]:
+def truth_shard_moments(product: np.ndarray, truth: np.ndarray, baseline: np.ndarray, factor: int
+                        ) -> dict[str, tuple[int, float, float, float, float, float]]:
     """Mergeable moments of one block (t, y, x) for product/baseline vs truth and the spatial
     anomalies (value minus its 25 km cell mean) of product vs truth. Pixels where any of the three
     is missing are left out of all statistics."""

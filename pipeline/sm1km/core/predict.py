@@ -17,7 +17,11 @@ values lives here too, so the file handling in ``storage.model`` stays apart fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
+
 import numpy as np
+import numpy.typing as npt
 
 from sm1km.core.features import N_FEATURES, build_features, column, day_of_year
 from sm1km.errors import ModelError
@@ -36,16 +40,26 @@ TARGET_KINDS = ("sm", "residual")
 # --------------------------------------------------------------------------------------------
 # a booster's output → product values
 # --------------------------------------------------------------------------------------------
-def check_features(X, where: str) -> np.ndarray:
+class Model(Protocol):
+    """What :func:`predict_shard` asks of a model (``storage.model.LoadedModel``): float32 ``(n,)``
+    values for feature rows ``(n, N_FEATURES)``."""
+
+    def predict(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+
+    def predict_uncertainty(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+
+
+def check_features(X: npt.ArrayLike, where: str) -> npt.NDArray[np.float32]:
     """``X`` as float32 ``(n, N_FEATURES)``; a ModelError (at ``where``) for any other shape."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or X.shape[1] != N_FEATURES:
-        raise ModelError(where, f"feature matrix has shape {X.shape}; the model needs (n, {N_FEATURES}).",
+    rows = np.asarray(X, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != N_FEATURES:
+        raise ModelError(where, f"feature matrix has shape {rows.shape}; the model needs (n, {N_FEATURES}).",
                          "build it with sm1km.core.features.build_features.")
-    return X
+    return rows
 
 
-def sm_from_output(y: np.ndarray, X: np.ndarray, target_kind: str) -> np.ndarray:
+def sm_from_output(y: npt.NDArray[np.float32], X: npt.NDArray[np.float32], target_kind: str
+                   ) -> npt.NDArray[np.float32]:
     """Soil moisture from a booster's float32 output ``y`` ``(n,)`` for rows ``X`` (in place on ``y``).
 
     ``residual``: ``y`` is ``y − sm_25km`` and ``sm_25km`` is added back; then clipped to
@@ -60,10 +74,10 @@ def sm_from_output(y: np.ndarray, X: np.ndarray, target_kind: str) -> np.ndarray
     return y
 
 
-def uncertainty_from_quantiles(q: np.ndarray, X: np.ndarray) -> np.ndarray:
+def uncertainty_from_quantiles(q: npt.NDArray[np.float32], X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Half the range between the first and last quantile columns of ``q`` ``(n, k)`` (≈ 1 σ for the
     16–84 % pair), float32 ``(n,)``; NaN where ``sm_25km`` is NaN."""
-    u = np.abs(q[:, -1] - q[:, 0]) * np.float32(0.5)
+    u: npt.NDArray[np.float32] = np.abs(q[:, -1] - q[:, 0]) * np.float32(0.5)
     u[np.isnan(X[:, column("sm_25km")])] = np.nan
     return u
 
@@ -71,7 +85,8 @@ def uncertainty_from_quantiles(q: np.ndarray, X: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # one block
 # --------------------------------------------------------------------------------------------
-def predict_shard(fused_sm, flag, predictors, times, factor: int, model, with_uncertainty: bool,
+def predict_shard(fused_sm: np.ndarray, flag: np.ndarray, predictors: Mapping[str, np.ndarray], times: npt.ArrayLike,
+                  factor: int, model: Model, with_uncertainty: bool,
                   batch_rows: int = FEATURE_BATCH_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
     """Pure core of a shard: float32 (t, y, x) soil moisture (and uncertainty), NaN over sea
     (fused ``source_flag`` 0 or NaN) and over 1 km water pixels (``land_cover`` in WATER_LAND_COVER).
@@ -126,5 +141,5 @@ def predict_shard(fused_sm, flag, predictors, times, factor: int, model, with_un
     return sm, unc
 
 
-__all__ = ["predict_shard", "sm_from_output", "uncertainty_from_quantiles", "check_features",
+__all__ = ["Model", "predict_shard", "sm_from_output", "uncertainty_from_quantiles", "check_features",
            "FEATURE_BATCH_ROWS", "WATER_LAND_COVER", "SM_RANGE", "TARGET_KINDS"]

@@ -89,7 +89,7 @@ def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window:
     unit runs. ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
     """
     if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
+        total = len(items)  # type: ignore[arg-type]  # hasattr() does not narrow an Iterable to Sized
     progress = _Progress(name, total)
     it = iter(items)
     if client is None:

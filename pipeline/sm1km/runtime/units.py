@@ -56,6 +56,14 @@ class WorkUnit:
         return None if self.t0 is None else slice(self.t0, self.t1)
 
     @property
+    def time_bounds(self) -> tuple[int, int]:
+        """``(t0, t1)`` of a unit that has a time block (what downscale, the truth metrics and
+        aggregate plan); ValueError for a whole-period unit."""
+        if self.t0 is None or self.t1 is None:
+            raise ValueError(f"work unit {self.key} has no time block")
+        return self.t0, self.t1
+
+    @property
     def region(self) -> dict[str, slice]:
         """The region of the written store, ``{"time"?, "lat", "lon"}`` (no time for a whole-period unit)."""
         y, x = self.fine

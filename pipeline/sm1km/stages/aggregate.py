@@ -68,7 +68,8 @@ def monthly_specs(cfg):
 def master_days(spec: WorkUnit, start: str, n_days: int) -> tuple[int, int]:
     """Days [d0, d1) of the master (a run of ``n_days`` from ``start``) in the months of ``spec``."""
     _, idx = month_index(pd.date_range(start, periods=n_days, freq="D"))
-    days = np.flatnonzero((idx >= spec.t0) & (idx < spec.t1))
+    m0, m1 = spec.time_bounds
+    days = np.flatnonzero((idx >= m0) & (idx < m1))
     return int(days[0]), int(days[-1]) + 1
 
 
@@ -100,9 +101,9 @@ def aggregate_chunk(spec: WorkUnit, ctx: AggregateContext) -> dict[str, Any]:
     """The task: read the tile's days from the master, monthly means, write one monthly chunk, mark it."""
     so = ctx.storage_options
     y, x = spec.fine
-    m0, m1 = spec.t0, spec.t1
+    m0, m1 = spec.time_bounds
     d0, d1 = master_days(spec, ctx.start, ctx.n_days)
-    q = np.asarray(store.open_group(ctx.master_url, so)["sm"][d0:d1, y, x])
+    q = np.asarray(store.array(store.open_group(ctx.master_url, so), "sm")[d0:d1, y, x])
     start = pd.Timestamp(ctx.start)
     days = pd.date_range(start + pd.Timedelta(days=d0), periods=d1 - d0, freq="D")
     mod = (days.year - start.year) * 12 + (days.month - start.month) - m0

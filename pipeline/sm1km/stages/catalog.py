@@ -186,7 +186,7 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
         extent=pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[start, end]])),
         license="CC-BY-4.0",
         keywords=["soil moisture", "ESA CCI", "ERA5", "downscaling", "1 km", "Zarr"],
-        providers=[pystac.Provider(name="sm1km", roles=["processor"])],
+        providers=[pystac.Provider(name="sm1km", roles=[pystac.ProviderRole.PROCESSOR])],  # written as "processor"
         extra_fields={"sm1km_version": __version__},
     )
     coll.stac_extensions.append(XARRAY_ASSETS_SCHEMA)

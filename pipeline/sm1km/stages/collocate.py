@@ -134,8 +134,9 @@ def collocate(stations: xr.Dataset, fused: xr.Dataset, predictors: xr.Dataset, f
         for a in range(0, len(tsel), DAYS_PER_BUILD):
             tb = tsel[a:a + DAYS_PER_BUILD]
             preds = dict(static)
-            for n in daily:
-                preds[n] = np.asarray(predictors[n].isel(time=p_ti[tb], lat=ys, lon=xs).values)
+            if p_ti is not None:  # None: no daily predictors
+                for name in daily:
+                    preds[name] = np.asarray(predictors[name].isel(time=p_ti[tb], lat=ys, lon=xs).values)
             X = build_features(fsm[tb][:, None, None], fflag[tb][:, None, None], preds, doy_all[tb], factor)
             X = X.reshape(len(tb), factor * factor, N_FEATURES)
             feats[:, a:a + len(tb)] = X[:, pix].transpose(1, 0, 2)

@@ -30,7 +30,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -94,17 +94,18 @@ def read_inputs(spec: WorkUnit, ctx: DownscaleContext):
     from sm1km.core.features import DAILY_PREDICTORS, PREDICTOR_NAMES
 
     fused = caches.opened_dataset(ctx.fused_url, ctx.storage_options, ctx.run_token)
-    ft = slice(ctx.fused_t0 + spec.t0, ctx.fused_t0 + spec.t1)
+    t0, t1 = spec.time_bounds
+    ft = slice(ctx.fused_t0 + t0, ctx.fused_t0 + t1)
     cs = {"time": ft, "lat": slice(spec.r0, spec.r1), "lon": slice(spec.c0, spec.c1)}
     fused_sm = np.asarray(fused["sm"].isel(cs).values, dtype=np.float32)
     flag = fused["source_flag"].isel(cs).values
     flag = np.where(np.isnan(flag), 0, flag).astype(np.uint8) if flag.dtype.kind == "f" else flag.astype(np.uint8)
-    times = pd.date_range(ctx.start, periods=spec.t1, freq="D")[spec.t0:]
+    times = pd.date_range(ctx.start, periods=t1, freq="D")[t0:]
     if ((flag == 0) | np.isnan(fused_sm)).all():
         return fused_sm, flag, {}, times.values  # all sea: nothing to predict, no predictor to read
     pred_ds = caches.opened_dataset(ctx.predictors_url, ctx.storage_options, ctx.run_token)
     y, x = spec.fine
-    pt = slice(ctx.predictors_t0 + spec.t0, ctx.predictors_t0 + spec.t1)
+    pt = slice(ctx.predictors_t0 + t0, ctx.predictors_t0 + t1)
     predictors = {}
     for name in PREDICTOR_NAMES:
         if name not in pred_ds:
@@ -202,11 +203,11 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
     if not model.has_uncertainty:
         log.warning("model %s has no uncertainty model: sm_uncertainty stays empty (fill)", cfg.model_path)
     ctx = make_context(cfg, model)
-    card = {k: model.card.get(k) for k in ("algorithm", "created", "sm1km_version") if k in model.card}
+    card: dict[str, Any] = {k: model.card.get(k) for k in ("algorithm", "created", "sm1km_version") if k in model.card}
     tpl, enc = master.master_template(cfg, model_sha256=model.sha256, model_card=card)
     created = store.create_template(url, tpl, enc, so)
     if not created:
-        existing = store.open_group(url, so).attrs.get("model_sha256")
+        existing = cast("str | None", store.open_group(url, so).attrs.get("model_sha256"))  # what create wrote
         if existing and existing != model.sha256:
             raise StoreError(url, f"the existing master was written with another model (sha256 {existing[:12]}…; "
                                   f"now {model.sha256[:12]}…).",

@@ -23,6 +23,7 @@ import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,12 +135,11 @@ def fusion_units(cfg: RunConfig) -> Iterator[WorkUnit]:
 def read_block(inp: FusionInputs, window: WorkUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cci (t,y,x), era5 (t,y,x), land_fraction (y,x)) of ``window`` (a haloed unit), float64."""
     rows, cols = window.coarse
-    win = {"lat": rows, "lon": cols}
     cci = store.open_dataset(inp.cci_url, inp.storage_options)
     era5 = store.open_dataset(inp.era5_url, inp.storage_options)
-    c = cci["sm"].isel(time=time_indexer(inp.cci_time), **win).values.astype(np.float64)
-    e = era5["swvl1"].isel(time=time_indexer(inp.era5_time), **win).values.astype(np.float64)
-    lf = era5["land_fraction"].isel(**win).values.astype(np.float64)
+    c = cci["sm"].isel(time=time_indexer(inp.cci_time), lat=rows, lon=cols).values.astype(np.float64)
+    e = era5["swvl1"].isel(time=time_indexer(inp.era5_time), lat=rows, lon=cols).values.astype(np.float64)
+    lf = era5["land_fraction"].isel(lat=rows, lon=cols).values.astype(np.float64)
     return c, e, lf
 
 
@@ -224,8 +224,12 @@ def _template(cfg: RunConfig, inp: FusionInputs, method: str) -> tuple[xr.Datase
     return ds, enc
 
 
-def _read_marker(ledger: store.Ledger, key: str) -> dict:
-    return ledger.info(key)
+def _read_marker(ledger: store.Ledger, key: str) -> dict[str, Any]:
+    info = ledger.info(key)
+    if info is None:  # cannot happen under the run lock: each unit's task marked it before returning
+        raise StoreError(ledger.url, f"the ledger has no marker for the finished chunk {key}.",
+                         "re-run the same command: it redoes the chunks without a marker.")
+    return info
 
 
 def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: bool = False) -> StageResult:
@@ -267,7 +271,7 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
         for k, v in _read_marker(ledger, u.key).items():
             totals[k] = totals.get(k, 0) + int(v)
     _warn_fallbacks(totals, cfg, "fuse")
-    attrs = store.coverage_attrs(cfg.dates())
+    attrs: dict[str, Any] = store.coverage_attrs(cfg.dates())
     attrs.update({f"fusion_{k}": v for k, v in totals.items()})
     # one canonical (sorted) attribute order, whatever a crashed earlier run left behind
     group = store.open_group(url, so, mode="r+")

@@ -203,8 +203,9 @@ def feature_matrix(table: pd.DataFrame) -> np.ndarray:
 
 def _score(m: Mapping[str, Any]) -> tuple[float, float]:
     """Sort key of a CV result: pooled ubRMSE, then per-station median ubRMSE (NaN last)."""
-    vals = [m.get("ubrmse_pooled"), m.get("ubrmse_median")]
-    return tuple(float(v) if v is not None and np.isfinite(v) else np.inf for v in vals)
+    pooled, median = (float(v) if v is not None and np.isfinite(v) else np.inf
+                      for v in (m.get("ubrmse_pooled"), m.get("ubrmse_median")))
+    return pooled, median
 
 
 def _choose(results: Mapping[str, Mapping[str, Any]], requested: str) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -30,19 +30,33 @@ from sm1km.storage.attrs import coverage_attrs
 from sm1km.storage.publish import read_root_metadata
 from sm1km.storage.shard_codec import EMPTY, decode_index, encode_index, index_layout_ok, sharding_codec
 
+if TYPE_CHECKING:
+    from zarr.core.chunk_grids import RegularChunkGrid
+
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
-def _time_dim_arrays(group: zarr.Group) -> list[tuple[str, Any]]:
+def _time_dim_arrays(group: zarr.Group) -> list[tuple[str, zarr.Array[Any]]]:
     out = []
     for name, node in group.members():
-        if isinstance(node, zarr.Array) and "time" in (node.metadata.dimension_names or ()):
+        if isinstance(node, zarr.Array) and "time" in (store.v3_metadata(node).dimension_names or ()):
             out.append((name, node))
     return out
 
 
-def extend_time(url: str, new_times: Iterable, storage_options: Mapping[str, Any] | None = None
+def _dims(arr: zarr.Array[Any]) -> tuple[str, ...]:
+    """The array's dimension names (sm1km's templates name every dimension)."""
+    return cast("tuple[str, ...]", store.v3_metadata(arr).dimension_names)
+
+
+def _grid_shape(arr: zarr.Array[Any]) -> tuple[int, ...]:
+    """The shape of the array's stored objects (shards, or chunks if unsharded): zarr 3.1 writes a
+    regular chunk grid only."""
+    return cast("RegularChunkGrid", store.v3_metadata(arr).chunk_grid).chunk_shape
+
+
+def extend_time(url: str, new_times: Iterable[Any], storage_options: Mapping[str, Any] | None = None
                 ) -> tuple[int, int]:
     """Grow every ``time`` array of a store by ``new_times`` (after its last published day);
     readers see nothing yet. Returns (published length, new length).
@@ -57,8 +71,9 @@ def extend_time(url: str, new_times: Iterable, storage_options: Mapping[str, Any
     from xarray.coding.times import decode_cf_datetime, encode_cf_datetime
 
     g = store.open_group(url, storage_options, mode="r+", use_consolidated=False)
-    tarr = g["time"]
-    units, calendar = tarr.attrs.get("units"), tarr.attrs.get("calendar", "proleptic_gregorian")
+    tarr = store.array(g, "time")
+    units = cast("str | None", tarr.attrs.get("units"))
+    calendar = cast("str", tarr.attrs.get("calendar", "proleptic_gregorian"))
     if not units:
         raise StoreError(url, "the time coordinate has no CF units.", "write the store from the sm1km templates.")
     cons = (read_root_metadata(url, storage_options).get("consolidated_metadata") or {}).get("metadata") or {}
@@ -72,13 +87,13 @@ def extend_time(url: str, new_times: Iterable, storage_options: Mapping[str, Any
         raise ConfigError("new_times", "the days to append are not strictly increasing.", "pass sorted unique days.")
     n_new = n_pub + len(new)
     for _name, arr in _time_dim_arrays(g):
-        axis = list(arr.metadata.dimension_names).index("time")
+        axis = list(_dims(arr)).index("time")
         if arr.shape[axis] != n_new:
             shape = list(arr.shape)
             shape[axis] = n_new
             arr.resize(tuple(shape))  # chunks beyond the published shape only: invisible
     num, _, _ = encode_cf_datetime(new.values, units, calendar, dtype=np.dtype(tarr.dtype))
-    g["time"][n_pub:n_new] = np.asarray(num, dtype=tarr.dtype)
+    store.array(g, "time")[n_pub:n_new] = np.asarray(num, dtype=tarr.dtype)
     log.info("store %s: time axis %d -> %d days (invisible until finalize)", url, n_pub, n_new)
     return n_pub, n_new
 
@@ -96,6 +111,7 @@ def preserve_prefix(old: bytes | None, new: bytes | None, n_chunks: int) -> byte
     isz = 16 * n_chunks + 4
     old_idx = decode_index(old, n_chunks)
     new_idx = decode_index(new, n_chunks) if new is not None else np.full((n_chunks, 2), EMPTY, dtype="<u8")
+    new_bytes = new if new is not None else b""  # None: every index entry is EMPTY, nothing is read
     body = bytearray(old[: len(old) - isz])
     out_idx = np.empty_like(new_idx)
     for i in range(n_chunks):
@@ -103,7 +119,7 @@ def preserve_prefix(old: bytes | None, new: bytes | None, n_chunks: int) -> byte
         if off == EMPTY and nb == EMPTY:
             out_idx[i] = (EMPTY, EMPTY)
             continue
-        chunk = new[int(off): int(off) + int(nb)]
+        chunk = new_bytes[int(off): int(off) + int(nb)]
         ooff, onb = old_idx[i]
         if not (ooff == EMPTY and onb == EMPTY) and onb == nb and old[int(ooff): int(ooff) + int(onb)] == chunk:
             out_idx[i] = (ooff, onb)
@@ -113,11 +129,11 @@ def preserve_prefix(old: bytes | None, new: bytes | None, n_chunks: int) -> byte
     return bytes(body) + encode_index(out_idx)
 
 
-def _touched_keys(arr, sel: tuple[slice, ...], grid_shape) -> list[str]:
+def _touched_keys(arr: zarr.Array[Any], sel: tuple[slice, ...], grid_shape: tuple[int, ...]) -> list[str]:
     """Storage keys of the objects (shards or chunks) that the selection ``sel`` touches."""
     bounds = [s.indices(n)[:2] for s, n in zip(sel, arr.shape)]
     ranges = [range(a // s, -(-b // s)) for (a, b), s in zip(bounds, grid_shape)]
-    return [arr.metadata.encode_chunk_key(tuple(r[i] for r, i in zip(ranges, c)))
+    return [store.v3_metadata(arr).encode_chunk_key(tuple(r[i] for r, i in zip(ranges, c)))
             for c in np.ndindex(*[len(r) for r in ranges])]
 
 
@@ -138,25 +154,25 @@ def write_packed_preserving(url: str, region: Mapping[str, slice], arrays: Mappi
     proto = default_buffer_prototype()
     written: dict[str, int] = {}
     for name, data in arrays.items():
-        arr = g[name]
-        sel = tuple(region.get(d, slice(None)) for d in arr.metadata.dimension_names)
-        keys = [f"{name}/{k}" for k in _touched_keys(arr, sel, arr.metadata.chunk_grid.chunk_shape)]
+        arr = store.array(g, name)
+        sel = tuple(region.get(d, slice(None)) for d in _dims(arr))
+        keys = [f"{name}/{k}" for k in _touched_keys(arr, sel, _grid_shape(arr))]
         codec = sharding_codec(arr)
         if codec is None:  # whole chunk objects: zarr's stores replace each one atomically
-            store.open_group(url, storage_options, mode="r+", use_consolidated=False)[name][sel] = data
+            store.array(store.open_group(url, storage_options, mode="r+", use_consolidated=False), name)[sel] = data
             written[name] = len(keys)
             continue
         if not index_layout_ok(codec):
             raise StoreError(url, f"array {name!r} has a shard index layout this writer does not handle.",
                              "use the master/monthly templates (index at the end, little endian + crc32c).")
-        n_chunks = int(np.prod([s // c for s, c in zip(arr.metadata.chunk_grid.chunk_shape, codec.chunk_shape)]))
+        n_chunks = int(np.prod([s // c for s, c in zip(_grid_shape(arr), codec.chunk_shape)]))
         mem: dict[str, Any] = {f"{name}/zarr.json": proto.buffer.from_bytes(
             fs.cat_file(posixpath.join(root, name, "zarr.json")))}
         old: dict[str, bytes | None] = {}
         for key in keys:
             try:
-                old[key] = fs.cat_file(posixpath.join(root, key))
-                mem[key] = proto.buffer.from_bytes(old[key])
+                old[key] = raw = fs.cat_file(posixpath.join(root, key))
+                mem[key] = proto.buffer.from_bytes(raw)
             except FileNotFoundError:
                 old[key] = None
         zarr.open_array(MemoryStore(mem), path=name, mode="r+", zarr_format=3)[sel] = data
@@ -173,7 +189,7 @@ def write_packed_preserving(url: str, region: Mapping[str, slice], arrays: Mappi
     return written
 
 
-def append_days(url: str, new_times: Iterable, blocks: Iterable[tuple[Mapping[str, slice], Mapping[str, np.ndarray]]],
+def append_days(url: str, new_times: Iterable[Any], blocks: Iterable[tuple[Mapping[str, slice], Mapping[str, np.ndarray]]],
                 storage_options: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None) -> int:
     """Append days to a published store in the safe order: extend (invisible) → write blocks → finalize.
 

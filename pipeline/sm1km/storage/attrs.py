@@ -13,11 +13,16 @@ import datetime as dt
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sm1km._version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sm1km.config import RunConfig
 
 CONVENTIONS = "CF-1.8, ACDD-1.3"
 
@@ -29,7 +34,7 @@ def now_iso() -> str:
     return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def provenance_attrs(cfg=None, *, title: str, summary: str = "", inputs: Iterable[Mapping[str, Any]] = (),
+def provenance_attrs(cfg: RunConfig | None = None, *, title: str, summary: str = "", inputs: Iterable[Mapping[str, Any]] = (),
                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """CF/ACDD global attributes + sm1km provenance. ``inputs``: dicts with name and sha256."""
     created = now_iso()
@@ -56,7 +61,7 @@ def provenance_attrs(cfg=None, *, title: str, summary: str = "", inputs: Iterabl
     return attrs
 
 
-def coverage_attrs(times) -> dict[str, str]:
+def coverage_attrs(times: pd.Index | np.ndarray) -> dict[str, str]:
     """ARCO-style coverage: the complete time range and when it was last updated."""
     import pandas as pd
 
@@ -66,7 +71,7 @@ def coverage_attrs(times) -> dict[str, str]:
             "last_updated": now_iso()}
 
 
-def cf_int16_encoding(fill: int = -32768, scale: float = 0.001, **extra) -> dict[str, Any]:
+def cf_int16_encoding(fill: int = -32768, scale: float = 0.001, **extra: Any) -> dict[str, Any]:
     """Encoding of a packed soil-moisture variable: int16, scale 0.001, fill −32768."""
     # zarr's own fill_value too: unwritten chunks must read as fill (NaN), not as a valid 0
     enc = {"dtype": "int16", "scale_factor": scale, "add_offset": 0.0, "_FillValue": np.int16(fill),

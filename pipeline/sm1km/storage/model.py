@@ -24,14 +24,18 @@ import logging
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sm1km.core.features import FEATURE_SCHEMA
 from sm1km.core.predict import TARGET_KINDS, check_features, sm_from_output, uncertainty_from_quantiles
 from sm1km.errors import ModelError
 from sm1km.storage import store
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_bytes(url: str, storage_options, what: str) -> bytes:
+def _read_bytes(url: str, storage_options: Mapping[str, Any] | None, what: str) -> bytes:
     fs, path = store.filesystem(url, storage_options)
     try:
-        return fs.cat_file(path)
+        raw: bytes = fs.cat_file(path)
+        return raw
     except FileNotFoundError:
         raise ModelError(url, f"{what} not found.", "run `sm1km train --config run.yaml` first, "
                          "or set model.path to an existing model.ubj.") from None
@@ -86,7 +91,8 @@ def schema_problems(schema: Mapping[str, Any] | None, expected: Mapping[str, Any
 # --------------------------------------------------------------------------------------------
 # save
 # --------------------------------------------------------------------------------------------
-def save_model(url: str, booster, card: Mapping[str, Any] | None = None, *, uncertainty_booster=None,
+def save_model(url: str, booster: xgb.Booster, card: Mapping[str, Any] | None = None, *,
+               uncertainty_booster: xgb.Booster | None = None,
                schema: Mapping[str, Any] | None = None, storage_options: Mapping[str, Any] | None = None
                ) -> dict[str, str]:
     """Write ``model.ubj`` at ``url``, ``uncertainty.ubj`` (if given) and ``model.json`` beside it.
@@ -97,7 +103,7 @@ def save_model(url: str, booster, card: Mapping[str, Any] | None = None, *, unce
     Returns ``{"model": url, "card": ..., ["uncertainty": ...]}``.
     """
     raw = bytes(booster.save_raw(raw_format="ubj"))
-    files = {posixpath.basename(url.rstrip("/")): {"sha256": _sha256(raw), "bytes": len(raw)}}
+    files: dict[str, dict[str, Any]] = {posixpath.basename(url.rstrip("/")): {"sha256": _sha256(raw), "bytes": len(raw)}}
     store.put_atomic(url, raw, storage_options)
     urls = {"model": url}
     if uncertainty_booster is not None:
@@ -117,7 +123,7 @@ def save_model(url: str, booster, card: Mapping[str, Any] | None = None, *, unce
     return urls
 
 
-def _json_default(o):
+def _json_default(o: object) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -138,9 +144,9 @@ class LoadedModel:
     """
 
     url: str
-    card: dict
-    booster: Any
-    uncertainty_booster: Any = None
+    card: dict[str, Any]
+    booster: xgb.Booster
+    uncertainty_booster: xgb.Booster | None = None
     n_threads: int = 1
     device: str = "cpu"
 
@@ -150,38 +156,40 @@ class LoadedModel:
 
     @property
     def sha256(self) -> str:
-        return self.card["files"][self.card["model_file"]]["sha256"]
+        digest: str = self.card["files"][self.card["model_file"]]["sha256"]
+        return digest
 
     @property
     def target_kind(self) -> str:
         """``residual``: the booster predicts y − sm_25km; ``sm``: it predicts y."""
-        return self.card.get("target_kind", "sm")
+        kind: str = self.card.get("target_kind", "sm")
+        return kind
 
     @property
     def has_uncertainty(self) -> bool:
         return self.uncertainty_booster is not None
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Soil moisture (m3/m3, float32 ``(n,)``) for feature rows ``X`` (``(n, N_FEATURES)``)."""
-        X = check_features(X, self.url)
-        if X.shape[0] == 0:
+        rows = check_features(X, self.url)
+        if rows.shape[0] == 0:
             return np.empty(0, np.float32)
-        y = np.asarray(self.booster.inplace_predict(X), dtype=np.float32).reshape(-1)
-        return sm_from_output(y, X, self.target_kind)
+        y = np.asarray(self.booster.inplace_predict(rows), dtype=np.float32).reshape(-1)
+        return sm_from_output(y, rows, self.target_kind)
 
-    def predict_uncertainty(self, X) -> np.ndarray:
+    def predict_uncertainty(self, X: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Half the 16–84 % quantile range of the error (m3/m3, ≈ 1 σ), float32 ``(n,)``."""
         if self.uncertainty_booster is None:
             raise ModelError(self.url, "this model has no uncertainty model (uncertainty.ubj).",
                              "re-train with `sm1km train`, which writes it.")
-        X = check_features(X, self.url)
-        if X.shape[0] == 0:
+        rows = check_features(X, self.url)
+        if rows.shape[0] == 0:
             return np.empty(0, np.float32)
-        q = np.asarray(self.uncertainty_booster.inplace_predict(X), dtype=np.float32).reshape(X.shape[0], -1)
-        return uncertainty_from_quantiles(q, X)
+        q = np.asarray(self.uncertainty_booster.inplace_predict(rows), dtype=np.float32).reshape(rows.shape[0], -1)
+        return uncertainty_from_quantiles(q, rows)
 
 
-def _booster_from(raw: bytes, n_threads: int, device: str):
+def _booster_from(raw: bytes, n_threads: int, device: str) -> xgb.Booster:
     import xgboost as xgb
 
     b = xgb.Booster()
@@ -190,7 +198,7 @@ def _booster_from(raw: bytes, n_threads: int, device: str):
     return b
 
 
-def _verified_bytes(url: str, expected: str, storage_options, what: str) -> bytes:
+def _verified_bytes(url: str, expected: str, storage_options: Mapping[str, Any] | None, what: str) -> bytes:
     raw = _read_bytes(url, storage_options, what)
     got = _sha256(raw)
     if got != expected:
@@ -200,7 +208,7 @@ def _verified_bytes(url: str, expected: str, storage_options, what: str) -> byte
     return raw
 
 
-def _stamp(url: str, storage_options) -> str:
+def _stamp(url: str, storage_options: Mapping[str, Any] | None) -> str:
     fs, path = store.filesystem(url, storage_options)
     try:
         info = fs.info(path)
@@ -210,7 +218,7 @@ def _stamp(url: str, storage_options) -> str:
     return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag') or ''}"
 
 
-def _options_key(storage_options) -> str:
+def _options_key(storage_options: Mapping[str, Any] | None) -> str:
     return json.dumps(dict(storage_options or {}), sort_keys=True, default=str)
 
 

@@ -43,9 +43,9 @@ PRODUCT_STORES = {"fused": "fused.zarr", "master": "master.zarr", "monthly": "mo
 # --------------------------------------------------------------------------------------------
 # what a reader sees
 # --------------------------------------------------------------------------------------------
-def read_root_metadata(url: str, storage_options: Mapping[str, Any] | None = None) -> dict:
+def read_root_metadata(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The root ``zarr.json`` as a dict (what an HTTP reader fetches first)."""
-    root = store.read_json(store.join(url, "zarr.json"), storage_options)
+    root: dict[str, Any] | None = store.read_json(store.join(url, "zarr.json"), storage_options)
     if root is None:
         raise StoreError(url, "no zarr.json: not a Zarr v3 store.", "check the URL.")
     return root
@@ -64,7 +64,7 @@ def check_published(url: str, storage_options: Mapping[str, Any] | None = None) 
         raise StoreError(url, "the store has no consolidated metadata (HTTP readers cannot open it without "
                               "listing).", "finish the stage that writes it (its last step is store.finalize).")
     g = store.open_group(url, storage_options, mode="r", use_consolidated=False)
-    actual = {name: node.metadata.to_dict() for name, node in g.members(max_depth=None)}
+    actual: dict[str, dict[str, Any]] = {name: node.metadata.to_dict() for name, node in g.members(max_depth=None)}
     missing = sorted(set(actual) - set(cons))
     stale = sorted(n for n in actual if n in cons and
                    list(actual[n].get("shape") or []) != list(cons[n].get("shape") or []))

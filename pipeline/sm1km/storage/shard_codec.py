@@ -85,7 +85,7 @@ def decode_index(shard: bytes, n_chunks: int) -> np.ndarray:
     return np.frombuffer(raw, dtype="<u8").reshape(n_chunks, 2).copy()
 
 
-def layout_of(arr) -> ShardLayout | None:
+def layout_of(arr: zarr.Array[Any]) -> ShardLayout | None:
     """The layout of a zarr v3 array this module can encode, or None (then use zarr).
 
     Supported: one ``sharding_indexed`` codec whose inner codecs are ``bytes`` (little endian) +

@@ -31,14 +31,17 @@ import logging
 import os
 import posixpath
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import fsspec
 import xarray as xr
 import zarr
 
 from sm1km.errors import StoreError
+
+if TYPE_CHECKING:
+    from zarr.core.metadata import ArrayV3Metadata
 
 # re-exported (callers use store.now_iso(), store.provenance_attrs(...), ...); defined in storage.attrs
 from sm1km.storage.attrs import CONVENTIONS as CONVENTIONS
@@ -48,6 +51,11 @@ from sm1km.storage.attrs import now_iso as now_iso
 from sm1km.storage.attrs import provenance_attrs as provenance_attrs
 
 log = logging.getLogger(__name__)
+
+#: The modes :func:`open_group` accepts (zarr's own access modes).
+GroupMode: TypeAlias = Literal["r", "r+", "a", "w", "w-"]
+#: What :func:`zarr_target` returns: a local path, or an fsspec-backed zarr store for a remote URL.
+ZarrTarget: TypeAlias = "str | zarr.storage.FsspecStore"
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,7 +71,7 @@ def join(url: str, *parts: str) -> str:
     return "/".join([base, *[p.strip("/") for p in parts if p]])
 
 
-def filesystem(url: str, storage_options: Mapping[str, Any] | None = None):
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(fsspec filesystem, path-in-filesystem) for ``url``."""
     try:
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
@@ -73,7 +81,7 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None):
     return fs, path
 
 
-def zarr_target(url: str, storage_options: Mapping[str, Any] | None = None):
+def zarr_target(url: str, storage_options: Mapping[str, Any] | None = None) -> ZarrTarget:
     """What xarray's ``to_zarr``/``open_zarr`` and ``zarr.open_group`` accept for this URL (a local
     path, or an FsspecStore for a remote URL)."""
     if not is_remote(url):
@@ -81,7 +89,7 @@ def zarr_target(url: str, storage_options: Mapping[str, Any] | None = None):
     return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -115,7 +123,7 @@ def permanent_error(exc: BaseException, url: str, storage_options: Mapping[str, 
     s3fs; what still reaches a stage as one of these will not heal by retrying, so the stage stops
     with a clear message (CLI exit code 2) instead of a traceback. Finished regions stay in the ledger.
     """
-    text = _describe(exc)  # type: ignore[arg-type]
+    text = _describe(exc)
     again = "then re-run the same command: finished work is kept."
     if isinstance(exc, PermissionError) or any(s in text for s in _DENIED):
         return StoreError(url, f"access denied ({text}).",
@@ -129,8 +137,15 @@ def permanent_error(exc: BaseException, url: str, storage_options: Mapping[str, 
     return None
 
 
+def _known_permanent(exc: BaseException, url: str, storage_options: Mapping[str, Any] | None) -> StoreError:
+    """:func:`permanent_error` for a failure the caller already knows is permanent (denied, bucket gone)."""
+    err = permanent_error(exc, url, storage_options)
+    assert err is not None, f"not a permanent failure: {exc!r}"
+    return err
+
+
 @contextlib.contextmanager
-def permanent_errors(url: str, storage_options: Mapping[str, Any] | None = None):
+def permanent_errors(url: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[None]:
     """Re-raise permanent object-store failures inside the block as StoreError (:func:`permanent_error`)."""
     try:
         yield
@@ -148,7 +163,7 @@ def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     """True if a Zarr store (its root ``zarr.json``) exists at ``url``."""
     fs, path = filesystem(url, storage_options)
     try:
-        return fs.exists(posixpath.join(path, "zarr.json"))
+        return bool(fs.exists(posixpath.join(path, "zarr.json")))
     except PermissionError as exc:
         raise StoreError(url, f"access denied ({exc}).", "check the credentials in the environment.") from None
 
@@ -160,8 +175,9 @@ def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None, *,
         with warnings.catch_warnings():
             # a store still being written has no consolidated metadata yet: that is expected here
             warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
-            return xr.open_zarr(zarr_target(url, storage_options), chunks=chunks, consolidated=consolidated,
-                                decode_cf=decode, mask_and_scale=decode, zarr_format=3)
+            ds: xr.Dataset = xr.open_zarr(zarr_target(url, storage_options), chunks=chunks, consolidated=consolidated,
+                                          decode_cf=decode, mask_and_scale=decode, zarr_format=3)  # unannotated
+            return ds
     except Exception as exc:
         if _is_missing(exc):
             if bucket := _missing_bucket(url, storage_options):
@@ -173,7 +189,7 @@ def open_dataset(url: str, storage_options: Mapping[str, Any] | None = None, *,
                          "check the URL, credentials and that the store is not corrupt (`sm1km verify`).") from None
 
 
-def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode: str = "r", *,
+def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode: GroupMode = "r", *,
                use_consolidated: bool | None = None) -> zarr.Group:
     """The raw zarr group (for attributes and non-xarray access).
 
@@ -189,6 +205,16 @@ def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode:
                              "create the bucket, or fix store.root / store.endpoint_url in the config.") from None
         raise StoreError(url, f"cannot open the Zarr group ({_describe(exc)}).",
                          "check the URL and that the store exists.") from None
+
+
+def array(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """``group[name]`` for a name that sm1km's own templates make an array (zarr types it array-or-group)."""
+    return cast("zarr.Array[Any]", group[name])
+
+
+def v3_metadata(arr: zarr.Array[Any]) -> ArrayV3Metadata:
+    """``arr.metadata`` as Zarr v3 metadata: every store here is opened with ``zarr_format=3``."""
+    return cast("ArrayV3Metadata", arr.metadata)
 
 
 def create_template(url: str, template: xr.Dataset, encoding: Mapping[str, Mapping[str, Any]] | None = None,
@@ -341,7 +367,7 @@ class Ledger:
 
     def done(self, key: str) -> bool:
         with permanent_errors(self.url, self.storage_options):
-            return self.fs.exists(self._key_path(key))
+            return bool(self.fs.exists(self._key_path(key)))
 
     def mark(self, key: str, info: Mapping[str, Any] | None = None) -> None:
         """Mark ``key`` done; ``info`` (JSON-able facts about the region) is the marker's content."""
@@ -351,17 +377,18 @@ class Ledger:
     def info(self, key: str) -> dict[str, Any] | None:
         """What :meth:`mark` recorded for ``key`` (None if it is not marked)."""
         with permanent_errors(self.url, self.storage_options):
-            return read_json(join(self.url, f"{key}.json"), self.storage_options)
+            info: dict[str, Any] | None = read_json(join(self.url, f"{key}.json"), self.storage_options)
+            return info
 
     def keys(self) -> set[str]:
         try:
             names = self.fs.ls(self.path, detail=False)
         except FileNotFoundError:
             if _missing_bucket(self.url, self.storage_options):  # not "no markers yet": the bucket is gone
-                raise permanent_error(FileNotFoundError(self.url), self.url, self.storage_options) from None
+                raise _known_permanent(FileNotFoundError(self.url), self.url, self.storage_options) from None
             return set()
         except PermissionError as exc:
-            raise permanent_error(exc, self.url, self.storage_options) from None
+            raise _known_permanent(exc, self.url, self.storage_options) from None
         return {posixpath.basename(n)[:-5] for n in names if n.endswith(".json")}
 
     def clear(self) -> None:

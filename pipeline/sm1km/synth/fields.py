@@ -166,7 +166,7 @@ def flow_accumulation(elev: np.ndarray, land: np.ndarray) -> np.ndarray:
     z = np.where(land, elev.astype(np.float64), -1e9)  # the sea is the ultimate sink
     zp = np.pad(z, 1, constant_values=np.inf)
     drop = np.zeros((ny, nx))
-    rec = np.arange(ny * nx).reshape(ny, nx)
+    rec: np.ndarray = np.arange(ny * nx).reshape(ny, nx)  # (ny, nx), then raveled
     rows = np.arange(ny)[:, None]
     cols = np.arange(nx)[None, :]
     for dy in (-1, 0, 1):

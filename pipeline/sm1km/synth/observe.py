@@ -103,7 +103,7 @@ def cci_day(theta_c: np.ndarray, t_air_c: np.ndarray, cells: CciCells, date: dt.
     observed = land & (valid | (flag & (CCI_FLAG_FROZEN | CCI_FLAG_DENSE_VEG)).astype(bool))
     sentinel = land & ~observed & (rng.random(shape) < 0.2)
 
-    out = {
+    out: dict[str, np.ndarray] = {
         "sm": np.where(valid, sm, CCI_FILL_F).astype(np.float32),
         "sm_uncertainty": np.where(valid, cells.uncertainty, CCI_FILL_F).astype(np.float32),
         "flag": np.where(cells.land, flag, CCI_FLAG_FILL).astype(np.int8),
@@ -188,7 +188,7 @@ def era5_hourly(daily: np.ndarray, grid: Era5Grid, step_hours: int, rng: np.rand
     cycle (driest in the local afternoon) and ~0 / tiny negative values at sea points."""
     nd = daily.shape[0]
     hours = np.arange(0, 24, step_hours)
-    out = np.empty((nd * hours.size, *daily.shape[1:]), np.float64)
+    out: np.ndarray = np.empty((nd * hours.size, *daily.shape[1:]), np.float64)
     prev = np.concatenate([daily[:1], daily[:-1]])
     nxt = np.concatenate([daily[1:], daily[-1:]])
     local_shift = grid.lon[None, :] / 15.0
@@ -343,7 +343,7 @@ def station_hourly(s: Station, theta: np.ndarray, t_air: np.ndarray, porosity: f
     ``theta``/``t_air``: the daily truth and air temperature of the station's pixel over the period.
     Hours inside gaps (and ~1 % random hours) are absent, as in real ISMN files.
     """
-    nd = theta.shape[0]
+    nd: int = theta.shape[0]
     mean = float(np.nanmean(theta))
     daily = s.bias + mean + s.gain * (theta - mean)
     if depth == "deep":  # a 0.20 m sensor: slower, damped
@@ -360,14 +360,14 @@ def station_hourly(s: Station, theta: np.ndarray, t_air: np.ndarray, porosity: f
     for i in np.nonzero(t_air[day] < 0.0)[0]:
         flags[i].append("D03")
     for d in np.nonzero(rng.random(nd) < 0.02)[0]:
-        start = d * 24 + int(rng.integers(0, 20))
-        for i in range(start, min(start + int(rng.integers(2, 6)), hours.size)):
-            flags[i].append("D05")
+        start = int(d) * 24 + int(rng.integers(0, 20))
+        for hour in range(start, min(start + int(rng.integers(2, 6)), hours.size)):
+            flags[hour].append("D05")
     if s.negative_spikes and depth == "surface":
         start = int(rng.integers(0, hours.size - 3))
-        for i in range(start, start + 3):
-            v[i] = -round(float(rng.uniform(0.001, 0.01)), 4)
-            flags[i].insert(0, "C01")
+        for hour in range(start, start + 3):
+            v[hour] = -round(float(rng.uniform(0.001, 0.01)), 4)
+            flags[hour].insert(0, "C01")
     over = v > porosity
     for i in np.nonzero(over)[0]:
         flags[i].insert(0, "C03")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def write_cci(path: Path, date: dt.date, lat: np.ndarray, lon: np.ndarray, v: di
 
     day = float((date - dt.date(1970, 1, 1)).days)
     ny, nx = lat.size, lon.size
-    kw = dict(zlib=True, complevel=9, shuffle=True)
+    kw: dict[str, Any] = dict(zlib=True, complevel=9, shuffle=True)
     with netCDF4.Dataset(path, "w", format="NETCDF4_CLASSIC") as ds:
         ds.createDimension("time", 1)
         ds.createDimension("lat", ny)

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- pure core
-def station_metrics(obs: np.ndarray, est: np.ndarray, min_n: int = 5) -> dict[str, float]:
-    """Per-station metrics (columns = stations) → median over stations + pooled, pytesmo definitions."""
+def station_metrics(obs: np.ndarray, est: np.ndarray, min_n: int = 5
+                    ) -> tuple[dict[str, float | int], list[dict[str, float | int]]]:
+    """Per-station metrics (columns = stations) → (median over stations + pooled, pytesmo
+    definitions; the metrics of each station)."""
     from sm1km.core.metrics import metric_dict
 
     per = [metric_dict(est[:, k], obs[:, k]) for k in range(obs.shape[1])]
@@ -57,8 +59,9 @@ def in_region(cfg: RunConfig, lat, lon) -> np.ndarray:
     return (lat > b.south) & (lat < b.north) & (lon > b.west) & (lon < b.east)
 
 
-def products_at_stations(cfg: RunConfig, stations: xr.Dataset, so) -> dict[str, np.ndarray]:
-    """(time, station) arrays of station obs, the 1 km master, the fused 25 km cube, raw ERA5 and CCI."""
+def products_at_stations(cfg: RunConfig, stations: xr.Dataset, so) -> dict[str, np.ndarray | None]:
+    """(time, station) arrays of station obs, the 1 km master, the fused 25 km cube, raw ERA5 and CCI
+    (None for a store or variable that is not there)."""
     reg, g = cfg.coarse_region, FineGrid(cfg.grid.factor)
     lat, lon = stations["lat"].values, stations["lon"].values
     frow = g.row_of_lat(lat) - reg.row0 * g.factor
@@ -66,9 +69,9 @@ def products_at_stations(cfg: RunConfig, stations: xr.Dataset, so) -> dict[str, 
     crow = coarse_row_of_lat(lat) - reg.row0
     ccol = coarse_col_of_lon(lon) - reg.col0
     times = stations.time.values
-    out = {"obs": stations["sm"].transpose("time", "station").values.astype("float64")}
+    out: dict[str, np.ndarray | None] = {"obs": stations["sm"].transpose("time", "station").values.astype("float64")}
 
-    def pick(url, var, rows, cols):
+    def pick(url: str, var: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
         if not store.exists(url, so):
             return None
         ds = store.open_dataset(url, so)
@@ -101,21 +104,24 @@ def station_section(cfg: RunConfig, so) -> tuple[dict[str, Any] | None, dict | N
                     ", ".join(map(str, stations.station.values[~inreg][:10])))
     stations = stations.isel(station=np.flatnonzero(inreg))
     series = products_at_stations(cfg, stations, so)
+    obs, master = series["obs"], series["master_1km"]
+    assert obs is not None  # products_at_stations always reads the stations' own series
     section: dict[str, Any] = {}
-    if series["master_1km"] is not None:
-        summary, per = station_metrics(series["obs"], series["master_1km"])
+    if master is not None:
+        summary, per = station_metrics(obs, master)
         section.update(summary)
         per_station = pd.DataFrame(per, index=stations.station.values)
         per_station["network"] = stations["network"].values
         per_station["lat"], per_station["lon"] = stations["lat"].values, stations["lon"].values
         section["networks"] = {}
         for net, idx in per_station.groupby("network").indices.items():
-            s, _ = station_metrics(series["obs"][:, idx], series["master_1km"][:, idx])
+            s, _ = station_metrics(obs[:, idx], master[:, idx])
             section["networks"][str(net)] = s
     section["baselines"] = {}
     for name in ("fused_25km", "era5", "cci"):
-        if series[name] is not None:
-            section["baselines"][name], _ = station_metrics(series["obs"], series[name])
+        baseline = series[name]
+        if baseline is not None:
+            section["baselines"][name], _ = station_metrics(obs, baseline)
     return section, series, per_station
 
 

@@ -44,12 +44,13 @@ def _truth_task(spec: WorkUnit, ctx: TruthContext) -> dict[str, tuple]:
 
     so = ctx.storage_options
     y, x = spec.fine
-    q = store.open_group(ctx.master_url, so)["sm"][spec.t0:spec.t1, y, x]
+    t0, t1 = spec.time_bounds
+    q = np.asarray(store.array(store.open_group(ctx.master_url, so), "sm")[t0:t1, y, x])
     product = decode_int16(q, dtype=np.float64)  # as xarray decodes it (float64 scale_factor)
     truth = np.asarray(store.open_dataset(ctx.truth_url, so)["sm"].isel(
-        time=slice(ctx.truth_t0 + spec.t0, ctx.truth_t0 + spec.t1), lat=y, lon=x).values, dtype=np.float32)
+        time=slice(ctx.truth_t0 + t0, ctx.truth_t0 + t1), lat=y, lon=x).values, dtype=np.float32)
     fused = np.asarray(store.open_dataset(ctx.fused_url, so)["sm"].isel(
-        time=slice(ctx.fused_t0 + spec.t0, ctx.fused_t0 + spec.t1), lat=slice(spec.r0, spec.r1),
+        time=slice(ctx.fused_t0 + t0, ctx.fused_t0 + t1), lat=slice(spec.r0, spec.r1),
         lon=slice(spec.c0, spec.c1)).values, dtype=np.float32)
     baseline = np.repeat(np.repeat(fused, spec.factor, axis=1), spec.factor, axis=2)
     return truth_shard_moments(product, truth, baseline, spec.factor)

@@ -80,8 +80,8 @@ def verify_store(url: str, storage_options: Mapping[str, Any] | None = None, che
                 rep.problems.append(f"{name} is not regularly spaced")
 
     for v in ds.data_vars:
-        arr = group[v]
-        a = dict(arr.attrs)
+        arr = store.array(group, str(v))
+        a: dict[str, Any] = dict(arr.attrs)
         if ds[v].ndim == 0:
             continue
         if "units" not in a and "flag_values" not in a and "flag_meanings" not in a:
@@ -114,24 +114,25 @@ def _check_ledger(rep: Report, url: str, storage_options, ds, group) -> None:
     import re
 
     region_key = re.compile(r"^([A-Za-z]\w*?)-(\d+)-(\d+)$")
-    spans: dict[str, set] = {}
+    spans: dict[str, set[tuple[int, int]]] = {}
     parsed = [k for k in keys if all(region_key.match(p) for p in k.split("_"))]
     if not parsed:
         rep.notes.append("the ledger holds no region markers (e.g. ingest's index): completeness not checked")
         return
-    keys = parsed
-    for k in keys:
+    for k in parsed:
         for part in k.split("_"):
-            dim, a, b = region_key.match(part).groups()
+            m = region_key.match(part)
+            assert m is not None  # every part of a parsed key matched above
+            dim, a, b = m.groups()
             spans.setdefault(dim, set()).add((int(a), int(b)))
     covered = {}
     for dim, ivs in spans.items():
         covered[dim] = sum(b - a for a, b in ivs)
     expected_regions = int(np.prod([len(ivs) for ivs in spans.values()]))
     missing_dims = [d for d, n in covered.items() if d in ds.sizes and n < ds.sizes[d]]
-    if len(keys) < expected_regions or missing_dims:
-        rep.problems.append(f"ledger: {len(keys)} of {max(expected_regions, len(keys))} regions finished"
+    if len(parsed) < expected_regions or missing_dims:
+        rep.problems.append(f"ledger: {len(parsed)} of {max(expected_regions, len(parsed))} regions finished"
                             f"{' (dims not fully covered: ' + ', '.join(missing_dims) + ')' if missing_dims else ''}"
                             " — re-run the stage to finish")
     else:
-        rep.notes.append(f"ledger: all {len(keys)} regions finished")
+        rep.notes.append(f"ledger: all {len(parsed)} regions finished")

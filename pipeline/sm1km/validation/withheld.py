@@ -189,7 +189,7 @@ def withheld_experiment(cfg: RunConfig, fraction: float = 0.2, client=None, *,
         result["vs_truth_gaps"] = merged("vs_truth_gaps")
     fused_scores = {m: withheld[f"fused_{m}"]["ubrmse"] for m in methods if f"fused_{m}" in withheld}
     finite = {m: s for m, s in fused_scores.items() if s is not None and np.isfinite(s)}
-    result["best_method"] = min(finite, key=finite.get) if finite else None
+    result["best_method"] = min(finite, key=lambda m: finite[m]) if finite else None
     base = [withheld.get(k, {}).get("ubrmse") for k in ("era5", "climatology")]
     d = withheld.get("fused", {}).get("ubrmse")
     result["default_beats_baselines"] = bool(d is not None and np.isfinite(d) and

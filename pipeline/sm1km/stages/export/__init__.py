@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,9 @@ LAYOUTS = ("latlon", "modis-sinusoidal")
 #: scratch space a GeoTIFF task may fill with temporary rasters (bounds its files per task)
 SCRATCH_BYTES = 16 << 30
 
-_WRITERS = {GeoTiffJob: write_geotiff, Hdf5Job: write_hdf5, ModisJob: write_modis}
+#: job type -> its writer (runs on a worker; returns the store reads, None: nothing to write)
+_WRITERS: dict[type, Callable[[Any], int | None]] = {GeoTiffJob: write_geotiff, Hdf5Job: write_hdf5,
+                                                     ModisJob: write_modis}
 
 
 def _date(value, key: str) -> dt.date | None:

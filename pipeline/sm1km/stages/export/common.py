@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class Source:
     var_attrs: dict = field(default_factory=dict)      # name -> CF attributes (without encoding keys)
     crs_attrs: dict = field(default_factory=dict)      # attributes of the `crs` grid-mapping variable
     var_encoding: dict = field(default_factory=dict)   # name -> packing attrs (scale_factor, add_offset, _FillValue)
-    times: tuple = ()                                  # ISO dates of the time axis (str)
+    times: tuple[str, ...] = ()                        # ISO dates of the time axis (str)
 
     @property
     def res_deg(self) -> float:
@@ -125,13 +125,13 @@ def open_source(url: str, storage_options: Mapping[str, Any] | None, product: st
     row0 = int(round((90.0 - lat[0]) * per_deg - 0.5))
     col0 = int(round((lon[0] + 180.0) * per_deg - 0.5))
     g = store.open_group(url, storage_options)
-    arr = g[variables[0]]
+    arr = store.array(g, variables[0])
     shards = getattr(arr, "shards", None)
     unit3 = tuple(shards) if shards else tuple(arr.chunks)
     for v in variables:
-        a = g[v]
+        a = store.array(g, v)
         fv = a.metadata.fill_value
-        cf = a.attrs.get("_FillValue")
+        cf = cast("int | float | None", a.attrs.get("_FillValue"))  # CF: a number of the variable's type
         if cf is not None and fv is not None and int(fv) != int(cf):
             log.warning("%s/%s: Zarr fill_value %s differs from _FillValue %s: chunks never written read as %s, "
                         "not as missing", url, v, fv, cf, fv)
@@ -142,8 +142,8 @@ def open_source(url: str, storage_options: Mapping[str, Any] | None, product: st
     for v in variables:
         raw = dict(g[v].attrs)
         var_encoding[v] = {k: _plain(raw[k]) for k in ("scale_factor", "add_offset", "_FillValue") if k in raw}
-        a = {k: _plain(x) for k, x in ds[v].attrs.items() if k not in _ENCODING_KEYS}
-        var_attrs[v] = {**default_var_attrs(v), **a}
+        own = {k: _plain(x) for k, x in ds[v].attrs.items() if k not in _ENCODING_KEYS}
+        var_attrs[v] = {**default_var_attrs(v), **own}
     crs_attrs = {k: _plain(x) for k, x in ds["crs"].attrs.items()} if "crs" in ds.variables else {}
     import pandas as pd
 

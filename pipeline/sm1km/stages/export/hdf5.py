@@ -89,7 +89,8 @@ def chunk_shape(unit: tuple[int, int], shape: tuple[int, int], chunk_px: int) ->
     for u, n in zip(unit, shape):
         k = max(1, -(-int(chunk_px) // int(u)))
         out.append(max(1, min(n, u * k)))
-    return tuple(out)
+    rows, cols = out
+    return rows, cols
 
 
 def write_packing_attrs(dset, encoding: dict, default_fill: int | None) -> None:

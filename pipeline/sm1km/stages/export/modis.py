@@ -245,8 +245,8 @@ def write_modis(job: ModisJob) -> int | None:
                     if np.all(np.diff(days) == 1):
                         sm[days[0]:days[-1] + 1, :, r0:r0 + strip] = out
                     else:  # pragma: no cover - the master's time axis is daily and contiguous
-                        for k, d in enumerate(days):
-                            sm[d, :, r0:r0 + strip] = out[k]
+                        for i, d in enumerate(days):
+                            sm[d, :, r0:r0 + strip] = out[i]
     log.debug("%s: %d blocks read", job.url, n_reads)
     return n_reads
 

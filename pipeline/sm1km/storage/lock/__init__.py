@@ -45,8 +45,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from sm1km._version import __version__
 from sm1km.errors import StoreError
@@ -55,6 +57,9 @@ from sm1km.storage.lock._common import owner_token
 from sm1km.storage.lock._local import FsspecLockFile, LocalLockFile
 from sm1km.storage.lock._s3 import S3LockObject
 
+if TYPE_CHECKING:
+    from sm1km.config import RunConfig
+
 log = logging.getLogger(__name__)
 
 LOCK_DIR = "_locks"
@@ -62,9 +67,21 @@ LOCK_NAME = "run.lock"
 DEFAULT_TTL_S = 300.0
 FORMAT = 1
 
+#: what ``signal.signal`` returns and takes: a handler, ``SIG_DFL``/``SIG_IGN``, or None (not set from Python)
+_SignalHandler: TypeAlias = "Callable[[int, FrameType | None], Any] | int | None"
+
+
+@dataclass
+class _Held:
+    """A lock held by :func:`run_lock` and how many nested ``run_lock`` blocks of this process use it."""
+
+    lock: StoreLock
+    depth: int
+
+
 _REGISTRY_LOCK = threading.RLock()
-#: lock URL -> [StoreLock, depth]: nested acquisitions in one process share the lock
-_HELD: dict[str, list] = {}
+#: lock URL -> the held lock: nested acquisitions in one process share the lock
+_HELD: dict[str, _Held] = {}
 #: owner uuids of every lock this process holds right now (any StoreLock, in run_lock or not)
 _LIVE_TOKENS: set[str] = set()
 
@@ -157,7 +174,7 @@ class StoreLock:
         self.acquired_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._old_sigterm = None
+        self._old_sigterm: _SignalHandler = None
         try:
             self.fs, self.path = store.filesystem(self.url, self.storage_options)
         except StoreError:
@@ -187,7 +204,7 @@ class StoreLock:
         return store.json_bytes(info, indent=1, newline=True)
 
     # -- primitives: the backend's (_local / _s3) ----------------------------------------
-    def _read(self) -> tuple[dict | None, str | None, bool]:
+    def _read(self) -> tuple[dict[str, Any] | None, str | None, bool]:
         """(parsed lock or None, version tag, exists). Unparseable content -> ({}, tag, True)."""
         return self._backend.read()
 
@@ -196,7 +213,7 @@ class StoreLock:
         return self._backend.delete_if(token, tag)
 
     # -- policy ---------------------------------------------------------------------------
-    def stale_reason(self, info: dict | None, now: float | None = None) -> str | None:
+    def stale_reason(self, info: dict[str, Any] | None, now: float | None = None) -> str | None:
         """Why an existing lock may be taken over (None: it is live)."""
         now = time.time() if now is None else now
         if not info:
@@ -213,7 +230,7 @@ class StoreLock:
                 return f"its process {pid} no longer exists on this host"
         return None
 
-    def describe(self, info: dict | None) -> str:
+    def describe(self, info: dict[str, Any] | None) -> str:
         if not info:
             return "an unreadable lock object"
         o = info.get("owner") or {}
@@ -349,7 +366,7 @@ class StoreLock:
     def __enter__(self) -> StoreLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._release_or_raise(" (`sm1km verify` checks them)")
 
     def _release_or_raise(self, hint: str) -> None:
@@ -362,7 +379,7 @@ class StoreLock:
                              f"the stores stopped{hint}.")
 
 
-def _sigterm_to_exit(signum, frame):
+def _sigterm_to_exit(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
@@ -387,7 +404,7 @@ def _interrupt_main(url: str) -> None:
 @atexit.register
 def _release_all() -> None:
     with _REGISTRY_LOCK:
-        held = [lk for lk, _ in _HELD.values()]
+        held = [entry.lock for entry in _HELD.values()]
         _HELD.clear()
     for lk in held:
         lk.release()
@@ -396,13 +413,13 @@ def _release_all() -> None:
 # --------------------------------------------------------------------------------------------
 # entry points
 # --------------------------------------------------------------------------------------------
-def read_lock(root: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
+def read_lock(root: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The current lock of a store root (None if unlocked)."""
     info, _, exists = StoreLock(root, storage_options)._read()
     return info if exists else None
 
 
-def force_unlock(root: str, storage_options: Mapping[str, Any] | None = None) -> dict | None:
+def force_unlock(root: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Remove whatever lock a store root has; returns what it said (None if there was none)."""
     lk = StoreLock(root, storage_options)
     info, tag, exists = lk._read()
@@ -416,25 +433,26 @@ def force_unlock(root: str, storage_options: Mapping[str, Any] | None = None) ->
 
 
 @contextlib.contextmanager
-def run_lock(cfg, stage: str = "run", *, force: bool = False, ttl_s: float | None = None):
+def run_lock(cfg: RunConfig, stage: str = "run", *, force: bool = False, ttl_s: float | None = None
+             ) -> Iterator[StoreLock]:
     """Hold the lock of ``cfg.store.root`` for the block. Re-entrant within one process."""
     root = cfg.store.root
     url = lock_url(root)
     with _REGISTRY_LOCK:
         entry = _HELD.get(url)
         if entry is not None:
-            entry[1] += 1
+            entry.depth += 1
     if entry is not None:
         try:
-            yield entry[0]
+            yield entry.lock
         finally:
             with _REGISTRY_LOCK:
-                entry[1] -= 1
+                entry.depth -= 1
         return
     lk = StoreLock(root, cfg.store.storage_options(), stage=stage, ttl_s=ttl_s)
     lk.acquire(force=force)
     with _REGISTRY_LOCK:
-        _HELD[url] = [lk, 1]
+        _HELD[url] = _Held(lk, 1)
     try:
         yield lk
     finally:

@@ -19,7 +19,8 @@ def parse(raw: bytes) -> dict[str, Any]:
 
 def owner_token(info: dict[str, Any] | None) -> str | None:
     """The owner's uuid of a parsed lock (None for an empty or unreadable one)."""
-    return (info or {}).get("owner", {}).get("uuid")
+    token: str | None = (info or {}).get("owner", {}).get("uuid")
+    return token
 
 
 def age_s(fs: Any, path: str) -> float | None:

@@ -28,7 +28,7 @@ class _CheckedLockFile:
         self.fs, self.path, self.url = fs, path, url
 
     # hooks of the concrete backends
-    def read(self) -> tuple[dict | None, str | None, bool]:
+    def read(self) -> tuple[dict[str, Any] | None, str | None, bool]:
         raise NotImplementedError
 
     def _write(self, payload: bytes) -> None:
@@ -74,7 +74,7 @@ class _CheckedLockFile:
 class LocalLockFile(_CheckedLockFile):
     """The lock as a file on a local disk (hard-link create, ``flock``-serialised checks)."""
 
-    def read(self) -> tuple[dict | None, str | None, bool]:
+    def read(self) -> tuple[dict[str, Any] | None, str | None, bool]:
         """(parsed lock or None, version tag = mtime in ns, exists)."""
         try:
             with open(self.path, "rb") as f:
@@ -134,7 +134,7 @@ class LocalLockFile(_CheckedLockFile):
 class FsspecLockFile(_CheckedLockFile):
     """The lock on another fsspec filesystem (no atomic create, no conditional writes): best effort."""
 
-    def read(self) -> tuple[dict | None, str | None, bool]:
+    def read(self) -> tuple[dict[str, Any] | None, str | None, bool]:
         try:
             raw = self.fs.cat_file(self.path)
         except FileNotFoundError:

@@ -29,7 +29,7 @@ class S3LockObject:
         self.fs, self.path = fs, path
         self.etag: str | None = None
 
-    def read(self) -> tuple[dict | None, str | None, bool]:
+    def read(self) -> tuple[dict[str, Any] | None, str | None, bool]:
         """(parsed lock or None, ETag, exists)."""
         try:
             for attempt in range(5):

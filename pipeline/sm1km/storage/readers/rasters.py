@@ -215,7 +215,8 @@ def _read_raster(path: str | os.PathLike[str], region: grid.Region, factor: int,
     return _as_dataarray(dst, lat, lon, desc, path, resampling, scale, units, region)
 
 
-def _read_physical(ds, band: int, window, path: str, integer_scale, valid_range) -> tuple[np.ndarray, float]:
+def _read_physical(ds: Any, band: int, window: Any, path: str, integer_scale: float | str | None,
+                   valid_range: tuple[float, float] | None) -> tuple[np.ndarray, float]:
     """One window of a band in physical units (:func:`_physical`); InputError if the data cannot be read."""
     try:
         raw = ds.read(band, window=window, masked=True)
