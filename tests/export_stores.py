@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sm1km.config import RunConfig
 from sm1km.core import grid
 from sm1km.storage import store
-from sm1km.config import RunConfig
 
 FILL = -32768
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sm1km.config import RunConfig
 from sm1km.core import grid
 from sm1km.storage import store
-from sm1km.config import RunConfig
 
 BBOX = {"west": 10.0, "south": 44.0, "east": 12.0, "north": 46.0}   # 8 x 8 cells
 

@@ -105,7 +105,7 @@ class RangeHTTPServer:
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
-    def start(self) -> "RangeHTTPServer":
+    def start(self) -> RangeHTTPServer:
         self._thread = threading.Thread(target=self._serve, name="range-http-server", daemon=True)
         self._thread.start()
         self._started.wait(30)
@@ -118,7 +118,7 @@ class RangeHTTPServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 
-    def __enter__(self) -> "RangeHTTPServer":
+    def __enter__(self) -> RangeHTTPServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -12,12 +12,11 @@ import functools
 from pathlib import Path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def built_run(root: str):
     """(cfg, {"master": url, "monthly": url, "fused": url, "exports": [paths]}) under ``root``."""
     from downscale_world import make_world
-    from sm1km.stages import aggregate
-    from sm1km.stages import downscale
+    from sm1km.stages import aggregate, downscale
     from sm1km.stages.export import export
 
     cfg, _ = make_world(root, tile_cells=2)
@@ -35,7 +34,7 @@ def run_root(tmp_path_factory) -> Path:
     return _session_root(str(tmp_path_factory.getbasetemp()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _session_root(base: str) -> Path:
     p = Path(base) / "http_run"
     p.mkdir(parents=True, exist_ok=True)

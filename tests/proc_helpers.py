@@ -12,9 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import faults_world as FW
 
@@ -55,7 +55,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill()
             self.popen.wait(timeout=30)
-            raise AssertionError(f"{self.name} did not finish within {timeout:.0f} s; log tail:\n{self.tail()}")
+            raise AssertionError(f"{self.name} did not finish within {timeout:.0f} s; log tail:\n{self.tail()}") from None
 
 
 def kill_group(popen: subprocess.Popen, sig: int = signal.SIGKILL) -> None:

@@ -10,12 +10,10 @@ import pandas as pd
 import pytest
 
 from downscale_world import make_config
-from sm1km.stages import aggregate
-from sm1km.stages import downscale
-from sm1km.storage import master
-from sm1km.storage import store
 from sm1km.core.encoding import FILL, encode_int16
 from sm1km.errors import StoreError
+from sm1km.stages import aggregate, downscale
+from sm1km.storage import master, store
 
 
 def _fake_master(cfg, so, seed=0):

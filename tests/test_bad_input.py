@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import bad_inputs as B
-from sm1km.storage import store
 from sm1km.cli import main
 from sm1km.config import RunConfig
+from sm1km.storage import store
 
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 

@@ -17,8 +17,8 @@ import xarray as xr
 
 from http_server import RangeHTTPServer
 from http_world import built_run, run_root
-from sm1km.stages import catalog
 from sm1km import cli
+from sm1km.stages import catalog
 from sm1km.storage import publish
 
 pytestmark = pytest.mark.network
@@ -131,8 +131,8 @@ def test_every_asset_opens_over_http(run):
                     xr.testing.assert_identical(remote.load(), xr.open_zarr(str(Path(cfg.store.root) / rel)).load())
                 elif asset.media_type == catalog.GEOTIFF_MEDIA_TYPE:
                     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-                        with rasterio.open(f"/vsicurl/{href}") as r, rasterio.open(Path(cfg.store.root) / rel) as l:
-                            np.testing.assert_array_equal(r.read(), l.read())
+                        with rasterio.open(f"/vsicurl/{href}") as r, rasterio.open(Path(cfg.store.root) / rel) as local:
+                            np.testing.assert_array_equal(r.read(), local.read())
                             assert r.crs.to_epsg() == 4326
                 else:
                     with fsspec.open(href, "rb") as f, h5py.File(f, "r") as h:

@@ -8,9 +8,9 @@ import dask
 import pytest
 import yaml
 
-from sm1km.runtime.cluster import make_client
 from sm1km.config import EXAMPLE_CONFIG, RunConfig
 from sm1km.errors import ConfigError
+from sm1km.runtime.cluster import make_client
 
 
 def make_cfg(**cluster) -> RunConfig:

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 import bad_inputs as B
-from sm1km.storage import store
+from sm1km import Pipeline
 from sm1km.cli import main
 from sm1km.config import RunConfig
 from sm1km.errors import StoreError
+from sm1km.storage import store
 from sm1km.storage.lock import StoreLock, force_unlock, lock_url, read_lock, run_lock
-from sm1km import Pipeline
 
 
 def _cfg(root: str, so: dict) -> RunConfig:

@@ -12,13 +12,13 @@ import pytest
 
 from downscale_world import FACTOR, N_DAYS, N_LAND_PX, make_world
 from sm1km.core import metrics
+from sm1km.core.encoding import FILL, encode_int16
+from sm1km.core.features import PREDICTOR_NAMES, build_features
 from sm1km.core.predict import predict_shard
+from sm1km.errors import InputError, ModelError, StoreError
 from sm1km.runtime.caches import model_loads
 from sm1km.stages import downscale
 from sm1km.storage import store
-from sm1km.core.encoding import FILL, encode_int16
-from sm1km.errors import InputError, ModelError, StoreError
-from sm1km.core.features import PREDICTOR_NAMES, build_features
 from sm1km.storage.model import load_model
 from sm1km.validation.truth import truth_metrics, write_truth_metrics
 

@@ -12,9 +12,9 @@ import rasterio
 import xarray as xr
 
 import export_stores as es
-from sm1km.storage import store
 from sm1km.errors import StoreError
 from sm1km.stages.export import export
+from sm1km.storage import store
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 import export_stores as es
-from sm1km.storage import store
 from sm1km.errors import ConfigError, StoreError
 from sm1km.stages.export import export
+from sm1km.storage import store
 
 FILL = -32768
 

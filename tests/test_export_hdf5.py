@@ -13,10 +13,10 @@ import pandas as pd
 import xarray as xr
 
 import export_stores as es
-from sm1km.storage import store
 from sm1km.stages.export import export, plan_jobs
 from sm1km.stages.export.common import open_source
 from sm1km.stages.export.hdf5 import write_hdf5
+from sm1km.storage import store
 
 FILL = -32768
 
@@ -94,8 +94,8 @@ def test_monthly_hdf5_one_file_per_year(tmp_path):
 
 def test_export_of_a_store_made_by_master_module(tmp_path):
     """The real master template (sharded, inner chunks of a whole time block) exports exactly."""
-    from sm1km.storage import master
     from sm1km.core.encoding import encode_int16
+    from sm1km.storage import master
 
     cfg = es.run_config(str(tmp_path / "store"), {}, bbox=(10.0, 45.0, 10.5, 45.5), end="2020-02-05")
     cfg = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"tile_cells": 1, "time_block_days": 4})})

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import export_stores as es
-from sm1km.storage import store
 from sm1km.errors import ConfigError
 from sm1km.stages.export import export
+from sm1km.storage import store
 
 R = 6371007.181
 T = 1111950.5197665

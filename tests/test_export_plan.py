@@ -14,8 +14,17 @@ from sm1km.stages.export.geotiff import GeoTiffJob, temp_block
 from sm1km.stages.export.geotiff import file_name as tif_name
 from sm1km.stages.export.hdf5 import chunk_shape
 from sm1km.stages.export.hdf5 import file_name as h5_name
-from sm1km.stages.export.modis import (R_SPHERE, TILE_M, TILE_PX, ULX, ULY, file_name, pixel_lonlat, row_lat,
-                                tiles_intersecting)
+from sm1km.stages.export.modis import (
+    R_SPHERE,
+    TILE_M,
+    TILE_PX,
+    ULX,
+    ULY,
+    file_name,
+    pixel_lonlat,
+    row_lat,
+    tiles_intersecting,
+)
 
 
 def _cover(windows, rows, cols):

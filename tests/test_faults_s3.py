@@ -185,8 +185,8 @@ def test_permanent_fault_mid_downscale_leaves_no_false_completeness(kind, trigge
     attrs = json.loads(fs.cat_file(f"{master_path}/zarr.json"))["attributes"]
     assert "time_coverage_end" not in attrs and "last_updated" not in attrs
     # every marked shard is completely written: its shard objects equal the reference's
-    from sm1km.stages import downscale as D
     from sm1km.config import RunConfig
+    from sm1km.stages import downscale as D
 
     cfg = RunConfig.from_yaml(faulty_run["run_yaml"])
     _, ref_tree = reference

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from conftest import DATA_REAL, SHARED_REAL
 from fusion_testworld import make_cfg, make_world, write_inputs, write_truth_25km
-from sm1km.core import fusion as fc
-from sm1km.storage import store
 from sm1km.cli import main
+from sm1km.core import fusion as fc
 from sm1km.errors import InputError, StoreError
 from sm1km.stages.fuse import fuse, land_mask
+from sm1km.storage import store
 from sm1km.validation.withheld import withheld_experiment
-
-from conftest import DATA_REAL, SHARED_REAL
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.stages.fuse import fuse
+from sm1km.storage import store
 from sm1km.validation.withheld import withheld_experiment
 
 

@@ -78,7 +78,6 @@ def test_tiles_partition_the_region_and_contain_their_pixels(r0, c0, nr, nc, til
     reg = grid.Region(r0, min(r0 + nr, 720), c0, min(c0 + nc, 1440))
     ts = grid.tiles(reg, tile)
     cover = np.zeros((reg.n_rows, reg.n_cols), int)
-    g = grid.FineGrid(factor)
     flat, flon = grid.region_coords(reg, factor)
     for t in ts:
         rs, cs = t.coarse_slices(reg)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from helm_tool import helm_path, run_helm
-from sm1km.runtime import kube
 from sm1km.config import RunConfig
+from sm1km.runtime import kube
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "sm1km"
@@ -100,7 +100,7 @@ def test_rendered_objects_match_kubernetes_and_crd_schemas(helm, values):
                 kubernetes_validate.validate(o, v, strict=True)
     assert n_crd >= 1
     # the pods inside the custom resources against the real PodSpec/Service schemas too
-    for name, pod in pod_specs(objs).items():
+    for pod in pod_specs(objs).values():
         for v in K8S_VERSIONS:
             kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                                           "spec": pod}, v, strict=True)

@@ -57,8 +57,7 @@ def test_land_rows_only_equals_predict_everything_then_mask(world, batch_rows):
 
 
 def test_all_sea_shard_reads_no_predictors_and_writes_fill(world, tmp_path):
-    from sm1km.storage import master
-    from sm1km.storage import store
+    from sm1km.storage import master, store
 
     cfg, facts = world
     m = load_model(cfg.model_path)

@@ -17,8 +17,7 @@ import zarr
 
 from http_server import RangeHTTPServer
 from http_world import built_run, run_root
-from sm1km.storage import publish
-from sm1km.storage import store
+from sm1km.storage import publish, store
 
 pytestmark = pytest.mark.network
 

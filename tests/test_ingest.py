@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from sm1km.storage import store
 from sm1km.config import RunConfig
-from sm1km.errors import InputError, StoreError
 from sm1km.core.gapfill import gapfill_time
+from sm1km.errors import InputError, StoreError
 from sm1km.stages.ingest import COARSE_TIME_CHUNK, GAP_HALO_DAYS, ingest
+from sm1km.storage import store
 
 N_DAYS = 14
 START = "2020-04-01"

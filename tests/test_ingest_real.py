@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_REAL
-from sm1km.storage import store
 from sm1km.config import RunConfig
 from sm1km.errors import InputError
 from sm1km.stages.ingest import ingest
+from sm1km.storage import store
 
 CCI = SHARED_REAL / "esa_cci_sm" / "esa_cci_sm_dailyImages"
 FRAYE = SHARED_REAL / "ismn" / "Data_seperate_files_20170810_20180809" / "FR_Aqui" / "fraye"

@@ -12,16 +12,15 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from sm1km.runtime import kube
 from sm1km.config import EXAMPLE_CONFIG, RunConfig
 from sm1km.errors import ConfigError
+from sm1km.runtime import kube
 
 REPO = Path(__file__).resolve().parents[1]
 K8S_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())

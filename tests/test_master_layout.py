@@ -13,10 +13,9 @@ import xarray as xr
 import zarr
 
 from downscale_world import make_config
-from sm1km.storage import master
-from sm1km.storage import store
 from sm1km.core.encoding import FILL, decode_int16, encode_int16
 from sm1km.core.grid import region_coords
+from sm1km.storage import master, store
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from sm1km.config import RunConfig
 from sm1km.core import metrics
 from sm1km.storage import metrics_json
-from sm1km.config import RunConfig
 
 
 def _pytesmo():

@@ -9,9 +9,9 @@ import pytest
 import xgboost as xgb
 
 from sm1km.core import features as F
+from sm1km.errors import ModelError
 from sm1km.storage import model as M
 from sm1km.storage import store
-from sm1km.errors import ModelError
 
 
 @pytest.fixture(autouse=True)

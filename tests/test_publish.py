@@ -29,13 +29,11 @@ from zarr.storage import FsspecStore, WrapperStore
 
 from downscale_world import make_config
 from http_server import RangeHTTPServer
-from sm1km.stages import downscale
-from sm1km.storage import master
-from sm1km.storage import append, publish, shard_codec
-from sm1km.stages import publish as publish_stage
-from sm1km.storage import store
 from sm1km.core.encoding import FILL
 from sm1km.errors import StoreError
+from sm1km.stages import downscale
+from sm1km.stages import publish as publish_stage
+from sm1km.storage import append, master, publish, shard_codec, store
 
 pytestmark = pytest.mark.network
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sm1km.core import grid
 from sm1km.cli import main
+from sm1km.core import grid
 from sm1km.storage.readers import read_cci_day, read_era5, read_ismn, read_raster
 
 synth = pytest.importorskip("sm1km.synth", reason="the synthetic world module (sm1km.synth) is not in this checkout")

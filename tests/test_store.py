@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from sm1km.storage import store
 from sm1km.errors import StoreError
+from sm1km.storage import store
 
 
 def _template(nt=8, ny=6, nx=4):

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sm1km.core import grid
 from sm1km.config import RunConfig
+from sm1km.core import grid
 from sm1km.errors import ConfigError
-from sm1km.synth import make_statics, make_world, preset, write_world
 from sm1km.synth import fields as F
+from sm1km.synth import make_statics, make_world, preset, write_world
 from sm1km.synth.diagnostics import subgrid_skill
 
 REPO = Path(__file__).resolve().parents[1]
@@ -273,8 +273,9 @@ def test_ismn_header_values_layout(world):
 
 
 def test_stations_track_their_pixel_truth(world):
-    from ismn.interface import ISMN_Interface
     import tempfile
+
+    from ismn.interface import ISMN_Interface
 
     truth = xr.open_zarr(world.truth).sm.load()
     with tempfile.TemporaryDirectory() as meta:

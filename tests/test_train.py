@@ -10,11 +10,11 @@ import pytest
 
 from model_world import FACTOR, make_world
 from sm1km.core import features as F
+from sm1km.errors import ModelError
+from sm1km.stages.collocate import collocate, collocate_stores
+from sm1km.stages.train import train
 from sm1km.storage import model as M
 from sm1km.storage import store
-from sm1km.stages.collocate import collocate, collocate_stores
-from sm1km.errors import ModelError
-from sm1km.stages.train import train
 
 FAST = {"rf_trees": 30, "gbt_max_rounds": 60, "n_threads": 1}
 CV_KEYS = {"n_stations", "n_samples", "r_pooled", "ubrmse_pooled", "r_median", "ubrmse_median", "bias_median",

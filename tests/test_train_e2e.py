@@ -7,19 +7,19 @@ import json
 import numpy as np
 import pytest
 
+from sm1km.config import RunConfig
 from sm1km.core import features as F
 from sm1km.storage import model as M
 from sm1km.storage import store
-from sm1km.config import RunConfig
 
 
 @pytest.mark.slow
 def test_tiny_world_end_to_end(tmp_path):
     from sm1km.stages.fuse import fuse
     from sm1km.stages.ingest import ingest
+    from sm1km.stages.train import train
     from sm1km.synth import write_world
     from sm1km.synth.params import preset
-    from sm1km.stages.train import train
 
     paths = write_world(tmp_path / "world", preset("tiny", n_days=20, n_stations=10), seed=5)
     cfg = RunConfig.from_yaml(paths.run_yaml)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sm1km.storage import store
 from sm1km.cli import main
+from sm1km.storage import store
 
 
 def _write_store(root, finished=True, fill_mismatch=False, n_regions=2):
