@@ -20,7 +20,7 @@ the base class's tests check, on a **local root and an S3 root** (the moto serve
 3. **an input error leaves every store unchanged** — the checksum of every object under the root
    before and after (nothing excluded: no lock, no staging, no temporary file may remain);
 4. **a second concurrent run is refused** — while another run holds the root's run lock
-   (``storage/lock.py``), the stage's CLI verb exits with code 2 naming the holder, and writes nothing.
+   (``storage/lock/``), the stage's CLI verb exits with code 2 naming the holder, and writes nothing.
 
 Every run starts from the root tree of a finished tiny run (``sm1km.testing.worlds.tiny_run``: the
 world and all stages built once per session) and writes with fixed timestamps
