@@ -19,6 +19,13 @@ from sm1km.testing.contract import FileUnits, KillPoint, LedgerUnits, OneUnit, S
 INPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr")
 
 
+#: Known contract failures (found by this suite; behaviour unchanged in issue [12], fixes to come):
+TEMPLATE_KILL = ("killed while the store's template is written, the re-run refuses the partial store ('a store with "
+                 "a different layout already exists') or resumes on it with missing coordinate chunks: "
+                 "store.create_template is not atomic (outcome varies with zarr's concurrent writes: not strict)")
+NO_LOCK = "the CLI verb does not take the run lock (Pipeline.stage does): a second run writes beside the first"
+
+
 class Contract(StageContractTests):
     def run_cli(self, argv):
         return main(argv)
@@ -31,6 +38,7 @@ def _garbage_metadata(root, key: str) -> None:
 
 class TestIngest(Contract):
     stage = "ingest"
+    known_failures = {"test_killed_*template*": (TEMPLATE_KILL, False)}
     units = StoreUnits(INPUT_STORES)
     kill_at = (KillPoint("inputs/predictors.zarr/lst_day_k/c/*", 1),  # cci, era5 done; predictors begun
                KillPoint("inputs/cci.zarr/lat/c/*", 1, name="template"))
@@ -48,6 +56,7 @@ class TestIngest(Contract):
 
 class TestFuse(Contract):
     stage = "fuse"
+    known_failures = {"test_killed_*template*": (TEMPLATE_KILL, False)}
     units = LedgerUnits("fused.zarr")
     kill_at = (KillPoint("fused.zarr/sm/c/*", 3),  # in the 3rd of 4 chunks
                KillPoint("fused.zarr/lat/c/*", 1, name="template"))
@@ -59,6 +68,8 @@ class TestFuse(Contract):
 
 class TestTrain(Contract):
     stage = "train"
+    known_failures = {"test_rerun_is_a_noop*": ("train refits and rewrites model.ubj, uncertainty.ubj and model.json on "
+                                                 "every run (same bytes): no skip of a finished model", True)}
     units = OneUnit("model", ("model/model.ubj", "model/uncertainty.ubj", "model/model.json"), "model/model.json")
     kill_at = KillPoint("model/model.json", 1)  # the boosters written, not the card
     input_error = StoreError
@@ -70,6 +81,7 @@ class TestTrain(Contract):
 
 class TestDownscale(Contract):
     stage = "downscale"
+    known_failures = {"test_killed_*template*": (TEMPLATE_KILL, False)}
     units = LedgerUnits("master.zarr")
     kill_at = (KillPoint("master.zarr/sm/c/*", 7),  # in the 7th of 12 shards
                KillPoint("master.zarr/lat/c/*", 1, name="template"))
@@ -81,6 +93,7 @@ class TestDownscale(Contract):
 
 class TestAggregate(Contract):
     stage = "aggregate"
+    known_failures = {"test_killed_*template*": (TEMPLATE_KILL, False)}
     units = LedgerUnits("monthly.zarr")
     kill_at = (KillPoint("monthly.zarr/n_valid_days/c/*", 3),  # in the 3rd of 4 (sm: all fill, no chunks)
                KillPoint("monthly.zarr/lat/c/*", 1, name="template"))
@@ -92,6 +105,7 @@ class TestAggregate(Contract):
 
 class TestExport(Contract):
     stage = "export"
+    known_failures = {"test_second_concurrent_run_is_refused*": (NO_LOCK, True)}
     units = FileUnits("exports/geotiff")
     kill_at = KillPoint("exports/geotiff/*.tif", 7)  # of 12 daily files
     input_error = StoreError
@@ -102,6 +116,11 @@ class TestExport(Contract):
 
 class TestValidate(Contract):
     stage = "validate"
+    known_failures = {
+        "test_rerun_is_a_noop*": ("validate rewrites every report file on every run (same bytes)", True),
+        "test_killed_*": ("validate rewrites every report file, also those finished before the kill", True),
+        "test_second_concurrent_run_is_refused*": (NO_LOCK, True),
+    }
     units = FileUnits("report")
     kill_at = KillPoint("report/*.png", 2, torn=True)  # written in place: left empty
     input_error = StoreError
@@ -113,6 +132,7 @@ class TestValidate(Contract):
 
 class TestCatalog(Contract):
     stage = "catalog"
+    known_failures = {"test_second_concurrent_run_is_refused*": (NO_LOCK, True)}
     units = FileUnits("catalog")
     kill_at = KillPoint("catalog/*/*.json", 5)  # items first, collection.json last
     input_error = StoreError

@@ -362,6 +362,10 @@ class StageContractTests:
     options: ClassVar[Mapping[str, Any] | None] = None
     #: extra arguments of the CLI verb (after ``--config run.yaml``)
     cli_args: ClassVar[tuple[str, ...]] = ()
+    #: contract checks this stage is known to fail today: ``{fnmatch pattern of the test id: reason}``.
+    #: They run and are reported as xfail; ``strict`` ones turn the suite red the day they pass (then
+    #: delete the entry). A pattern maps to ``(reason, strict)``.
+    known_failures: ClassVar[Mapping[str, tuple[str, bool]]] = {}
 
     # -- hooks ---------------------------------------------------------------------------------
     def break_input(self, root: ContractRoot, scratch: Path) -> RunConfig | None:
@@ -383,6 +387,13 @@ class StageContractTests:
         return dict(self.options if self.options is not None else TINY_OPTIONS.get(self.stage, {}))
 
     # -- fixtures ------------------------------------------------------------------------------
+    @pytest.fixture(autouse=True)
+    def _known_failure(self, request):
+        for pattern, (reason, strict) in self.known_failures.items():
+            if fnmatch.fnmatch(request.node.name, pattern):
+                request.applymarker(pytest.mark.xfail(reason=reason, strict=strict))
+        yield
+
     def pytest_generate_tests(self, metafunc):
         if "kill" in metafunc.fixturenames:
             points = self.kill_at if isinstance(self.kill_at, tuple) else (self.kill_at,)
