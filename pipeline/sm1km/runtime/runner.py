@@ -148,34 +148,7 @@ _END = object()
 
 def map_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], **options: Any) -> list[Any]:
     """``[fn(item) for item in items]`` through :func:`run_tasks`, results in the order of ``items``."""
-    raise_errors = options.pop("raise_errors", True)
-    indexed = [_Indexed(i, item) for i, item in enumerate(items)]
-    out: list[Any] = [None] * len(indexed)
-    for i, result in run_tasks(client, _IndexedCall(fn), indexed, **options):
-        out[i] = _unwrap(result, raise_errors)
-    return out
-
-
-class _Indexed:
-    __slots__ = ("i", "item")
-
-    def __init__(self, i: int, item: Any):
-        self.i, self.item = i, item
-
-    @property
-    def key(self) -> str:
-        k = getattr(self.item, "key", None)
-        return str(k) if k else str(self.i)
-
-
-class _IndexedCall:
-    """``fn`` applied to an indexed item, returning ``(index, result)`` (picklable if ``fn`` is)."""
-
-    def __init__(self, fn: Callable[[Any], Any]):
-        self.fn = fn
-
-    def __call__(self, ix: _Indexed) -> tuple[int, Any]:
-        return ix.i, _call(self.fn, ix.item)
+    return list(run_tasks(client, fn, list(items), ordered=True, **options))
 
 
 __all__ = ["run_tasks", "map_tasks", "default_window"]
