@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from sm1km.storage import store
-from sm1km.storage.deps import BlockDigests, digest_of, input_day_digests, unit_fresh, units_to_do
+from sm1km.storage.deps import (
+    BlockDigests,
+    digest_of,
+    input_day_digests,
+    input_static_digest,
+    unit_fresh,
+    units_to_do,
+)
 
 
 def test_digest_is_canonical():
@@ -41,5 +48,7 @@ def test_input_day_digests(tmp_path):
     root = str(tmp_path / "run")
     assert input_day_digests(root, "inputs/cci.zarr") == {}
     store.write_json(store.join(root, "_ledger", "inputs/cci.zarr", "ingest-index.json"),
-                     {"stored_days": {"2020-04-01": "ab"}})
+                     {"stored_days": {"2020-04-01": "ab"}, "stored_static": "cd"})
     assert input_day_digests(root, "inputs/cci.zarr") == {"2020-04-01": "ab"}
+    assert input_static_digest(root, "inputs/cci.zarr") == "cd"
+    assert input_static_digest(root, "inputs/era5.zarr") == ""

@@ -84,15 +84,26 @@ def units_to_do(ledger: store.Ledger, keys: Iterable[str], deps: str) -> list[st
     return [k for k in keys if k not in present or not unit_fresh(ledger.info(k), deps)]
 
 
+def _ingest_index(root: str, store_name: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    idx: dict[str, Any] | None = store.read_json(store.join(root, "_ledger", store_name, "ingest-index.json"),
+                                                 storage_options)
+    return idx or {}
+
+
 def input_day_digests(root: str, store_name: str, storage_options: Mapping[str, Any] | None = None
                       ) -> dict[str, str]:
-    """{ISO day: digest} of what an input store holds per day, from its ingest index
+    """{ISO day: digest} of what an input store holds per day (the stored, decoded values of every
+    time-dependent variable of that day), from its ingest index
     (``<root>/_ledger/<store_name>/ingest-index.json``, key ``"stored_days"``); {} without one."""
-    idx = store.read_json(store.join(root, "_ledger", store_name, "ingest-index.json"), storage_options)
-    if not idx:
-        return {}
-    days: dict[str, str] = dict(idx.get("stored_days", {}))
+    days: dict[str, str] = dict(_ingest_index(root, store_name, storage_options).get("stored_days", {}))
     return days
 
 
-__all__ = ["BLOCKS", "BlockDigests", "digest_of", "unit_fresh", "units_to_do", "input_day_digests"]
+def input_static_digest(root: str, store_name: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Digest of an input store's variables without a time axis (key ``"stored_static"`` of its
+    ingest index; "" without one)."""
+    return str(_ingest_index(root, store_name, storage_options).get("stored_static", ""))
+
+
+__all__ = ["BLOCKS", "BlockDigests", "digest_of", "unit_fresh", "units_to_do", "input_day_digests",
+           "input_static_digest"]
