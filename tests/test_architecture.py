@@ -23,7 +23,7 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "pipeline" / "sm1km"
 
 #: tier -> rank; a module may import a module of lower rank, or of the same tier.
 RANK = {
-    "errors": 0, "_version": 0,
+    "errors": 0, "_version": 0, "redact": 0,
     "core": 1,
     "config": 2,
     "storage": 3,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sm1km.core.grid import DEFAULT_FACTOR, BBox, FineGrid, Region, snap_bbox
 from sm1km.errors import ConfigError
+from sm1km.redact import find_secret_keys, redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,9 +86,17 @@ class StoreConfig(_Strict):
     @field_validator("client_kwargs")
     @classmethod
     def _no_secrets(cls, v):
-        bad = sorted(k for k in v if k.lower() in _SECRET_KEYS)
+        bad = sorted(set(find_secret_keys(v)) | {k for k in v if k.lower() in _SECRET_KEYS})
         if bad:
             raise ValueError(f"credentials ({', '.join(bad)}) are not allowed in the config; "
+                             "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
+        return v
+
+    @field_validator("endpoint_url", "root")
+    @classmethod
+    def _no_userinfo(cls, v):
+        if v and "://" in v and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("credentials in the URL (user:password@host) are not allowed in the config; "
                              "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
         return v
 
@@ -220,8 +229,10 @@ class RunConfig(_Strict):
         return pd.date_range(self.period.start, self.period.end, freq="D")
 
     def redacted(self) -> dict:
-        """The config as a plain dict for provenance attrs (holds no secrets by construction)."""
-        return self.model_dump(mode="json")
+        """The config as a plain dict for provenance attrs and logs: credentials the config cannot
+        refuse (query strings of signed input URLs, secrets nested anywhere) masked (:mod:`sm1km.redact`)."""
+        out: dict[str, Any] = redact(self.model_dump(mode="json"))
+        return out
 
     # -- loading --------------------------------------------------------------------------
     @classmethod

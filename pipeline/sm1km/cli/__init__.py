@@ -37,6 +37,7 @@ from sm1km.cli import (
     verify,
 )
 from sm1km.errors import Sm1kmError
+from sm1km.redact import install_log_redaction, redact_text
 
 
 class Verb:
@@ -109,6 +110,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning" if verbose < 2 else "info")
     level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_redaction()
     for noisy in ("distributed", "botocore", "aiobotocore", "s3fs", "fsspec", "asyncio", "urllib3", "rasterio",
                   "numcodecs", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         # a verb's options may need something that is not there (``bench`` without its harness)
         parser = build_parser(command)
     except Sm1kmError as exc:
-        print(f"sm1km {command}: error: {exc}", file=sys.stderr)
+        print(f"sm1km {command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     args = parser.parse_args(argv)
     if args.command is None:
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = COMMANDS[args.command].run(args)
     except Sm1kmError as exc:
-        print(f"sm1km {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sm1km {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"sm1km {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sm1km.config import RunConfig
+from sm1km.redact import plain_label
 from sm1km.storage import store
 
 PUBLISHED = {
@@ -35,6 +36,7 @@ def write_report(cfg: RunConfig, so, metrics: dict, series, per_station, card) -
         with open(os.path.join(tmp, "index.html"), "w", encoding="utf-8") as f:
             f.write(render_html(cfg, metrics, figures))
         fs, path = store.filesystem(report_url, so)
+        fs.makedirs(path, exist_ok=True)
         names = sorted(os.listdir(tmp))
         for name in names:
             fs.put_file(os.path.join(tmp, name), f"{path}/{name}")
@@ -86,7 +88,8 @@ def _figures(cfg, so, metrics, series, per_station, card, outdir) -> list[tuple[
             if series.get("fused_25km") is not None:
                 ax.plot(times, series["fused_25km"][:, k], "-", lw=1, alpha=0.8, label="fused 25 km")
             name = per_station.index[k] if per_station is not None else str(k)
-            ax.set(ylabel="m³/m³", title=str(name))
+            ax.set_ylabel("m³/m³")
+            ax.set_title(plain_label(name), parse_math=False)  # a "$" in a station name is text
             ax.legend(loc="upper right", fontsize=7, ncol=3)
         save(fig, "timeseries.png", "Time series at three stations; shading = 25 km value filled from ERA5 "
              "(orange: own-pixel rescaling, red: fallback).")
