@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sm1km.errors import InputError
+from sm1km.storage.readers.limits import check_netcdf_header
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -117,6 +118,7 @@ def open_netcdf_raw(path: str | os.PathLike[str]) -> xr.Dataset:
         }.get(kind, "this is not a netCDF file (unknown signature).")
         raise InputError(str(path), problem, "pass the original netCDF file (re-download it if it was damaged).")
     check_netcdf3_complete(path)
+    check_netcdf_header(os.fspath(path))
     try:
         ds = xr.open_dataset(path, engine="netcdf4", decode_cf=False, mask_and_scale=False,
                              decode_times=False, decode_coords=False, cache=False)

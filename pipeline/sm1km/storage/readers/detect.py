@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sm1km.errors import InputError
 from sm1km.storage.readers._common import _DATE_LINE, open_netcdf_raw, sniff
+from sm1km.storage.readers.limits import LimitError
 
 KINDS = ("cci", "era5", "era5_lsm", "ismn", "raster", "ismn_archive", "dir")
 
@@ -30,6 +31,8 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
     if kind in ("netcdf3", "hdf5"):
         try:
             ds = open_netcdf_raw(path)
+        except LimitError:
+            raise
         except InputError:
             if kind == "hdf5":  # plain HDF5 (not netCDF) rasters are left to GDAL
                 return "raster"

@@ -47,6 +47,7 @@ from sm1km.storage.readers._common import (
     sniff,
     units_kind,
 )
+from sm1km.storage.readers.limits import check_grib_messages, check_netcdf_header
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ LAND_THRESHOLD = 0.5  # ERA5 convention: a grid point is land where lsm >= 0.5
 # --------------------------------------------------------------------------------------------
 
 def _open_grib(path: str, short_name: str) -> xr.Dataset:
+    check_grib_messages(path)
     try:
         return xr.open_dataset(path, engine="cfgrib", cache=False, backend_kwargs={
             "filter_by_keys": {"shortName": short_name}, "indexpath": "", "errors": "raise"})
@@ -69,6 +71,7 @@ def _open_grib(path: str, short_name: str) -> xr.Dataset:
 
 def _open_nc(path: str) -> xr.Dataset:
     check_netcdf3_complete(path)
+    check_netcdf_header(path)
     try:
         return xr.open_dataset(path, engine="netcdf4", cache=False, decode_timedelta=False)
     except Exception as exc:

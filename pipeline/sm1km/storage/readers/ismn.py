@@ -41,6 +41,7 @@ import xarray as xr
 
 from sm1km.errors import InputError
 from sm1km.storage.readers._common import sniff
+from sm1km.storage.readers.limits import check_text, check_zip, read_zip_member
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def read_ismn_file(path: str | os.PathLike[str], data: bytes | None = None) -> S
             data = Path(where).read_bytes()
         except OSError as exc:
             raise InputError(where, f"cannot read the file ({exc.strerror or exc}).", "check the path.") from None
+    check_text(data, where)
     text = _decode(data, where)
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln]
@@ -315,8 +317,9 @@ def iter_ismn_sources(source: IsmnSource) -> list[tuple[str, Callable[[], bytes]
 
 def _zip_members(p: Path) -> list[tuple[str, Callable[[], bytes]]]:
     try:
-        zf = zipfile.ZipFile(p)
-        names = zf.namelist()
+        with zipfile.ZipFile(p) as zf:
+            check_zip(zf, str(p))
+            names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(str(p), f"corrupt zip archive ({exc}).", "re-download the ISMN archive.") from None
     out: list[tuple[str, Callable[[], bytes]]] = []
@@ -327,7 +330,7 @@ def _zip_members(p: Path) -> list[tuple[str, Callable[[], bytes]]]:
         def read(n: str = n) -> bytes:
             try:
                 with zipfile.ZipFile(p) as z:
-                    return z.read(n)
+                    return read_zip_member(z, n, f"{p}::{n}")
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 raise InputError(f"{p}::{n}", f"cannot extract ({exc}).", "re-download the ISMN archive.") from None
         out.append((f"{p}::{n}", read))

@@ -30,6 +30,7 @@ import xarray as xr
 from sm1km.core import grid
 from sm1km.errors import InputError
 from sm1km.storage.readers._common import sniff
+from sm1km.storage.readers.limits import check_netcdf_header, check_read_window
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def _open(path: str, subdataset: str | None) -> Any:  # a rasterio DatasetReader
                          "file.hdf:GRID:FIELD' out.tif, or MODIStsp), then pass the GeoTIFF.")
     if kind in ("empty", "text", "zip"):
         raise InputError(path, f"not a raster file (looks like: {kind}).", "pass a GeoTIFF.")
+    if kind in ("netcdf3", "hdf5"):
+        check_netcdf_header(path)  # declared dimensions, before GDAL reads any coordinate
     target = subdataset or path
     try:
         with warnings.catch_warnings():  # a missing geotransform is reported as an InputError below
@@ -202,6 +205,7 @@ def _read_raster(path: str | os.PathLike[str], region: grid.Region, factor: int,
                 raise InputError(path, f"the raster (lon {rb[0]:.3f}…{rb[2]:.3f}, lat {rb[1]:.3f}…{rb[3]:.3f}) does "
                                  f"not overlap the region {b.as_tuple()}.", "pass rasters that cover the run's region.")
             window = Window(c0, r0, c1 - c0, r1 - r0)
+            check_read_window(path, c1 - c0, r1 - r0)
             src, scale = _read_physical(ds, band, window, path, integer_scale, valid_range)
             from affine import Affine
 
