@@ -254,7 +254,7 @@ def ismn_unknown_flag(w: Path):
     lines = f.read_text().splitlines()
     lines[20] = lines[20].replace(" G ", " Q ")
     f.write_text("\n".join(lines) + "\n")
-    return [f.name, "'Q'"]
+    return ["AGRINET/AG01", "--overwrite"]
 
 
 def ismn_wrong_encoding(w: Path):
@@ -374,7 +374,9 @@ CASES: list[BadCase] = [
     BadCase("era5-all-nan-day", "ingest", era5_all_nan_day, ("all-missing day",)),
     BadCase("era5-lon-0-360", "ingest", era5_lon_0_360, (), exit_code=0),
     BadCase("ismn-garbage-lines", "ingest", ismn_garbage_lines, ("cannot parse",)),
-    BadCase("ismn-unknown-flag", "ingest", ismn_unknown_flag, ("unknown ISMN quality flag",)),
+    # an unknown flag drops that value only ([15]); the station's series changes, so the stored one is
+    # not silently replaced
+    BadCase("ismn-unknown-flag", "ingest", ismn_unknown_flag, ("differ from",)),
     BadCase("ismn-wrong-encoding", "ingest", ismn_wrong_encoding, ("not plain text",)),
     BadCase("ismn-station-outside", "ingest", ismn_station_outside, (), exit_code=0),
     BadCase("raster-corrupt", "ingest", raster_corrupt, ("corrupt",)),

@@ -220,16 +220,32 @@ def test_shallowest_layer_is_kept_and_others_reported(tmp_path):
 # bad files
 # ---------------------------------------------------------------------------------------------
 
-def test_unknown_flag(tmp_path):
-    p = make_file(tmp_path, hours("2020/01/01", 3) + ["2020/01/01 05:00 0.2500 X07 M"])
-    with pytest.raises(InputError, match="line 5: unknown ISMN quality flag 'X07'"):
-        read_ismn_file(p)
+def test_unknown_flag_is_dropped_and_counted_not_fatal(tmp_path):
+    """A flag outside ISMN's vocabulary (real old files carry provider codes) drops that value only."""
+    p = make_file(tmp_path, hours("2020/01/01", 3) + ["2020/01/01 05:00 0.2500 X07 M", "2020/01/01 06:00 0.2 "
+                                                      + "Z" * 80 + " M"])
+    r = read_ismn_file(p)
+    assert len(r.good) == 3
+    long_flag = "Z" * 31 + "…"
+    assert r.flag_counts == {"G": 3, "X07": 1, long_flag: 1}
+    assert r.unknown_flags == {"X07": 1, long_flag: 1}
+
+
+def test_documented_flag_vocabulary(tmp_path):
+    """G, M (missing), U, C01–C03, D01–D10 and combinations: known; only G is used."""
+    codes = ["G", "M", "U", "C01", "C03", "D01", "D10", "D03,D05", "C03,D02"]
+    p = make_file(tmp_path, [f"2020/01/01 {h:02d}:00 0.2500 {c} M" for h, c in enumerate(codes)])
+    r = read_ismn_file(p)
+    assert r.unknown_flags == {} and sum(r.flag_counts.values()) == len(codes) and len(r.good) == 1
 
 
 def test_provider_flag_is_not_the_quality_flag(tmp_path):
+    """Column 4 is the ISMN flag, column 5 the provider's: 'M G' is a missing value, not a good one."""
     p = make_file(tmp_path, ["2020/01/01 00:00 0.2500 G D03", "2020/01/01 01:00 0.2600 M G"])
-    with pytest.raises(InputError, match="unknown ISMN quality flag 'M'"):
-        read_ismn_file(p)
+    r = read_ismn_file(p)
+    assert r.good.tolist() == [0.25]
+    assert r.flag_counts == {"G": 1, "M": 1}
+    assert r.hourly["orig_flag"].tolist() == ["D03", "G"]
 
 
 def test_garbage_line(tmp_path):
@@ -266,11 +282,17 @@ def test_bad_file_in_a_folder_is_skipped_and_reported_or_raises_when_strict(tmp_
     make_file(tmp_path, hours("2020/01/01", 24, 0.30))
     bad = tmp_path / "XNET_XNET_st3_sm_0.000000_0.050000_S_20200101_20200131.stm"
     bad.write_text("XNET XNET st3 45 5 100 0.00 0.05 S\n2020/01/01 00:00 0.2 ZZZ M\n")
+    garbage = tmp_path / "XNET_XNET_st4_sm_0.000000_0.050000_S_20200101_20200131.stm"
+    garbage.write_text("XNET XNET st4 45 5 100 0.00 0.05 S\n<html>502</html>\n")
     ds = read_ismn(tmp_path)
     assert ds["station"].values.tolist() == ["XNET/st1"]
     skipped = json.loads(ds.attrs["skipped"])
-    assert any("st3" in s["source"] and "unknown ISMN quality flag" in s["reason"] for s in skipped)
-    with pytest.raises(InputError, match="ZZZ"):
+    # st3's only value carries an unknown flag: no G value, skipped with the counts (not "unreadable")
+    assert any("st3" in s["source"] and "no values with quality flag G" in s["reason"] and "ZZZ" in s["reason"]
+               for s in skipped)
+    assert json.loads(ds.attrs["flag_counts"]) == {"G": 24, "ZZZ": 1}
+    assert any("st4" in s["source"] and "unreadable" in s["reason"] for s in skipped)
+    with pytest.raises(InputError, match="cannot parse"):
         read_ismn(tmp_path, strict=True)
 
 

@@ -85,7 +85,7 @@ def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> 
             "lat": rec.lat, "lon": rec.lon, "elevation": rec.elevation, "depth_from": rec.depth_from,
             "depth_to": rec.depth_to, "sensor": rec.sensor, "n_good": int(len(rec.good)),
             "n_days": int(daily["sm"].notna().sum()), "format": rec.file_format,
-            "flags": {str(k): int(c) for k, c in rec.hourly["flag"].value_counts().items()}}
+            "flags": rec.flag_counts, "unknown_flags": rec.unknown_flags}
 
 
 def describe_raster(path: str) -> dict[str, Any]:

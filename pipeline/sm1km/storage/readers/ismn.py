@@ -5,8 +5,12 @@ Robust to what real downloads contain:
 
 * line endings CRLF, CR only (old Mac), and a header ending in ``\\n\\r`` (blank lines ignored);
 * trailing spaces; a data row missing its last field (the provider flag);
-* ISMN quality flags ``G``, ``U`` (unchecked, old downloads) and comma-joined codes
-  (``D03,D05``, ``C03,D02``); any other code is an error. The provider flag column (``M`` …)
+* ISMN quality flags: the documented vocabulary ``G`` (good), ``M`` (missing), ``U``
+  (unchecked, old downloads), ``C01–C03``, ``D01–D10`` and comma-joined codes (``D03,D05``,
+  ``C03,D02``), and whatever else real (old, provider-flagged) files carry. Only ``G`` values are
+  used; every other value is dropped and **counted per flag** (``StationRecord.flag_counts``,
+  ``attrs['flag_counts']`` of :func:`read_ismn`, ``sm1km inspect``), an unknown flag is logged
+  but never a reason to reject a station's multi-year file. The provider flag column (``M`` …)
   is *not* the quality flag and is kept only for information;
 * missing values written as ``NaN`` or -999/-9999;
 * network/station spelled differently in the file name and inside the file (``FR-Aqui`` vs
@@ -50,7 +54,7 @@ IsmnSource = str | os.PathLike[str] | list[Any] | tuple[Any, ...]
 
 MAX_SURFACE_DEPTH_M = 0.05
 MISSING_SENTINELS = (-999.0, -9999.0, -99.0)
-_FLAG_TOKEN = re.compile(r"^(G|U|C0[1-3]|D0[1-9]|D10)$")
+_FLAG_TOKEN = re.compile(r"^(G|M|U|C0[1-3]|D0[1-9]|D10)$")
 _DATE = re.compile(r"^\d{4}/\d{2}/\d{2}$")
 _TIME = re.compile(r"^\d{2}:\d{2}(:\d{2})?$")
 _NAME_RE = re.compile(
@@ -85,6 +89,16 @@ class StationRecord:
         """Values with ISMN quality flag exactly ``G``."""
         return self.hourly["value"][self.hourly["flag"] == "G"].dropna()
 
+    @property
+    def flag_counts(self) -> dict[str, int]:
+        """Rows per quality flag (sorted by flag)."""
+        return {str(k): int(c) for k, c in sorted(self.hourly["flag"].value_counts().items())}
+
+    @property
+    def unknown_flags(self) -> dict[str, int]:
+        """Rows per flag outside ISMN's documented vocabulary (dropped like every non-G value)."""
+        return {k: c for k, c in self.flag_counts.items() if not known_flag(k)}
+
 
 def parse_ismn_filename(name: str) -> dict[str, Any]:
     """Fields of an ISMN file name ({} if it does not follow the pattern)."""
@@ -115,11 +129,17 @@ def _float(tok: str) -> float:
     return float(tok)
 
 
-def _check_flag(flag: str, where: str, lineno: int) -> None:
-    for tok in flag.split(","):
-        if not _FLAG_TOKEN.match(tok):
-            raise InputError(where, f"line {lineno}: unknown ISMN quality flag {flag!r} (known: G, U, C01–C03, "
-                             "D01–D10, comma-joined).", "check that the file is an ISMN download; do not edit flags.")
+#: longest flag kept verbatim (longer ones are cut: they are counted, never used)
+MAX_FLAG_CHARS = 32
+
+
+def known_flag(flag: str) -> bool:
+    """Is ``flag`` in ISMN's documented vocabulary (G, M, U, C01–C03, D01–D10, comma-joined)?"""
+    return all(_FLAG_TOKEN.match(tok) for tok in flag.split(","))
+
+
+def _flag(flag: str) -> str:
+    return flag if len(flag) <= MAX_FLAG_CHARS else flag[:MAX_FLAG_CHARS - 1] + "…"
 
 
 def read_ismn_file(path: str | os.PathLike[str], data: bytes | None = None) -> StationRecord:
@@ -200,10 +220,9 @@ def _parse_header_values(where: str, lines: Sequence[tuple[int, str]]) -> Statio
         except ValueError:
             raise InputError(where, f"line {lineno}: value {tok[2]!r} is not a number.",
                              "remove the damaged line or re-download the file.") from None
-        _check_flag(tok[3], where, lineno)
         times.append(f"{tok[0]} {tok[1][:5]}")
         values.append(v)
-        flags.append(tok[3])
+        flags.append(_flag(tok[3]))
         orig.append(tok[4] if len(tok) == 5 else "")
     return _record(where, hdr, _rows_to_frame(times, values, flags, orig, where), "header_values")
 
@@ -228,10 +247,9 @@ def _parse_ceop(where: str, lines: Sequence[tuple[int, str]]) -> StationRecord:
         except ValueError:
             raise InputError(where, f"line {lineno}: non-numeric field in {ln[:80]!r}.",
                              "remove the damaged line or re-download the file.") from None
-        _check_flag(tok[13], where, lineno)
         times.append(f"{tok[2]} {tok[3][:5]}")  # UTC columns
         values.append(v)
-        flags.append(tok[13])
+        flags.append(_flag(tok[13]))
         orig.append(tok[14] if len(tok) == 15 else "")
     info = _name_info(where)
     assert hdr is not None  # ``lines`` is not empty (read_ismn_file checks)
@@ -355,6 +373,7 @@ def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", 
     sources = iter_ismn_sources(source)
     skipped: list[dict[str, str]] = []
     candidates: list[StationRecord] = []
+    flag_counts: dict[str, int] = {}
     n_files = 0
     for name, read in sources:
         info = parse_ismn_filename(name.split("::")[-1])
@@ -369,6 +388,11 @@ def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", 
                 raise
             _skip(skipped, name, f"unreadable: {exc.problem}", logging.WARNING)
             continue
+        for k, c in rec.flag_counts.items():
+            flag_counts[k] = flag_counts.get(k, 0) + c
+        if rec.unknown_flags:
+            log.info("ISMN %s: %d value(s) with flags outside ISMN's vocabulary dropped: %s", name,
+                     sum(rec.unknown_flags.values()), rec.unknown_flags)
         if not (rec.depth_from >= 0 and rec.depth_to <= MAX_SURFACE_DEPTH_M + 1e-9 and rec.depth_to >= rec.depth_from):
             _skip(skipped, name, f"layer {rec.depth_from:g}–{rec.depth_to:g} m is not within 0–{MAX_SURFACE_DEPTH_M} m")
             continue
@@ -411,6 +435,9 @@ def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", 
     if skipped:
         log.warning("ISMN: %d station(s) kept, %d file(s)/sensor(s) skipped (see attrs['skipped'])",
                     len(chosen), len(skipped))
+    not_good = {k: c for k, c in sorted(flag_counts.items()) if k != "G"}
+    if not_good:
+        log.info("ISMN: %d hourly value(s) not flagged G dropped, per flag: %s", sum(not_good.values()), not_good)
     ds = xr.Dataset(
         {"sm": (("station", "time"), sm, {"units": "m3 m-3", "long_name": "daily mean in-situ soil moisture",
                                           "comment": f"ISMN flag G only; NaN if fewer than {min_hours} hours"}),
@@ -428,6 +455,7 @@ def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", 
             "sensor": ("station", np.array([r.sensor for r in chosen], dtype=str)),
         },
         attrs={"min_hours_per_day": int(min_hours), "skipped": json.dumps(skipped),
+               "flag_counts": json.dumps(dict(sorted(flag_counts.items()))),
                "n_files_read": n_files, "source_files": json.dumps([r.source for r in chosen])},
     )
     return ds
