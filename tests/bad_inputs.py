@@ -145,6 +145,22 @@ def cci_wrong_variable(w: Path):
     return [cci_file(w).name]
 
 
+def cci_mixed_versions(w: Path):
+    """One day's file from another product version in the same folder (a second download)."""
+    f = cci_file(w)
+    other = f.with_name(f.name.replace(f.name.split("-fv")[1].split(".nc")[0], "99.9"))
+    f.rename(other)
+    return [other.name, "v99.9"]
+
+
+def cci_c3s_dekadal(w: Path):
+    """A C3S dekadal-means file in the daily folder."""
+    f = cci_file(w)
+    name = "C3S-SOILMOISTURE-L3S-SSMV-COMBINED-DEKADAL-20200401000000-ICDR-v202212.0.0.nc"
+    shutil.copy(f, f.with_name(name))
+    return [name, "DEKADAL"]
+
+
 def cci_wrong_units(w: Path):
     def fn(ds):
         ds["sm"].attrs["units"] = "kg m-2"
@@ -361,6 +377,8 @@ CASES: list[BadCase] = [
     BadCase("cci-not-netcdf", "ingest", cci_not_netcdf, ("text file, not a netCDF",)),
     BadCase("cci-wrong-variable", "ingest", cci_wrong_variable, ("no variable 'sm'",)),
     BadCase("cci-wrong-units", "ingest", cci_wrong_units, ("units",)),
+    BadCase("cci-mixed-versions", "ingest", cci_mixed_versions, ("mixes product versions",)),
+    BadCase("cci-c3s-dekadal", "ingest", cci_c3s_dekadal, ("needs daily values",)),
     BadCase("cci-wrong-grid", "ingest", cci_wrong_grid, ("0.25° CCI cell centres",)),
     BadCase("cci-wrong-resolution", "ingest", cci_wrong_resolution, ("spacing is 0.5°",)),
     BadCase("cci-duplicate-day", "ingest", cci_duplicate_day, ("duplicate day",)),

@@ -322,3 +322,46 @@ def test_several_days_in_one_file(tmp_path):
         v[:] = 0.2
     with pytest.raises(InputError, match="one day per file"):
         read_cci_day(tmp_path / "two2.nc")
+
+
+# ---------------------------------------------------------------------------------------------
+# C3S SM (the Copernicus service's CCI SM): daily read like CCI, dekadal/monthly described, refused
+# ---------------------------------------------------------------------------------------------
+C3S_DAILY = "C3S-SOILMOISTURE-L3S-SSMV-COMBINED-DAILY-20160607000000-TCDR-v202212.0.0.nc"
+C3S_DEKADAL = "C3S-SOILMOISTURE-L3S-SSMV-COMBINED-DEKADAL-20160611000000-ICDR-v202212.0.0.nc"
+C3S_MONTHLY = "C3S-SOILMOISTURE-L3S-SSMV-COMBINED-MONTHLY-20160601000000-TCDR-v202212.0.0.nc"
+
+
+def test_parse_c3s_filenames():
+    d = parse_cci_filename(C3S_DAILY)
+    assert (d["service"], d["frequency"], d["record"], d["version"], d["product"]) == (
+        "C3S", "DAILY", "TCDR", "202212.0.0", "COMBINED")
+    assert parse_cci_filename(C3S_DEKADAL)["record"] == "ICDR"
+    assert parse_cci_filename(V52_0607)["service"] == "ESA CCI"
+    from sm1km.storage.readers.cci import composite_period
+
+    assert [str(x)[:10] for x in composite_period(parse_cci_filename(C3S_DEKADAL))] == ["2016-06-11", "2016-06-20"]
+    assert [str(x)[:10] for x in composite_period(parse_cci_filename(C3S_MONTHLY))] == ["2016-06-01", "2016-06-30"]
+    assert [str(x)[:10] for x in composite_period(parse_cci_filename(
+        C3S_DEKADAL.replace("20160611", "20160221")))] == ["2016-02-21", "2016-02-29"]
+
+
+def test_c3s_daily_reads_like_cci_and_composites_are_refused(tmp_path):
+    import json
+    import shutil
+
+    from sm1km.storage.readers.inspect import inspect_path
+
+    src = real(V52_0607)
+    for name in (C3S_DAILY, C3S_DEKADAL, C3S_MONTHLY):
+        shutil.copy(src, tmp_path / name)
+    a, b = read_cci_day(src), read_cci_day(tmp_path / C3S_DAILY)
+    np.testing.assert_array_equal(a["sm"].values, b["sm"].values)
+    assert b.attrs["service"] == "C3S" and b.attrs["frequency"] == "DAILY"
+    for name in (C3S_DEKADAL, C3S_MONTHLY):
+        with pytest.raises(InputError, match="needs daily values") as e:
+            read_cci_day(tmp_path / name)
+        assert name in str(e.value) and "DAILY" in str(e.value)
+    desc = json.loads(json.dumps(next(iter(inspect_path(str(tmp_path / C3S_DEKADAL)))), default=str))
+    assert desc["kind"] == "cci" and desc["frequency"] == "DEKADAL"
+    assert str(desc["time_start"])[:10] == "2016-06-11" and str(desc["time_end"])[:10] == "2016-06-20"

@@ -343,6 +343,7 @@ class CoarseJob:
     def _day_files(self, files: list[str], lo, hi) -> dict[str, str]:
         """day -> file, for the days of ``[lo, hi]``."""
         day_file: dict[str, str] = {}
+        versions: dict[tuple[str, str], str] = {}
         if self.kind == "cci":
             from sm1km.storage.readers import parse_cci_filename
 
@@ -350,10 +351,23 @@ class CoarseJob:
                 info = parse_cci_filename(f)
                 if not info:
                     self.problems.append(InputError(
-                        f, "no ESA CCI SM file name (…-YYYYMMDD000000-fv…): cannot tell its day.",
-                        "keep the original ESA CCI SM file names."))
+                        f, "no ESA CCI SM / C3S SM file name (…-YYYYMMDD000000-fv… or …-DAILY-YYYYMMDD000000-"
+                           "TCDR-v…): cannot tell its day.", "keep the original ESA CCI SM / C3S SM file names."))
                     continue
+                if info["frequency"] != "DAILY":
+                    self.problems.append(InputError(
+                        f, f"a {info['service']} {info['frequency']} file (period means); the pipeline needs "
+                           "daily values.", "pass the DAILY product files only (…-COMBINED-DAILY-…)."))
+                    continue
+                versions.setdefault((info["service"], info["version"]), f)
                 self._add_day(day_file, iso(info["date"]), f, lo, hi)
+            if len(versions) > 1:
+                (s1, v1), (s2, v2) = sorted(versions)[:2]
+                self.problems.append(InputError(
+                    versions[(s2, v2)], f"the CCI glob mixes product versions ({s1} v{v1}, e.g. "
+                    f"{Path(versions[(s1, v1)]).name}, and {s2} v{v2}); one record must come from one version.",
+                    "point inputs.cci at the files of one product version (TCDR and ICDR of one C3S version mix "
+                    "fine)."))
             return day_file
         r = self.ctx.region
         probe = grid.Region(r.row0, r.row0 + 1, r.col0, r.col0 + 1)

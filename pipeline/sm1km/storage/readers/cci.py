@@ -1,4 +1,11 @@
-"""ESA CCI SM daily L3S files (COMBINED, ACTIVE, PASSIVE; product versions v02 … v08+).
+"""ESA CCI SM daily L3S files (COMBINED, ACTIVE, PASSIVE; product versions v02 … v08+), and the
+Copernicus (C3S) version of the same product.
+
+C3S SM files (``C3S-SOILMOISTURE-L3S-SSMV-COMBINED-DAILY-20200101000000-TCDR-v202212.0.0.nc``;
+TCDR = the climate data record, ICDR = its near-real-time extension) have the layout of CCI
+files and are read by the same code. C3S also serves ``DEKADAL`` and ``MONTHLY`` means:
+:func:`read_cci_day` refuses them (the pipeline needs daily values) unless ``composites=True``
+(``sm1km inspect``), and :func:`composite_period` gives the period a file covers.
 
 One file = one UTC day on the 0.25° grid (``lat`` 89.875 → -89.875, ``lon`` -179.875 → 179.875).
 The reader decodes the stored numbers itself (never blind auto-masking) because versions differ:
@@ -39,19 +46,57 @@ log = logging.getLogger(__name__)
 _NAME_RE = re.compile(
     r"ESACCI-SOILMOISTURE-L3S-(?P<tag>SSM[VS])-(?P<product>[A-Z]+)-(?P<date>\d{8})(?P<hms>\d{6})?-fv(?P<version>\d+(?:\.\d+)*)",
     re.I)
+_C3S_RE = re.compile(
+    r"C3S-SOILMOISTURE-L3S-(?P<tag>SSM[VS])-(?P<product>[A-Z]+)-(?P<frequency>DAILY|DEKADAL|MONTHLY)-"
+    r"(?P<date>\d{8})(?P<hms>\d{6})?-(?P<record>TCDR|ICDR)-v(?P<version>\d+(?:\.\d+)*)", re.I)
 #: the Julian-date sentinel -999999 shifted to the Unix epoch, found in ``t0`` of real files
 T0_SENTINEL = -3440586.5
 _COORD_TOL = 1e-3  # degrees; CCI coordinates are float32
 
 
 def parse_cci_filename(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Product, date and version from an ESA CCI SM file name ({} when it does not match)."""
-    m = _NAME_RE.search(Path(path).name)
-    if not m:
+    """Product, date, version, ``frequency`` (DAILY/DEKADAL/MONTHLY) and ``service`` (``ESA CCI``
+    or ``C3S``, with ``record`` TCDR/ICDR) from an ESA CCI SM or C3S SM file name ({} when it
+    matches neither)."""
+    name = Path(path).name
+    m = _NAME_RE.search(name)
+    c3s = None if m else _C3S_RE.search(name)
+    hit = m or c3s
+    if not hit:
         return {}
-    return {"product": m.group("product").upper(), "date": np.datetime64(
-        f"{m.group('date')[:4]}-{m.group('date')[4:6]}-{m.group('date')[6:]}", "ns"),
-        "version": m.group("version"), "tag": m.group("tag").upper()}
+    d = hit.group("date")
+    info: dict[str, Any] = {"product": hit.group("product").upper(),
+                            "date": np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:]}", "ns"),
+                            "version": hit.group("version"), "tag": hit.group("tag").upper(),
+                            "frequency": "DAILY", "service": "ESA CCI"}
+    if c3s:
+        info.update(frequency=c3s.group("frequency").upper(), service="C3S", record=c3s.group("record").upper())
+    return info
+
+
+def composite_period(info: Mapping[str, Any]) -> tuple[np.datetime64, np.datetime64]:
+    """First and last day a file covers (from :func:`parse_cci_filename`): the day itself for
+    DAILY, the dekad (1–10, 11–20, 21–end of month) for DEKADAL, the month for MONTHLY."""
+    import pandas as pd
+
+    start = pd.Timestamp(info["date"])
+    freq = info.get("frequency", "DAILY")
+    if freq == "MONTHLY":
+        end = start + pd.offsets.MonthEnd(0)
+    elif freq == "DEKADAL":
+        end = start.replace(day=10) if start.day <= 10 else (
+            start.replace(day=20) if start.day <= 20 else start + pd.offsets.MonthEnd(0))
+    else:
+        end = start
+    return np.datetime64(start.normalize(), "ns"), np.datetime64(end.normalize(), "ns")
+
+
+def _refuse_composite(path: str, info: Mapping[str, Any]) -> None:
+    if info.get("frequency", "DAILY") != "DAILY":
+        a, b = composite_period(info)
+        raise InputError(path, f"a {info.get('service', '')} {info['frequency']} file (means over "
+                               f"{str(a)[:10]} … {str(b)[:10]}); the pipeline needs daily values.",
+                         "pass the DAILY product (…-SSMV-COMBINED-DAILY-…) for the run's period.")
 
 
 def cci_rows_cols(lat: np.ndarray, lon: np.ndarray, path: str = "") -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +183,8 @@ def _units_of_sm(ds: xr.Dataset, path: str, info: Mapping[str, Any]) -> str:
 
 
 def read_cci_day(path: str | os.PathLike[str], region: grid.Region | None = None, *,
-                 porosity: float | xr.DataArray | None = None, with_t0: bool = False) -> xr.Dataset:
+                 porosity: float | xr.DataArray | None = None, with_t0: bool = False,
+                 composites: bool = False) -> xr.Dataset:
     """Read one ESA CCI SM daily file onto the 0.25° grid (the region, or the file's own extent).
 
     Returns a Dataset with dims (time=1, lat, lon): ``sm`` float32 m³/m³ (NaN = missing) — or
@@ -147,6 +193,8 @@ def read_cci_day(path: str | os.PathLike[str], region: grid.Region | None = None
     when ``with_t0``. Cells of ``region`` that the file does not cover are missing.
     """
     path = os.fspath(path)
+    if not composites:
+        _refuse_composite(path, parse_cci_filename(path))
     ds = open_netcdf_raw(path)
     try:
         return _read(ds, path, region, porosity, with_t0)
@@ -264,6 +312,8 @@ def _read(ds: xr.Dataset, path: str, region: grid.Region | None, porosity: float
         "source_file": Path(path).name,
         "product": product or "unknown",
         "product_version": str(ds.attrs.get("product_version", info.get("version", "unknown"))),
+        "service": info.get("service", "unknown"),
+        "frequency": info.get("frequency", "DAILY"),
         "sm_units_in_file": str(ds["sm"].attrs.get("units", "")),
         "freqband_variable": _find(ds, ["freqbandID", "freqband"]) or "",
     })

@@ -32,13 +32,18 @@ def _minmax(a: npt.ArrayLike) -> tuple[int, float | None, float | None]:
 
 
 def describe_cci(path: str) -> dict[str, Any]:
-    from sm1km.storage.readers.cci import read_cci_day
+    from sm1km.storage.readers.cci import composite_period, parse_cci_filename, read_cci_day
 
-    ds = read_cci_day(path)
+    ds = read_cci_day(path, composites=True)
     var = "sm" if "sm" in ds else "sm_percent"
     n, lo, hi = _minmax(ds[var].values)
-    t = ds["time"].values[0]
-    return {"variable": var, "units": ds[var].attrs.get("units"), "time_start": t, "time_end": t,
+    t = t_end = ds["time"].values[0]
+    info = parse_cci_filename(path)
+    if info.get("frequency", "DAILY") != "DAILY":
+        t, t_end = composite_period(info)
+    return {"variable": var, "units": ds[var].attrs.get("units"), "time_start": t, "time_end": t_end,
+            "service": ds.attrs.get("service"), "frequency": ds.attrs.get("frequency"),
+            "record": info.get("record"),
             "n_valid": n, "min": lo, "max": hi, "product": ds.attrs.get("product"),
             "product_version": ds.attrs.get("product_version"),
             "n_flagged": int((ds["flag"].values > 0).sum()),
