@@ -391,3 +391,22 @@ def test_irregular_grid_region_outside_and_mixed_grids(era5_world, tmp_path):
         read_era5(write_new_cds(tmp_path / "ens.nc", h, lsm, times=t, members=2))
     with pytest.raises(InputError, match="no ERA5 files match"):
         read_era5(str(tmp_path / "nothing*.nc"))
+
+
+def test_expver_final_era5_preferred_over_era5t_whatever_the_order():
+    """Old CDS files with an expver dimension: where both ERA5 (1) and ERA5T (5) have a value, the
+    final one wins, also when the file lists ERA5T first."""
+    import xarray as xr
+
+    from sm1km.storage.readers.era5 import _standardise
+
+    t = np.arange(4).astype("timedelta64[D]") + np.datetime64("2020-01-01", "ns")
+    v = np.full((4, 2, 2, 3), np.nan, np.float32)
+    v[:, 0] = 0.3          # ERA5T (listed first) on every day
+    v[:2, 1] = 0.2         # final ERA5 on the first two days only
+    da = xr.DataArray(v, dims=("time", "expver", "latitude", "longitude"),
+                      coords={"time": t, "expver": ["0005", "0001"], "latitude": [1.0, 0.75],
+                              "longitude": [0.0, 0.25, 0.5]}, attrs={"units": "m**3 m**-3"})
+    out = _standardise(da, "x.nc", "swvl1")
+    np.testing.assert_array_equal(out.values[:, 0, 0], np.float32([0.2, 0.2, 0.3, 0.3]))
+    assert "expver 1" in out.attrs["expver_preference"]

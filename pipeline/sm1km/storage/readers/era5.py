@@ -108,6 +108,14 @@ def open_era5_file(path: str | os.PathLike[str]) -> tuple[xr.DataArray, xr.DataA
                      "pass ERA5 swvl1 as netCDF or GRIB from the Copernicus Climate Data Store.")
 
 
+def _expver_rank(v: Any) -> int:
+    """ERA5 experiment version as an int (``'0001'`` / ``b'0005'`` / 1.0 -> 1 / 5; unknown -> 99)."""
+    try:
+        return int(float(v.decode() if isinstance(v, bytes) else v))
+    except (TypeError, ValueError):
+        return 99
+
+
 def _standardise(da: xr.DataArray, path: str, name: str) -> xr.DataArray:
     """Rename to (time, lat, lon), merge ``expver``, drop ``number``; GRIB steps -> valid times."""
     ren = {}
@@ -124,13 +132,25 @@ def _standardise(da: xr.DataArray, path: str, name: str) -> xr.DataArray:
             raise InputError(path, f"{da.sizes['number']} ensemble members in {name!r}.",
                              "download the reanalysis (not the ensemble) or one member.")
         da = da.isel(number=0)
-    # expver as a dimension (old CDS files mixing ERA5 and ERA5T): take the first non-missing
+    # expver as a dimension (old CDS files mixing ERA5 and ERA5T): per value, the final ERA5
+    # (expver 1) where it exists, else ERA5T (5) — lowest experiment version first
     if "expver" in da.dims:
-        parts = [da.isel(expver=i, drop=True) for i in range(da.sizes["expver"])]
+        order = sorted(range(da.sizes["expver"]), key=lambda i: _expver_rank(da["expver"].values[i]))
+        parts = [da.isel(expver=i, drop=True) for i in order]
         merged = parts[0]
         for p in parts[1:]:
             merged = merged.combine_first(p)
+        merged.attrs = dict(da.attrs)
+        merged.attrs["expver_preference"] = "final ERA5 (expver 1) over ERA5T (expver 5)"
         da = merged
+    elif "expver" in da.coords and da["expver"].size > 1:
+        # new CDS netCDF: expver is a coordinate along valid_time (one value per step)
+        ev = np.asarray(da["expver"].values).ravel()
+        n5 = int(sum(_expver_rank(v) == 5 for v in ev))
+        if n5:
+            da.attrs["era5t_steps"] = n5
+            log.info("%s: %d of %d time steps are ERA5T (preliminary, expver 5); they will be revised", path,
+                     n5, ev.size)
     # time: valid_time dim (new CDS), time (old CDS / GRIB analyses), time+step (GRIB forecasts)
     if "valid_time" in da.dims:
         da = da.rename({"valid_time": "time"}) if "time" not in da.dims else da
