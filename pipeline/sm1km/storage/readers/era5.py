@@ -47,7 +47,13 @@ from sm1km.storage.readers._common import (
     sniff,
     units_kind,
 )
-from sm1km.storage.readers.limits import check_grib_messages, check_netcdf_header
+from sm1km.storage.readers.limits import (
+    check_dims,
+    check_grib_messages,
+    check_netcdf_header,
+    check_zip,
+    read_zip_member,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +85,61 @@ def _open_nc(path: str) -> xr.Dataset:
                          "truncated or corrupt.", "re-download the file and compare its size/checksum.") from None
 
 
+def _open_zip(path: str) -> xr.Dataset:
+    """A CDS zip download (the CDS zips a request that spans several files, e.g. one netCDF per
+    ``stepType``: ``data_stream-oper_stepType-instant.nc`` …): its netCDF members merged, in memory.
+
+    Members are inflated with the archive limits (``storage/readers/limits``), their declared
+    dimensions checked before any array is read, and loaded (so no extracted file is left behind).
+    """
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            check_zip(zf, path)
+            names = sorted(n for n in zf.namelist() if n.lower().endswith(".nc"))
+            if not names:
+                raise InputError(path, f"the zip archive holds no netCDF file ({len(zf.namelist())} member(s)).",
+                                 "download ERA5 from the CDS as netCDF (or unzip the download and pass its .nc files).")
+            parts: list[xr.Dataset] = []
+            for n in names:
+                where = f"{path}::{n}"
+                raw = read_zip_member(zf, n, where)
+                engine = "scipy" if raw[:3] == b"CDF" else "h5netcdf"
+                try:
+                    ds = xr.open_dataset(io.BytesIO(raw), engine=engine, decode_timedelta=False)
+                except Exception as exc:
+                    raise InputError(where, f"cannot open the member as netCDF ({type(exc).__name__}: {exc}).",
+                                     "re-download the CDS archive; it may be truncated.") from None
+                check_dims(where, {str(k): int(v) for k, v in ds.sizes.items()},
+                           {str(k): tuple(int(x) for x in v.shape) for k, v in ds.variables.items()})
+                parts.append(ds.load())
+    except zipfile.BadZipFile as exc:
+        raise InputError(path, f"corrupt zip archive ({exc}).", "re-download the CDS archive.") from None
+    with_sw = [ds for ds in parts if "swvl1" in ds]
+    if not with_sw:
+        found = sorted({str(v) for ds in parts for v in ds.data_vars})
+        raise InputError(path, f"no member of the archive has 'swvl1' (found: {', '.join(found) or 'none'}).",
+                         "download ERA5 variable 'volumetric_soil_water_layer_1' (short name swvl1).")
+    out = with_sw[0]
+    if "lsm" not in out:
+        lsm = next((ds["lsm"] for ds in parts if "lsm" in ds), None)
+        if lsm is not None:
+            out = out.assign(lsm=lsm)
+    out.attrs["zip_members"] = ", ".join(names)
+    return out
+
+
 def open_era5_file(path: str | os.PathLike[str]) -> tuple[xr.DataArray, xr.DataArray | None]:
-    """(swvl1, lsm or None) of one ERA5 file, standardised to dims (time, lat, lon), lazily."""
+    """(swvl1, lsm or None) of one ERA5 file (netCDF, GRIB, or a CDS zip of netCDF files),
+    standardised to dims (time, lat, lon), lazily (a zip's members are loaded)."""
     path = os.fspath(path)
     kind = sniff(path)
+    if kind == "zip":
+        ds = _open_zip(path)
+        lsm = _standardise(ds["lsm"], path, "lsm") if "lsm" in ds else None
+        return _standardise(ds["swvl1"], path, "swvl1"), lsm
     if kind == "grib":
         ds = _open_grib(path, "swvl1")
         if "swvl1" not in ds:
@@ -104,7 +161,7 @@ def open_era5_file(path: str | os.PathLike[str]) -> tuple[xr.DataArray, xr.DataA
                              "download ERA5 variable 'volumetric_soil_water_layer_1' (short name swvl1).")
         lsm = _standardise(ds["lsm"], path, "lsm") if "lsm" in ds else None
         return _standardise(ds["swvl1"], path, "swvl1"), lsm
-    raise InputError(path, f"not a netCDF or GRIB file (looks like: {kind}).",
+    raise InputError(path, f"not a netCDF, GRIB or zip file (looks like: {kind}).",
                      "pass ERA5 swvl1 as netCDF or GRIB from the Copernicus Climate Data Store.")
 
 
