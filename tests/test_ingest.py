@@ -17,6 +17,7 @@ from sm1km.config import RunConfig
 from sm1km.core.gapfill import gapfill_time
 from sm1km.errors import InputError, StoreError
 from sm1km.stages.ingest import COARSE_TIME_CHUNK, GAP_HALO_DAYS, ingest
+from sm1km.stages.ingest.predictor_tasks import FALLBACK_DAYS
 from sm1km.storage import store
 
 N_DAYS = 14
@@ -168,8 +169,13 @@ def test_ingest_writes_the_store_contract(tiny_world, inputs, store_root, monkey
 
 
 def test_dynamic_predictors_are_gap_filled_in_time(full_local, no_aws_env):
+    """The causal rule (carry forward, trailing mean), recorded in the attrs; the NDVI composite
+    dated before the period (its 16 days overlap the first days) is read as the lead-in."""
     cfg, inp = full_local
     pred = open_(cfg, "predictors.zarr")
+    assert pred.attrs["gapfill_rule"] == "causal-locf"
+    assert pred.attrs["gapfill_max_gap_days"] == GAP_HALO_DAYS == 48
+    assert pred.attrs["gapfill_fallback_days"] == FALLBACK_DAYS
     from sm1km.storage.readers import read_raster
 
     raw = np.stack([read_raster(inp / "predictors" / f"lst_day_{d:%Y%m%d}.tif", cfg.coarse_region,
@@ -179,12 +185,23 @@ def test_dynamic_predictors_are_gap_filled_in_time(full_local, no_aws_env):
     stored = pred.lst_day_k.values
     np.testing.assert_array_equal(stored[obs], raw[obs])  # observations kept exactly
     np.testing.assert_array_equal((pred.observed_flags.values & 1).astype(bool), obs)
-    np.testing.assert_allclose(stored, gapfill_time(raw, max_gap_days=GAP_HALO_DAYS), rtol=0, atol=1e-4)
-    # NDVI: 16-day composites on their dates, interpolated to daily values
+    tile = min(cfg.grid.tile_cells * cfg.grid.factor, raw.shape[1])
+    for r in range(0, raw.shape[1], tile):  # the tile's trailing mean is per store tile
+        for c in range(0, raw.shape[2], tile):
+            want = gapfill_time(raw[:, r:r + tile, c:c + tile], max_gap_days=GAP_HALO_DAYS, fallback_days=FALLBACK_DAYS)
+            np.testing.assert_array_equal(stored[:, r:r + tile, c:c + tile], want)
+    # NDVI: 16-day composites on their dates, each held until the next one
     ndvi_obs = (pred.observed_flags.values & 4).any(axis=(1, 2))
     dates = [pd.Timestamp(p.stem.split("_")[1]) for p in sorted((inp / "predictors").glob("ndvi_*.tif"))]
     assert set(pd.DatetimeIndex(pred.time.values)[ndvi_obs]) == {d for d in dates if START <= str(d.date()) <= END}
+    assert dates[0] < pd.Timestamp(START)  # the lead-in composite
     assert np.isfinite(pred.ndvi.values).all() and (np.abs(pred.ndvi.values) <= 1).all()
+    first = read_raster(inp / "predictors" / f"ndvi_{dates[0]:%Y%m%d}.tif", cfg.coarse_region, cfg.grid.factor,
+                        integer_scale=1e-4).values
+    k = int((dates[1] - pd.Timestamp(START)).days)  # days before the first composite of the period
+    ok = np.isfinite(first)
+    for t in range(k):
+        np.testing.assert_array_equal(pred.ndvi.values[t][ok], first[ok].astype(np.float32))
 
 
 @pytest.mark.slow  # ~13 s on S3 (moto), ~3 s locally
@@ -275,14 +292,20 @@ def test_append_equals_a_one_shot_ingest(tiny_world, inputs, store_root, tmp_pat
             monkeypatch.delenv(k, raising=False)
     # on S3 fewer predictors (dummy credentials in the environment make each GeoTIFF read slow)
     only = ("cci", "era5", "ismn", "lst_day", "ndvi", "elevation") if so else None
+    published: dict = {}
     for end in (MID, "2020-04-12", "2020-04-13", END):
         ingest(make_cfg(tiny_world, inputs, root, so, end=end, only=only))
         cfg = make_cfg(tiny_world, inputs, root, so, end=end, only=only)
         n = (np.datetime64(end) - np.datetime64(START)).astype(int) + 1
         for name in ("cci.zarr", "era5.zarr", "predictors.zarr", "stations.zarr"):
-            t = open_(cfg, name, consolidated=True)["time"].values
+            ds = open_(cfg, name, consolidated=True)
+            t = ds["time"].values
             np.testing.assert_array_equal(t, pd.date_range(START, end).values, err_msg=f"{name} after {end}")
             assert t.size == n
+            for v, old in published.get(name, {}).items():  # a published day never changes
+                np.testing.assert_array_equal(ds[v].isel(time=slice(0, old.shape[ds[v].dims.index("time")])).values,
+                                              old, err_msg=f"{name}:{v} after {end}")
+            published[name] = {v: ds[v].values for v in ds.data_vars if "time" in ds[v].dims}
     one = make_cfg(tiny_world, inputs, str(tmp_path / "one-shot"), {}, only=only)
     ingest(one)
     for name in ("cci.zarr", "era5.zarr", "predictors.zarr", "stations.zarr"):
