@@ -19,6 +19,7 @@ from sm1km.errors import InputError, StoreError
 from sm1km.stages.ingest import COARSE_TIME_CHUNK, GAP_HALO_DAYS, ingest
 from sm1km.stages.ingest.predictor_tasks import FALLBACK_DAYS
 from sm1km.storage import store
+from sm1km.storage.deps import input_day_digests, input_static_digest
 
 N_DAYS = 14
 START = "2020-04-01"
@@ -312,6 +313,49 @@ def test_append_equals_a_one_shot_ingest(tiny_world, inputs, store_root, tmp_pat
         a, b = open_(cfg, name, consolidated=True), open_(one, name, consolidated=True)
         assert a.sizes["time"] == N_DAYS
         assert_same_store(a, b, name)
+        # the per-day digests downstream stages depend on (storage.deps) are those of one shot too
+        da = input_day_digests(cfg.store.root, f"inputs/{name}", so)
+        assert da == input_day_digests(one.store.root, f"inputs/{name}") and sorted(da) == [
+            str(d.date()) for d in pd.date_range(START, END)], name
+        assert input_static_digest(cfg.store.root, f"inputs/{name}", so) == \
+            input_static_digest(one.store.root, f"inputs/{name}") != "", name
+
+
+def test_a_revised_day_changes_its_stored_digest_only(tiny_world, inputs, tmp_path, no_aws_env):
+    """``--overwrite`` of a revised CCI day changes exactly that day's ``stored_days`` digest; a
+    revised LST day changes that day's digest and perhaps later ones within the gap-fill's reach,
+    never an earlier one (causal rule); a re-ingest without change keeps every digest."""
+    import netCDF4
+
+    from sm1km.storage.readers import read_raster
+
+    only = ("cci", "lst_day", "elevation")
+    cfg = make_cfg(tiny_world, inputs, str(tmp_path / "store"), {}, only=only)
+    ingest(cfg)
+    root = cfg.store.root
+    before = {n: input_day_digests(root, f"inputs/{n}") for n in ("cci.zarr", "predictors.zarr")}
+    static = input_static_digest(root, "inputs/predictors.zarr")
+    assert len(before["cci.zarr"]) == len(before["predictors.zarr"]) == N_DAYS
+    ingest(cfg)
+    assert {n: input_day_digests(root, f"inputs/{n}") for n in before} == before
+    with netCDF4.Dataset(cci_file(inputs, "2020-04-03"), "r+") as nc:
+        sm = nc["sm"][:]
+        sm[0, 1, 1] = 0.4321
+        nc["sm"][:] = sm
+    tif = inputs / "predictors" / "lst_day_20200405.tif"
+    import rasterio
+
+    with rasterio.open(tif, "r+") as r:
+        band = r.read(1)
+        band[band > 0] += 1.5
+        r.write(band, 1)
+    assert np.isfinite(read_raster(tif, cfg.coarse_region, cfg.grid.factor).values).any()
+    ingest(cfg, overwrite=True)
+    after = {n: input_day_digests(root, f"inputs/{n}") for n in before}
+    assert [d for d in before["cci.zarr"] if before["cci.zarr"][d] != after["cci.zarr"][d]] == ["2020-04-03"]
+    changed = [d for d in before["predictors.zarr"] if before["predictors.zarr"][d] != after["predictors.zarr"][d]]
+    assert changed[0] == "2020-04-05" and all(d >= "2020-04-05" for d in changed)
+    assert input_static_digest(root, "inputs/predictors.zarr") == static
 
 
 def test_same_content_in_a_new_file_is_not_a_change(tiny_world, inputs, tmp_path):

@@ -20,6 +20,7 @@ from sm1km.core import grid
 from sm1km.core.rechunk_plan import chunk_slices, output_chunks, plan_staging
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.deps import digest_of
 
 from .cube import (
     COARSE_TIME_CHUNK,
@@ -507,6 +508,9 @@ class CoarseJob:
             for d in self.todo:
                 idx["file_days"][Path(self.day_file[d]).name] = [d]
         idx["digest_tile"] = [cy, cx]
+        # what the store holds (storage.deps reads these): a day's digest is its decoded content
+        idx["stored_days"] = {d: ent[1] for d, ent in sorted(idx["days"].items())}
+        idx["stored_static"] = digest_of({"land_fraction": idx["static"].get("digest")} if self.svars else {})
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         if self.lsm:
             inputs.append({"name": Path(self.lsm).name, "sha256": self.sha[self.lsm], "role": "land-sea mask"})

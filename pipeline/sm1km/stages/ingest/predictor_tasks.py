@@ -26,7 +26,7 @@ from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 
 from .cube import coord_arrays
-from .index import chunk_digests
+from .index import DIGEST_MOD, chunk_digests
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,15 @@ class PredictorBlockWrite:
         return f"t{self.block.start}-r{self.rows.start}-c{self.cols.start}"
 
 
-def write_predictor_block(task: PredictorBlockWrite) -> None:
+@dataclasses.dataclass(frozen=True)
+class PredictorWritten:
+    """What a write task stored: ``{store time position: digest part}`` of the tile's stored values
+    (every time-dependent variable, ``observed_flags`` included), summed over tiles by the job."""
+
+    digests: dict[int, int]
+
+
+def write_predictor_block(task: PredictorBlockWrite) -> PredictorWritten:
     """Task, write pass of the daily predictors: gap-fill days of one (time block, tile) from their trailing window."""
     stg = store.open_dataset(task.staging_url, task.so, consolidated=False)
     sel = {"day": slice(task.window.start - task.h0, task.window.stop - task.h0), "lat": task.rows, "lon": task.cols}
@@ -340,6 +348,12 @@ def write_predictor_block(task: PredictorBlockWrite) -> None:
         out[DYNAMIC_BY_KEY[k].var] = (("time", "lat", "lon"), filled)
     out[OBSERVED_FLAGS] = (("time", "lat", "lon"), flags)
     store.write_region(task.url, xr.Dataset(out), {"time": task.block, "lat": task.rows, "lon": task.cols}, task.so)
+    ny, nx = task.rows.stop - task.rows.start, task.cols.stop - task.cols.start
+    digests = {}
+    for i, t in enumerate(range(task.block.start, task.block.stop)):
+        digests[t] = sum(chunk_digests(name, np.asarray(arr)[i], task.rows.start, task.cols.start, ny, nx)
+                         for name, (_, arr) in sorted(out.items())) % DIGEST_MOD
+    return PredictorWritten(digests)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,4 +385,4 @@ __all__ = ["DYNAMIC", "STATIC", "DYNAMIC_BY_KEY", "STATIC_BY_KEY", "Dynamic", "S
            "FALLBACK_DAYS", "LEAD_IN_DAYS",
            "configured", "validate_raster",
            "DaySource", "PredictorReadTask", "PredictorRead", "read_predictor_band", "StaticReadTask", "StaticRead",
-           "read_static_band", "PredictorBlockWrite", "write_predictor_block", "StaticTileWrite", "write_static_tile"]
+           "read_static_band", "PredictorBlockWrite", "PredictorWritten", "write_predictor_block", "StaticTileWrite", "write_static_tile"]

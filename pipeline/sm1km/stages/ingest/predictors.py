@@ -28,6 +28,7 @@ from sm1km.core.gapfill import GAPFILL_RULE
 from sm1km.core.rechunk_plan import blocks_of, chunk_slices, days_to_recompute, hull, plan_staging, trailing_window
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.deps import digest_of
 
 from .cube import Var, coord_arrays, day, final_attrs, grow_time_axis, iso, open_existing, template, time_axis
 from .index import DIGEST_MOD, hex_digest
@@ -375,8 +376,13 @@ class PredictorJob:
             names = tuple(STATIC_BY_KEY[k].var for k in self.static_todo)
             stasks = [StaticTileWrite(self.url, ctx.so, self.staging_url, names, rs, cs)
                       for rs in chunk_slices(lat.size, cy) for cs in chunk_slices(lon.size, cx)]
-        raise_problems(task_errors(run_units(ctx, write_predictor_block, tasks, "predictors-write")))
+        written = run_units(ctx, write_predictor_block, tasks, "predictors-write")
+        raise_problems(task_errors(written))
         raise_problems(task_errors(run_units(ctx, write_static_tile, stasks, "predictors-static-write")))
+        self.stored_digests: dict[int, int] = {}
+        for r in succeeded(written):
+            for t, v in r.digests.items():
+                self.stored_digests[t] = (self.stored_digests.get(t, 0) + v) % DIGEST_MOD
         self._write_index_and_attrs(fresh, days, cy, cx)
 
     def _write_index_and_attrs(self, fresh: bool, days, cy: int, cx: int) -> None:
@@ -394,6 +400,11 @@ class PredictorJob:
         for key in self.static_todo:
             f = self.static_files[key]
             idx["static"][key] = [Path(f).name, self.sha[f], hex_digest(self.static_digests[key])]
+        # what the store holds (storage.deps reads these): per day, the gap-filled values and flags
+        stored = {} if fresh else dict(idx.get("stored_days", {}))
+        stored.update({iso(days[t]): hex_digest(v) for t, v in self.stored_digests.items()})
+        idx["stored_days"] = dict(sorted(stored.items())) if self.dyn else {}
+        idx["stored_static"] = digest_of({s.key: idx["static"][s.key][2] for s in self.sta})
         idx["digest_tile"] = [cy, cx]
         idx["lead_in"] = self.lead_sig
         for m in self.lead.values():
