@@ -87,6 +87,8 @@ def test_bad_arguments_are_rejected():
         gapfill_time(np.zeros(3), max_gap_days=-1)
     with pytest.raises(ValueError):
         gapfill_time(np.zeros(3), fallback_days=0)
+    with pytest.raises(ValueError, match="magnitude"):  # exact fixed-point sums need |v| < 2**20
+        gapfill_time(np.array([3e6, nan, nan]), max_gap_days=0, fallback_days=2)
 
 
 @settings(max_examples=80, deadline=None)

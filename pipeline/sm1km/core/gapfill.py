@@ -19,10 +19,12 @@ shot.) With finite ``max_gap_days < fallback_days`` the value of day ``t`` depen
 trailing window (:func:`sm1km.core.rechunk_plan.trailing_window`), and a changed day ``p``
 changes only days ``[p, p + fallback_days)`` (:func:`sm1km.core.rechunk_plan.days_to_recompute`).
 
-Bit-identical whatever the window: a day's trailing sums are added in one fixed order (oldest
-day first, one float64 addition per day, the days before the array's start adding 0.0) and the
-tile's daily sums are exact (:func:`math.fsum`), so filling a block from its trailing window
-gives exactly the bytes of filling the whole series (the test suite checks it).
+Bit-identical whatever the window: a pixel's trailing sums are exact integer sums on a
+fixed-point grid of 2**-32 (cumulative sums, so one pass whatever the window) and the tile's
+daily sums are exact (:func:`math.fsum`), so filling a block from its trailing window gives
+exactly the bytes of filling the whole series (the test suite checks it). (Float64 running sums
+would depend on where the array starts; adding the window day by day in a fixed order is exact
+too but cost 7 s per 120 × 120 px tile and 100 days.)
 
 NDVI arrives as 16-day composites: :func:`place_on_days` puts each composite on its date in the
 daily axis (NaN elsewhere) and the rule holds a composite until the next one (16 days: exactly the
@@ -54,26 +56,38 @@ def _window(nt: int, fallback_days: int | None) -> int:
     return nt if fallback_days is None else max(1, min(int(fallback_days), nt))
 
 
+#: the pixel trailing sums are exact sums of the values on a fixed-point grid of 2**-32
+_FIXED_BITS = 32
+#: |values| must stay below this (the sums of a window then fit an int64)
+_FIXED_LIMIT = float(2 ** 20)
+
+
 def trailing_means(values: np.ndarray, fallback_days: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per day and pixel of ``(time, pixels)``: (sum, count) of the observations in the trailing
-    window ``[t - fallback_days + 1, t]`` (clipped at the array's start) — float64, int32.
+    window ``[t - fallback_days + 1, t]`` (clipped at the array's start) — float64, int64.
 
-    Oldest day first, one addition per day (days before the array's start add 0.0), so the sums of
-    a day do not depend on where the array starts as long as it holds the day's whole window.
+    The sums are exact: every value is put on a fixed-point grid of 2**-32 (far below float32
+    resolution for predictors; ``|values| < 2**20``) and summed as integers, so a day's sum does
+    not depend on where the array starts as long as it holds the day's whole window (an appended
+    day gets exactly the one-shot value), and a running sum costs one pass whatever the window.
     """
     x = np.asarray(values, dtype=np.float64)
     nt = x.shape[0]
     w = _window(nt, fallback_days)
     fin = np.isfinite(x)
-    pad = ((w - 1, 0),) + ((0, 0),) * (x.ndim - 1)
-    xp = np.pad(np.where(fin, x, 0.0), pad)
-    cp = np.pad(fin.astype(np.int32), pad)
-    s = np.zeros(x.shape, dtype=np.float64)
-    n = np.zeros(x.shape, dtype=np.int32)
-    for k in range(w):
-        s += xp[k:k + nt]
-        n += cp[k:k + nt]
-    return s, n
+    xv = np.where(fin, x, 0.0)
+    if xv.size and float(np.abs(xv).max()) >= _FIXED_LIMIT:
+        raise ValueError(f"trailing means take values below {_FIXED_LIMIT:g} in magnitude")
+    if w > (1 << (62 - _FIXED_BITS - 20)):
+        raise ValueError("the trailing window is too long for exact sums")
+    q = np.rint(np.ldexp(xv, _FIXED_BITS)).astype(np.int64)
+    zero = np.zeros((1, *x.shape[1:]), dtype=np.int64)
+    cq = np.concatenate([zero, np.cumsum(q, axis=0)])          # cq[k] = sum of days < k
+    cn = np.concatenate([zero, np.cumsum(fin, axis=0, dtype=np.int64)])
+    hi = np.arange(1, nt + 1)
+    lo = np.maximum(hi - w, 0)
+    s = np.ldexp((cq[hi] - cq[lo]).astype(np.float64), -_FIXED_BITS)
+    return s, cn[hi] - cn[lo]
 
 
 def tile_trailing_means(values: np.ndarray, fallback_days: int | None = None) -> np.ndarray:
