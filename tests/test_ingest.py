@@ -321,6 +321,27 @@ def test_append_equals_a_one_shot_ingest(tiny_world, inputs, store_root, tmp_pat
             input_static_digest(one.store.root, f"inputs/{name}") != "", name
 
 
+def test_a_time_axis_corrupted_by_an_old_append_is_repaired(tiny_world, inputs, tmp_path, no_aws_env):
+    """Stores appended before the fix read 1970-01-01 for the appended days: the next ingest
+    rewrites their time coordinate (the data were right) and appends; the result equals one shot."""
+    only = ("cci", "lst_day")
+    root = str(tmp_path / "store")
+    ingest(make_cfg(tiny_world, inputs, root, {}, end=MID, only=only))
+    cfg = make_cfg(tiny_world, inputs, root, {}, only=only)
+    for name in ("cci.zarr", "predictors.zarr"):  # what the old append left: zeros for days 5, 6
+        g = store.open_group(cfg.store.url("inputs", name), {}, mode="r+", use_consolidated=False)
+        t = store.array(g, "time")
+        t[5:7] = np.zeros(2, dtype=t.dtype)
+        assert str(open_(cfg, name)["time"].values[-1])[:10] == "1970-01-01"
+    ingest(cfg)
+    one = make_cfg(tiny_world, inputs, str(tmp_path / "one"), {}, only=only)
+    ingest(one)
+    for name in ("cci.zarr", "predictors.zarr"):
+        a, b = open_(cfg, name, consolidated=True), open_(one, name, consolidated=True)
+        np.testing.assert_array_equal(a["time"].values, pd.date_range(START, END).values, err_msg=name)
+        assert_same_store(a, b, name)
+
+
 def test_a_revised_day_changes_its_stored_digest_only(tiny_world, inputs, tmp_path, no_aws_env):
     """``--overwrite`` of a revised CCI day changes exactly that day's ``stored_days`` digest; a
     revised LST day changes that day's digest and perhaps later ones within the gap-fill's reach,

@@ -32,9 +32,11 @@ from .cube import (
     grow_time_axis,
     iso,
     open_existing,
+    rewrite_time,
     staging_var,
     template,
     time_axis,
+    time_repair_needed,
 )
 from .index import DIGEST_MOD, chunk_digests, hex_digest
 from .inputs import glob_files, hash_files
@@ -274,6 +276,7 @@ class CoarseJob:
         self.lsm = ctx.cfg.inputs.era5_lsm if kind == "era5" else None
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
+        self.time_repair = False  # the stored time coordinate is corrupt: rewrite it
         self.axis = np.array([], dtype="datetime64[D]")
         self.todo: list[str] = []
         self.changed: set[str] = set()
@@ -337,7 +340,8 @@ class CoarseJob:
         fresh = ds is None or self.rebuild
         self.static_todo = bool(self.svars) and (fresh or lsm_changed or not self.index["static"])
         grows = stored is not None and len(self.axis) > len(stored)
-        self.action = "create" if fresh else ("update" if (self.todo or grows) else None)
+        self.time_repair = not fresh and time_repair_needed(ds)
+        self.action = "create" if fresh else ("update" if (self.todo or grows or self.time_repair) else None)
         log.info("%s: %s (%d day(s) to read, %d changed)", self.store_name, self.action or "up to date",
                  len(self.todo), len(self.changed))
 
@@ -469,8 +473,11 @@ class CoarseJob:
             tpl, enc = template(days, lat, lon, self.tvars, self.svars, self.chunks, (cy, cx), {})
             store.create_template(self.url, tpl, enc, ctx.so, overwrite=self.exists)
             store.Ledger(ctx.cfg.store.root, self.store_name, ctx.so).clear()
-        elif self.stored is not None and len(days) > len(self.stored):
-            grow_time_axis(self.url, ctx.so, days)
+        else:
+            if self.time_repair and self.stored is not None:
+                rewrite_time(self.url, ctx.so, self.stored)
+            if self.stored is not None and len(days) > len(self.stored):
+                grow_time_axis(self.url, ctx.so, days)
         pos = {d: i for i, d in enumerate(map(iso, days))}
         staged_pos = {d: k for k, d in enumerate(self.todo)}
         regions = output_chunks([pos[d] for d in self.todo], len(days), ct, lat.size, cy, lon.size, cx)

@@ -131,6 +131,25 @@ def grow_time_axis(url: str, so, days: np.ndarray) -> None:
                          "pass --overwrite to rebuild the store.")
 
 
+def contiguous(stored: np.ndarray) -> bool:
+    """True if ``stored`` (datetime64[D]) is its first day and the days after it, as ingest writes."""
+    return stored.size == 0 or bool((stored == stored[0] + np.arange(stored.size).astype("timedelta64[D]")).all())
+
+
+def time_repair_needed(ds: xr.Dataset | None) -> bool:
+    """True for a store whose time coordinate is not consecutive days (see :func:`time_axis`)."""
+    if ds is None or "time" not in ds.coords:
+        return False
+    return not contiguous(np.asarray(ds["time"].values, dtype="datetime64[D]"))
+
+
+def rewrite_time(url: str, so, stored: np.ndarray) -> None:
+    """Write the time values of the ``stored`` days (positions 0..) — the repair of :func:`time_axis`."""
+    g = store.open_group(url, so, mode="r+", use_consolidated=False)
+    store.array(g, "time")[: len(stored)] = (np.asarray(stored, dtype="datetime64[D]") - EPOCH).astype(np.int32)
+    log.warning("%s: time coordinate of the %d stored days rewritten", url, len(stored))
+
+
 def final_attrs(cfg: RunConfig, url: str, so, fresh: bool, title: str, summary: str, inputs: list[dict],
                 days: np.ndarray | None, note: str, extra: dict | None = None) -> dict:
     """Final attributes: provenance (kept from creation on updates), history line, coverage."""
@@ -199,6 +218,10 @@ def time_axis(ctx: IngestContext, ds: xr.Dataset | None, url: str, problems: lis
     stored = np.asarray(ds["time"].values, dtype="datetime64[D]")
     if stored.size == 0:
         return axis(p.start, p.end), None
+    if not contiguous(stored):
+        log.warning("%s: the stored time axis is not %s and the days after it (an append before sm1km 0.1 wrote "
+                    "1970-01-01 for the new days): it is rewritten", url, iso(stored[0]))
+        stored = stored[0] + np.arange(stored.size).astype("timedelta64[D]")
     s0, s1 = stored[0], stored[-1]
     if day(p.start) < s0:
         problems.append(StoreError(url, f"the store starts on {iso(s0)} but the period starts earlier ({p.start}); "

@@ -30,7 +30,19 @@ from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 from sm1km.storage.deps import digest_of
 
-from .cube import Var, coord_arrays, day, final_attrs, grow_time_axis, iso, open_existing, template, time_axis
+from .cube import (
+    Var,
+    coord_arrays,
+    day,
+    final_attrs,
+    grow_time_axis,
+    iso,
+    open_existing,
+    rewrite_time,
+    template,
+    time_axis,
+    time_repair_needed,
+)
 from .index import DIGEST_MOD, hex_digest
 from .inputs import glob_files, hash_files
 from .job import IngestContext, UnitCounts, raise_problems, run_units, succeeded, task_errors
@@ -74,6 +86,7 @@ class PredictorJob:
             log.warning("predictors not configured (left out of %s): %s", self.store_name, ", ".join(missing))
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
+        self.time_repair = False  # the stored time coordinate is corrupt: rewrite it
         self.axis = np.array([], dtype="datetime64[D]")
         self.chunks: tuple[int, ...] = ()
         self.blocks: list[int] = []
@@ -231,9 +244,10 @@ class PredictorJob:
                 self.static_todo.append(s.key)
         self.static_files = static_files
         grows = stored is not None and len(self.axis) > len(stored)
+        self.time_repair = not fresh and time_repair_needed(ds)
         if fresh:
             self.action = "create"
-        elif self.blocks or self.static_todo or grows:
+        elif self.blocks or self.static_todo or grows or self.time_repair:
             self.action = "update"
         log.info("%s: %s (%d day(s) in %d time block(s) to compute, static to read: %s)", self.store_name,
                  self.action or "up to date", len(self.recompute), len(self.blocks),
@@ -359,8 +373,11 @@ class PredictorJob:
         if fresh:
             tpl, enc = template(days if self.dyn else None, lat, lon, tvars, svars, self.chunks, (cy, cx), {})
             store.create_template(self.url, tpl, enc, ctx.so, overwrite=self.exists)
-        elif self.stored is not None and len(days) > len(self.stored):
-            grow_time_axis(self.url, ctx.so, days)
+        else:
+            if self.time_repair and self.stored is not None:
+                rewrite_time(self.url, ctx.so, self.stored)
+            if self.stored is not None and len(days) > len(self.stored):
+                grow_time_axis(self.url, ctx.so, days)
         kinds = tuple(d.key for d in self.dyn)
         h0 = self.hull.start if self.hull else 0  # blocks to write: there is a hull
         tasks = []
