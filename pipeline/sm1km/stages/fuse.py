@@ -597,6 +597,7 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
 
     applied_url = store.join(_params_ledger(cfg, so), APPLIED_RECORD)
     applied = (store.read_json(applied_url, so) or {}).get("days", {}) if exists else {}
+    ledger.fs.invalidate_cache(ledger.path)
     present = ledger.keys()
     todo: list[WorkUnit] = []
     for b in blocks:
@@ -619,6 +620,7 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
                       neighbourhood_cells=settings.neighbourhood_cells, block_days=tb, deps=current)
     with stage_client(cfg, client) as c:
         written = sum(1 for _ in run_tasks(c, functools.partial(_fuse_unit, ctx=ctx), todo, name="fuse_chunk"))
+    ledger.fs.invalidate_cache(ledger.path)  # s3fs: a listing cached before the tasks wrote their markers
 
     totals: dict[str, int] = dict(stored.counts)
     for u in units:
