@@ -143,11 +143,27 @@ class InputsConfig(_Strict):
     truth: str | None = Field(None, description="synthetic-world truth store (evaluation only)")
 
 
+class ReferencePeriodConfig(_Strict):
+    """The days the fusion parameters are fitted on (inclusive ISO dates)."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+
 class FusionConfig(_Strict):
     method: Literal["meanstd", "cdf"] = "meanstd"
     min_overlap_days: int = Field(20, ge=2, description="CCI+ERA5 days a pixel needs for its own matching")
     neighbourhood_cells: int = Field(2, ge=0, le=20, description="radius for the regional fallback")
     space_chunk: int = Field(16, ge=1, le=1440, description="0.25° cells per chunk side for fusion")
+    reference_period: ReferencePeriodConfig | None = Field(
+        None, description="days the rescaling parameters are fitted on, once (default: the period of the "
+                          "run that first fits them); later days reuse them")
 
 
 class ModelConfig(_Strict):
@@ -341,6 +357,7 @@ fusion:
   min_overlap_days: 20
   neighbourhood_cells: 2
   space_chunk: 16
+  reference_period: null  # {start, end}: fit the rescaling once on these days (default: the first run's period)
 model:
   path: null           # default: <store.root>/model/model.ubj
   algorithm: auto      # auto (best under station-grouped CV), rf, gbt
