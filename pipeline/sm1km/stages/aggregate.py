@@ -192,6 +192,7 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
         raise ValueError("min_valid_fraction must be in [0, 1]")
     if not store.exists(murl, so):
         raise StoreError(murl, "no master store.", "run `sm1km downscale --config run.yaml` first.")
+    src_attrs = dict(store.open_group(murl, so).attrs)
     master_keys = store.Ledger(cfg.store.root, master.MASTER_STORE, so).keys()
     need = n_master_shards(cfg)
     done_master = sum(1 for sp in shard_specs(cfg) if sp.key in master_keys)
@@ -200,7 +201,6 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
                                f"{published_length(murl, so)} of {cfg.period.n_days} days published).",
                          "finish it with `sm1km downscale --config run.yaml` (it resumes), then aggregate.")
     months, _ = month_index(cfg.dates())
-    src_attrs = dict(store.open_group(murl, so).attrs)
     tpl, enc = master.monthly_template(cfg, source_attrs=src_attrs)
     tpl.attrs["sm1km_monthly_rule"] = (f"mean written where n_valid_days >= {min_valid_fraction} x calendar days "
                                        "of the month; else fill")

@@ -101,7 +101,12 @@ def extend_time(url: str, new_times: Iterable[Any], storage_options: Mapping[str
 def published_length(url: str, storage_options: Mapping[str, Any] | None = None) -> int:
     """Days a reader sees: the time length in the root's consolidated metadata (the ``time``
     array's own length when the store was never finalized)."""
-    cons = (read_root_metadata(url, storage_options).get("consolidated_metadata") or {}).get("metadata") or {}
+    try:
+        root = read_root_metadata(url, storage_options)
+    except ValueError as exc:  # not JSON / not UTF-8
+        raise StoreError(url, f"the root zarr.json cannot be read ({exc}).",
+                         "the store is corrupt: check it with `sm1km verify`, or re-run the stage that writes it.") from None
+    cons = (root.get("consolidated_metadata") or {}).get("metadata") or {}
     if "time" in cons:
         return int(cons["time"]["shape"][0])
     g = store.open_group(url, storage_options, use_consolidated=False)
