@@ -237,7 +237,7 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     if stale:
         log.info("aggregate: months to compute (new days, a new month or changed master days): %s",
                  ", ".join(labels[m] for m in sorted(stale)))
-    log.info("aggregate: %d monthly chunks, %d up to date, %d to write -> %s", total, skipped, n_tasks, url)
+    log.info("aggregate: %d monthly chunks, %d already done, %d to write -> %s", total, skipped, n_tasks, url)
     written = months_written = 0
     task = functools.partial(aggregate_chunk, ctx=ctx)
     with stage_client(cfg, client) as c:

@@ -335,10 +335,10 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
 
     def needed(spec: WorkUnit) -> bool:
         deps = block_deps[block_key(*spec.time_bounds)]
+        if spec.key not in present:  # never written, or its marker was removed: (re)do it
+            return True
         if recorded.get(block_key(*spec.time_bounds)) == deps:
             return False
-        if spec.key not in present:
-            return True
         if spec.key not in infos:
             infos[spec.key] = ledger.info(spec.key)
         info = infos[spec.key]
@@ -354,7 +354,7 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
     if stale:
         log.info("downscale: %d of %d time blocks to compute (new days or changed inputs): %s", len(stale),
                  len(block_deps), ", ".join(stale))
-    log.info("downscale: %d shards, %d up to date (skipped), %d to write -> %s (%d days published, %d added)",
+    log.info("downscale: %d shards, %d already done (skipped), %d to write -> %s (%d days published, %d added)",
              total, skipped, total - skipped, url, n_pub, n_days - n_pub)
     written, land = 0, 0
     task = functools.partial(downscale_shard, ctx=ctx)
