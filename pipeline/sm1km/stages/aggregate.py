@@ -1,8 +1,16 @@
 """``sm1km aggregate``: monthly means of the 1 km master into ``monthly.zarr``.
 
-One task per (tile × 12 months) = one chunk of ``monthly.zarr``: it reads that tile's days from
-the master (packed int16, ~10 MB per year at 120×120 px), and writes per month the mean of the
-valid daily values (packed like the master) and ``n_valid_days``.
+One unit per (tile × 12 months) = one shard of ``monthly.zarr`` (one inner chunk per month): its
+task reads that tile's days of the months to compute from the master (packed int16, ~10 MB per
+year at 120×120 px), and writes per month the mean of the valid daily values (packed like the
+master) and ``n_valid_days``.
+
+**Grows in time:** each month has a deps digest (:func:`month_deps`: the master's per-day digests
+of its days, ``_ledger/master.zarr/days.json``) recorded in ``_ledger/monthly.zarr/blocks.json``;
+only months whose digest changed are computed — the open month when the master gained days, new
+months (the time axis is extended, ``append.grow_store``), months with revised days — and written
+prefix-preserving, so a closed month keeps its bytes. A month is closed once all its days are in
+the master.
 
 **Rule for thin months:** the mean is written only where ``n_valid_days`` is at least
 ``min_valid_fraction`` (default 0.5) of the month's *calendar* days; otherwise the mean is fill

@@ -11,6 +11,13 @@ that shard — then marks the shard in the ledger.
 * **Resumable:** shards in the ledger (``<root>/_ledger/master.zarr/``) are skipped; a killed run
   re-run gives a byte-identical store (``SOURCE_DATE_EPOCH`` fixes the timestamps). Consolidated
   metadata is written last, once every shard is done.
+* **Grows in time:** a master holding a prefix of the period is extended
+  (:func:`sm1km.storage.append.grow_store`), every shard is replaced prefix-preserving
+  (``master.write_packed(preserve=True)``: published inner chunks keep their bytes and offsets),
+  consolidated metadata last. Each day/time block has a deps digest (:func:`master_deps`: fused
+  data of the day, its predictors, the model's sha256) in ``_ledger/master.zarr/days.json`` /
+  ``blocks.json`` (``storage.deps``); a block whose digest changed is recomputed — exactly its
+  shards — and a run with nothing to do writes nothing. The model is pinned (never retrained).
 * **Bounded memory:** tasks are O(shard): the driver only holds work units (a few integers each),
   generated lazily, and keeps at most ``max_in_flight`` tasks submitted (``runtime.runner``).
 * **Model once per worker:** a task carries only the model URL and its sha256; the booster lives in
@@ -19,7 +26,7 @@ that shard — then marks the shard in the ledger.
 
 Returns a :class:`~sm1km.runtime.result.StageResult` ``{"master", "ledger"}`` with ``stats``
 ``units_total/written/skipped`` (= ``shards_total/written/skipped``, kept for the CLI's output)
-and ``land_pixel_days_written``. The scores against the synthetic truth are
+``land_pixel_days_written``, ``days_published`` / ``days_added`` and ``blocks_redone``. The scores against the synthetic truth are
 ``sm1km.validation.truth``.
 """
 
@@ -175,7 +182,7 @@ class DownscaleContext:
     start: str           # first day of the run (ISO)
     run_token: str = ""  # one per make_context: the stores a worker opened are reused for it ("" = never)
     block_deps: dict = dataclasses.field(default_factory=dict)  # {time block key: deps digest} (ledger markers)
-    preserve: bool = True  # rewrite shards prefix-preserving (storage.append.preserve_prefix)
+    preserve: bool = False  # rewrite shards prefix-preserving (a store that existed before the run: readers)
 
 
 def read_inputs(spec: WorkUnit, ctx: DownscaleContext):
@@ -324,7 +331,8 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
                              "(_ledger/master.zarr) to recompute everything.")
     n_pub, n_days = grow_store(url, tpl, enc, so)
     day_deps, block_deps = master_deps(cfg, ctx)
-    ctx = dataclasses.replace(ctx, block_deps=block_deps)
+    # a store created by this run has no readers yet: shards are written directly (the fast path)
+    ctx = dataclasses.replace(ctx, block_deps=block_deps, preserve=existed)
     blocks = BlockDigests(cfg.store.root, master.MASTER_STORE, so)
     recorded = blocks.read()
     stale = [k for k, d in block_deps.items() if recorded.get(k) != d]

@@ -11,6 +11,11 @@ end. A reader that fetched the old index and then reads chunk ranges from the re
 finds exactly the bytes the old index points at; a reader that fetches the new index reads new
 chunks whose published days are bit-identical. Each object is replaced by one atomic PUT (S3) or
 rename (local), :func:`sm1km.storage.store.put_atomic`.
+
+:func:`grow_store` is what a stage calls first: create the store from its template, or check that
+the existing one holds a prefix of the run's days and extend it (the master and monthly.zarr; the
+master's packed shards then go through ``master.write_packed(preserve=True)``, the same rule
+without zarr's per-chunk encode).
 """
 
 from __future__ import annotations
