@@ -73,6 +73,7 @@ def _content_digests(url: str, so: Mapping[str, Any] | None, variables: Iterable
     remote = store.is_remote(url)
     for v in sorted(variables):
         base = posixpath.join(path.rstrip("/"), v, "c")
+        fs.invalidate_cache(base)
         try:
             found = fs.find(base, detail=True)
         except FileNotFoundError:
