@@ -169,3 +169,53 @@ def test_files_without_a_manifest_entry_are_adopted_or_rewritten(store_root, tmp
     assert res.stats["units_rewritten"] == 1 and res.stats["units_adopted"] == 1
     with h5py.File(es.local_copy(store.join(out, "sm1km_daily_202001.h5"), so, tmp_path)) as f:
         assert f.attrs[DEPS_ATTR] and f["sm"].shape[0] == 12
+
+
+def _catalog_docs(cfg, so):
+    import json
+
+    coll_url = cfg.store.url("catalog", "collection.json")
+    fs, path = store.filesystem(coll_url, so)
+    fs.invalidate_cache()
+    coll = json.loads(fs.cat_file(path))
+    items = {}
+    for link in coll["links"]:
+        if link["rel"] == "item":
+            d = json.loads(fs.cat_file(posixpath.normpath(posixpath.join(posixpath.dirname(path), link["href"]))))
+            items[d["id"]] = d
+    return coll, items
+
+
+def test_catalog_grows_with_the_exports(store_root):
+    from sm1km.stages.catalog import catalog
+
+    root, so = store_root
+    cfg, q = _world(root, so)
+    with fixed_timestamps():
+        _write_master(cfg, so, q, N0)
+        export_deliverables(cfg)
+        first = catalog(cfg)
+        coll, items = _catalog_docs(cfg, so)
+        assert first.stats["items"] == len(items) == 1 + N0 + 2  # master + 6 days + 2 months
+        assert coll["extent"]["temporal"]["interval"][0][1] == "2020-01-03T23:59:59Z"
+        jan = items["hdf5-sm1km_daily_202001"]
+        assert jan["properties"]["end_datetime"] == "2020-01-03T23:59:59Z"  # the days it holds, not the month
+        # every item's file is there (the catalog is written after the exports)
+        for it in items.values():
+            for a in it["assets"].values():
+                if a["href"].endswith((".tif", ".h5")):
+                    fs, p = store.filesystem(store.join(cfg.store.url("catalog"), it["id"], a["href"]), so)
+                    assert fs.exists(posixpath.normpath(p)), a["href"]
+        _write_master(cfg, so, q, len(q["sm"]))
+        export_deliverables(cfg)
+        grown = catalog(cfg)
+        coll2, items2 = _catalog_docs(cfg, so)
+        assert grown.stats["items"] == len(items2) == 1 + 15 + 2
+        assert coll2["extent"]["temporal"]["interval"][0][1] == "2020-01-12T23:59:59Z"
+        assert items2["hdf5-sm1km_daily_202001"]["properties"]["end_datetime"] == "2020-01-12T23:59:59Z"
+        assert items2["hdf5-sm1km_daily_202001"]["properties"]["sm1km:deps"] != jan["properties"]["sm1km:deps"]
+        # unchanged items are not rewritten: the closed days' items, December; new ones added
+        assert items2["geotiff-sm1km_daily_20191229"] == items["geotiff-sm1km_daily_20191229"]
+        assert grown.stats["units_written"] == 9 + 2 + 1 + 1 + 1  # 9 new days, 2 rewritten, Jan, master, collection
+        again = catalog(cfg)
+    assert again.stats["units_written"] == 0
