@@ -219,3 +219,15 @@ def test_catalog_grows_with_the_exports(store_root):
         assert grown.stats["units_written"] == 9 + 2 + 1 + 1 + 1  # 9 new days, 2 rewritten, Jan, master, collection
         again = catalog(cfg)
     assert again.stats["units_written"] == 0
+
+
+def test_sm1km_run_exports_and_catalogs_last(tmp_path):
+    from sm1km.pipeline import DEFAULT_STAGES, STAGES, Pipeline
+
+    assert DEFAULT_STAGES[-2:] == ("export", "catalog") and STAGES["export"] is export_deliverables
+    cfg, _ = _world(str(tmp_path / "store"), {})
+    res = Pipeline(cfg).run(stages=("export", "catalog"))
+    assert res.stats["stages"]["export"]["units_written"] == 15 + 2
+    assert res.stats["stages"]["catalog"]["items"] == 1 + 15 + 2
+    again = Pipeline(cfg).run(stages=("export", "catalog"))
+    assert again.stats["units_skipped"] == 2  # both stages found nothing to do
