@@ -39,9 +39,10 @@ def _same_pointer(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool
     return {k: v for k, v in old.items() if k != "updated"} == {k: v for k, v in new.items() if k != "updated"}
 
 
-def promote(cfg, public_url: str, *, products: Iterable[str] = tuple(PRODUCT_STORES), catalog: bool = True,
+def promote(cfg, public_url: str | None = None, *, products: Iterable[str] = tuple(PRODUCT_STORES), catalog: bool = True,
             storage_options: Mapping[str, Any] | None = None, version: str | None = None) -> StageResult:
-    """Make the run ``cfg`` the published version under ``public_url``.
+    """Make the run ``cfg`` the published version under ``public_url`` (default: its own root, a
+    version promoted in place).
 
     Checks every product store of the run (:func:`check_published`), writes the STAC catalog to
     ``<public_url>/catalog`` (links relative, to the run's stores) and then, last and in one atomic
@@ -57,6 +58,7 @@ def promote(cfg, public_url: str, *, products: Iterable[str] = tuple(PRODUCT_STO
     no-op); ``catalog`` holds the catalog's own counters.
     """
     so = dict(storage_options if storage_options is not None else cfg.store.storage_options())
+    public_url = public_url or cfg.store.root
     entries: dict[str, Any] = {}
     for name in products:
         url = cfg.store.url(PRODUCT_STORES[name])
