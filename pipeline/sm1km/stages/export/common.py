@@ -259,6 +259,7 @@ def read_block(arr, times: slice | int, rows: slice, cols: slice) -> np.ndarray:
 def existing_names(folder: str, storage_options: Mapping[str, Any] | None) -> set[str]:
     """Names of the files directly in ``folder`` (one listing instead of one request per file)."""
     fs, path = store.filesystem(folder, storage_options)
+    fs.invalidate_cache(path)  # never trust a listing cached by an earlier call (s3fs)
     try:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError:
