@@ -281,6 +281,7 @@ def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.
     """
     from sm1km.storage.shard_codec import write_whole_shards
 
+    store.commit_check(url)  # fencing: refused once this run no longer holds the store's lock
     if group is None:
         group = store.open_group(url, storage_options, mode="r+")
     for name, data in arrays.items():
