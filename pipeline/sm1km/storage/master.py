@@ -281,10 +281,10 @@ def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.
     """
     from sm1km.storage.shard_codec import write_whole_shards
 
-    store.commit_check(url)  # fencing: refused once this run no longer holds the store's lock
     if group is None:
         group = store.open_group(url, storage_options, mode="r+")
     for name, data in arrays.items():
+        store.commit_check(url)  # fencing: refused once this run no longer holds the store's lock
         arr = cast("zarr.Array[Any]", group[name])
         # a template's variables: Zarr v3 arrays with dimension names (xarray writes them)
         dims = cast("tuple[str, ...]", cast("ArrayV3Metadata", arr.metadata).dimension_names)

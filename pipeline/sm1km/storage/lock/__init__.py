@@ -101,6 +101,9 @@ _REGISTRY_LOCK = threading.RLock()
 _HELD: dict[str, _Held] = {}
 #: owner uuids of every lock this process holds right now (any StoreLock, in run_lock or not)
 _LIVE_TOKENS: set[str] = set()
+#: owner uuids of locks this process fenced itself out of: their objects stay live until their lease
+#: ends (not stale at once by the "this process id, unknown lock" rule: this process left them)
+_GIVEN_UP: set[str] = set()
 
 
 def lock_url(root: str) -> str:
@@ -202,6 +205,7 @@ class StoreLock:
         self.s3 = self.remote and root.startswith(("s3://", "s3a://"))
         self.held = False
         self.lost: str | None = None  # why the lock was lost while held
+        self.lost_at: float | None = None  # when (Unix seconds, this host's clock)
         self.acquired_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -257,7 +261,7 @@ class StoreLock:
             return f"its lease expired at {info.get('expires')} (no heartbeat for {now - exp + info.get('ttl_s', 0):.0f} s)"
         if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
             pid = owner["pid"]
-            if pid == os.getpid() and owner.get("uuid") not in _LIVE_TOKENS:
+            if pid == os.getpid() and owner.get("uuid") not in _LIVE_TOKENS | _GIVEN_UP:
                 return f"it names this process id ({pid}) but was left by an earlier process (restarted container)"
             if pid != os.getpid() and not _pid_alive(pid):
                 return f"its process {pid} no longer exists on this host"
@@ -377,7 +381,7 @@ class StoreLock:
 
     def fence(self) -> Fence:
         """The fencing token of this lock, for the tasks of the run (picklable)."""
-        reuse = _env_float("SM1KM_FENCE_REUSE_S", min(1.0, self.margin_s / 4))
+        reuse = _env_float("SM1KM_FENCE_REUSE_S", 0.0)
         return Fence(root=self.root, url=self.url, owner=self.token, generation=self.generation,
                      margin_s=self.margin_s, reuse_s=max(0.0, min(reuse, self.margin_s / 2)),
                      storage_options=self.storage_options)
@@ -434,7 +438,9 @@ class StoreLock:
                 return
             self.held = False
             self.lost = why
+            self.lost_at = time.time()
             self._self_fenced = fenced
+        _GIVEN_UP.add(self.token)
         _LIVE_TOKENS.discard(self.token)
         log.error("run lock %s lost while writing: %s; stopping this run", self.url, why)
         if self.interrupt_on_loss:

@@ -15,10 +15,11 @@ condition across two objects; the margin is the bound, and the pipeline's writes
 (a late write carries the bytes the new holder writes too), while the ledger mark that would make
 such a unit count as done is checked again right before it is written.
 
-Cost: one GET of a ~500-byte object per check; a positive answer is reused by the same process for
-``reuse_s`` (default min(1 s, margin/4)), so a shard write followed by its ledger mark costs one
-GET, and a stalled process (SIGSTOP, GC) re-checks when it resumes (the reuse is on the monotonic
-clock, the lease on the wall clock).
+Cost: one GET of a ~500-byte object per check (each array's shard write and each ledger mark: three
+for a downscale shard). ``SM1KM_FENCE_REUSE_S`` (default 0) lets a process reuse a positive answer
+for that long (on the monotonic clock, so a stalled process re-checks when it resumes): safe against
+takeovers after expiry while it stays below the margin, but it lets commits through for that long
+after a ``--force-unlock``.
 """
 
 from __future__ import annotations
