@@ -221,6 +221,9 @@ def test_a_takeover_while_tasks_run_refuses_their_commits(lock_root, monkeypatch
 # ------------------------------------------------------------------------------------------------
 # whole runs of `sm1km downscale`
 # ------------------------------------------------------------------------------------------------
+#: the lease of the whole-run tests: short, yet long enough that a busy 2-core machine renews in time
+#: (heartbeat TTL/4, fenced after 2/3 TTL without a confirmed renewal)
+TTL_S = 6.0
 INPUTS = ("inputs/", "fused.zarr", "_ledger/inputs", "_ledger/fused.zarr")
 MASTER = ("master.zarr", "_ledger/master.zarr")
 
@@ -230,10 +233,12 @@ def slow(moto_server):
     """A second proxy between the first and moto that delays every write to the master and its
     ledger (≤ 0.5 s each), so that a downscale run lasts longer than a short lease."""
     p = FaultProxy(moto_server, record=True).start()
-    p.configure(FaultPlan(fraction=1.0, kinds=("delay",), max_delay_s=0.5, paths=("/master.zarr/",),
-                          methods=("PUT",), seed=7))
     yield p
     p.stop()
+
+
+SLOW_WRITES = FaultPlan(fraction=1.0, kinds=("delay",), max_delay_s=0.5, paths=("/master.zarr/",), methods=("PUT",),
+                        seed=7)
 
 
 @pytest.fixture
@@ -243,6 +248,7 @@ def s3_world(moto_server, world, reference, base, proxy, slow):
     import s3fs
 
     proxy.configure(FaultPlan())
+    slow.configure(SLOW_WRITES)
     bucket = f"fence-{uuid.uuid4().hex[:10]}"
     fs = s3fs.S3FileSystem(endpoint_url=moto_server, skip_instance_cache=True)
     fs.mkdir(bucket)
@@ -259,7 +265,7 @@ def s3_world(moto_server, world, reference, base, proxy, slow):
     proxy.configure(FaultPlan())
 
 
-def _downscale(name: str, run_yaml: Path, logs: Path, ttl_s: float = 3.0) -> P.Proc:
+def _downscale(name: str, run_yaml: Path, logs: Path, ttl_s: float = TTL_S) -> P.Proc:
     return P.sm1km(name, ["-v", "downscale", "--config", str(run_yaml)], logs,
                    env=FW.child_env(SM1KM_LOCK_TTL_S=str(ttl_s)))
 
@@ -284,12 +290,13 @@ def _writes_after(proxy_: FaultProxy, t: float) -> list:
 
 
 @pytest.mark.slow
-def test_downscale_completes_when_one_renewal_response_is_lost(s3_world, proxy):
+def test_downscale_completes_when_one_renewal_response_is_lost(s3_world, proxy, slow):
     w = s3_world
     proxy.reset_stats()
+    slow.configure(FaultPlan())   # no delays needed: the run lasts several heartbeats anyway
     proxy.configure(FaultPlan(fraction=1.0, kinds=("drop_after",), paths=(LOCK_PATH,), methods=("PUT",),
                               skip_first=1, max_faults=1))
-    run = _downscale("lost-response", w["faulty"], w["logs"], ttl_s=2.0)
+    run = _downscale("lost-response", w["faulty"], w["logs"])
     assert run.wait(300) == 0, run.tail()
     assert len(_faults(proxy, "drop_after")) == 1
     assert "answered 412 but the lock is still this run's" in run.tail(100_000)
@@ -301,18 +308,24 @@ def test_downscale_completes_when_one_renewal_response_is_lost(s3_world, proxy):
 def test_downscale_whose_renewals_are_denied_stops_itself_and_the_next_run_takes_over(s3_world, proxy, slow):
     w = s3_world
     slow.reset_stats()
-    proxy.configure(FaultPlan(permanent="access_denied", paths=(LOCK_PATH,), methods=("PUT", "DELETE"),
-                              skip_first=1))
     first = _downscale("denied", w["faulty"], w["logs"])
-    assert first.wait(300) == 2, first.tail()
+    try:   # once it has written a shard, every renewal (and the release) of its lock is refused
+        P.poll_until(lambda: len(_marks(w)) >= 1, 300, 0.05, alive=first, what="the first shard of the holder")
+        proxy.configure(FaultPlan(permanent="access_denied", paths=(LOCK_PATH,), methods=("PUT", "DELETE")))
+        assert first.wait(300) == 2, first.tail()
+    finally:
+        first.kill()
     log1 = first.tail(100_000)
     assert "could not be renewed in time" in log1 and "self-fencing" in log1 and "Traceback" not in log1
     assert "lost its lock while writing" in log1.strip().splitlines()[-1]
+    assert proxy.stats()["faults"].get("access_denied", 0) >= 1
     left = read_lock(w["root"], w["so"])   # its release was denied too: the lock stays until it expires
     assert left is not None and left["generation"] == 1
     marked_by_first = _marks(w)
-    assert len(marked_by_first) < FW.N_MASTER_SHARDS
-    # the second run: refused while the lease lasts, then takes over (the lease expired)
+    assert 1 <= len(marked_by_first) < FW.N_MASTER_SHARDS   # it stopped in the middle of the stage
+    # no write of the first run reached the store after its lease ended (it stopped itself before)
+    assert not _writes_after(slow, left["expires_unix"])
+    # the second run takes over once the lease has expired, and writes the rest
     while time.time() <= left["expires_unix"]:
         time.sleep(0.05)
     second = _downscale("after-denied", w["direct"], w["logs"])
@@ -320,8 +333,6 @@ def test_downscale_whose_renewals_are_denied_stops_itself_and_the_next_run_takes
     log2 = second.tail(100_000)
     assert "taking over a stale run lock" in log2 and "generation 2" in log2
     assert f"{len(marked_by_first)} already done (skipped)" in log2
-    # no write of the first run reached the store after its lease ended (it stopped itself before)
-    assert not _writes_after(slow, left["expires_unix"])
     _assert_master_is_the_reference(w)
 
 
