@@ -239,6 +239,7 @@ def write_packed_preserving(url: str, region: Mapping[str, slice], arrays: Mappi
     from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import MemoryStore
 
+    store.commit_check(url)  # fencing: refused once this run no longer holds the store's lock
     g = store.open_group(url, storage_options, mode="r", use_consolidated=False)
     fs, root = store.filesystem(url, storage_options)
     proto = default_buffer_prototype()

@@ -297,6 +297,7 @@ def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.
         group = store.open_group(url, storage_options, mode="r+")
     n = 0
     for name, data in arrays.items():
+        store.commit_check(url)  # fencing: refused once this run no longer holds the store's lock
         arr = cast("zarr.Array[Any]", group[name])
         # a template's variables: Zarr v3 arrays with dimension names (xarray writes them)
         dims = cast("tuple[str, ...]", cast("ArrayV3Metadata", arr.metadata).dimension_names)

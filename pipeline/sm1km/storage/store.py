@@ -25,6 +25,7 @@ in :mod:`sm1km.storage.attrs`; they are re-exported here because every stage rea
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import itertools
 import json
@@ -32,8 +33,8 @@ import logging
 import os
 import posixpath
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast
 
 import fsspec
 import numpy as np
@@ -289,6 +290,7 @@ def create_template(url: str, template: xr.Dataset, encoding: Mapping[str, Mappi
 def write_region(url: str, block: xr.Dataset, region: Mapping[str, slice],
                  storage_options: Mapping[str, Any] | None = None) -> None:
     """Write ``block`` into the region of an existing store (one task per shard: never share a shard)."""
+    commit_check(url)
     dims = set(region)
     drop = [v for v in block.variables if not dims.intersection(block[v].dims)]
     block = block.drop_vars(drop)
@@ -384,6 +386,34 @@ def remove(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# fencing: commits of a run that no longer holds its lock are refused
+# --------------------------------------------------------------------------------------------
+class CommitCheck(Protocol):
+    def check(self, url: str) -> None: ...
+
+
+#: the fencing tokens bound to the running task (``sm1km.storage.lock.Fence``; set by the task runner)
+_FENCES: contextvars.ContextVar[tuple[CommitCheck, ...]] = contextvars.ContextVar("sm1km_fences", default=())
+
+
+@contextlib.contextmanager
+def fenced(fences: Iterable[CommitCheck]) -> Iterator[None]:
+    """Bind fencing tokens to the commits made inside the block (this thread/context only)."""
+    token = _FENCES.set(tuple(fences))
+    try:
+        yield
+    finally:
+        _FENCES.reset(token)
+
+
+def commit_check(url: str) -> None:
+    """Called before every shard write and ledger mark: each bound fence refuses (``FencedError``)
+    a commit under its store root once its run no longer holds the lock (see ``storage/lock``)."""
+    for fence in _FENCES.get():
+        fence.check(url)
+
+
+# --------------------------------------------------------------------------------------------
 # ledger of finished regions
 # --------------------------------------------------------------------------------------------
 class Ledger:
@@ -407,6 +437,7 @@ class Ledger:
 
     def mark(self, key: str, info: Mapping[str, Any] | None = None) -> None:
         """Mark ``key`` done; ``info`` (JSON-able facts about the region) is the marker's content."""
+        commit_check(self.url)
         with permanent_errors(self.url, self.storage_options):
             write_json(join(self.url, f"{key}.json"), dict(info or {}), self.storage_options)
 
