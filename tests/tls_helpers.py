@@ -45,7 +45,7 @@ def make_tls(dest: Path, cn: str = "sm1km-dask", ca_cn: str = "sm1km-test-ca") -
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name(ca_cn)).issuer_name(_name(ca_cn))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
