@@ -597,3 +597,90 @@ def test_bad_values_are_rejected(helm, bad):
         if cmd[0] == "lint" and template_only:
             continue
         assert proc.returncode != 0, f"helm {cmd[0]} accepted {bad.name}:\n{out[:2000]}"
+
+
+@pytest.mark.slow
+def test_rendered_commands_and_certificates_form_a_tls_cluster(helm, tmp_path, monkeypatch):
+    """The chart's own scheduler and worker commands and environment, with the chart's generated
+    Secret as the mounted files, run for real (ports moved to free ones, 127.0.0.1): the workers
+    join over TLS on their pinned-port flags, and the runner's config and environment (the dask TLS
+    variables, the chart's tls:// address) drive a computation through ``make_client``."""
+    import base64
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from sm1km.runtime.cluster import make_client
+    from test_kube_spec import _expand, _free_port
+
+    objs = render(None)
+    (secret,) = by_kind(objs, "Secret")
+    for k, v in secret["data"].items():
+        (tmp_path / k).write_bytes(base64.b64decode(v))
+    mount = {f"{kube.TLS_MOUNT}/{k}": str(tmp_path / k) for k in secret["data"]}
+
+    def local(value: str) -> str:
+        return mount.get(value, value)
+
+    (job,) = by_kind(objs, "DaskJob")
+    cluster = job["spec"]["cluster"]["spec"]
+    (sctr,) = cluster["scheduler"]["spec"]["containers"]
+    (wctr,) = cluster["worker"]["spec"]["containers"]
+    (rctr,) = job["spec"]["job"]["spec"]["containers"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    base["DASK_TEMPORARY_DIRECTORY"] = str(tmp_path)
+    exe = str(Path(sys.executable).parent / "dask")
+    sargs = [local(a) for a in sctr["args"]]
+    sargs[sargs.index("--host") + 1] = "127.0.0.1"
+    sched_file = tmp_path / "scheduler.json"
+    sargs += ["--port", "0", "--dashboard-address", f"127.0.0.1:{_free_port()}", "--scheduler-file", str(sched_file)]
+    senv = {**base, **{e["name"]: local(e["value"]) for e in sctr["env"]}}
+    procs = [subprocess.Popen([exe, *sargs[1:]], env=senv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        t_end = time.monotonic() + 120
+        while not sched_file.exists() or "address" not in sched_file.read_text():
+            assert procs[0].poll() is None and time.monotonic() < t_end, "the chart's scheduler did not start"
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tls://127.0.0.1:")
+        wenv = {**base, **{e["name"]: local(e["value"]) for e in wctr["env"]}}
+        assert wenv["DASK_SCHEDULER_ADDRESS"].startswith("tls://rel-sm1km-scheduler.")
+        wenv["DASK_SCHEDULER_ADDRESS"] = address  # the Service name does not resolve here
+        wargs = [local(a) for a in _expand(wctr["args"], {"DASK_WORKER_NAME": "chart-worker-0"})]
+        for flag in ("--dashboard-address", "--worker-port", "--nanny-port"):
+            wargs[wargs.index(flag) + 1] = str(_free_port())
+        wargs += ["--host", "127.0.0.1"]
+        procs.append(subprocess.Popen([exe, *wargs[1:]], env=wenv, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        # the runner: its env (dask TLS config) and the chart's run.yaml, the address as the operator would write it
+        for e in rctr["env"]:
+            monkeypatch.setenv(e["name"], local(e["value"]))
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address.replace("tls://", "tcp://"))
+        import copy
+
+        import dask
+
+        saved = copy.deepcopy(dask.config.config)
+        dask.config.refresh()  # dask reads DASK_* at import: re-read them as a fresh runner process would
+        try:
+            (cm,) = by_kind(objs, "ConfigMap")
+            cfg = RunConfig.from_dict(yaml.safe_load(cm["data"]["run.yaml"]))
+            with make_client(cfg) as client:
+                client.wait_for_workers(1, timeout=60)
+                (waddr,) = client.scheduler_info()["workers"]
+                assert waddr.startswith("tls://127.0.0.1:")
+                assert client.submit(sum, [4, 5]).result(timeout=30) == 9
+        finally:
+            monkeypatch.undo()
+            dask.config.config.clear()
+            dask.config.config.update(saved)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
