@@ -60,7 +60,10 @@ def cluster_security(cfg: RunConfig, *, allow_temporary: bool = False) -> Any:
 
 def tls_address(address: str, security: Any) -> str:
     """``address`` as dialled: ``tcp://`` (the operator's default) or no scheme becomes ``tls://``
-    when ``security`` is set; with TLS off a ``tls://`` address is refused (it cannot work)."""
+    when ``security`` is set. With TLS off a ``tls://`` address works only through dask's own TLS
+    config (``distributed.comm.tls.*``); without that it is refused (it could only time out)."""
+    import dask
+
     scheme, sep, rest = address.partition("://")
     if not sep:
         scheme, rest = "tcp", address
@@ -69,10 +72,10 @@ def tls_address(address: str, security: Any) -> str:
             raise ConfigError("cluster.address", f"'{address}' cannot be reached over TLS.",
                               "use a tls:// (or tcp://) scheduler address with cluster.security.tls.")
         return f"tls://{rest}"
-    if scheme == "tls":
+    if scheme == "tls" and not dask.config.get("distributed.comm.tls.ca-file", None):
         raise ConfigError("cluster.security.tls", f"the scheduler address '{address}' is tls:// but TLS is off.",
                           "set cluster.security.tls: true (and its certificate files).")
-    return address if sep else f"tcp://{rest}"
+    return address
 
 
 @contextlib.contextmanager
