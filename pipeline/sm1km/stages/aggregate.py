@@ -103,7 +103,8 @@ def aggregate_chunk(spec: WorkUnit, ctx: AggregateContext) -> dict[str, Any]:
     y, x = spec.fine
     m0, m1 = spec.time_bounds
     d0, d1 = master_days(spec, ctx.start, ctx.n_days)
-    q = np.asarray(store.array(store.open_group(ctx.master_url, so), "sm")[d0:d1, y, x])
+    q = store.read_window(store.array(store.open_group(ctx.master_url, so), "sm"), (slice(d0, d1), y, x),
+                          ctx.master_url, "downscale")
     start = pd.Timestamp(ctx.start)
     days = pd.date_range(start + pd.Timedelta(days=d0), periods=d1 - d0, freq="D")
     mod = (days.year - start.year) * 12 + (days.month - start.month) - m0

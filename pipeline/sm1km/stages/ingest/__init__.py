@@ -33,6 +33,7 @@ days; memory per task does not depend on the length of the period.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import uuid
@@ -105,6 +106,12 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
     days of the 0.25° cubes, time blocks and static rasters of the predictors, the station
     table) and the same per store under ``stores``.
     """
+    today = dt.datetime.now(dt.UTC).date()
+    if cfg.period.end > today:
+        raise ConfigError("period.end", f"{cfg.period.end} is in the future (today is {today}, UTC): no input "
+                                        "exists for it yet.",
+                          "end the period today or earlier; to follow the inputs as they appear, run "
+                          "`sm1km update` (with period.end: latest) every day instead.")
     so = cfg.store.storage_options()
     token = uuid.uuid4().hex[:12]
     ctx = IngestContext(cfg=cfg, so=so, region=cfg.coarse_region, factor=cfg.grid.factor, overwrite=overwrite,

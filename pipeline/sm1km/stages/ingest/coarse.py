@@ -154,7 +154,15 @@ def read_coarse_band(task: CoarseReadTask) -> CoarseRead:
         land = ds["land_fraction"].values
         vals = ds["swvl1"].values
         where = ", ".join(Path(f).name for f in task.files)
+        partial = ds.attrs.get("partial_days") or {}
         for i, d in enumerate(task.days):
+            if d in partial:
+                problems.append((d, InputError(where, f"day {d} is incomplete in these ERA5 files: {partial[d]} time "
+                                                      "steps (a partial day: a download cut off, or ERA5T not yet "
+                                                      "complete for that day).",
+                                               "download the complete UTC day; for the latest days wait until the "
+                                               "CDS has all of its hours (period.end: latest does).")))
+                continue
             if d not in have:
                 problems.append((d, InputError(where, f"day {d} is not in these ERA5 files.",
                                                "download complete UTC days of ERA5 swvl1.")))

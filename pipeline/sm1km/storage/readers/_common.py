@@ -69,7 +69,7 @@ def sniff_bytes(head: bytes) -> str:
         return "grib"
     if head.startswith(MAGIC_TIFF):
         return "tiff"
-    if head.startswith(MAGIC_ZIP):
+    if head.startswith(MAGIC_ZIP) or head.startswith(b"PK\x05\x06"):  # local file header / an empty archive
         return "zip"
     if b"\x00" in head:
         return "binary"

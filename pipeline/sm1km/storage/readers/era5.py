@@ -204,6 +204,16 @@ class Bracket:
     ok: np.ndarray  # target inside the source extent
 
 
+#: tolerance (degrees) for "on the native ERA5 grid": points at multiples of 0.25°
+NATIVE_TOL = 1e-3
+
+
+def _native_offset(coord: np.ndarray) -> float:
+    """Largest distance (degrees) of a coordinate's points from multiples of 0.25°."""
+    q = np.asarray(coord, dtype=np.float64) / 0.25
+    return float(np.max(np.abs(q - np.round(q)), initial=0.0) * 0.25)
+
+
 def regular_step(coord: np.ndarray, path: str = "", what: str = "coordinate") -> float:
     """The constant spacing of a sorted coordinate; InputError if it is irregular."""
     c = np.sort(np.asarray(coord, dtype=np.float64))
@@ -396,7 +406,9 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
     ``paths``: a path, glob or list. ``region``: the CCI cells to produce (default: those inside
     the ERA5 grid). ``lsm_path``: a separate land-sea mask (else ``lsm`` in the files, else
     inferred from the data with a warning). Returns ``swvl1`` (time, lat, lon) float32 m³/m³ and
-    ``land_fraction`` (lat, lon) float32 0–1 (NaN where the mask is unknown).
+    ``land_fraction`` (lat, lon) float32 0–1 (NaN where the mask is unknown); ``attrs["partial_days"]``
+    names the days with fewer time steps than the others (a download cut off, ERA5T not complete):
+    ingest refuses them inside its period.
     """
     files = expand_paths(paths, "ERA5")
     mask_da = read_lsm(lsm_path) if lsm_path is not None else None
@@ -406,6 +418,7 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
     file_lsm = None
     day_sum: dict[Any, np.ndarray] = {}
     day_cnt: dict[Any, np.ndarray] = {}
+    day_times: dict[Any, set[Any]] = {}  # UTC day -> its time stamps over all files (partial days)
     src_lat = src_lon = None
     for path in files:
         da, lsm = open_era5_file(path)
@@ -415,6 +428,13 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
         if grid_sig is None:
             regular_step(lat, path, "latitude")
             step_lon = regular_step(_lon180(lon), path, "longitude")
+            off = max(_native_offset(lat), _native_offset(_lon180(lon)))
+            if off > NATIVE_TOL:
+                raise InputError(path, f"the ERA5 grid points are {off:.3g}° off the native 0.25° grid (points at "
+                                       f"lat {lat[0]:g}, lon {lon[0]:g}, …): the file was regridded, or it is another "
+                                       "product (ERA5-Land is on 0.1°).",
+                                 "download ERA5 single levels on its native grid (CDS 'grid' 0.25/0.25 and an "
+                                 "'area' on multiples of 0.25°).")
             if abs(step_lon - 0.25) > 1e-6:
                 log.warning("%s: ERA5 grid spacing is %g°, not 0.25°; bilinear weights still apply", path, step_lon)
             reg = region if region is not None else _target_region(lat, lon, path)
@@ -450,6 +470,8 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
         times = sub["time"].values
         if np.isnat(times).any():
             raise InputError(path, "some time values are missing.", "pass ERA5 files as downloaded.")
+        for t in np.asarray(times, dtype="datetime64[ns]"):
+            day_times.setdefault(t.astype("datetime64[D]"), set()).add(t)
         days, sums, counts = daily_sums(vals, times)
         for d, s, c in zip(days, sums, counts, strict=True):
             if d in day_sum:
@@ -461,10 +483,13 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
             file_lsm = load_checked(path, lsm.isel(time=0), "lsm").astype(np.float64)[np.ix_(need_y, need_x)]
     days = np.array(sorted(day_sum), dtype="datetime64[ns]")
     daily = np.stack([np.where(day_cnt[d] > 0, day_sum[d] / np.maximum(day_cnt[d], 1), np.nan) for d in days])
-    steps = np.array([int(day_cnt[d].max()) for d in days])
+    steps = np.array([len(day_times.get(np.datetime64(d, "D"), ())) for d in days])
+    partial: dict[str, str] = {}
     if steps.size and (steps < steps.max()).any():
+        partial = {str(d)[:10]: f"{k} of {int(steps.max())}" for d, k in zip(days, steps, strict=True)
+                   if k < steps.max()}
         log.warning("ERA5: %d day(s) have fewer time steps than others (partial days at file edges?): %s",
-                    int((steps < steps.max()).sum()), ", ".join(str(d)[:10] for d in days[steps < steps.max()][:5]))
+                    len(partial), ", ".join(list(partial)[:5]))
 
     if mask_da is not None:
         assert lsm_path is not None and src_lat is not None and src_lon is not None  # set with mask_da / by file 1
@@ -492,7 +517,9 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
              "units": "1", "long_name": "land fraction (bilinear mean of the ERA5 land-sea mask)"})},
         coords={"time": days, "lat": tlat, "lon": tlon},
         attrs={"source_files": ", ".join(Path(p).name for p in files), "lsm_source": lsm_source,
-               "steps_per_day_max": int(steps.max()) if steps.size else 0})
+               "steps_per_day_max": int(steps.max()) if steps.size else 0,
+               # {day: "k of n"}: days with fewer time steps than the others (the caller decides)
+               "partial_days": partial})
     out["lat"].attrs.update(units="degrees_north", standard_name="latitude")
     out["lon"].attrs.update(units="degrees_east", standard_name="longitude")
     return out
