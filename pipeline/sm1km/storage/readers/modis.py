@@ -240,7 +240,7 @@ def _open_sd(path: str) -> Any:
     if kind != "hdf4":
         raise InputError(path, f"not an HDF4 (HDF-EOS) file (looks like: {kind}).", _FIX_DOWNLOAD)
     try:
-        from pyhdf.SD import SD, SDC
+        from pyhdf.SD import SD, SDC  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - a declared dependency
         raise InputError(path, "reading MODIS HDF4 granules needs the pyhdf package.",
                          "pip install 'pyhdf>=0.11'.") from None
@@ -370,7 +370,7 @@ def _scale(g: Granule, f: Field, attrs: dict[str, Any]) -> tuple[float, float]:
 
 
 def read_field(g: Granule, key: str, window: tuple[int, int, int, int] | None = None,
-               ndvi_reliability: Sequence[int] = NDVI_RELIABILITY, sd: Any = None) -> tuple[np.ndarray, dict]:
+               ndvi_reliability: Sequence[int] = NDVI_RELIABILITY, sd: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Physical float32 values of field ``key`` over ``window`` = (row0, row1, col0, col1) of the
     granule's own grid, NaN where fill, outside ``valid_range`` or dropped by QC; plus counts."""
     f = g.family.field(key)
