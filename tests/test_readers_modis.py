@@ -414,3 +414,51 @@ def test_hostile_declared_dimensions_refused_before_reading(tmp_path):
     write_granule(meta_only, "G", 18, 4, {"LST_Day_1km": (np.zeros((120, 120), np.uint16), {})}, n=120, struct=text)
     with pytest.raises(LimitError, match="XDim"):
         read_modis(meta_only, grid.snap_bbox((10.0, 45.0, 11.0, 46.0)), FACTOR, "lst_day")
+
+
+# --------------------------------------------------------------------------------------------
+# ingest: inputs.predictors globs of MODIS granules
+# --------------------------------------------------------------------------------------------
+def test_ingest_reads_modis_granule_globs(tmp_path, monkeypatch):
+    """lst_day and lst_night from the same MOD11A1 granules, ndvi from MOD13A2, land_cover from
+    MCD12Q1: the predictors store holds what ``read_modis`` gives on the run's grid."""
+    from sm1km.config import RunConfig
+    from sm1km.stages.ingest import ingest
+    from sm1km.storage import store
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    src = tmp_path / "modis"
+    src.mkdir()
+    n = 1200
+    qc = np.zeros((n, n), np.uint8)
+    qc[520:540] = 0b01  # a band of "other quality" rows (lat ≈ 45.6), dropped on day 1
+    lst1 = write_mod11(src / "MOD11A1.A2020092.h18v04.061.2020100000000.hdf", 18, 4, qc_day=qc)
+    lst3 = write_mod11(src / "MOD11A1.A2020094.h18v04.061.2020100000000.hdf", 18, 4, night_offset=-12.0)
+    write_mod13(src / "MOD13A2.A2020097.h18v04.061.2020100000000.hdf", 18, 4, np.full((n, n), 6000),
+                np.zeros((n, n)))
+    lc = np.full((2400, 2400), 4, np.uint8)
+    lc[:, 1200:] = 8
+    write_granule(src / "MCD12Q1.A2019001.h18v04.061.2022169000000.hdf", "MCD12Q1", 18, 4, {
+        "LC_Type1": (lc, {"long_name": "Land_Cover_Type_1", "valid_range": [1, 17], "_FillValue": 255})},
+        n=2400, res=TILE_SIZE_M / 2400)
+    cfg = RunConfig.from_dict({
+        "name": "modis", "region": {"west": 10.0, "south": 45.0, "east": 11.0, "north": 46.0},
+        "period": {"start": "2020-04-01", "end": "2020-04-08"}, "grid": {"factor": 10},
+        "store": {"root": str(tmp_path / "store")}, "cluster": {"kind": "synchronous"},
+        "inputs": {"predictors": {"lst_day": str(src / "MOD11A1.*.hdf"), "lst_night": str(src / "MOD11A1.*.hdf"),
+                                  "ndvi": str(src / "MOD13A2.*.hdf"), "land_cover": str(src / "MCD12Q1.*.hdf")}}})
+    ingest(cfg)
+    ds = store.open_dataset(cfg.store.url("inputs", "predictors.zarr"), cfg.store.storage_options()).load()
+    region = cfg.coarse_region
+    day1 = read_modis(lst1, region, 10, "lst_day")
+    night3 = read_modis(lst3, region, 10, "lst_night")
+    assert np.isnan(day1.values).any() and np.isfinite(day1.values).any()  # the QC band crosses the region
+    obs = ds["observed_flags"].values
+    np.testing.assert_allclose(ds["lst_day_k"].values[0][obs[0] & 1 > 0], day1.values[obs[0] & 1 > 0])
+    assert ((obs[0] & 1 > 0) == np.isfinite(day1.values)).all()
+    np.testing.assert_allclose(ds["lst_night_k"].values[2], night3.values)
+    assert ds["lst_day_k"].attrs["units"] == "K" and 250 < float(ds["lst_day_k"].mean()) < 300
+    assert (obs[5] & 4 > 0).all() and not (obs[4] & 4 > 0).any()  # the composite sits on its first day
+    np.testing.assert_allclose(ds["ndvi"].values, 0.6, atol=1e-6)  # gap-filled from it
+    assert set(np.unique(ds["land_cover"].values).tolist()) <= {4, 8}
