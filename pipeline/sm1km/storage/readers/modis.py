@@ -383,9 +383,9 @@ def read_field(g: Granule, key: str, window: tuple[int, int, int, int] | None = 
     sd = _open_sd(g.path) if own else sd
     try:
         name = g.sds_names[key]
-        ds = _select(sd, g, name, "science")
-        attrs = _sds_attrs(ds)
         try:
+            ds = _select(sd, g, name, "science")
+            attrs = _sds_attrs(ds)
             raw = np.asarray(ds[r0:r1, c0:c1])
             qc_name = g.qc_names.get(key)
             qc = np.asarray(_select(sd, g, qc_name, "quality")[r0:r1, c0:c1]) if qc_name else None
