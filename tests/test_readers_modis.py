@@ -314,6 +314,9 @@ def test_mosaic_refuses_mixed_days_products_and_duplicates(tmp_path):
     shutil.copy(a, c)
     with pytest.raises(InputError, match="h18v04 is given twice"):
         read_modis([a, c], region, FACTOR, "lst_day")
+    d = write_mod11(tmp_path / "MOD11A1.A2020092.h19v04.061.2020100000000.hdf", 19, 4, n=120)
+    with pytest.raises(InputError, match="h18v04 is given twice"):
+        read_modis([a, d, c], region, FACTOR, "lst_day")
 
 
 def test_land_cover_mode_and_year(tmp_path):
@@ -462,3 +465,52 @@ def test_ingest_reads_modis_granule_globs(tmp_path, monkeypatch):
     assert (obs[5] & 4 > 0).all() and not (obs[4] & 4 > 0).any()  # the composite sits on its first day
     np.testing.assert_allclose(ds["ndvi"].values, 0.6, atol=1e-6)  # gap-filled from it
     assert set(np.unique(ds["land_cover"].values).tolist()) <= {4, 8}
+
+
+def test_ingest_mosaics_the_tiles_of_one_day(tmp_path, monkeypatch):
+    """A region across the h18v04 | h19v04 seam: day 1 has both tiles, day 2 only h18v04 (not
+    observed east of the seam); adding day 2's h19v04 later changes that day (refused without
+    --overwrite, like a changed file); a tile given twice for a day is refused."""
+    from sm1km.config import RunConfig
+    from sm1km.stages.ingest import ingest
+    from sm1km.storage import store
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    src = tmp_path / "modis"
+    src.mkdir()
+    name = "MOD11A1.A{}.h{:02d}v04.061.2020100000000.hdf"
+    d1 = [write_mod11(src / name.format("2020092", h, 4), h, 4) for h in (18, 19)]
+    write_mod11(src / name.format("2020093", 18, 4), 18, 4)
+    data = {"name": "mosaic", "region": {"west": 13.75, "south": 45.0, "east": 14.5, "north": 45.5},
+            "period": {"start": "2020-04-01", "end": "2020-04-02"}, "grid": {"factor": 10},
+            "store": {"root": str(tmp_path / "store")}, "cluster": {"kind": "synchronous"},
+            "inputs": {"predictors": {"lst_day": str(src / "MOD11A1.*.hdf")}}}
+    cfg = RunConfig.from_dict(data)
+    ingest(cfg)
+
+    def stored():
+        ds = store.open_dataset(cfg.store.url("inputs", "predictors.zarr"), cfg.store.storage_options()).load()
+        return ds["lst_day_k"].values, ds["observed_flags"].values & 1 > 0
+
+    lst, obs = stored()
+    both = read_modis(d1, cfg.coarse_region, 10, "lst_day").values
+    assert np.isfinite(both).all()
+    np.testing.assert_allclose(lst[0], both)
+    assert obs[0].all()
+    lat, lon = grid.region_coords(cfg.coarse_region, 10)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    east = np.deg2rad(lo) * R * np.cos(np.deg2rad(la)) > TILE_X0 + 19 * TILE_SIZE_M + 1000
+    assert east.any() and (~east).any()
+    assert not obs[1][east].any() and obs[1][~east & ~(np.abs(np.deg2rad(lo) * R * np.cos(np.deg2rad(la))
+                                                             - (TILE_X0 + 19 * TILE_SIZE_M)) < 1000)].all()
+    write_mod11(src / name.format("2020093", 19, 4), 19, 4)
+    with pytest.raises(InputError, match="differs from what inputs/predictors.zarr holds"):
+        ingest(cfg)  # a tile added to a stored day changes it: not replaced silently
+    ingest(cfg, overwrite=True)
+    lst2, obs2 = stored()
+    assert obs2[1].all() and np.isfinite(lst2[1]).all()
+    np.testing.assert_array_equal(lst2[0], lst[0])
+    shutil.copy(d1[1], src / name.format("2020092", 19, 4).replace("2020100000000", "2020200000000"))
+    with pytest.raises(InputError, match="duplicate day 2020-04-01"):
+        ingest(cfg)

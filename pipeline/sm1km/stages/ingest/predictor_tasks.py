@@ -134,14 +134,14 @@ def _one_raster_env(fn: Callable) -> Callable:
     return wrapper
 
 
-def _read_predictor(path: str, region: grid.Region, factor: int, resampling: str, key: str,
+def _read_predictor(path: str | tuple[str, ...], region: grid.Region, factor: int, resampling: str, key: str,
                     **kwargs: Any) -> xr.DataArray:
     """A predictor raster on the fine grid: MODIS ``.hdf`` granules with the MODIS reader (its own
     scale, QC and resampling per product), every other file with ``read_raster``."""
     from sm1km.storage.readers import read_raster
     from sm1km.storage.readers.modis import is_modis_path, read_modis
 
-    if is_modis_path(path):
+    if isinstance(path, tuple) or is_modis_path(path):
         return read_modis(path, region, factor, key)
     return read_raster(path, region, factor, resampling, **kwargs)
 
@@ -171,7 +171,7 @@ class DaySource:
 
     day: str                        # ISO day
     pos: int                        # its position on the store's time axis
-    files: Mapping[str, str]        # kind -> file to read
+    files: Mapping[str, str | tuple[str, ...]]  # kind -> file to read (MODIS: the tiles of one day)
     stored: tuple[str, ...] = ()    # kinds whose observations are read back from the store
 
 
@@ -239,7 +239,7 @@ def read_predictor_band(task: PredictorReadTask) -> PredictorRead:
             except InputError as exc:
                 problems.append((k, src.day, exc))
                 continue
-            err = validate_raster(da, path, lat, lon, spec.valid, k)
+            err = validate_raster(da, path if isinstance(path, str) else ", ".join(path), lat, lon, spec.valid, k)
             if err:
                 problems.append((k, src.day, err))
                 continue

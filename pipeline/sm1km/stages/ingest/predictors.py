@@ -13,6 +13,7 @@ functions are in :mod:`.predictor_tasks`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import xarray as xr
 from sm1km.core.rechunk_plan import block_window, blocks_touched, chunk_slices, hull, plan_staging
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.readers.modis import same_granule_day
 
 from .cube import Var, coord_arrays, day, final_attrs, grow_time_axis, iso, open_existing, template, time_axis
 from .index import DIGEST_MOD, hex_digest
@@ -70,6 +72,7 @@ class PredictorJob:
         self.chunks: tuple[int, ...] = ()
         self.blocks: list[int] = []
         self.static_todo: list[str] = []
+        self.tiles: dict[str, list[str]] = {}  # first MODIS tile of a day -> all its tiles (a mosaic)
 
     def counts(self) -> UnitCounts:
         n_blocks = -(-len(self.axis) // self.chunks[0]) if (self.dyn and self.chunks) else 0
@@ -130,6 +133,9 @@ class PredictorJob:
                 if not (lo <= day(day_) <= hi):
                     continue
                 if day_ in m:
+                    if all(same_granule_day(t, f) for t in self.tiles.get(m[day_], [m[day_]])):  # MODIS mosaic
+                        self.tiles.setdefault(m[day_], [m[day_]]).append(f)
+                        continue
                     self.problems.append(InputError(f, f"duplicate day {day_} for {d.key}: also {Path(m[day_]).name}.",
                                                     "keep one file per day (composite) in the input glob."))
                     continue
@@ -140,6 +146,12 @@ class PredictorJob:
                                                 "check the glob and the dates in the file names."))
             out[d.key] = m
         return out
+
+    def _sha(self, f: str) -> str:
+        """A day's file digest; a MODIS mosaic's combines its tiles' (a tile added or changed changes it)."""
+        if f not in self.tiles:
+            return self.sha[f]
+        return hashlib.sha256("\n".join(sorted(self.sha[t] for t in self.tiles[f])).encode()).hexdigest()
 
     def plan(self) -> None:
         ctx = self.ctx
@@ -185,7 +197,7 @@ class PredictorJob:
                 ent = kd.get(day_)
                 if ent is None:
                     todo.add(day_)
-                elif f is not None and (ent[0] is None or self.sha[f] != self.index["files"].get(ent[0])):
+                elif f is not None and (ent[0] is None or self._sha(f) != self.index["files"].get(ent[0])):
                     todo.add(day_)
                     if ent[0] is not None:
                         changed.add(day_)
@@ -221,7 +233,7 @@ class PredictorJob:
                 ent = self.index["days"].get(d.key, {}).get(day_)
                 if day_ in self.todo[d.key]:
                     if f:
-                        files[d.key] = f
+                        files[d.key] = tuple(self.tiles[f]) if f in self.tiles else f
                 elif not fresh and ent is not None and ent[0] is not None:
                     stored.append(d.key)
             out.append(DaySource(day_, self.hull.start + j, files, tuple(stored)))
@@ -352,7 +364,7 @@ class PredictorJob:
                     kd[day_] = [None, None]
                 else:
                     kd[day_] = [Path(f).name, hex_digest(self.digests.get(d.key, {}).get(day_, 0))]
-                    idx["files"][Path(f).name] = self.sha[f]
+                    idx["files"][Path(f).name] = self._sha(f)
         for key in self.static_todo:
             f = self.static_files[key]
             idx["static"][key] = [Path(f).name, self.sha[f], hex_digest(self.static_digests[key])]

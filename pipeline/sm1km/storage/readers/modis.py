@@ -435,14 +435,16 @@ def _products_for(key: str) -> str:
 # --------------------------------------------------------------------------------------------
 def _consistent(granules: list[Granule], key: str) -> None:
     g0 = granules[0]
+    seen = {g0.tile: g0.path}
     for g in granules[1:]:
         if g.family is not g0.family or g.date != g0.date:
             raise InputError(g.path, f"mosaicked with {Path(g0.path).name} but it is {g.product} of {g.date}, the "
                              f"other {g0.product} of {g0.date}.", "mosaic tiles of one product and one day only.")
-        if g.tile == g0.tile:
+        if g.tile in seen:
             raise InputError(g.path, f"tile h{g.tile[0]:02d}v{g.tile[1]:02d} is given twice (also "
-                             f"{Path(g0.path).name}).", "keep one granule per tile and day (e.g. drop reprocessed "
-                             "duplicates).")
+                             f"{Path(seen[g.tile]).name}).", "keep one granule per tile and day (e.g. drop "
+                             "reprocessed duplicates).")
+        seen[g.tile] = g.path
         if not np.allclose(g.grid.res, g0.grid.res, rtol=1e-6) or abs(g.grid.radius - g0.grid.radius) > 1e-3:
             raise InputError(g.path, f"pixel size {g.grid.res} m differs from {g0.grid.res} m of "
                              f"{Path(g0.path).name}.", "mosaic granules of one product only.")
@@ -538,6 +540,16 @@ def is_modis_path(path: str | os.PathLike[str]) -> bool:
     return os.fspath(path).lower().endswith(".hdf")
 
 
+def same_granule_day(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True if two file names are different tiles of one MODIS product and day (mosaicked by ingest)."""
+    ma, mb = _NAME.search(Path(os.fspath(a)).name), _NAME.search(Path(os.fspath(b)).name)
+    if not (ma and mb and is_modis_path(a) and is_modis_path(b) and ma.group("h") and mb.group("h")):
+        return False
+    day = ("product", "year", "doy")
+    return [ma.group(k).upper() for k in day] == [mb.group(k).upper() for k in day] and \
+        (ma.group("h"), ma.group("v")) != (mb.group("h"), mb.group("v"))
+
+
 def describe_granule(path: str | os.PathLike[str],
                      ndvi_reliability: Sequence[int] = NDVI_RELIABILITY) -> dict[str, Any]:
     """``sm1km inspect`` record of a granule: product, tile, period, every variable's statistics."""
@@ -572,4 +584,5 @@ def describe_granule(path: str | os.PathLike[str],
 
 
 __all__ = ["read_modis", "open_granule", "read_field", "describe_granule", "parse_struct_metadata", "is_modis_path",
+           "same_granule_day",
            "Granule", "SinuGrid", "PRODUCTS", "NDVI_RELIABILITY", "SPHERE_RADIUS_M"]
