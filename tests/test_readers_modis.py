@@ -514,3 +514,30 @@ def test_ingest_mosaics_the_tiles_of_one_day(tmp_path, monkeypatch):
     shutil.copy(d1[1], src / name.format("2020092", 19, 4).replace("2020100000000", "2020200000000"))
     with pytest.raises(InputError, match="duplicate day 2020-04-01"):
         ingest(cfg)
+
+
+def test_ingest_land_cover_from_several_mcd12q1_tiles(tmp_path, monkeypatch):
+    """A static predictor glob matching the tiles of one MCD12Q1 granule is one mosaicked raster."""
+    from sm1km.config import RunConfig
+    from sm1km.stages.ingest import ingest
+    from sm1km.storage import store
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    src = tmp_path / "modis"
+    src.mkdir()
+    for h, cls in ((18, 4), (19, 9)):
+        write_granule(src / f"MCD12Q1.A2019001.h{h:02d}v04.061.2022169000000.hdf", "MCD12Q1", h, 4, {
+            "LC_Type1": (np.full((2400, 2400), cls, np.uint8),
+                         {"long_name": "Land_Cover_Type_1", "valid_range": [1, 17], "_FillValue": 255})},
+            n=2400, res=TILE_SIZE_M / 2400)
+    cfg = RunConfig.from_dict({
+        "name": "lc", "region": {"west": 13.75, "south": 45.0, "east": 14.5, "north": 45.5},
+        "period": {"start": "2020-04-01", "end": "2020-04-02"}, "grid": {"factor": 10},
+        "store": {"root": str(tmp_path / "store")}, "cluster": {"kind": "synchronous"},
+        "inputs": {"predictors": {"land_cover": str(src / "MCD12Q1.*.hdf")}}})
+    ingest(cfg)
+    lc = store.open_dataset(cfg.store.url("inputs", "predictors.zarr"), cfg.store.storage_options())["land_cover"]
+    vals = lc.values
+    assert set(np.unique(vals).tolist()) == {4, 9}  # both tiles, no gap (-1) at the seam
+    assert (vals[:, 0] == 4).all() and (vals[:, -1] == 9).all()

@@ -261,7 +261,7 @@ class StaticReadTask:
     staging_url: str
     so: dict
     predictor: str    # config key
-    path: str
+    path: str | tuple[str, ...]  # a raster, or the tiles of one MODIS granule
     band: grid.Region
     factor: int
     rows: slice
@@ -286,12 +286,13 @@ def read_static_band(task: StaticReadTask) -> StaticRead:
     lat, lon = coord_arrays(task.band, task.factor)
     da = _read_predictor(task.path, task.band, task.factor, spec.resampling, task.predictor)
     vals = da.values.astype(np.float32)
-    if task.predictor in ("clay", "sand"):
+    where = task.path if isinstance(task.path, str) else ", ".join(task.path)
+    if task.predictor in ("clay", "sand") and isinstance(task.path, str):
         units = _raster_units(task.path, str(da.attrs.get("units", "")))
         vals = _convert_fraction(vals, units, task.path)
         da = da.copy(data=vals)
         da.attrs["units"] = units
-    err = validate_raster(da, task.path, lat, lon, spec.valid, task.predictor)
+    err = validate_raster(da, where, lat, lon, spec.valid, task.predictor)
     if err:
         raise err
     if spec.dtype == "int16":

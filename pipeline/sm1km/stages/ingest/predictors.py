@@ -106,7 +106,9 @@ class PredictorJob:
             except InputError as exc:
                 self.problems.append(exc)
                 continue
-            if len(fs_) != 1:
+            if len(fs_) > 1 and all(same_granule_day(a, b) for i, a in enumerate(fs_) for b in fs_[i + 1:]):
+                self.tiles[fs_[0]] = list(fs_)  # the tiles of one MODIS granule (MCD12Q1): mosaicked
+            elif len(fs_) != 1:
                 self.problems.append(InputError(getattr(pc, s.key),
                                                 f"{len(fs_)} files match a static predictor; expected one.",
                                                 "point the config at a single (mosaicked) raster."))
@@ -153,6 +155,10 @@ class PredictorJob:
             return self.sha[f]
         return hashlib.sha256("\n".join(sorted(self.sha[t] for t in self.tiles[f])).encode()).hexdigest()
 
+    def _source(self, f: str) -> str | tuple[str, ...]:
+        """What a task reads for file ``f``: the file, or the tiles of its MODIS mosaic."""
+        return tuple(self.tiles[f]) if f in self.tiles else f
+
     def plan(self) -> None:
         ctx = self.ctx
         lat, lon = coord_arrays(ctx.region, ctx.factor)
@@ -160,7 +166,8 @@ class PredictorJob:
         files, static_files = self._find_files()
         if self.problems:
             return
-        allf = sorted({f for v in files.values() for f in v} | set(static_files.values()))
+        allf = sorted({f for v in files.values() for f in v} | set(static_files.values())
+                      | {t for ts in self.tiles.values() for t in ts})
         self.sha = hash_files(ctx, allf, self.problems)
         if self.problems:
             return
@@ -210,7 +217,7 @@ class PredictorJob:
         for s in self.sta:
             ent = self.index["static"].get(s.key)
             f = static_files[s.key]
-            if fresh or ent is None or ent[1] != self.sha[f]:
+            if fresh or ent is None or ent[1] != self._sha(f):
                 self.static_todo.append(s.key)
         self.static_files = static_files
         grows = stored is not None and len(self.axis) > len(stored)
@@ -233,7 +240,7 @@ class PredictorJob:
                 ent = self.index["days"].get(d.key, {}).get(day_)
                 if day_ in self.todo[d.key]:
                     if f:
-                        files[d.key] = tuple(self.tiles[f]) if f in self.tiles else f
+                        files[d.key] = self._source(f)
                 elif not fresh and ent is not None and ent[0] is not None:
                     stored.append(d.key)
             out.append(DaySource(day_, self.hull.start + j, files, tuple(stored)))
@@ -279,7 +286,7 @@ class PredictorJob:
             incomplete.update(r.failed)
         # static: one task per (raster, band)
         splan = plan_staging(1, lat.size, lon.size, cy, cx, 8, ctx.budget, 1)
-        stasks = [StaticReadTask(self.staging_url, ctx.so, key, self.static_files[key],
+        stasks = [StaticReadTask(self.staging_url, ctx.so, key, self._source(self.static_files[key]),
                                  ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.rows, t.cols, (cy, cx))
                   for key in self.static_todo for t in splan.tasks]
         sres = run_units(ctx, read_static_band, stasks, "predictors-static")
@@ -367,7 +374,7 @@ class PredictorJob:
                     idx["files"][Path(f).name] = self._sha(f)
         for key in self.static_todo:
             f = self.static_files[key]
-            idx["static"][key] = [Path(f).name, self.sha[f], hex_digest(self.static_digests[key])]
+            idx["static"][key] = [Path(f).name, self._sha(f), hex_digest(self.static_digests[key])]
         idx["digest_tile"] = [cy, cx]
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         inputs += [{"name": v[0], "sha256": v[1], "role": k} for k, v in sorted(idx["static"].items())]
