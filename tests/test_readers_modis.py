@@ -485,7 +485,7 @@ def test_ingest_mosaics_the_tiles_of_one_day(tmp_path, monkeypatch):
     data = {"name": "mosaic", "region": {"west": 13.75, "south": 45.0, "east": 14.5, "north": 45.5},
             "period": {"start": "2020-04-01", "end": "2020-04-02"}, "grid": {"factor": 10},
             "store": {"root": str(tmp_path / "store")}, "cluster": {"kind": "synchronous"},
-            "inputs": {"predictors": {"lst_day": str(src / "MOD11A1.*.hdf")}}}
+            "inputs": {"predictors": {"lst_day": str(src / "MOD11A1.*.hdf"), "lst_night": str(src / "MOD11A1.*.hdf")}}}
     cfg = RunConfig.from_dict(data)
     ingest(cfg)
 
@@ -498,6 +498,8 @@ def test_ingest_mosaics_the_tiles_of_one_day(tmp_path, monkeypatch):
     assert np.isfinite(both).all()
     np.testing.assert_allclose(lst[0], both)
     assert obs[0].all()
+    night = store.open_dataset(cfg.store.url("inputs", "predictors.zarr"), cfg.store.storage_options())["lst_night_k"]
+    np.testing.assert_allclose(night.values[0], read_modis(d1, cfg.coarse_region, 10, "lst_night").values)
     lat, lon = grid.region_coords(cfg.coarse_region, 10)
     la, lo = np.meshgrid(lat, lon, indexing="ij")
     east = np.deg2rad(lo) * R * np.cos(np.deg2rad(la)) > TILE_X0 + 19 * TILE_SIZE_M + 1000

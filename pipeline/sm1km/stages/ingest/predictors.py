@@ -72,7 +72,7 @@ class PredictorJob:
         self.chunks: tuple[int, ...] = ()
         self.blocks: list[int] = []
         self.static_todo: list[str] = []
-        self.tiles: dict[str, list[str]] = {}  # first MODIS tile of a day -> all its tiles (a mosaic)
+        self.tiles: dict[tuple[str, str], list[str]] = {}  # (key, first MODIS tile of a day) -> its tiles
 
     def counts(self) -> UnitCounts:
         n_blocks = -(-len(self.axis) // self.chunks[0]) if (self.dyn and self.chunks) else 0
@@ -107,7 +107,7 @@ class PredictorJob:
                 self.problems.append(exc)
                 continue
             if len(fs_) > 1 and all(same_granule_day(a, b) for i, a in enumerate(fs_) for b in fs_[i + 1:]):
-                self.tiles[fs_[0]] = list(fs_)  # the tiles of one MODIS granule (MCD12Q1): mosaicked
+                self.tiles[s.key, fs_[0]] = list(fs_)  # the tiles of one MODIS granule (MCD12Q1): mosaicked
             elif len(fs_) != 1:
                 self.problems.append(InputError(getattr(pc, s.key),
                                                 f"{len(fs_)} files match a static predictor; expected one.",
@@ -135,8 +135,8 @@ class PredictorJob:
                 if not (lo <= day(day_) <= hi):
                     continue
                 if day_ in m:
-                    if all(same_granule_day(t, f) for t in self.tiles.get(m[day_], [m[day_]])):  # MODIS mosaic
-                        self.tiles.setdefault(m[day_], [m[day_]]).append(f)
+                    if all(same_granule_day(t, f) for t in self.tiles.get((d.key, m[day_]), [m[day_]])):
+                        self.tiles.setdefault((d.key, m[day_]), [m[day_]]).append(f)  # MODIS tiles: mosaicked
                         continue
                     self.problems.append(InputError(f, f"duplicate day {day_} for {d.key}: also {Path(m[day_]).name}.",
                                                     "keep one file per day (composite) in the input glob."))
@@ -149,15 +149,19 @@ class PredictorJob:
             out[d.key] = m
         return out
 
-    def _sha(self, f: str) -> str:
+    def _sha(self, key: str, f: str) -> str:
         """A day's file digest; a MODIS mosaic's combines its tiles' (a tile added or changed changes it)."""
-        if f not in self.tiles:
+        if (key, f) not in self.tiles:
             return self.sha[f]
-        return hashlib.sha256("\n".join(sorted(self.sha[t] for t in self.tiles[f])).encode()).hexdigest()
+        return hashlib.sha256("\n".join(sorted(self.sha[t] for t in self.tiles[key, f])).encode()).hexdigest()
 
-    def _source(self, f: str) -> str | tuple[str, ...]:
+    def _source(self, key: str, f: str) -> str | tuple[str, ...]:
         """What a task reads for file ``f``: the file, or the tiles of its MODIS mosaic."""
-        return tuple(self.tiles[f]) if f in self.tiles else f
+        return tuple(self.tiles[key, f]) if (key, f) in self.tiles else f
+
+    def _name(self, key: str, f: str) -> str:
+        """The index's name of a day's input: the file name, or its mosaic's tile names joined by '+'."""
+        return "+".join(Path(t).name for t in self.tiles.get((key, f), [f]))
 
     def plan(self) -> None:
         ctx = self.ctx
@@ -204,7 +208,7 @@ class PredictorJob:
                 ent = kd.get(day_)
                 if ent is None:
                     todo.add(day_)
-                elif f is not None and (ent[0] is None or self._sha(f) != self.index["files"].get(ent[0])):
+                elif f is not None and (ent[0] is None or self._sha(d.key, f) != self.index["files"].get(ent[0])):
                     todo.add(day_)
                     if ent[0] is not None:
                         changed.add(day_)
@@ -217,7 +221,7 @@ class PredictorJob:
         for s in self.sta:
             ent = self.index["static"].get(s.key)
             f = static_files[s.key]
-            if fresh or ent is None or ent[1] != self._sha(f):
+            if fresh or ent is None or ent[1] != self._sha(s.key, f):
                 self.static_todo.append(s.key)
         self.static_files = static_files
         grows = stored is not None and len(self.axis) > len(stored)
@@ -240,7 +244,7 @@ class PredictorJob:
                 ent = self.index["days"].get(d.key, {}).get(day_)
                 if day_ in self.todo[d.key]:
                     if f:
-                        files[d.key] = self._source(f)
+                        files[d.key] = self._source(d.key, f)
                 elif not fresh and ent is not None and ent[0] is not None:
                     stored.append(d.key)
             out.append(DaySource(day_, self.hull.start + j, files, tuple(stored)))
@@ -286,7 +290,7 @@ class PredictorJob:
             incomplete.update(r.failed)
         # static: one task per (raster, band)
         splan = plan_staging(1, lat.size, lon.size, cy, cx, 8, ctx.budget, 1)
-        stasks = [StaticReadTask(self.staging_url, ctx.so, key, self._source(self.static_files[key]),
+        stasks = [StaticReadTask(self.staging_url, ctx.so, key, self._source(key, self.static_files[key]),
                                  ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.rows, t.cols, (cy, cx))
                   for key in self.static_todo for t in splan.tasks]
         sres = run_units(ctx, read_static_band, stasks, "predictors-static")
@@ -370,11 +374,11 @@ class PredictorJob:
                 if f is None:
                     kd[day_] = [None, None]
                 else:
-                    kd[day_] = [Path(f).name, hex_digest(self.digests.get(d.key, {}).get(day_, 0))]
-                    idx["files"][Path(f).name] = self._sha(f)
+                    kd[day_] = [self._name(d.key, f), hex_digest(self.digests.get(d.key, {}).get(day_, 0))]
+                    idx["files"][self._name(d.key, f)] = self._sha(d.key, f)
         for key in self.static_todo:
             f = self.static_files[key]
-            idx["static"][key] = [Path(f).name, self._sha(f), hex_digest(self.static_digests[key])]
+            idx["static"][key] = [self._name(key, f), self._sha(key, f), hex_digest(self.static_digests[key])]
         idx["digest_tile"] = [cy, cx]
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         inputs += [{"name": v[0], "sha256": v[1], "role": k} for k, v in sorted(idx["static"].items())]
