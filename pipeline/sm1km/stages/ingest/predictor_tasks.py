@@ -142,6 +142,18 @@ def _one_raster_env(fn: Callable) -> Callable:
     return wrapper
 
 
+def _read_predictor(path: str | tuple[str, ...], region: grid.Region, factor: int, resampling: str, key: str,
+                    **kwargs: Any) -> xr.DataArray:
+    """A predictor raster on the fine grid: MODIS ``.hdf`` granules with the MODIS reader (its own
+    scale, QC and resampling per product), every other file with ``read_raster``."""
+    from sm1km.storage.readers import read_raster
+    from sm1km.storage.readers.modis import is_modis_path, read_modis
+
+    if isinstance(path, tuple) or is_modis_path(path):
+        return read_modis(path, region, factor, key)
+    return read_raster(path, region, factor, resampling, **kwargs)
+
+
 def validate_raster(da: xr.DataArray, path: str, lat, lon, valid: tuple, what: str) -> InputError | None:
     """Why a resampled raster cannot be ingested (None if it can)."""
     if da.shape != (lat.size, lon.size) or not (np.allclose(da["lat"].values, lat) and np.allclose(da["lon"].values, lon)):
@@ -167,7 +179,7 @@ class DaySource:
 
     day: str                        # ISO day
     pos: int                        # its position on the store's time axis
-    files: Mapping[str, str]        # kind -> file to read
+    files: Mapping[str, str | tuple[str, ...]]  # kind -> file to read (MODIS: the tiles of one day)
     stored: tuple[str, ...] = ()    # kinds whose observations are read back from the store
 
 
@@ -205,8 +217,6 @@ class PredictorRead:
 def read_predictor_band(task: PredictorReadTask) -> PredictorRead:
     """Task, read pass of the daily predictors: per staged day and kind, a file (validated), the
     stored observations (halo days already ingested) or nothing (a gap)."""
-    from sm1km.storage.readers import read_raster
-
     region = task.band
     lat, lon = coord_arrays(region, task.factor)
     sources = task.sources
@@ -233,11 +243,11 @@ def read_predictor_band(task: PredictorReadTask) -> PredictorRead:
                 continue
             spec = DYNAMIC_BY_KEY[k]
             try:
-                da = read_raster(path, region, task.factor, "average", integer_scale=spec.integer_scale)
+                da = _read_predictor(path, region, task.factor, "average", k, integer_scale=spec.integer_scale)
             except InputError as exc:
                 problems.append((k, src.day, exc))
                 continue
-            err = validate_raster(da, path, lat, lon, spec.valid, k)
+            err = validate_raster(da, path if isinstance(path, str) else ", ".join(path), lat, lon, spec.valid, k)
             if err:
                 problems.append((k, src.day, err))
                 continue
@@ -259,7 +269,7 @@ class StaticReadTask:
     staging_url: str
     so: dict
     predictor: str    # config key
-    path: str
+    path: str | tuple[str, ...]  # a raster, or the tiles of one MODIS granule
     band: grid.Region
     factor: int
     rows: slice
@@ -280,18 +290,17 @@ class StaticRead:
 @_one_raster_env
 def read_static_band(task: StaticReadTask) -> StaticRead:
     """Task, read pass of one static predictor over one band (an InputError if it is not plausible)."""
-    from sm1km.storage.readers import read_raster
-
     spec = STATIC_BY_KEY[task.predictor]
     lat, lon = coord_arrays(task.band, task.factor)
-    da = read_raster(task.path, task.band, task.factor, spec.resampling)
+    da = _read_predictor(task.path, task.band, task.factor, spec.resampling, task.predictor)
     vals = da.values.astype(np.float32)
-    if task.predictor in ("clay", "sand"):
+    where = task.path if isinstance(task.path, str) else ", ".join(task.path)
+    if task.predictor in ("clay", "sand") and isinstance(task.path, str):
         units = _raster_units(task.path, str(da.attrs.get("units", "")))
         vals = _convert_fraction(vals, units, task.path)
         da = da.copy(data=vals)
         da.attrs["units"] = units
-    err = validate_raster(da, task.path, lat, lon, spec.valid, task.predictor)
+    err = validate_raster(da, where, lat, lon, spec.valid, task.predictor)
     if err:
         raise err
     if spec.dtype == "int16":

@@ -17,6 +17,7 @@ the task functions are in :mod:`.predictor_tasks`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from sm1km.core.rechunk_plan import blocks_of, chunk_slices, days_to_recompute, 
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 from sm1km.storage.deps import digest_of
+from sm1km.storage.readers.modis import same_granule_day
 
 from .cube import (
     Var,
@@ -93,6 +95,7 @@ class PredictorJob:
         self.regions: dict[int, slice] = {}   # time block -> the days of it to recompute
         self.lead0 = 0                        # position of the first lead-in day read (<= 0)
         self.static_todo: list[str] = []
+        self.tiles: dict[tuple[str, str], list[str]] = {}  # (key, first MODIS tile of a day) -> its tiles
 
     def counts(self) -> UnitCounts:
         n_blocks = -(-len(self.axis) // self.chunks[0]) if (self.dyn and self.chunks) else 0
@@ -126,7 +129,9 @@ class PredictorJob:
             except InputError as exc:
                 self.problems.append(exc)
                 continue
-            if len(fs_) != 1:
+            if len(fs_) > 1 and all(same_granule_day(a, b) for i, a in enumerate(fs_) for b in fs_[i + 1:]):
+                self.tiles[s.key, fs_[0]] = list(fs_)  # the tiles of one MODIS granule (MCD12Q1): mosaicked
+            elif len(fs_) != 1:
                 self.problems.append(InputError(getattr(pc, s.key),
                                                 f"{len(fs_)} files match a static predictor; expected one.",
                                                 "point the config at a single (mosaicked) raster."))
@@ -154,6 +159,9 @@ class PredictorJob:
                 if not (lo - np.timedelta64(lead, "D") <= day(day_) <= hi):
                     continue
                 if day_ in m:
+                    if all(same_granule_day(t, f) for t in self.tiles.get((d.key, m[day_]), [m[day_]])):
+                        self.tiles.setdefault((d.key, m[day_]), [m[day_]]).append(f)  # MODIS tiles: mosaicked
+                        continue
                     self.problems.append(InputError(f, f"duplicate day {day_} for {d.key}: also {Path(m[day_]).name}.",
                                                     "keep one file per day (composite) in the input glob."))
                     continue
@@ -165,6 +173,20 @@ class PredictorJob:
             out[d.key] = m
         return out
 
+    def _sha(self, key: str, f: str) -> str:
+        """A day's file digest; a MODIS mosaic's combines its tiles' (a tile added or changed changes it)."""
+        if (key, f) not in self.tiles:
+            return self.sha[f]
+        return hashlib.sha256("\n".join(sorted(self.sha[t] for t in self.tiles[key, f])).encode()).hexdigest()
+
+    def _source(self, key: str, f: str) -> str | tuple[str, ...]:
+        """What a task reads for file ``f``: the file, or the tiles of its MODIS mosaic."""
+        return tuple(self.tiles[key, f]) if (key, f) in self.tiles else f
+
+    def _name(self, key: str, f: str) -> str:
+        """The index's name of a day's input: the file name, or its mosaic's tile names joined by '+'."""
+        return "+".join(Path(t).name for t in self.tiles.get((key, f), [f]))
+
     def plan(self) -> None:
         ctx = self.ctx
         lat, lon = coord_arrays(ctx.region, ctx.factor)
@@ -172,7 +194,8 @@ class PredictorJob:
         files, static_files = self._find_files()
         if self.problems:
             return
-        allf = sorted({f for v in files.values() for f in v} | set(static_files.values()))
+        allf = sorted({f for v in files.values() for f in v} | set(static_files.values())
+                      | {t for ts in self.tiles.values() for t in ts})
         self.sha = hash_files(ctx, allf, self.problems)
         if self.problems:
             return
@@ -213,7 +236,7 @@ class PredictorJob:
                 ent = kd.get(day_)
                 if ent is None:
                     todo.add(day_)
-                elif f is not None and (ent[0] is None or self.sha[f] != self.index["files"].get(ent[0])):
+                elif f is not None and (ent[0] is None or self._sha(d.key, f) != self.index["files"].get(ent[0])):
                     todo.add(day_)
                     if ent[0] is not None:
                         changed.add(day_)
@@ -240,7 +263,7 @@ class PredictorJob:
         for s in self.sta:
             ent = self.index["static"].get(s.key)
             f = static_files[s.key]
-            if fresh or ent is None or ent[1] != self.sha[f]:
+            if fresh or ent is None or ent[1] != self._sha(s.key, f):
                 self.static_todo.append(s.key)
         self.static_files = static_files
         grows = stored is not None and len(self.axis) > len(stored)
@@ -274,7 +297,7 @@ class PredictorJob:
                 ent = self.index["days"].get(d.key, {}).get(day_)
                 if day_ in self.todo[d.key]:
                     if f:
-                        files[d.key] = f
+                        files[d.key] = self._source(d.key, f)
                 elif not fresh and ent is not None and ent[0] is not None:
                     stored.append(d.key)
             out.append(DaySource(day_, p, files, tuple(stored)))
@@ -320,7 +343,7 @@ class PredictorJob:
             incomplete.update(r.failed)
         # static: one task per (raster, band)
         splan = plan_staging(1, lat.size, lon.size, cy, cx, 8, ctx.budget, 1)
-        stasks = [StaticReadTask(self.staging_url, ctx.so, key, self.static_files[key],
+        stasks = [StaticReadTask(self.staging_url, ctx.so, key, self._source(key, self.static_files[key]),
                                  ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.rows, t.cols, (cy, cx))
                   for key in self.static_todo for t in splan.tasks]
         sres = run_units(ctx, read_static_band, stasks, "predictors-static")
@@ -412,11 +435,11 @@ class PredictorJob:
                 if f is None:
                     kd[day_] = [None, None]
                 else:
-                    kd[day_] = [Path(f).name, hex_digest(self.digests.get(d.key, {}).get(day_, 0))]
-                    idx["files"][Path(f).name] = self.sha[f]
+                    kd[day_] = [self._name(d.key, f), hex_digest(self.digests.get(d.key, {}).get(day_, 0))]
+                    idx["files"][self._name(d.key, f)] = self._sha(d.key, f)
         for key in self.static_todo:
             f = self.static_files[key]
-            idx["static"][key] = [Path(f).name, self.sha[f], hex_digest(self.static_digests[key])]
+            idx["static"][key] = [self._name(key, f), self._sha(key, f), hex_digest(self.static_digests[key])]
         # what the store holds (storage.deps reads these): per day, the gap-filled values and flags
         stored = {} if fresh else dict(idx.get("stored_days", {}))
         stored.update({iso(days[t]): hex_digest(v) for t, v in self.stored_digests.items()})

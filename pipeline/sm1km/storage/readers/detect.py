@@ -36,7 +36,7 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
         return "ismn_archive"
     if kind == "grib":
         return "era5"
-    if kind in ("tiff", "hdf4"):
+    if kind in ("tiff", "hdf4"):  # hdf4: MODIS HDF-EOS granules (storage/readers/modis.py)
         return "raster"
     if kind in ("netcdf3", "hdf5"):
         try:
