@@ -4,7 +4,8 @@
 land cover) say per predictor its config key, store variable, plausible range and attributes.
 The tasks (one frozen dataclass in, one out; run by :class:`.predictors.PredictorJob`): the read
 pass stages daily rasters per *batch of days × band* and static rasters per band; the write pass
-gap-fills one (time block, tile) from its haloed window, or copies one tile of static rasters.
+gap-fills the days to recompute of one (time block, tile) from their trailing window (causal
+rule, :mod:`sm1km.core.gapfill`), or copies one tile of static rasters.
 Every raster task runs inside one ``rasterio.Env``.
 """
 
@@ -25,12 +26,19 @@ from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 
 from .cube import coord_arrays
-from .index import chunk_digests
+from .index import DIGEST_MOD, chunk_digests
 
 log = logging.getLogger(__name__)
 
-#: reach of an LST/NDVI observation in days (gap-fill window halo; NDVI composites are 16 days apart)
+#: days an LST/NDVI observation is carried forward by the causal gap-fill (NDVI composites are 16
+#: days apart); the name is kept from the centred rule, where it was the window's halo
 GAP_HALO_DAYS = 48
+#: days of the trailing mean that fills what nothing is carried to; also the reach of a day: day
+#: ``t`` depends on days ``[t - FALLBACK_DAYS + 1, t]`` only (:mod:`sm1km.core.gapfill`)
+FALLBACK_DAYS = 2 * GAP_HALO_DAYS
+#: daily-predictor files dated up to this many days before the store's first day are read as
+#: earlier observations (not stored): the first days carry the composite/scene before the period
+LEAD_IN_DAYS = FALLBACK_DAYS - 1
 OBSERVED_FLAGS = "observed_flags"
 
 
@@ -305,26 +313,36 @@ def read_static_band(task: StaticReadTask) -> StaticRead:
 
 @dataclasses.dataclass(frozen=True)
 class PredictorBlockWrite:
-    """Write pass: one (time ``block``, tile) of the daily predictors, gap-filled from its haloed ``window``."""
+    """Write pass: days ``block`` of one time block and tile, gap-filled (causally) from their
+    trailing ``window`` (store positions; negative: lead-in days before the axis)."""
 
     url: str
     so: dict
     staging_url: str
     kinds: tuple[str, ...]
-    block: slice      # time positions of the store
-    window: slice     # time positions of the store (the block with its halo)
+    block: slice      # time positions of the store: the days to write (within one time block)
+    window: slice     # time positions (the days with their trailing window; may start below 0)
     h0: int           # store position of the staging array's first day
     rows: slice
     cols: slice
-    halo: int
+    halo: int         # max_gap_days of the gap-fill
+    fallback_days: int = FALLBACK_DAYS
 
     @property
     def key(self) -> str:
         return f"t{self.block.start}-r{self.rows.start}-c{self.cols.start}"
 
 
-def write_predictor_block(task: PredictorBlockWrite) -> None:
-    """Task, write pass of the daily predictors: gap-fill one (time block, tile) from its haloed window."""
+@dataclasses.dataclass(frozen=True)
+class PredictorWritten:
+    """What a write task stored: ``{store time position: digest part}`` of the tile's stored values
+    (every time-dependent variable, ``observed_flags`` included), summed over tiles by the job."""
+
+    digests: dict[int, int]
+
+
+def write_predictor_block(task: PredictorBlockWrite) -> PredictorWritten:
+    """Task, write pass of the daily predictors: gap-fill days of one (time block, tile) from their trailing window."""
     stg = store.open_dataset(task.staging_url, task.so, consolidated=False)
     sel = {"day": slice(task.window.start - task.h0, task.window.stop - task.h0), "lat": task.rows, "lon": task.cols}
     b0, b1 = task.block.start - task.window.start, task.block.stop - task.window.start
@@ -332,13 +350,19 @@ def write_predictor_block(task: PredictorBlockWrite) -> None:
     flags = None
     for k in task.kinds:
         raw = np.asarray(stg[k].isel(sel).values, dtype=np.float32)
-        filled = gapfill_time(raw, max_gap_days=task.halo)[b0:b1]
+        filled = gapfill_time(raw, max_gap_days=task.halo, fallback_days=task.fallback_days)[b0:b1]
         obs = np.isfinite(raw[b0:b1])
         bit = obs.astype(np.uint8) * DYNAMIC_BY_KEY[k].bit
         flags = (np.zeros(obs.shape, np.uint8) if flags is None else flags) | bit
         out[DYNAMIC_BY_KEY[k].var] = (("time", "lat", "lon"), filled)
     out[OBSERVED_FLAGS] = (("time", "lat", "lon"), flags)
     store.write_region(task.url, xr.Dataset(out), {"time": task.block, "lat": task.rows, "lon": task.cols}, task.so)
+    ny, nx = task.rows.stop - task.rows.start, task.cols.stop - task.cols.start
+    digests = {}
+    for i, t in enumerate(range(task.block.start, task.block.stop)):
+        digests[t] = sum(chunk_digests(name, np.asarray(arr)[i], task.rows.start, task.cols.start, ny, nx)
+                         for name, (_, arr) in sorted(out.items())) % DIGEST_MOD
+    return PredictorWritten(digests)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,6 +391,7 @@ def write_static_tile(task: StaticTileWrite) -> None:
 
 
 __all__ = ["DYNAMIC", "STATIC", "DYNAMIC_BY_KEY", "STATIC_BY_KEY", "Dynamic", "Static", "GAP_HALO_DAYS", "OBSERVED_FLAGS",
+           "FALLBACK_DAYS", "LEAD_IN_DAYS",
            "configured", "validate_raster",
            "DaySource", "PredictorReadTask", "PredictorRead", "read_predictor_band", "StaticReadTask", "StaticRead",
-           "read_static_band", "PredictorBlockWrite", "write_predictor_block", "StaticTileWrite", "write_static_tile"]
+           "read_static_band", "PredictorBlockWrite", "PredictorWritten", "write_predictor_block", "StaticTileWrite", "write_static_tile"]
