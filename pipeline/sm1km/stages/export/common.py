@@ -245,8 +245,11 @@ def open_arrays(source: Source, variables: Sequence[str]) -> dict[str, Any]:
 
 def read_block(arr, times: slice | int, rows: slice, cols: slice) -> np.ndarray:
     """Raw int16 values of one window (``times`` an index or a slice)."""
+    url = str(arr.store_path).rsplit("/" + arr.path, 1)[0] if getattr(arr, "path", "") else str(arr.store_path)
     try:
-        return np.asarray(arr[times, rows, cols])
+        return store.read_window(arr, (times, rows, cols), url, "downscale")
+    except StoreError:
+        raise
     except Exception as exc:  # pragma: no cover - depends on the object store
         raise StoreError(str(getattr(arr, "path", "array")), f"cannot read window {times}, {rows}, {cols} "
                          f"({type(exc).__name__}: {exc}).", "check the store and the credentials; re-run to resume.") from None
