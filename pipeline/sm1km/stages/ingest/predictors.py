@@ -287,9 +287,10 @@ class PredictorJob:
         out = []
         for p in range(self.hull.start, self.hull.stop):
             day_ = iso(self.axis[0] + np.timedelta64(p, "D"))
-            files, stored = {}, []
+            files: dict[str, str | tuple[str, ...]] = {}
+            stored: list[str] = []
             if p < 0:  # lead-in: files only
-                files = {k: m[day_] for k, m in self.lead.items() if day_ in m}
+                files = {k: self._source(k, m[day_]) for k, m in self.lead.items() if day_ in m}
                 out.append(DaySource(day_, p, files, ()))
                 continue
             for d in self.dyn:
