@@ -101,10 +101,17 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
     ``overwrite``. ``task_memory_bytes`` overrides the memory one read task may hold (default: a
     quarter of a worker thread's share of ``cluster.memory_limit``).
 
+    ``period.end: latest`` is resolved first (:mod:`.latest`): the last day for which every daily
+    input exists; the log names the input that holds it back.
+
     ``.stats``: ``units_total`` / ``units_written`` / ``units_skipped`` over all stores (units:
     days of the 0.25° cubes, time blocks and static rasters of the predictors, the station
     table) and the same per store under ``stores``.
     """
+    if cfg.period.is_latest:  # period.end: latest -> the last day every daily input has (logged)
+        from .latest import apply_latest
+
+        cfg = apply_latest(cfg)
     so = cfg.store.storage_options()
     token = uuid.uuid4().hex[:12]
     ctx = IngestContext(cfg=cfg, so=so, region=cfg.coarse_region, factor=cfg.grid.factor, overwrite=overwrite,

@@ -23,6 +23,7 @@ from sm1km.core import grid
 from sm1km.core.gapfill import gapfill_time
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.input_files import InputOptions, display, is_remote, local_paths
 
 from .cube import coord_arrays
 from .index import chunk_digests
@@ -178,6 +179,7 @@ class PredictorReadTask:
     rows: slice
     cols: slice
     chunk: tuple[int, int]
+    opts: InputOptions | None = None  # how remote inputs are reached
 
     @property
     def key(self) -> str:
@@ -225,11 +227,12 @@ def read_predictor_band(task: PredictorReadTask) -> PredictorRead:
                 continue
             spec = DYNAMIC_BY_KEY[k]
             try:
-                da = read_raster(path, region, task.factor, "average", integer_scale=spec.integer_scale)
+                da = read_raster(path, region, task.factor, "average", integer_scale=spec.integer_scale,
+                                 input_options=task.opts)
             except InputError as exc:
                 problems.append((k, src.day, exc))
                 continue
-            err = validate_raster(da, path, lat, lon, spec.valid, k)
+            err = validate_raster(da, display(path), lat, lon, spec.valid, k)
             if err:
                 problems.append((k, src.day, err))
                 continue
@@ -257,6 +260,7 @@ class StaticReadTask:
     rows: slice
     cols: slice
     chunk: tuple[int, int]
+    opts: InputOptions | None = None  # how remote inputs are reached
 
     @property
     def key(self) -> str:
@@ -271,7 +275,11 @@ class StaticRead:
 
 @_one_raster_env
 def read_static_band(task: StaticReadTask) -> StaticRead:
-    """Task, read pass of one static predictor over one band (an InputError if it is not plausible)."""
+    """Task, read pass of one static predictor over one band (an InputError if it is not plausible).
+    A remote raster is read from one copy in the bounded local input cache."""
+    if is_remote(task.path):
+        with local_paths([task.path], task.opts) as (local,):
+            return read_static_band(dataclasses.replace(task, path=local))
     from sm1km.storage.readers import read_raster
 
     spec = STATIC_BY_KEY[task.predictor]

@@ -14,7 +14,6 @@ functions are in :mod:`.predictor_tasks`.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +22,11 @@ import xarray as xr
 from sm1km.core.rechunk_plan import block_window, blocks_touched, chunk_slices, hull, plan_staging
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.input_files import basename, display
 
 from .cube import Var, coord_arrays, day, final_attrs, grow_time_axis, iso, open_existing, template, time_axis
 from .index import DIGEST_MOD, hex_digest
-from .inputs import glob_files, hash_files
+from .inputs import glob_files, hash_files, input_options
 from .job import IngestContext, UnitCounts, raise_problems, run_units, succeeded, task_errors
 from .predictor_tasks import (
     DYNAMIC,
@@ -49,6 +49,11 @@ from .predictor_tasks import (
 log = logging.getLogger(__name__)
 
 
+def _where(spec: str | list[str]) -> str:
+    """A config entry as an error may name it (URLs redacted)."""
+    return display(spec if isinstance(spec, str) else ", ".join(spec))
+
+
 class PredictorJob:
     """``inputs/predictors.zarr`` (an :class:`~.job.IngestJob`; units: time blocks + static rasters)."""
 
@@ -58,6 +63,7 @@ class PredictorJob:
         self.ctx = ctx
         self.url = ctx.cfg.store.url("inputs", "predictors.zarr")
         self.index_store = ctx.index(self.store_name)
+        self.opts = input_options(ctx.cfg)
         pc = ctx.cfg.inputs.predictors
         self.dyn = [d for d in DYNAMIC if getattr(pc, d.key)]
         self.sta = [s for s in STATIC if getattr(pc, s.key)]
@@ -93,18 +99,18 @@ class PredictorJob:
         files: dict[str, list[str]] = {}
         for d in self.dyn:
             try:
-                files[d.key] = glob_files(getattr(pc, d.key), f"predictors.{d.key}")
+                files[d.key] = glob_files(getattr(pc, d.key), f"predictors.{d.key}", self.ctx.cfg)
             except InputError as exc:
                 self.problems.append(exc)
         static_files = {}
         for s in self.sta:
             try:
-                fs_ = glob_files(getattr(pc, s.key), f"predictors.{s.key}")
+                fs_ = glob_files(getattr(pc, s.key), f"predictors.{s.key}", self.ctx.cfg, days=())
             except InputError as exc:
                 self.problems.append(exc)
                 continue
             if len(fs_) != 1:
-                self.problems.append(InputError(getattr(pc, s.key),
+                self.problems.append(InputError(_where(getattr(pc, s.key)),
                                                 f"{len(fs_)} files match a static predictor; expected one.",
                                                 "point the config at a single (mosaicked) raster."))
                 continue
@@ -120,22 +126,22 @@ class PredictorJob:
         for d in self.dyn:
             m: dict[str, str] = {}
             for f in files[d.key]:
-                date = raster_date(f)
+                date = raster_date(basename(f))
                 if date is None:
                     self.problems.append(InputError(
-                        f, "no date (YYYYMMDD, YYYY-MM-DD, YYYY_DOY) in the file name of a daily predictor.",
+                        display(f), "no date (YYYYMMDD, YYYY-MM-DD, YYYY_DOY) in the file name of a daily predictor.",
                         "name daily predictor files with their date, e.g. lst_day_20200401.tif."))
                     continue
                 day_ = iso(np.datetime64(date, "D") + np.timedelta64(d.date_offset_days, "D"))
                 if not (lo <= day(day_) <= hi):
                     continue
                 if day_ in m:
-                    self.problems.append(InputError(f, f"duplicate day {day_} for {d.key}: also {Path(m[day_]).name}.",
+                    self.problems.append(InputError(display(f), f"duplicate day {day_} for {d.key}: also {basename(m[day_])}.",
                                                     "keep one file per day (composite) in the input glob."))
                     continue
                 m[day_] = f
             if not m and not self.index["days"].get(d.key):
-                self.problems.append(InputError(getattr(pc, d.key),
+                self.problems.append(InputError(_where(getattr(pc, d.key)),
                                                 f"no {d.key} file falls within the period {iso(lo)}..{iso(hi)}.",
                                                 "check the glob and the dates in the file names."))
             out[d.key] = m
@@ -259,7 +265,7 @@ class PredictorJob:
             sources = self._sources(fresh)
             tasks = [PredictorReadTask(self.staging_url, ctx.so, self.url, kinds, tuple(sources[t.days]),
                                        ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.days.start,
-                                       t.rows, t.cols, (cy, cx)) for t in plan.tasks]
+                                       t.rows, t.cols, (cy, cx), self.opts) for t in plan.tasks]
             res = run_units(ctx, read_predictor_band, tasks, "predictors-read")
             problems.extend(task_errors(res))
         incomplete: set[tuple[str | None, str | None]] = {(None, None) for r in res if isinstance(r, Sm1kmError)}
@@ -268,7 +274,8 @@ class PredictorJob:
         # static: one task per (raster, band)
         splan = plan_staging(1, lat.size, lon.size, cy, cx, 8, ctx.budget, 1)
         stasks = [StaticReadTask(self.staging_url, ctx.so, key, self.static_files[key],
-                                 ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.rows, t.cols, (cy, cx))
+                                 ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.rows, t.cols, (cy, cx),
+                                 self.opts)
                   for key in self.static_todo for t in splan.tasks]
         sres = run_units(ctx, read_static_band, stasks, "predictors-static")
         problems.extend(task_errors(sres))
@@ -294,7 +301,7 @@ class PredictorJob:
                     log.warning("%s: %s on %s differs from the stored one: overwriting", self.store_name, d.key, day_)
                     continue
                 problems.append(InputError(
-                    self.day_file[d.key][day_], f"{d.key} on {day_} differs from what {self.store_name} holds "
+                    display(self.day_file[d.key][day_]), f"{d.key} on {day_} differs from what {self.store_name} holds "
                                                 f"(ingested from {old[0]}); stored data are not replaced silently.",
                     "pass --overwrite to replace it, or restore the original file."))
         for key in self.static_todo:
@@ -351,11 +358,11 @@ class PredictorJob:
                 if f is None:
                     kd[day_] = [None, None]
                 else:
-                    kd[day_] = [Path(f).name, hex_digest(self.digests.get(d.key, {}).get(day_, 0))]
-                    idx["files"][Path(f).name] = self.sha[f]
+                    kd[day_] = [basename(f), hex_digest(self.digests.get(d.key, {}).get(day_, 0))]
+                    idx["files"][basename(f)] = self.sha[f]
         for key in self.static_todo:
             f = self.static_files[key]
-            idx["static"][key] = [Path(f).name, self.sha[f], hex_digest(self.static_digests[key])]
+            idx["static"][key] = [basename(f), self.sha[f], hex_digest(self.static_digests[key])]
         idx["digest_tile"] = [cy, cx]
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         inputs += [{"name": v[0], "sha256": v[1], "role": k} for k, v in sorted(idx["static"].items())]

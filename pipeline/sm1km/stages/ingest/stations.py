@@ -20,6 +20,7 @@ import xarray as xr
 from sm1km.core import grid
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.input_files import InputOptions, basename, is_remote
 
 from .cube import (
     LATLON_ATTRS,
@@ -36,7 +37,7 @@ from .cube import (
     unfinished,
 )
 from .index import INDEX_VERSION, digest, hex_digest
-from .inputs import hash_files, ismn_files
+from .inputs import hash_files, input_options, ismn_files
 from .job import IngestContext, UnitCounts, raise_problems, run_units, task_errors
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _encoding(ds: xr.Dataset) -> dict:
 class StationStageTask:
     """Read pass: the ISMN download ``source`` into a staging table on the period's axis."""
 
-    source: str
+    source: str | tuple[str, ...]   # the download (local), or its resolved files (lists, remote)
     min_hours: int
     first_day: str
     last_day: str
@@ -81,6 +82,7 @@ class StationStageTask:
     so: dict
     compare: bool
     overwrite: bool
+    opts: InputOptions | None = None  # how remote inputs are reached
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +98,8 @@ def stage_stations(task: StationStageTask) -> StationTable:
     """Task, read pass of the stations: read, reindex on the axis, flag the region, compare, stage."""
     from sm1km.storage.readers import read_ismn
 
-    ds = read_ismn(task.source, task.min_hours)
+    ds = read_ismn(list(task.source) if isinstance(task.source, tuple) else task.source, task.min_hours,
+                   input_options=task.opts)
     days = time_coord(axis(task.first_day, task.last_day))
     ds = ds.reindex(time=days)
     ds["sm"] = ds["sm"].astype(np.float32)
@@ -167,6 +170,22 @@ def write_stations(task: StationWriteTask) -> None:
     store.create_template(task.url, ds, enc, task.so, overwrite=task.exists)  # numpy data: written now
 
 
+def relative_name(source: str | list[str], f: str, first: str) -> str:
+    """The name of an ISMN file as the index and attrs record it: relative to the download folder
+    (local folder or ``s3://`` prefix), else to the folder of the first file ``first``; never a
+    query string."""
+    if is_remote(f):
+        f = f.split("?", 1)[0].split("#", 1)[0]
+        root = source.rstrip("/") + "/" if isinstance(source, str) else None
+        if root and is_remote(root) and f.startswith(root):
+            return f[len(root):]
+        first = first.split("?", 1)[0]
+        base = first.rsplit("/", 1)[0] + "/"
+        return f[len(base):] if f.startswith(base) else basename(f)
+    base = source if isinstance(source, str) and os.path.isdir(source) else os.path.dirname(first)
+    return os.path.relpath(f, base)
+
+
 class StationJob:
     """``inputs/stations.zarr`` (an :class:`~.job.IngestJob`; one unit: the table)."""
 
@@ -176,7 +195,8 @@ class StationJob:
         self.ctx = ctx
         self.url = ctx.cfg.store.url("inputs", "stations.zarr")
         self.index_store = ctx.index(self.store_name)
-        self.source: str = ctx.cfg.inputs.ismn or ""  # the job exists only if inputs.ismn is set
+        self.source = ctx.cfg.inputs.ismn or ""  # the job exists only if inputs.ismn is set
+        self.opts = input_options(ctx.cfg)
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
         self.rewritten = False
@@ -186,12 +206,13 @@ class StationJob:
 
     def plan(self) -> None:
         ctx = self.ctx
-        files = ismn_files(self.source)
+        files = ismn_files(self.source, ctx.cfg)
+        self.read_source: str | tuple[str, ...] = (
+            self.source if isinstance(self.source, str) and not is_remote(self.source) else tuple(files))
         self.sha = hash_files(ctx, files, self.problems)
         if self.problems:
             return
-        base = self.source if os.path.isdir(self.source) else os.path.dirname(files[0])
-        self.files = {os.path.relpath(f, base): s for f, s in self.sha.items()}
+        self.files = {relative_name(self.source, f, files[0]): s for f, s in self.sha.items()}
         ds = existing_store(self.url, ctx.so)
         self.exists = ds is not None
         index = self.index_store.read() if ds is not None else None
@@ -211,8 +232,9 @@ class StationJob:
             return
         ctx = self.ctx
         self.staging_url = store.join(ctx.staging_root, "stations.zarr")
-        task = StationStageTask(self.source, ctx.cfg.model.min_hours_per_day, iso(self.axis[0]), iso(self.axis[-1]),
-                                ctx.region, self.staging_url, self.url, ctx.so, self.compare, ctx.overwrite)
+        task = StationStageTask(self.read_source, ctx.cfg.model.min_hours_per_day, iso(self.axis[0]),
+                                iso(self.axis[-1]), ctx.region, self.staging_url, self.url, ctx.so, self.compare,
+                                ctx.overwrite, self.opts)
         res = run_units(ctx, stage_stations, [task], "stations-read")
         self.problems.extend(task_errors(res))
         if not self.problems:

@@ -39,6 +39,8 @@ import xarray as xr
 
 from sm1km.core import grid
 from sm1km.errors import InputError
+from sm1km.storage import input_files
+from sm1km.storage.input_files import InputOptions
 from sm1km.storage.readers._common import decode_cf_values, decode_times, load_checked, open_netcdf_raw, units_kind
 
 log = logging.getLogger(__name__)
@@ -184,15 +186,20 @@ def _units_of_sm(ds: xr.Dataset, path: str, info: Mapping[str, Any]) -> str:
 
 def read_cci_day(path: str | os.PathLike[str], region: grid.Region | None = None, *,
                  porosity: float | xr.DataArray | None = None, with_t0: bool = False,
-                 composites: bool = False) -> xr.Dataset:
+                 composites: bool = False, input_options: InputOptions | None = None) -> xr.Dataset:
     """Read one ESA CCI SM daily file onto the 0.25° grid (the region, or the file's own extent).
 
     Returns a Dataset with dims (time=1, lat, lon): ``sm`` float32 m³/m³ (NaN = missing) — or
     ``sm_percent`` (percent of saturation) for ACTIVE files without ``porosity`` —, ``flag`` int16
     (-1 = no flag), ``sm_uncertainty`` float32 when present, and ``t0`` (datetime64, NaT = missing)
-    when ``with_t0``. Cells of ``region`` that the file does not cover are missing.
+    when ``with_t0``. Cells of ``region`` that the file does not cover are missing. A remote
+    ``path`` (``s3://``, ``https://``; reached with ``input_options``) is read from a copy in the
+    bounded local input cache (:mod:`sm1km.storage.input_files`), removed afterwards.
     """
     path = os.fspath(path)
+    if input_files.is_remote(path):
+        with input_files.local_paths([path], input_options) as (local,):
+            return read_cci_day(local, region, porosity=porosity, with_t0=with_t0, composites=composites)
     if not composites:
         _refuse_composite(path, parse_cci_filename(path))
     ds = open_netcdf_raw(path)
