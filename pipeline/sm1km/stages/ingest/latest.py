@@ -2,16 +2,18 @@
 
 The daily inputs are CCI, ERA5 and the daily LST (day, night); NDVI composites, static rasters and
 ISMN downloads do not hold a day back (NDVI is gap-filled in time, the others have no time axis).
-Per input, the last available day is found without decoding anything but ERA5:
+The record grows without holes, so per input the answer is the end of the run of available days
+that starts at its first day not yet ingested (the day after the cube's ``time_coverage_end``,
+or ``period.start`` for a new store), at most today (UTC):
 
-* a ``{date:%Y%m%d}`` template: its URLs are probed backwards from today (a few at a time, each
-  request bounded; 404 = not yet available) until one exists;
-* a glob or list: the days come from the file names (CCI, LST), for ERA5 from a one-cell read of
-  the last file (monthly files hold fewer days while the month is open — ERA5T).
+* a ``{date:%Y%m%d}`` template: its URLs are probed forward from there, a few at a time (each
+  request bounded), until one is missing (HTTP 404 / no such key = *not yet available*);
+* a glob or list: the days come from the file names (CCI, LST) without probing;
+* ERA5 (monthly files hold fewer days while the month is open — ERA5T): the last file found is
+  read on one cell and its last day caps the run.
 
-An ERA5 template is probed like the others and then its last file is read the same way. The
-run's last day is the earliest of these; a day with one input missing is not started, and the log
-names the input that holds the run back (:class:`Latest` ``.blocking``).
+The run's last day is the earliest of these; a day with one input missing is not started, and the
+log names the input that holds the run back (:class:`Latest` ``.blocking``).
 """
 
 from __future__ import annotations
@@ -72,44 +74,74 @@ def _era5_last_day(cfg: RunConfig, url: str, opts: InputOptions) -> dt.date | No
     return None if not len(t) else dt.date.fromisoformat(str(np.datetime64(t.max(), "D")))
 
 
-def _template_last(template: str, start: dt.date, today: dt.date, opts: InputOptions) -> tuple[dt.date, str] | None:
-    """(last day whose URL exists, that URL), walking back from ``today`` to ``start``."""
-    day = today
-    while day >= start:
-        days = [day - dt.timedelta(days=k) for k in range(PROBE_BATCH) if day - dt.timedelta(days=k) >= start]
-        urls = [input_files.expand_template(template, [d])[0] for d in days]
-        found = input_files.probe(sorted(set(urls)), opts)
-        for d, u in zip(days, urls):
-            if found[u]:
-                return d, u
-        day = days[-1] - dt.timedelta(days=1)
-    return None
+def _walk(first: dt.date, today: dt.date, available: Callable[[list[dt.date]], list[bool]]) -> dt.date | None:
+    """The last day of the run of available days from ``first`` (None: ``first`` is not available)."""
+    last: dt.date | None = None
+    day = first
+    while day <= today:
+        days = [day + dt.timedelta(days=k) for k in range(PROBE_BATCH) if day + dt.timedelta(days=k) <= today]
+        for d, ok in zip(days, available(days)):
+            if not ok:
+                return last
+            last = d
+        day = days[-1] + dt.timedelta(days=1)
+    return last
 
 
 def _last_day(cfg: RunConfig, name: str, spec: list[str], day_of: Callable[[str], dt.date | None],
-              opts: InputOptions, today: dt.date) -> dt.date | None:
+              opts: InputOptions, first: dt.date, today: dt.date) -> dt.date | None:
+    """The last day of ``name``'s run of available days from ``first`` (see the module docstring)."""
+    templates = [p for p in spec if input_files.is_template(p)]
+    listed = [p for p in spec if not input_files.is_template(p)]
+    files = input_files.resolve(listed, name.removeprefix("inputs."), opts, required=False) if listed else []
+    by_day: dict[dt.date, str] = {}
+    if name != "inputs.era5":
+        for f in files:
+            d = day_of(f)
+            if d is not None:
+                by_day.setdefault(d, f)
+    urls_seen: dict[str, bool] = {}
+    last_url: list[str] = []
+
+    def available(days: list[dt.date]) -> list[bool]:
+        out = [d in by_day or (name == "inputs.era5" and bool(files)) for d in days]
+        if templates:
+            want = {d: [input_files.expand_template(t, [d])[0] for t in templates] for d in days}
+            new = sorted({u for us in want.values() for u in us} - set(urls_seen))
+            urls_seen.update(input_files.probe(new, opts))
+            for i, d in enumerate(days):
+                hits = [u for u in want[d] if urls_seen[u]]
+                if hits and not out[i]:
+                    out[i] = True
+                    last_url[:] = hits[-1:]
+        return out
+
+    last = _walk(first, today, available)
+    if name == "inputs.era5" and last is not None:
+        era5_last = sorted(files, key=basename)[-1] if (files and not last_url) else (last_url or [None])[0]
+        if era5_last is not None:
+            held = _era5_last_day(cfg, era5_last, opts)
+            if held is not None and held < last:
+                last = held if held >= first else None
+    return last
+
+
+def _first_open_day(cfg: RunConfig, name: str) -> dt.date:
+    """The first day of ``name`` not yet in its cube (``period.start`` for a new store)."""
+    from sm1km.storage import store
+
+    cube = {"inputs.cci": "cci.zarr", "inputs.era5": "era5.zarr"}.get(name, "predictors.zarr")
+    url, so = cfg.store.url("inputs", cube), cfg.store.storage_options()
     start = cfg.period.start
-    best: dt.date | None = None
-    for part in spec:
-        if input_files.is_template(part):
-            hit = _template_last(part, start, today, opts)
-            if hit is None:
-                continue
-            d, url = hit
-            if name == "inputs.era5":
-                d = _era5_last_day(cfg, url, opts) or d
-        else:
-            files = input_files.resolve(part, name.removeprefix("inputs."), opts, required=False)
-            if name == "inputs.era5":
-                d_ = _era5_last_day(cfg, sorted(files, key=basename)[-1], opts) if files else None
-            else:
-                days = [x for x in map(day_of, files) if x is not None and start <= x <= today]
-                d_ = max(days) if days else None
-            if d_ is None:
-                continue
-            d = d_
-        best = d if best is None else max(best, d)
-    return best
+    try:
+        if not store.exists(url, so):
+            return start
+        end = store.open_group(url, so, mode="r").attrs.get("time_coverage_end")
+    except Exception:  # an unreadable store: ingest reports it; probe from the start
+        return start
+    if not end:
+        return start
+    return max(start, dt.date.fromisoformat(str(end)[:10]) + dt.timedelta(days=1))
 
 
 def daily_inputs(cfg: RunConfig) -> dict[str, tuple[list[str], Callable[[str], dt.date | None]]]:
@@ -132,8 +164,12 @@ def resolve_latest(cfg: RunConfig, today: dt.date | None = None) -> Latest:
     opts = input_options(cfg)
     per: dict[str, dt.date | None] = {}
     for name, (spec, day_of) in daily_inputs(cfg).items():
-        per[name] = _last_day(cfg, name, spec, day_of, opts, today)
-        log.info("period.end latest: %s is available up to %s", name, per[name] or "no day of the period")
+        first = _first_open_day(cfg, name)
+        last = _last_day(cfg, name, spec, day_of, opts, first, today)
+        if last is None and first > cfg.period.start:
+            last = first - dt.timedelta(days=1)  # nothing new: the store's end
+        per[name] = last
+        log.info("period.end latest: %s is available up to %s", name, last or "no day of the period")
     if not per:
         raise InputError("inputs", "period.end is 'latest' but no daily input (cci, era5, lst_day, lst_night) is "
                                    "configured.", "give period.end as a date.")

@@ -9,6 +9,7 @@ whole. Stations outside the region are kept with ``in_region = false``.
 from __future__ import annotations
 
 import dataclasses
+import glob as _glob
 import json
 import logging
 import os
@@ -170,19 +171,30 @@ def write_stations(task: StationWriteTask) -> None:
     store.create_template(task.url, ds, enc, task.so, overwrite=task.exists)  # numpy data: written now
 
 
-def relative_name(source: str | list[str], f: str, first: str) -> str:
+def relative_name(source: str | list[str], f: str, files: list[str]) -> str:
     """The name of an ISMN file as the index and attrs record it: relative to the download folder
-    (local folder or ``s3://`` prefix), else to the folder of the first file ``first``; never a
-    query string."""
+    (a local folder or ``s3://`` prefix), for a list relative to the files' common folder, for a
+    glob to the first file's folder; never a query string."""
+    def plain(u: str) -> str:
+        return u.split("?", 1)[0].split("#", 1)[0] if is_remote(u) else u
+
+    f = plain(f)
+    if isinstance(source, str) and not _glob.has_magic(source) and (
+            os.path.isdir(source) or (is_remote(source) and f.startswith(source.rstrip("/") + "/"))):
+        base = source.rstrip("/")
+    elif isinstance(source, str):
+        base = os.path.dirname(plain(files[0]))
+    else:  # a list: the files' common folder
+        parts = [plain(x).split("/")[:-1] for x in files]
+        common = parts[0]
+        for p in parts[1:]:
+            n = 0
+            while n < min(len(common), len(p)) and common[n] == p[n]:
+                n += 1
+            common = common[:n]
+        base = "/".join(common)
     if is_remote(f):
-        f = f.split("?", 1)[0].split("#", 1)[0]
-        root = source.rstrip("/") + "/" if isinstance(source, str) else None
-        if root and is_remote(root) and f.startswith(root):
-            return f[len(root):]
-        first = first.split("?", 1)[0]
-        base = first.rsplit("/", 1)[0] + "/"
-        return f[len(base):] if f.startswith(base) else basename(f)
-    base = source if isinstance(source, str) and os.path.isdir(source) else os.path.dirname(first)
+        return f[len(base) + 1:] if f.startswith(base + "/") else basename(f)
     return os.path.relpath(f, base)
 
 
@@ -209,10 +221,13 @@ class StationJob:
         files = ismn_files(self.source, ctx.cfg)
         self.read_source: str | tuple[str, ...] = (
             self.source if isinstance(self.source, str) and not is_remote(self.source) else tuple(files))
+        if isinstance(self.source, str) and is_remote(self.source) and not _glob.has_magic(self.source):
+            # an s3:// prefix is read like a local download folder: its .stm files and zips
+            self.read_source = tuple(f for f in files if basename(f).lower().endswith((".stm", ".zip")))
         self.sha = hash_files(ctx, files, self.problems)
         if self.problems:
             return
-        self.files = {relative_name(self.source, f, files[0]): s for f, s in self.sha.items()}
+        self.files = {relative_name(self.source, f, files): s for f, s in self.sha.items()}
         ds = existing_store(self.url, ctx.so)
         self.exists = ds is not None
         index = self.index_store.read() if ds is not None else None
