@@ -14,6 +14,7 @@ import shutil
 
 from sm1km.cli import main
 from sm1km.errors import ModelError, StoreError
+from sm1km.runtime.result import StageResult
 from sm1km.testing.contract import FileUnits, KillPoint, LedgerUnits, OneUnit, StageContractTests, StoreUnits
 
 INPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr")
@@ -87,6 +88,11 @@ class TestDownscale(Contract):
                KillPoint("master.zarr/lat/c/*", 1, name="template"))
     input_error = ModelError
 
+    def call(self, cfg):
+        """The update's result, counted in master shards: its downscale's own counters (the units above)."""
+        result = super().call(cfg)
+        return StageResult(dict(result), result.stats["stages"]["downscale"])
+
     def break_input(self, root, scratch):
         root.flip_byte("model/model.ubj")
 
@@ -140,3 +146,21 @@ class TestCatalog(Contract):
     def break_input(self, root, scratch):
         _garbage_metadata(root, "master.zarr/zarr.json")
 
+
+
+class TestUpdate(Contract):
+    """``sm1km update`` on a root with inputs, fused cube and model (no product yet): every product stage."""
+
+    stage = "update"
+    starts_from = "downscale"
+    units = LedgerUnits("master.zarr")
+    kill_at = KillPoint("master.zarr/sm/c/*", 7)  # in the 7th of 12 shards, after ingest/fuse found nothing to do
+    input_error = ModelError
+
+    def call(self, cfg):
+        """The update's result, counted in master shards: its downscale's own counters (the units above)."""
+        result = super().call(cfg)
+        return StageResult(dict(result), result.stats["stages"]["downscale"])
+
+    def break_input(self, root, scratch):
+        root.flip_byte("model/model.ubj")

@@ -230,6 +230,8 @@ class FusionConfig(_Strict):
 
 class ModelConfig(_Strict):
     path: str | None = Field(None, description="model file (model.ubj); default <root>/model/model.ubj")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$",
+                               description="pin the model: `update`/`downscale` refuse a stored model with another sha256")
     algorithm: Literal["auto", "rf", "gbt"] = "auto"
     cv_folds: int = Field(5, ge=2, le=20)
     min_station_days: int = Field(10, ge=1)

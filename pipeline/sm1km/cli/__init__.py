@@ -33,6 +33,7 @@ from sm1km.cli import (
     run,
     synth,
     train,
+    update,
     validate,
     verify,
 )
@@ -80,6 +81,8 @@ COMMANDS: dict[str, Verb] = {
     "verify": Verb("check a store against the conventions (CF, encoding, coverage)", verify.add_arguments,
                    verify.run),
     "run": Verb("run every stage of a config in order (resumable)", run.add_arguments, run.run),
+    "update": Verb("bring every product up to date for new or revised days (model pinned)", update.add_arguments,
+                   update.run),
     "demo": Verb("synthesise the demo world and run the whole pipeline on it", demo.add_arguments, demo.run),
     "bench": Verb("run the benchmarks and write JSON", bench.add_arguments, bench.run),
 }

@@ -57,8 +57,13 @@ def _stages() -> dict[str, Callable[..., Any]]:
     from sm1km.stages.train import train
     from sm1km.validation.validate import validate
 
+    def update(cfg: RunConfig, client: Any = None, **options: Any) -> Any:
+        from sm1km.pipeline import Pipeline
+
+        return Pipeline(cfg).update(client, **options)
+
     return {"ingest": ingest, "fuse": fuse, "train": train, "downscale": downscale, "aggregate": aggregate,
-            "export": export, "validate": validate, "catalog": catalog}
+            "export": export, "validate": validate, "catalog": catalog, "update": update}
 
 
 #: every stage that writes, in pipeline order
@@ -72,7 +77,7 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def stage_function(name: str) -> Callable[..., Any]:
-    """The real callable of a stage (``ingest`` … ``catalog``)."""
+    """The real callable of a stage (``ingest`` … ``catalog``, and the ``update`` verb's :meth:`Pipeline.update`)."""
     return _stages()[name]
 
 
