@@ -158,8 +158,13 @@ class Pipeline:
 
 
 def update_config(cfg: RunConfig, until: dt.date | None = None) -> RunConfig:
-    """``cfg`` with ``period.end`` set to the day ``update`` brings the products to."""
-    end = until or cfg.period.end
+    """``cfg`` with ``period.end`` set to the day ``update`` brings the products to (``latest``:
+    the last day every daily input has, :func:`sm1km.stages.ingest.latest.apply_latest`)."""
+    if until is None and cfg.period.is_latest:
+        from sm1km.stages.ingest.latest import apply_latest
+
+        return apply_latest(cfg)
+    end = until or cfg.period.last_day
     if end < cfg.period.start:
         raise ConfigError("--until", f"{end} is before period.start ({cfg.period.start}).",
                           "give a day on or after period.start.")

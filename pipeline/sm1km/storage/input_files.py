@@ -118,7 +118,8 @@ def _fs(url: str, opts: InputOptions | None) -> tuple[Any, str]:
     import fsspec
 
     try:
-        return fsspec.core.url_to_fs(url, **(opts or InputOptions()).fs_options(url))
+        fs, path = fsspec.core.url_to_fs(url, **(opts or InputOptions()).fs_options(url))
+        return fs, str(path)
     except Exception as exc:  # unknown protocol, bad options
         raise InputError(display(url), f"cannot reach this input ({type(exc).__name__}: {exc}).",
                          "check the URL and inputs.storage / store.endpoint_url in the config.") from None
@@ -139,9 +140,12 @@ def expand_template(template: str, days: Iterable[dt.date]) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for d in days:
-        d = d.date() if isinstance(d, dt.datetime) else d
-        u = TEMPLATE_RE.sub(lambda m, d=d: d.strftime(m.group("fmt")) if m.group("fmt") else d.isoformat(),
-                            template)
+        day = d.date() if isinstance(d, dt.datetime) else d
+
+        def fill(m: re.Match[str], day: dt.date = day) -> str:
+            return day.strftime(m.group("fmt")) if m.group("fmt") else day.isoformat()
+
+        u = TEMPLATE_RE.sub(fill, template)
         if u not in seen:
             seen.add(u)
             out.append(u)

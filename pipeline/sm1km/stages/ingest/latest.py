@@ -118,7 +118,7 @@ def _last_day(cfg: RunConfig, name: str, spec: list[str], day_of: Callable[[str]
 
     last = _walk(first, today, available)
     if name == "inputs.era5" and last is not None:
-        era5_last = sorted(files, key=basename)[-1] if (files and not last_url) else (last_url or [None])[0]
+        era5_last: str | None = last_url[0] if last_url else (sorted(files, key=basename)[-1] if files else None)
         if era5_last is not None:
             held = _era5_last_day(cfg, era5_last, opts)
             if held is not None and held < last:

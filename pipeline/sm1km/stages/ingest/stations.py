@@ -133,7 +133,8 @@ def stage_stations(task: StationStageTask) -> StationTable:
             unreadable = [s_ for s_ in json.loads(skipped) if str(s_.get("reason", "")).startswith("unreadable")]
             why = "; ".join(f"{Path(s_['source']).name}: {s_['reason'].removeprefix('unreadable: ')}"
                             for s_ in unreadable[:3])
-            raise InputError(unreadable[0]["source"] if unreadable else task.source,
+            raise InputError(unreadable[0]["source"] if unreadable else
+                             (task.source if isinstance(task.source, str) else "inputs.ismn"),
                              f"{len(bad)} station(s) differ from (or are missing in) what inputs/stations.zarr "
                              f"holds: {', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}."
                              + (f" Unreadable ISMN file(s): {why}" if why else ""),

@@ -28,6 +28,7 @@ the UTC day when at least ``min_hours`` hours have a good value. Everything skip
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import json
 import logging
@@ -315,7 +316,7 @@ def iter_ismn_sources(source: IsmnSource, input_options: InputOptions | None = N
         return out
     s = os.fspath(source)
     if input_files.is_remote(s):
-        return [(input_files.display(s), lambda url=s: _read_remote(url, input_options))]
+        return [(input_files.display(s), functools.partial(_read_remote, s, input_options))]
     if glob.has_magic(s):
         hits = sorted(glob.glob(s, recursive=True))
         if not hits:
@@ -399,13 +400,13 @@ def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", 
     if zips:
         with input_files.local_paths(zips, input_options) as local:
             named = dict(zip(local, zips))
-            by_url = {u: c for c, u in named.items()}
+            by_url = {url_: copy_ for copy_, url_ in named.items()}
             ds = read_ismn([by_url.get(os.fspath(x), x) for x in listed], min_hours, variable=variable, strict=strict,
                            input_options=input_options)
         for key in ("skipped", "source_files"):
             text = ds.attrs.get(key, "")
-            for c, u in named.items():
-                text = text.replace(json.dumps(c)[1:-1], json.dumps(input_files.display(u))[1:-1])
+            for copy_, url_ in named.items():
+                text = text.replace(json.dumps(copy_)[1:-1], json.dumps(input_files.display(url_))[1:-1])
             ds.attrs[key] = text
         return ds
     sources = iter_ismn_sources(source, input_options)
