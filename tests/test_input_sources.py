@@ -193,6 +193,9 @@ def test_http_templates_latest_stops_before_a_missing_day(world, tmp_path, cache
         assert res.per_input["inputs.predictors.lst_day"] == dt.date.fromisoformat(END)
         ingest(cfg)
         n_404 = sum(r.status == 404 for r in srv.requests())
+        from sm1km.pipeline import update_config
+
+        assert update_config(cfg).period.end == dt.date(2020, 4, 6)  # what `sm1km update` would target
     assert n_404 >= 1
     done = cfg.with_end(dt.date(2020, 4, 6))
     cci = store.open_dataset(done.store.url("inputs/cci.zarr")).load()
