@@ -301,3 +301,26 @@ def test_local_cache_is_bounded_and_cleaned(tmp_path):
         assert input_files.probe([srv.url("a.bin"), srv.url("nope.bin")], opts) == {srv.url("a.bin"): True,
                                                                                     srv.url("nope.bin"): False}
         assert input_files.sha256(srv.url("a.bin"), opts) == input_files.sha256(str(tmp_path / "srv" / "a.bin"))
+
+
+def test_remote_netcdf4_read_through_a_file_object(world, tmp_path, monkeypatch):
+    """A netCDF-4 CCI day over HTTP is read with range requests from a file object: no local copy
+    (a cache of 1 byte would refuse any), and the same values and attrs as the local file."""
+    from http_server import RangeHTTPServer
+    from sm1km.storage.readers import read_cci_day
+
+    monkeypatch.setenv(input_files.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(input_files.CACHE_BYTES_ENV, "1")
+    local = sorted((Path(world.inputs) / "cci").glob("*.nc"))[0]
+    region = RunConfig.from_yaml(world.run_yaml).coarse_region
+    with RangeHTTPServer(Path(world.inputs)) as srv:
+        url = srv.url(f"cci/{local.name}") + "?token=sekrit"
+        remote = read_cci_day(url, region, input_options=InputOptions(http_timeout_s=10))
+        assert all(r.method in ("GET", "HEAD") for r in srv.requests())
+    xr.testing.assert_identical(read_cci_day(local, region), remote)
+    assert remote.attrs["source_file"] == local.name
+    with pytest.raises(InputError, match="larger than the local input cache"):  # GeoTIFFs do need the copy
+        from sm1km.storage.readers import read_raster
+
+        with RangeHTTPServer(Path(world.inputs)) as srv:
+            read_raster(srv.url("predictors/clay.tif"), region, 10, input_options=InputOptions(http_timeout_s=10))

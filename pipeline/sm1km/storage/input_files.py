@@ -14,11 +14,12 @@ Every ``inputs.*`` entry of the config is one of
 
 Files are **read on the workers**: tasks carry URLs and an :class:`InputOptions` (picklable, no
 credentials), never open files. The readers of [14] bound every input before decoding it and
-need a real path for that (netCDF header/dimension checks, the truncation check of classic
-netCDF, GDAL, eccodes, pyhdf, zip central directories), so a remote file is copied into a
-bounded :class:`LocalCache` on the worker for the duration of one read and removed afterwards
-(:func:`local_paths`); hashing streams through a file object (:func:`sha256`) and never
-touches the disk. Anything recorded (attrs, index, logs, errors) uses :func:`basename` or
+need a real path for that (the truncation check of classic netCDF, netCDF-C, GDAL, eccodes,
+pyhdf, zip central directories), so a remote file is copied into a bounded :class:`LocalCache`
+on the worker for the duration of one read and removed afterwards (:func:`local_paths`). The
+exception is netCDF-4/HDF5 CCI days: read through a file object (:func:`open_input`, h5netcdf,
+range requests; limits checked on the declared dimensions first), no copy. Hashing streams
+through a file object (:func:`sha256`) and never touches the disk. Anything recorded (attrs, index, logs, errors) uses :func:`basename` or
 :func:`display` — query strings (pre-signed URLs) are redacted with :func:`sm1km.redact.redact_url`.
 """
 
@@ -428,8 +429,9 @@ def default_cache() -> LocalCache:
     global _default_cache
     with _default_lock:
         root = os.environ.get(CACHE_DIR_ENV)
-        if _default_cache is None or (root and Path(root) != _default_cache.root):
-            _default_cache = LocalCache(root)
+        size = int(os.environ.get(CACHE_BYTES_ENV, DEFAULT_CACHE_BYTES))
+        if _default_cache is None or (root and Path(root) != _default_cache.root) or size != _default_cache.max_bytes:
+            _default_cache = LocalCache(root, size)
         return _default_cache
 
 
