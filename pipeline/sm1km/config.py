@@ -221,11 +221,27 @@ class InputsConfig(_Strict):
         return {k: v for k, v in out.items() if v}
 
 
+class ReferencePeriodConfig(_Strict):
+    """The days the fusion parameters are fitted on (inclusive ISO dates)."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+
 class FusionConfig(_Strict):
     method: Literal["meanstd", "cdf"] = "meanstd"
     min_overlap_days: int = Field(20, ge=2, description="CCI+ERA5 days a pixel needs for its own matching")
     neighbourhood_cells: int = Field(2, ge=0, le=20, description="radius for the regional fallback")
     space_chunk: int = Field(16, ge=1, le=1440, description="0.25° cells per chunk side for fusion")
+    reference_period: ReferencePeriodConfig | None = Field(
+        None, description="days the rescaling parameters are fitted on, once (default: the period of the "
+                          "run that first fits them); later days reuse them")
 
 
 class ModelConfig(_Strict):
@@ -261,6 +277,27 @@ class KubernetesConfig(_Strict):
     scratch_size: str | None = Field(None, description="sizeLimit of the /tmp emptyDir (dask spill)")
 
 
+class SecurityConfig(_Strict):
+    """TLS between the client, the scheduler and the workers (dask ``distributed.security.Security``,
+    mutual TLS: every party shows a certificate signed by the cluster's CA). Paths only, never key
+    material: an unset path falls back to dask's own config (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``,
+    ``..._TLS__CLIENT__CERT``, ``..._TLS__CLIENT__KEY``), which the Helm chart sets to its mounted Secret."""
+
+    tls: bool = Field(False, description="TLS (tls:// addresses) for every connection to and in the cluster")
+    ca_file: str | None = Field(None, description="PEM CA certificate (default: dask config comm.tls.ca-file)")
+    cert_file: str | None = Field(None, description="PEM client certificate (default: comm.tls.client.cert)")
+    key_file: str | None = Field(None, description="PEM client key (default: comm.tls.client.key)")
+    secret_name: str | None = Field(None, description="kubernetes: Secret (ca.crt, tls.crt, tls.key) mounted "
+                                                      "into the scheduler and worker pods")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _a_path_not_a_pem(cls, v):
+        if v is not None and ("-----BEGIN" in v or "\n" in v):
+            raise ValueError("give the path of a PEM file (a mounted Secret), never the certificate or key itself")
+        return v
+
+
 class ClusterConfig(_Strict):
     kind: Literal["local", "address", "kubernetes", "synchronous"] = "local"
     address: str | None = Field(None, description="scheduler address; default $DASK_SCHEDULER_ADDRESS")
@@ -268,6 +305,7 @@ class ClusterConfig(_Strict):
     threads_per_worker: int = Field(1, ge=1, le=256)
     memory_limit: str = "4GiB"
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
 class SeedsConfig(_Strict):
@@ -425,6 +463,7 @@ fusion:
   min_overlap_days: 20
   neighbourhood_cells: 2
   space_chunk: 16
+  reference_period: null  # {start, end}: fit the rescaling once on these days (default: the first run's period)
 model:
   path: null           # default: <store.root>/model/model.ubj
   algorithm: auto      # auto (best under station-grouped CV), rf, gbt
@@ -439,6 +478,8 @@ cluster:
   n_workers: 2
   threads_per_worker: 1
   memory_limit: 4GiB
+  security:
+    tls: false         # true: tls:// with the CA/cert/key below (paths; default: dask's comm.tls config)
 seeds:
   synth: 20240601
   withhold: 7

@@ -46,8 +46,9 @@ def export_deliverables(cfg: RunConfig, client=None) -> StageResult:
     """Daily GeoTIFF (COG) and HDF5 deliverables of the whole run into ``<root>/exports/``.
 
     Returns ``{"geotiff": [file URLs], "hdf5": [file URLs]}`` (all files of each export, already
-    existing ones included); ``stats`` are the two exports' file counters summed (files already there
-    are ``units_skipped``: export writes only what is missing).
+    existing ones included); ``stats`` are the two exports' file counters summed. The exports grow
+    with the master: new days' files are added, files whose deps changed (the open month's HDF5, a
+    revised time block) rewritten (``units_rewritten``), up-to-date ones are ``units_skipped``.
     """
     out = cfg.store.url("exports")
     files: dict[str, Any] = {}
@@ -71,7 +72,9 @@ STAGES: dict[str, Callable[..., Any]] = {
     "validate": validate,
     "catalog": catalog,
 }
-DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "validate", "catalog")
+#: what ``sm1km run`` runs: the deliverables (export) and the catalog last, so the catalog never lists
+#: a file that is not there yet
+DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "validate", "export", "catalog")
 DEMO_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "export", "validate", "catalog")
 #: what ``sm1km update`` runs: every product stage, never ``train`` (the model is pinned)
 UPDATE_STAGES = ("ingest", "fuse", "downscale", "aggregate", "export", "catalog")

@@ -129,6 +129,10 @@ class Units:
         return []
 
 
+def _is_region_key(key: str) -> bool:
+    return all(re.fullmatch(r"(\w+?)-(\d+)-(\d+)", part) for part in key.split("_"))
+
+
 def _parse_region_key(key: str) -> dict[str, tuple[int, int]]:
     """``lat-0-20_lon-0-20_time-0-4`` (``store.region_key``) -> {dim: (start, stop)}."""
     out = {}
@@ -153,8 +157,10 @@ class LedgerUnits(Units):
         return f"_ledger/{self.store}/"
 
     def finished(self, tree):
+        # region markers only: the ledger folder also holds storage.deps' blocks.json (and days.json)
         return {k[len(self.prefix):-5] for k in tree
-                if k.startswith(self.prefix) and k.endswith(".json") and "/" not in k[len(self.prefix):]}
+                if k.startswith(self.prefix) and k.endswith(".json") and "/" not in k[len(self.prefix):]
+                and _is_region_key(k[len(self.prefix):-5])}
 
     def claims_complete(self, tree):
         """The store's root ``zarr.json`` with consolidated metadata or ``time_coverage_end``

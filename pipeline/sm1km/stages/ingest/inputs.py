@@ -34,12 +34,18 @@ def input_options(cfg: RunConfig) -> InputOptions:
     return InputOptions(so)
 
 
+def period_days(cfg: RunConfig, lead_in: int = 0) -> list[dt.date]:
+    """The days a ``{date}`` template is filled with: the period, ``lead_in`` days before it too."""
+    first = cfg.period.start - dt.timedelta(days=lead_in)
+    return [first + dt.timedelta(days=k) for k in range((cfg.period.last_day - first).days + 1)]
+
+
 def _days(cfg: RunConfig, days: Iterable[dt.date] | None) -> list[dt.date] | None:
     if days is not None:
         return list(days)
     if cfg.period.is_latest:
         return None
-    return [d.date() for d in cfg.dates()]
+    return period_days(cfg)
 
 
 def glob_files(pattern: str | Sequence[str], what: str, cfg: RunConfig | None = None,
@@ -83,4 +89,4 @@ def hash_files(ctx: IngestContext, files: list[str], problems: list[Sm1kmError])
     return out
 
 
-__all__ = ["glob_files", "ismn_files", "sha256_task", "hash_files", "input_options", "HashTask"]
+__all__ = ["period_days", "glob_files", "ismn_files", "sha256_task", "hash_files", "input_options", "HashTask"]
