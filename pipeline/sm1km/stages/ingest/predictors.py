@@ -297,7 +297,7 @@ class PredictorJob:
             files: dict[str, str | tuple[str, ...]] = {}
             stored: list[str] = []
             if p < 0:  # lead-in: files only
-                files = {k: m[day_] for k, m in self.lead.items() if day_ in m}
+                files = {k: self._source(k, m[day_]) for k, m in self.lead.items() if day_ in m}
                 out.append(DaySource(day_, p, files, ()))
                 continue
             for d in self.dyn:
