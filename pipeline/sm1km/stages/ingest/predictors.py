@@ -246,7 +246,7 @@ class PredictorJob:
         # the first days
         self.lead = {d.key: {x: f for x, f in self.day_file[d.key].items() if day(x) < self.axis[0]}
                      for d in self.dyn}
-        self.lead_sig = {k: {x: self.sha[f] for x, f in sorted(m.items())} for k, m in self.lead.items()}
+        self.lead_sig = {k: {x: self._sha(k, f) for x, f in sorted(m.items())} for k, m in self.lead.items()}
         old_lead = self.index.get("lead_in", {})
         for k, m in self.lead_sig.items():
             for x in set(m) | set(old_lead.get(k, {})):
@@ -448,9 +448,9 @@ class PredictorJob:
         idx["stored_static"] = digest_of({s.key: idx["static"][s.key][2] for s in self.sta})
         idx["digest_tile"] = [cy, cx]
         idx["lead_in"] = self.lead_sig
-        for m in self.lead.values():
+        for k, m in self.lead.items():
             for f in m.values():
-                idx["files"][Path(f).name] = self.sha[f]
+                idx["files"][self._name(k, f)] = self._sha(k, f)
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         inputs += [{"name": v[0], "sha256": v[1], "role": k} for k, v in sorted(idx["static"].items())]
         note = (f"created {iso(days[0])}..{iso(days[-1])}" if fresh else
