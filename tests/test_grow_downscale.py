@@ -197,3 +197,38 @@ def test_revised_fused_day_recomputes_its_block_only(store_root):
     other = np.ones(36, bool)
     other[20] = False
     np.testing.assert_array_equal(got["sm"][other], orig["sm"][other])
+
+
+def test_fuse_block_digests_limit_what_is_read_again(tmp_path, caplog):
+    """With the fuse stage's block digests, fused.zarr is re-read only for blocks whose digest changed,
+    and a revised day still recomputes only its master block and its month."""
+    from sm1km.storage.deps import BlockDigests
+
+    cfg40, _ = make_world(str(tmp_path / "run"))
+    cfg = with_days(cfg40, 36)
+    fb = BlockDigests(cfg.store.root, "fused.zarr")
+    fb.record({"time-0-16": "a", "time-16-32": "b", "time-32-48": "c"})
+    run(cfg)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sm1km.stages.downscale"):
+        d, a = run(cfg)
+    assert d.stats["shards_written"] == 0 and "digesting fused.zarr" not in caplog.text
+
+    _revise_fused_day(cfg, 20)
+    fb.record({"time-16-32": "b-revised"})  # what fuse records for the block it recomputed
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sm1km.stages.downscale"):
+        d, a = run(cfg)
+    assert "digesting fused.zarr for 16 day(s) (2020-01-17 .. 2020-02-01)" in caplog.text
+    assert d.stats["blocks_redone"] == 1 and d.stats["shards_written"] == 4
+    assert a.stats["months_redone"] == 1  # January only: February's days did not change
+
+    # growth: the open fused block gets a new digest -> only its days are read again
+    cfg37 = with_days(cfg40, 37)
+    fb.record({"time-32-48": "c-grown"})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sm1km.stages.downscale"):
+        d, a = run(cfg37)
+    assert "digesting fused.zarr for 5 day(s) (2020-02-02 .. 2020-02-06)" in caplog.text
+    assert d.stats["days_added"] == 1 and d.stats["blocks_redone"] == 1
+    assert a.stats["months_redone"] == 1  # February
