@@ -232,3 +232,32 @@ def test_fuse_block_digests_limit_what_is_read_again(tmp_path, caplog):
     assert "digesting fused.zarr for 5 day(s) (2020-02-02 .. 2020-02-06)" in caplog.text
     assert d.stats["days_added"] == 1 and d.stats["blocks_redone"] == 1
     assert a.stats["months_redone"] == 1  # February
+
+
+def test_master_from_before_deps_is_adopted_not_recomputed(tmp_path):
+    """A master written before deps were recorded (markers without "deps", no blocks.json/days.json)
+    is trusted once for the model its markers name: nothing is recomputed, the record is written."""
+    import json
+
+    cfg40, _ = make_world(str(tmp_path / "run"))
+    cfg = with_days(cfg40, 36)
+    run(cfg)
+    ledger = store.Ledger(cfg.store.root, master.MASTER_STORE)
+    for k in ledger.keys():
+        path = ledger._key_path(k)
+        if k.startswith("lat-"):
+            info = json.loads(ledger.fs.cat_file(path))
+            info.pop("deps")
+            ledger.fs.pipe_file(path, json.dumps(info).encode())
+        else:
+            ledger.fs.rm(path)  # blocks.json, days.json, fused-days.json
+    sums = store.checksum_tree(cfg.store.url(master.MASTER_STORE))
+    d = downscale.downscale(cfg)
+    assert d.stats["shards_written"] == 0 and d.stats["shards_skipped"] == 12
+    assert store.checksum_tree(cfg.store.url(master.MASTER_STORE)) == sums
+    assert ledger.fs.exists(posixpath.join(ledger.path, "blocks.json"))
+    # a marker naming another model is not trusted
+    k = sorted(x for x in ledger.keys() if x.startswith("lat-"))[0]
+    ledger.fs.rm(posixpath.join(ledger.path, "blocks.json"))
+    ledger.mark(k, {"land_pixel_days": 1, "model_sha256": "0" * 64})
+    assert downscale.downscale(cfg).stats["shards_written"] == 1
