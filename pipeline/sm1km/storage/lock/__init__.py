@@ -575,7 +575,11 @@ def force_unlock(root: str, storage_options: Mapping[str, Any] | None = None) ->
 @contextlib.contextmanager
 def run_lock(cfg: RunConfig, stage: str = "run", *, force: bool = False, ttl_s: float | None = None
              ) -> Iterator[StoreLock]:
-    """Hold the lock of ``cfg.store.root`` for the block. Re-entrant within one process."""
+    """Hold the lock of ``cfg.store.root`` for the block. Re-entrant within one process.
+
+    Inside the block this thread's commits (``store.commit_check``: shard writes, ledger marks,
+    finalize) are fenced by the lock, like those of the tasks the runner submits.
+    """
     root = cfg.store.root
     url = lock_url(root)
     with _REGISTRY_LOCK:
@@ -594,7 +598,8 @@ def run_lock(cfg: RunConfig, stage: str = "run", *, force: bool = False, ttl_s: 
     with _REGISTRY_LOCK:
         _HELD[url] = _Held(lk, 1)
     try:
-        yield lk
+        with store.fenced((lk.fence(),)):  # the driver's own commits (template, finalize, marks) are checked too
+            yield lk
     finally:
         with _REGISTRY_LOCK:
             _HELD.pop(url, None)
