@@ -265,7 +265,7 @@ def read_stored_params(cfg: RunConfig, so: dict) -> StoredParams | None:
     url = cfg.store.url(PARAMS_NAME)
     if not store.exists(url, so):
         return None
-    a = store.open_group(url, so).attrs.asdict()
+    a: dict[str, Any] = dict(store.open_group(url, so).attrs.asdict())
     if "fusion_params_digest" not in a:
         return None
     counts = {k[len("fusion_"):]: int(v) for k, v in a.items() if k.endswith("_pixels") and k.startswith("fusion_")}
@@ -360,7 +360,7 @@ def read_params(url: str, storage_options: dict, window: WorkUnit, method: str,
     """The fitted parameters of ``window`` (coarse cells of the region)."""
     rows, cols = window.coarse
     ds = store.open_dataset(url, storage_options).isel(lat=rows, lon=cols)
-    return fc.FusionParams.from_arrays(method, neighbourhood_cells, {n: ds[n].values for n in ds.data_vars})
+    return fc.FusionParams.from_arrays(method, neighbourhood_cells, {str(n): ds[n].values for n in ds.data_vars})
 
 
 def _warn_revised_reference(cfg: RunConfig, so: dict, digests: InputDigests) -> None:
@@ -588,12 +588,12 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     if published and not stale:
         log.info("fuse: %s is up to date (%d days %s..%s, %d time blocks, parameters %s…): nothing to do",
                  url, nt, day_iso[0], day_iso[-1], len(blocks), stored.digest[:12])
-        attrs = store.open_group(url, so).attrs.asdict()
-        totals = {k[len("fusion_"):]: int(v) for k, v in attrs.items() if k.startswith("fusion_") and
-                  (k.endswith("_pixels") or k.endswith("_pixel_days") or k.endswith("_without_data"))}
+        pub: dict[str, Any] = dict(store.open_group(url, so).attrs.asdict())
+        pub_totals = {k[len("fusion_"):]: int(v) for k, v in pub.items() if k.startswith("fusion_") and
+                      (k.endswith("_pixels") or k.endswith("_pixel_days") or k.endswith("_without_data"))}
         return StageResult({"fused": url}, {"units_total": len(units), "units_written": 0,
                                             "units_skipped": len(units), "blocks_total": len(blocks),
-                                            "blocks_redone": 0, **dict(sorted(totals.items()))})
+                                            "blocks_redone": 0, **dict(sorted(pub_totals.items()))})
 
     applied_url = store.join(_params_ledger(cfg, so), APPLIED_RECORD)
     applied = (store.read_json(applied_url, so) or {}).get("days", {}) if exists else {}

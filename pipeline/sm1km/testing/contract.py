@@ -153,8 +153,10 @@ class LedgerUnits(Units):
         return f"_ledger/{self.store}/"
 
     def finished(self, tree):
-        return {k[len(self.prefix):-5] for k in tree
-                if k.startswith(self.prefix) and k.endswith(".json") and "/" not in k[len(self.prefix):]}
+        """Region keys of the markers (other ledger objects, e.g. ``blocks.json`` of storage.deps, are not units)."""
+        names = {k[len(self.prefix):-5] for k in tree
+                 if k.startswith(self.prefix) and k.endswith(".json") and "/" not in k[len(self.prefix):]}
+        return {n for n in names if re.fullmatch(r"\w+?-\d+-\d+(_\w+?-\d+-\d+)*", n)}
 
     def claims_complete(self, tree):
         """The store's root ``zarr.json`` with consolidated metadata or ``time_coverage_end``
