@@ -1,20 +1,33 @@
 """The ``fuse`` stage: ``inputs/cci.zarr`` + ``inputs/era5.zarr`` → gap-free 25 km ``fused.zarr``.
 
-One dask task per spatial chunk of ``fusion.space_chunk`` cells with the whole time series (a
-:class:`~sm1km.runtime.units.WorkUnit` without a time block); each task reads its chunk plus a
-halo of ``fusion.neighbourhood_cells`` (``unit.grown(halo, ...)``, for the neighbourhood
-fallback), calls the pure :func:`sm1km.core.fusion.fuse_block_detailed`, writes its region and
-marks it in the ledger. Template first, consolidated metadata last: a re-run finishes what is
-missing and the store comes out byte-identical (with ``SOURCE_DATE_EPOCH`` set).
+Two steps (docs/fusion.md):
 
-Land = ``land_fraction >= 0.5`` **or** CCI observed at least once in the period (a coastal cell that
-the satellite sees is land even if ERA5 calls it sea). Everything else is sea: NaN, flag 0.
+1. **fit** — once, on ``fusion.reference_period`` (default: the period of the run that first fits):
+   one task per spatial chunk of ``fusion.space_chunk`` cells reads the chunk plus a halo of
+   ``fusion.neighbourhood_cells`` (``unit.grown(halo, ...)``, for the neighbourhood fallback),
+   calls the pure :func:`sm1km.core.fusion.fit_params` and writes ``fused_params.zarr``, whose
+   digest (``fusion_params_digest``) is written last. Later runs reuse it; another reference period
+   or method is refused unless ``--overwrite`` (refit, rebuild).
+2. **apply** — one task per unit = (spatial chunk × time block of ``grid.time_block_days``):
+   :func:`sm1km.core.fusion.apply_params` on the unit's days (pure, per day), one chunk object per
+   variable, a ledger marker with the block's deps digest.
+
+The store **grows in time**: a ``fused.zarr`` holding a prefix of the period is extended
+(``storage.append.extend_time``, invisible until the consolidated metadata, written last) and only
+the blocks whose deps digest (:mod:`sm1km.storage.deps`: parameters + the ingest index's per-day
+digests of the block's days) is not recorded in ``_ledger/fused.zarr/blocks.json`` are computed —
+the new and partly filled blocks, and those holding a day revised upstream (logged by name). A
+second run is a no-op that says so and writes nothing.
+
+Land = ``land_fraction >= 0.5`` **or** CCI observed at least once in the reference period (a coastal
+cell that the satellite sees is land even if ERA5 calls it sea). Everything else is sea: NaN, flag 0.
 
 Returns a :class:`~sm1km.runtime.result.StageResult` ``{"fused": url}`` with ``stats``
-``units_total/written/skipped`` (chunks) and the pixel counts of the whole store (the
-``fusion_*`` attributes). The withheld-observation experiment that scores the fusion reads its
-blocks through :func:`open_inputs` / :func:`read_block` / :func:`land_mask`: it is
-``sm1km.validation.withheld``.
+``units_total/written/skipped`` (chunk × block units), ``blocks_total/blocks_redone`` and the pixel
+counts of the whole store (the ``fusion_*`` attributes). The withheld-observation experiment that
+scores the fusion reads its blocks through :func:`open_inputs` / :func:`read_block` /
+:func:`land_mask`: it is ``sm1km.validation.withheld`` (it fits and applies in memory on the run's
+whole period, ``fuse_block_detailed``).
 """
 
 from __future__ import annotations
