@@ -24,6 +24,16 @@ Permanent modes (every request, no forwarding): ``no_such_bucket`` (404 NoSuchBu
 many further requests (a fault in the middle of a stage); with ``trigger_methods`` only requests of
 those methods are counted, e.g. ``("PUT", "POST", "DELETE")`` to strike in the middle of a write.
 
+Targeting (both modes): ``paths`` (substrings of the request path) and ``methods`` restrict the
+faults to matching requests (the others pass untouched and do not count), and ``max_faults`` stops
+after that many, ``skip_first`` lets that many targeted requests through first — e.g. exactly one
+dropped response of a lock renewal (the first PUT of the lock is its creation):
+``FaultPlan(fraction=1, kinds=("drop_after",), paths=("_locks/run.lock",), methods=("PUT",),
+skip_first=1, max_faults=1)``. Proxies chain (``FaultProxy(other.url)``), one plan each.
+
+``FaultProxy(..., record=True)`` keeps every request as (start, end, method, path, status, fault)
+with wall-clock times (:meth:`requests`): which writes of a run landed, and when.
+
 >>> proxy = FaultProxy("http://127.0.0.1:5000").start()
 >>> proxy.configure(FaultPlan(fraction=0.2, seed=3))   # then point endpoint_url at proxy.url
 >>> proxy.stats()                                       # {'requests': ..., 'faults': {'500': ...}}
@@ -69,6 +79,10 @@ class FaultPlan:
     permanent: str | None = None      # one of PERMANENT_KINDS: every request fails that way
     permanent_after: int = 0          # ... after this many more (trigger) requests (0: at once)
     trigger_methods: tuple[str, ...] | None = None  # which requests count for permanent_after; None: all
+    paths: tuple[str, ...] | None = None     # only requests whose path contains one of these (None: all)
+    methods: tuple[str, ...] | None = None   # only requests of these methods (None: all)
+    max_faults: int | None = None            # at most this many faults (None: no limit)
+    skip_first: int = 0                      # targeted requests let through before any fault
 
     def __post_init__(self):
         if not 0.0 <= self.fraction <= 1.0 or not 0.0 <= (self.write_fraction or 0.0) <= 1.0:
@@ -88,7 +102,8 @@ def s3_error_body(code: str, message: str, resource: str = "") -> bytes:
 class FaultProxy:
     """Threaded HTTP/1.1 proxy on loopback; ``url`` is its endpoint. Thread-safe reconfiguration."""
 
-    def __init__(self, backend_url: str, plan: FaultPlan | None = None, host: str = "127.0.0.1"):
+    def __init__(self, backend_url: str, plan: FaultPlan | None = None, host: str = "127.0.0.1",
+                 record: bool = False):
         u = urllib.parse.urlsplit(backend_url)
         self.backend = (u.hostname, u.port or 80)
         self._lock = threading.Lock()
@@ -100,6 +115,10 @@ class FaultProxy:
         self._until_permanent = self._plan.permanent_after
         self._n_faulted = [0, 0]   # faults so far on reads, on writes
         self._until_fault = [None, None]   # requests until the next fault, on reads, on writes
+        self._n_plan_faults = 0             # faults of the current plan (for max_faults)
+        self._n_targeted = 0                # targeted requests of the current plan (for skip_first)
+        self._record = record
+        self._requests: list[tuple[float, float, str, str, int, str | None]] = []
         self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -131,11 +150,25 @@ class FaultProxy:
             self._until_permanent = plan.permanent_after
             self._n_faulted = [0, 0]
             self._until_fault = [None, None]
+            self._n_plan_faults = 0
+            self._n_targeted = 0
 
     def reset_stats(self) -> None:
         with self._lock:
             self._counts.clear()
             self._log.clear()
+            self._requests.clear()
+
+    def requests(self) -> list[tuple[float, float, str, str, int, str | None]]:
+        """(start, end, method, path, status, fault kind) of every request (``record=True``); status 0:
+        no response was sent."""
+        with self._lock:
+            return list(self._requests)
+
+    def _note(self, t0: float, method: str, path: str, status: int, kind: str | None) -> None:
+        if self._record:
+            with self._lock:
+                self._requests.append((t0, time.time(), method, path, status, kind))
 
     def stats(self) -> dict:
         with self._lock:
@@ -148,8 +181,16 @@ class FaultProxy:
         with self._lock:
             plan = self._plan
             self._counts["requests"] += 1
+            if (plan.paths is not None and not any(p in path for p in plan.paths)) or \
+                    (plan.methods is not None and method not in plan.methods) or \
+                    (plan.max_faults is not None and self._n_plan_faults >= plan.max_faults):
+                return None, 0.0  # not targeted: passes untouched
+            self._n_targeted += 1
+            if self._n_targeted <= plan.skip_first:
+                return None, 0.0
             if plan.permanent is not None:
                 if self._until_permanent <= 0:
+                    self._n_plan_faults += 1
                     self._counts[plan.permanent] += 1
                     self._log.append((plan.permanent, method, path))
                     return plan.permanent, 0.0
@@ -171,6 +212,7 @@ class FaultProxy:
             else:
                 self._streak[key] += 1
             if kind is not None:
+                self._n_plan_faults += 1
                 self._counts[kind] += 1
                 self._log.append((kind, method, path))
             return kind, delay
@@ -243,19 +285,22 @@ class FaultProxy:
                     conn.close()
 
             def _handle(self) -> None:
+                t0 = time.time()
                 body = self._read_body()
-                kind, delay = proxy._decide(self.command, urllib.parse.urlsplit(self.path).path
-                                            + "?" + urllib.parse.urlsplit(self.path).query,
-                                            self.headers.get("Range"))
+                path = urllib.parse.urlsplit(self.path).path + "?" + urllib.parse.urlsplit(self.path).query
+                kind, delay = proxy._decide(self.command, path, self.headers.get("Range"))
                 if kind in ("500", "503", "no_such_bucket", "access_denied"):
                     self._send_error_xml(kind)
+                    proxy._note(t0, self.command, path, _ERRORS[kind][0], kind)
                     return
                 if kind == "drop":
                     self._drop()
+                    proxy._note(t0, self.command, path, 0, kind)
                     return
                 status, reason, headers, data = self._forward(body)
                 if kind == "drop_after":
                     self._drop()
+                    proxy._note(t0, self.command, path, 0, kind)
                     return
                 if delay:
                     time.sleep(delay)
@@ -268,6 +313,7 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD" and data:
                     self.wfile.write(data)
+                proxy._note(t0, self.command, path, status, kind)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

@@ -168,6 +168,8 @@ class FusionConfig(_Strict):
 
 class ModelConfig(_Strict):
     path: str | None = Field(None, description="model file (model.ubj); default <root>/model/model.ubj")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$",
+                               description="pin the model: `update`/`downscale` refuse a stored model with another sha256")
     algorithm: Literal["auto", "rf", "gbt"] = "auto"
     cv_folds: int = Field(5, ge=2, le=20)
     min_station_days: int = Field(10, ge=1)
@@ -197,6 +199,27 @@ class KubernetesConfig(_Strict):
     scratch_size: str | None = Field(None, description="sizeLimit of the /tmp emptyDir (dask spill)")
 
 
+class SecurityConfig(_Strict):
+    """TLS between the client, the scheduler and the workers (dask ``distributed.security.Security``,
+    mutual TLS: every party shows a certificate signed by the cluster's CA). Paths only, never key
+    material: an unset path falls back to dask's own config (``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``,
+    ``..._TLS__CLIENT__CERT``, ``..._TLS__CLIENT__KEY``), which the Helm chart sets to its mounted Secret."""
+
+    tls: bool = Field(False, description="TLS (tls:// addresses) for every connection to and in the cluster")
+    ca_file: str | None = Field(None, description="PEM CA certificate (default: dask config comm.tls.ca-file)")
+    cert_file: str | None = Field(None, description="PEM client certificate (default: comm.tls.client.cert)")
+    key_file: str | None = Field(None, description="PEM client key (default: comm.tls.client.key)")
+    secret_name: str | None = Field(None, description="kubernetes: Secret (ca.crt, tls.crt, tls.key) mounted "
+                                                      "into the scheduler and worker pods")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _a_path_not_a_pem(cls, v):
+        if v is not None and ("-----BEGIN" in v or "\n" in v):
+            raise ValueError("give the path of a PEM file (a mounted Secret), never the certificate or key itself")
+        return v
+
+
 class ClusterConfig(_Strict):
     kind: Literal["local", "address", "kubernetes", "synchronous"] = "local"
     address: str | None = Field(None, description="scheduler address; default $DASK_SCHEDULER_ADDRESS")
@@ -204,6 +227,7 @@ class ClusterConfig(_Strict):
     threads_per_worker: int = Field(1, ge=1, le=256)
     memory_limit: str = "4GiB"
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
 class SeedsConfig(_Strict):
@@ -370,6 +394,8 @@ cluster:
   n_workers: 2
   threads_per_worker: 1
   memory_limit: 4GiB
+  security:
+    tls: false         # true: tls:// with the CA/cert/key below (paths; default: dask's comm.tls config)
 seeds:
   synth: 20240601
   withhold: 7

@@ -17,6 +17,7 @@ a reader (or an IDE) follows ``p.fuse`` straight into :func:`sm1km.stages.fuse.f
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sm1km.config import RunConfig
+from sm1km.errors import ConfigError, ModelError
 from sm1km.runtime.client import stage_client
 from sm1km.runtime.result import StageResult
 from sm1km.stages.aggregate import aggregate
@@ -44,8 +46,9 @@ def export_deliverables(cfg: RunConfig, client=None) -> StageResult:
     """Daily GeoTIFF (COG) and HDF5 deliverables of the whole run into ``<root>/exports/``.
 
     Returns ``{"geotiff": [file URLs], "hdf5": [file URLs]}`` (all files of each export, already
-    existing ones included); ``stats`` are the two exports' file counters summed (files already there
-    are ``units_skipped``: export writes only what is missing).
+    existing ones included); ``stats`` are the two exports' file counters summed. The exports grow
+    with the master: new days' files are added, files whose deps changed (the open month's HDF5, a
+    revised time block) rewritten (``units_rewritten``), up-to-date ones are ``units_skipped``.
     """
     out = cfg.store.url("exports")
     files: dict[str, Any] = {}
@@ -69,8 +72,12 @@ STAGES: dict[str, Callable[..., Any]] = {
     "validate": validate,
     "catalog": catalog,
 }
-DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "validate", "catalog")
+#: what ``sm1km run`` runs: the deliverables (export) and the catalog last, so the catalog never lists
+#: a file that is not there yet
+DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "validate", "export", "catalog")
 DEMO_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "export", "validate", "catalog")
+#: what ``sm1km update`` runs: every product stage, never ``train`` (the model is pinned)
+UPDATE_STAGES = ("ingest", "fuse", "downscale", "aggregate", "export", "catalog")
 
 
 def _skipped(result: Any) -> bool:
@@ -116,10 +123,84 @@ class Pipeline:
                  "stages": {n: dict(r.stats) for n, r in outputs.items() if isinstance(r, StageResult)}}
         return StageResult(outputs, stats)
 
+    def update(self, client=None, until: dt.date | None = None) -> StageResult:
+        """Bring every product up to date for the days not yet in the master (``sm1km update``).
+
+        The target day is ``until`` (default: ``period.end``; with ``period.end: latest``, the last
+        day every daily input has). Runs :data:`UPDATE_STAGES` on the config with ``period.end`` set
+        to it: each stage adds only what is missing or stale (a revised upstream day recomputes its
+        dependants). The model is **pinned**: it must exist, it is never retrained, and when
+        ``model.sha256`` is set the stored model must have that digest.
+
+        Returns :meth:`run`'s result; ``stats`` add ``target``, ``master_end_before`` /
+        ``master_end_after`` and ``up_to_date`` (no stage wrote anything).
+        """
+        cfg = update_config(self.cfg, until)
+        pinned = check_pinned_model(cfg)
+        before = master_end(cfg)
+        log.info("update: target %s, master holds up to %s, model %s", cfg.period.end,
+                 before or "(nothing yet)", pinned[:12])
+        inner = Pipeline(cfg)
+        result = inner.run(client, stages=UPDATE_STAGES)
+        after = master_end(cfg)
+        up_to_date = result.stats["units_written"] == 0
+        if up_to_date:
+            log.info("update: already up to date through %s: nothing to do", after)
+        else:
+            log.info("update: master now holds up to %s (was %s); stages that wrote: %s", after,
+                     before or "(nothing)", ", ".join(n for n, r in result.items() if not _skipped(r)))
+        stats = {**result.stats, "target": str(cfg.period.end), "master_end_before": before,
+                 "master_end_after": after, "up_to_date": up_to_date, "model_sha256": pinned}
+        self.timings.update(inner.timings)
+        return StageResult(dict(result), stats)
+
     def __getattr__(self, name):
         if name in STAGES:
             return lambda client=None, **kw: self.stage(name, client=client, **kw)
         raise AttributeError(name)
+
+
+def update_config(cfg: RunConfig, until: dt.date | None = None) -> RunConfig:
+    """``cfg`` with ``period.end`` set to the day ``update`` brings the products to."""
+    end = until or cfg.period.end
+    if end < cfg.period.start:
+        raise ConfigError("--until", f"{end} is before period.start ({cfg.period.start}).",
+                          "give a day on or after period.start.")
+    if end == cfg.period.end:
+        return cfg
+    return cfg.model_copy(update={"period": cfg.period.model_copy(update={"end": end})})
+
+
+def check_pinned_model(cfg: RunConfig) -> str:
+    """The sha256 of the stored model ``update`` will use; refuses a missing or unexpected model."""
+    from sm1km.storage.model import card_url
+
+    url = cfg.model_path
+    card = store.read_json(card_url(url), cfg.store.storage_options())
+    if not card:
+        raise ModelError(url, "there is no trained model (its card is missing); `sm1km update` never trains.",
+                         "train once with `sm1km train --config run.yaml` (or `sm1km run`), then update.")
+    try:
+        sha = str(card["files"][card["model_file"]]["sha256"])
+    except (KeyError, TypeError) as exc:
+        raise ModelError(card_url(url), f"the model card names no sha256 ({exc}).", "re-run `sm1km train`.") from exc
+    want = cfg.model.sha256
+    if want and want.lower() != sha:
+        raise ModelError(url, f"the stored model has sha256 {sha[:16]}…, the config pins model.sha256 "
+                              f"{want[:16]}…; update never switches models.",
+                         "restore the pinned model, or reprocess into a new store.root with the new model "
+                         "and set model.sha256 to it.")
+    return sha
+
+
+def master_end(cfg: RunConfig) -> str | None:
+    """Last day of the published master (``time_coverage_end``), None when there is none yet."""
+    url = cfg.store.url("master.zarr")
+    so = cfg.store.storage_options()
+    if not store.exists(url, so):
+        return None
+    end = store.open_group(url, so).attrs.get("time_coverage_end")
+    return str(end) if end else None
 
 
 def demo(workdir, preset: str = "demo", seed: int | None = None, client=None) -> dict:
@@ -143,4 +224,5 @@ def demo(workdir, preset: str = "demo", seed: int | None = None, client=None) ->
     return outputs
 
 
-__all__ = ["Pipeline", "STAGES", "DEFAULT_STAGES", "DEMO_STAGES", "export_deliverables", "demo"]
+__all__ = ["Pipeline", "STAGES", "DEFAULT_STAGES", "DEMO_STAGES", "UPDATE_STAGES", "export_deliverables", "demo",
+           "update_config", "check_pinned_model", "master_end"]

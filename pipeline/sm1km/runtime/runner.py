@@ -13,6 +13,14 @@ than raised so that dask's ``retries`` — meant for transient failures (a dropp
 and lost workers — never re-runs a task whose input is simply bad. Any other exception propagates
 as dask delivers it, after the retries. On the first error the remaining tasks are cancelled.
 
+Fencing: the fencing tokens of the run locks this process holds (``sm1km.storage.lock.held_fences``:
+lock generation, owner, margin) are bound to every task, so each shard write and ledger mark inside
+it is checked against the lock object (:func:`sm1km.storage.store.commit_check`) and refused once the
+run no longer holds its store. The driver loop checks the lock's local state before every submission
+and before handing out every result: once the holder has fenced itself (or lost its lock) it raises
+the lock's :class:`~sm1km.storage.lock.FencedError`, submits nothing more and yields nothing more
+(so the stage commits nothing more); the tasks still in flight are cancelled.
+
 Progress: a log line at every tenth of the known total (``total=`` or ``len(items)``).
 """
 
@@ -24,6 +32,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sm1km.errors import Sm1kmError
+from sm1km.storage import store
+from sm1km.storage.lock import Fence, held_fences
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +47,18 @@ class _Raised:
         self.exc = exc
 
 
-def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+def _call(fn: Callable[[Any], Any], item: Any, fences: tuple[Fence, ...] = ()) -> Any:
     try:
-        return fn(item)
+        with store.fenced(fences):
+            return fn(item)
     except Sm1kmError as exc:
         return _Raised(exc)
+
+
+def _assert_held(fences: tuple[Fence, ...]) -> None:
+    """The driver's check (no I/O): raise FencedError once a lock of this process fenced itself."""
+    for f in fences:
+        f.assert_held()
 
 
 def _unwrap(result: Any, raise_errors: bool = True) -> Any:
@@ -92,10 +109,13 @@ def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window:
         total = len(items)  # type: ignore[arg-type]  # hasattr() does not narrow an Iterable to Sized
     progress = _Progress(name, total)
     it = iter(items)
+    fences = held_fences()
     if client is None:
         for item in it:
-            result = _unwrap(_call(fn, item), raise_errors)
+            _assert_held(fences)
+            result = _unwrap(_call(fn, item, fences), raise_errors)
             progress.tick()
+            _assert_held(fences)
             yield result
         return
     from distributed import as_completed
@@ -114,9 +134,10 @@ def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window:
             item = next(it, _END)
             if item is _END:
                 return
+            _assert_held(fences)
             key = f"{name}-{getattr(item, 'key', None) or n}-{token}"
             index[key] = n
-            ac.add(client.submit(_call, fn, item, key=key, pure=False, retries=retries))
+            ac.add(client.submit(_call, fn, item, fences, key=key, pure=False, retries=retries))
             n += 1
 
     fill()
@@ -126,6 +147,7 @@ def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window:
             pos = index.pop(fut.key)
             fut.release()
             progress.tick()
+            _assert_held(fences)
             if not ordered:
                 fill()
                 yield _unwrap(result, raise_errors)

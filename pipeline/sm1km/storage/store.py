@@ -25,16 +25,20 @@ in :mod:`sm1km.storage.attrs`; they are re-exported here because every stage rea
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
+import itertools
 import json
 import logging
 import os
 import posixpath
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast
 
 import fsspec
+import numpy as np
+import numpy.typing as npt
 import xarray as xr
 import zarr
 
@@ -212,6 +216,39 @@ def array(group: zarr.Group, name: str) -> zarr.Array[Any]:
     return cast("zarr.Array[Any]", group[name])
 
 
+def read_window(arr: zarr.Array[Any], sel: tuple[Any, ...], url: str, producer: str) -> npt.NDArray[Any]:
+    """``arr[sel]`` as numpy; a damaged object (truncated or corrupted shard: checksum or codec error)
+    becomes a :class:`StoreError` naming the objects, their ledger markers and how to recompute them.
+
+    ``url``: the store; ``producer``: the verb that writes it (``downscale`` for the master).
+    """
+    try:
+        return np.asarray(arr[sel])
+    except (ValueError, RuntimeError, OSError, EOFError) as exc:
+        perm = permanent_error(exc, url, None) if isinstance(exc, OSError) else None
+        if perm is not None:
+            raise perm from None
+        name = arr.path or arr.name or "array"
+        grid = tuple(int(c) for c in v3_metadata(arr).chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+        dims = tuple(str(d) for d in (v3_metadata(arr).dimension_names or ()))
+        ranges = []
+        for s_, n, c in zip(sel, arr.shape, grid, strict=False):
+            lo, hi, _ = s_.indices(n) if isinstance(s_, slice) else (int(s_), int(s_) + 1, 1)
+            ranges.append(range(lo // c, max(hi - 1, lo) // c + 1))
+        objects, markers = [], []
+        for idx in itertools.islice(itertools.product(*ranges), 8):
+            objects.append(f"{name}/c/" + "/".join(map(str, idx)))
+            if len(dims) == len(idx):
+                markers.append(region_key(**{d: slice(i * c, min((i + 1) * c, n)) for d, i, c, n
+                                             in zip(dims, idx, grid, arr.shape, strict=True)}))
+        store_name = url.rstrip("/").rsplit("/", 1)[-1]
+        raise StoreError(join(url, name), f"cannot decode {', '.join(objects)} ({type(exc).__name__}: {exc}): "
+                                          "the store is damaged (a truncated or corrupted object).",
+                         f"delete the damaged object(s) and their ledger marker(s) _ledger/{store_name}/"
+                         f"{{{', '.join(markers)}}}.json under the store root, then re-run `sm1km {producer}` to "
+                         "recompute exactly them (or restore the store from a good copy).") from None
+
+
 def v3_metadata(arr: zarr.Array[Any]) -> ArrayV3Metadata:
     """``arr.metadata`` as Zarr v3 metadata: every store here is opened with ``zarr_format=3``."""
     return cast("ArrayV3Metadata", arr.metadata)
@@ -253,6 +290,7 @@ def create_template(url: str, template: xr.Dataset, encoding: Mapping[str, Mappi
 def write_region(url: str, block: xr.Dataset, region: Mapping[str, slice],
                  storage_options: Mapping[str, Any] | None = None) -> None:
     """Write ``block`` into the region of an existing store (one task per shard: never share a shard)."""
+    commit_check(url)
     dims = set(region)
     drop = [v for v in block.variables if not dims.intersection(block[v].dims)]
     block = block.drop_vars(drop)
@@ -348,6 +386,34 @@ def remove(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# fencing: commits of a run that no longer holds its lock are refused
+# --------------------------------------------------------------------------------------------
+class CommitCheck(Protocol):
+    def check(self, url: str) -> None: ...
+
+
+#: the fencing tokens bound to the running task (``sm1km.storage.lock.Fence``; set by the task runner)
+_FENCES: contextvars.ContextVar[tuple[CommitCheck, ...]] = contextvars.ContextVar("sm1km_fences", default=())
+
+
+@contextlib.contextmanager
+def fenced(fences: Iterable[CommitCheck]) -> Iterator[None]:
+    """Bind fencing tokens to the commits made inside the block (this thread/context only)."""
+    token = _FENCES.set(tuple(fences))
+    try:
+        yield
+    finally:
+        _FENCES.reset(token)
+
+
+def commit_check(url: str) -> None:
+    """Called before every shard write and ledger mark: each bound fence refuses (``FencedError``)
+    a commit under its store root once its run no longer holds the lock (see ``storage/lock``)."""
+    for fence in _FENCES.get():
+        fence.check(url)
+
+
+# --------------------------------------------------------------------------------------------
 # ledger of finished regions
 # --------------------------------------------------------------------------------------------
 class Ledger:
@@ -371,6 +437,7 @@ class Ledger:
 
     def mark(self, key: str, info: Mapping[str, Any] | None = None) -> None:
         """Mark ``key`` done; ``info`` (JSON-able facts about the region) is the marker's content."""
+        commit_check(self.url)
         with permanent_errors(self.url, self.storage_options):
             write_json(join(self.url, f"{key}.json"), dict(info or {}), self.storage_options)
 

@@ -129,6 +129,10 @@ class Units:
         return []
 
 
+def _is_region_key(key: str) -> bool:
+    return all(re.fullmatch(r"(\w+?)-(\d+)-(\d+)", part) for part in key.split("_"))
+
+
 def _parse_region_key(key: str) -> dict[str, tuple[int, int]]:
     """``lat-0-20_lon-0-20_time-0-4`` (``store.region_key``) -> {dim: (start, stop)}."""
     out = {}
@@ -153,10 +157,10 @@ class LedgerUnits(Units):
         return f"_ledger/{self.store}/"
 
     def finished(self, tree):
-        """Region keys of the markers (other ledger objects, e.g. ``blocks.json`` of storage.deps, are not units)."""
-        names = {k[len(self.prefix):-5] for k in tree
-                 if k.startswith(self.prefix) and k.endswith(".json") and "/" not in k[len(self.prefix):]}
-        return {n for n in names if re.fullmatch(r"\w+?-\d+-\d+(_\w+?-\d+-\d+)*", n)}
+        # region markers only: the ledger folder also holds storage.deps' blocks.json (and days.json)
+        return {k[len(self.prefix):-5] for k in tree
+                if k.startswith(self.prefix) and k.endswith(".json") and "/" not in k[len(self.prefix):]
+                and _is_region_key(k[len(self.prefix):-5])}
 
     def claims_complete(self, tree):
         """The store's root ``zarr.json`` with consolidated metadata or ``time_coverage_end``
@@ -189,10 +193,10 @@ class LedgerUnits(Units):
 def _chunk_grids(store_name: str, tree: Mapping[str, bytes]) -> dict[str, tuple[list[str], list[int]]]:
     """{array zarr.json key: (dimension names, chunk shape of the outer grid)} of a store in ``tree``."""
     out = {}
-    for k, v in tree.items():
+    for k in tree:  # keys first: a lazy tree fetches only the metadata it is asked for
         if not (k.startswith(store_name + "/") and k.endswith("/zarr.json")):
             continue
-        meta = json.loads(v)
+        meta = json.loads(tree[k])
         if meta.get("node_type") != "array":
             continue
         shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
@@ -368,6 +372,13 @@ class StageContractTests:
     #: They run and are reported as xfail; ``strict`` ones turn the suite red the day they pass (then
     #: delete the entry). A pattern maps to ``(reason, strict)``.
     known_failures: ClassVar[Mapping[str, tuple[str, bool]]] = {}
+    #: the stage of the tiny run whose pre-state the root starts from (None: :attr:`stage` itself;
+    #: ``update`` starts where ``downscale`` does: inputs, fused cube and model there, no product yet)
+    starts_from: ClassVar[str | None] = None
+
+    @property
+    def pre_stage(self) -> str:
+        return self.starts_from or self.stage
 
     # -- hooks ---------------------------------------------------------------------------------
     def break_input(self, root: ContractRoot, scratch: Path) -> RunConfig | None:
@@ -417,17 +428,17 @@ class StageContractTests:
             endpoint, url = None, str(base / "store")
         cfg = tiny.config(url, endpoint_url=endpoint)
         root = ContractRoot(request.param, url, cfg, tiny.world.write_run_yaml(cfg, base / request.param))
-        root.reset(tiny.before[self.stage])
+        root.reset(tiny.before[self.pre_stage])
         return root
 
     def reference(self, root: ContractRoot, tiny: TinyRun) -> Reference:
         """The uninterrupted run on ``root`` (once per session); leaves ``root`` at the pre-state."""
         key = (self.stage, root.url)
         if key not in _REFERENCES:
-            root.reset(tiny.before[self.stage])
+            root.reset(tiny.before[self.pre_stage])
             result = self.call(root.cfg)
             _REFERENCES[key] = Reference(root.tree(exclude=()).materialize(), result)
-            root.reset(tiny.before[self.stage])
+            root.reset(tiny.before[self.pre_stage])
         ref = _REFERENCES[key]
         root.known.append(ref.tree)
         assert self.units.finished(ref.tree), f"{self.stage}: no finished unit after a whole run ({self.units})"
@@ -510,7 +521,7 @@ class StageContractTests:
 #: imported once by the fork server, so that every killed run starts in milliseconds
 PRELOAD = ("sm1km.testing.contract", "sm1km.stages.ingest", "sm1km.stages.fuse", "sm1km.stages.train",
            "sm1km.stages.downscale", "sm1km.stages.aggregate", "sm1km.stages.export", "sm1km.stages.catalog",
-           "sm1km.validation.validate", "s3fs")
+           "sm1km.validation.validate", "sm1km.pipeline", "s3fs")
 
 
 @functools.cache

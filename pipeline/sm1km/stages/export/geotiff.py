@@ -33,6 +33,7 @@ from sm1km.stages.export.common import (
     staged_output,
     time_groups,
 )
+from sm1km.stages.export.manifest import DEPS_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class GeoTiffItem:
     t: int
     label: str
     url: str
+    deps: str = ""   # deps digest written into the file (stages/export/manifest.py)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def _tags(job: GeoTiffJob, item: GeoTiffItem) -> dict[str, str]:
     tags = {k: (v if isinstance(v, str) else str(v)) for k, v in attrs.items()}
     tags.update(time=item.label, product=job.source.product, scale_factor=str(SCALE), add_offset="0.0",
                 _FillValue=str(FILL))
+    if item.deps:
+        tags[DEPS_ATTR] = item.deps
     return tags
 
 

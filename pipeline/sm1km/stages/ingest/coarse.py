@@ -20,6 +20,7 @@ from sm1km.core import grid
 from sm1km.core.rechunk_plan import chunk_slices, output_chunks, plan_staging
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.deps import digest_of
 
 from .cube import (
     COARSE_TIME_CHUNK,
@@ -31,9 +32,11 @@ from .cube import (
     grow_time_axis,
     iso,
     open_existing,
+    rewrite_time,
     staging_var,
     template,
     time_axis,
+    time_repair_needed,
 )
 from .index import DIGEST_MOD, chunk_digests, hex_digest
 from .inputs import glob_files, hash_files
@@ -154,7 +157,15 @@ def read_coarse_band(task: CoarseReadTask) -> CoarseRead:
         land = ds["land_fraction"].values
         vals = ds["swvl1"].values
         where = ", ".join(Path(f).name for f in task.files)
+        partial = ds.attrs.get("partial_days") or {}
         for i, d in enumerate(task.days):
+            if d in partial:
+                problems.append((d, InputError(where, f"day {d} is incomplete in these ERA5 files: {partial[d]} time "
+                                                      "steps (a partial day: a download cut off, or ERA5T not yet "
+                                                      "complete for that day).",
+                                               "download the complete UTC day; for the latest days wait until the "
+                                               "CDS has all of its hours (period.end: latest does).")))
+                continue
             if d not in have:
                 problems.append((d, InputError(where, f"day {d} is not in these ERA5 files.",
                                                "download complete UTC days of ERA5 swvl1.")))
@@ -273,6 +284,7 @@ class CoarseJob:
         self.lsm = ctx.cfg.inputs.era5_lsm if kind == "era5" else None
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
+        self.time_repair = False  # the stored time coordinate is corrupt: rewrite it
         self.axis = np.array([], dtype="datetime64[D]")
         self.todo: list[str] = []
         self.changed: set[str] = set()
@@ -336,7 +348,8 @@ class CoarseJob:
         fresh = ds is None or self.rebuild
         self.static_todo = bool(self.svars) and (fresh or lsm_changed or not self.index["static"])
         grows = stored is not None and len(self.axis) > len(stored)
-        self.action = "create" if fresh else ("update" if (self.todo or grows) else None)
+        self.time_repair = not fresh and time_repair_needed(ds)
+        self.action = "create" if fresh else ("update" if (self.todo or grows or self.time_repair) else None)
         log.info("%s: %s (%d day(s) to read, %d changed)", self.store_name, self.action or "up to date",
                  len(self.todo), len(self.changed))
 
@@ -468,8 +481,11 @@ class CoarseJob:
             tpl, enc = template(days, lat, lon, self.tvars, self.svars, self.chunks, (cy, cx), {})
             store.create_template(self.url, tpl, enc, ctx.so, overwrite=self.exists)
             store.Ledger(ctx.cfg.store.root, self.store_name, ctx.so).clear()
-        elif self.stored is not None and len(days) > len(self.stored):
-            grow_time_axis(self.url, ctx.so, days)
+        else:
+            if self.time_repair and self.stored is not None:
+                rewrite_time(self.url, ctx.so, self.stored)
+            if self.stored is not None and len(days) > len(self.stored):
+                grow_time_axis(self.url, ctx.so, days)
         pos = {d: i for i, d in enumerate(map(iso, days))}
         staged_pos = {d: k for k, d in enumerate(self.todo)}
         regions = output_chunks([pos[d] for d in self.todo], len(days), ct, lat.size, cy, lon.size, cx)
@@ -507,6 +523,9 @@ class CoarseJob:
             for d in self.todo:
                 idx["file_days"][Path(self.day_file[d]).name] = [d]
         idx["digest_tile"] = [cy, cx]
+        # what the store holds (storage.deps reads these): a day's digest is its decoded content
+        idx["stored_days"] = {d: ent[1] for d, ent in sorted(idx["days"].items())}
+        idx["stored_static"] = digest_of({"land_fraction": idx["static"].get("digest")} if self.svars else {})
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         if self.lsm:
             inputs.append({"name": Path(self.lsm).name, "sha256": self.sha[self.lsm], "role": "land-sea mask"})

@@ -90,6 +90,8 @@ class StationTable:
     digest: str
     n: int
     outside: tuple[str, ...]
+    day_digests: tuple[tuple[str, str], ...] = ()  # (ISO day, digest of that day's column)
+    static_digest: str = ""                         # stations, their coordinates and in_region
 
 
 def stage_stations(task: StationStageTask) -> StationTable:
@@ -138,12 +140,18 @@ def stage_stations(task: StationStageTask) -> StationTable:
     total = 0
     for name in ("sm", "n_hours", "lat", "lon", "in_region"):
         total += digest(name, np.asarray(ds[name].values))
-    total += digest("station", np.array("\n".join(map(str, ds["station"].values)).encode()))
+    ids = np.array("\n".join(map(str, ds["station"].values)).encode())
+    total += digest("station", ids)
+    static = sum(digest(name, np.asarray(ds[name].values)) for name in ("lat", "lon", "in_region"))
+    static_hex = hex_digest(static + digest("station", ids))
+    sm, nh = np.asarray(ds["sm"].values), np.asarray(ds["n_hours"].values)
+    day_digests = tuple((iso(t), hex_digest(digest(f"sm@{iso(t)}", sm[:, i]) + digest(f"n_hours@{iso(t)}", nh[:, i])))
+                        for i, t in enumerate(ds["time"].values))
     enc: dict[str, dict] = {v: {"_FillValue": None} for v in ("lat", "lon", "elevation", "depth_from", "depth_to")}
     enc["sm"] = {"_FillValue": np.float32(np.nan)}
     enc["time"] = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int32"}
     store.create_template(task.staging_url, ds, enc, task.so)  # numpy data: written now
-    return StationTable(hex_digest(total), int(ds.sizes["station"]), tuple(outside))
+    return StationTable(hex_digest(total), int(ds.sizes["station"]), tuple(outside), day_digests, static_hex)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +254,10 @@ class StationJob:
         ctx = self.ctx
         self.index_store.write({"version": INDEX_VERSION, "store": self.store_name, "files": self.files,
                                 "digest": self.result.digest, "axis": [iso(self.axis[0]), iso(self.axis[-1])],
-                                "min_hours": ctx.cfg.model.min_hours_per_day})
+                                "min_hours": ctx.cfg.model.min_hours_per_day,
+                                # what the store holds (storage.deps reads these)
+                                "stored_days": dict(self.result.day_digests),
+                                "stored_static": self.result.static_digest})
 
 
 __all__ = ["StationJob", "StationStageTask", "StationTable", "stage_stations", "StationWriteTask", "write_stations"]

@@ -6,8 +6,9 @@ runs. A second run on the same root is refused with a :class:`~sm1km.errors.Stor
 the holder (host, pid, stage, since when, until when). Readers never take it (consistent reads
 during a write are the publish protocol's job, see docs/reading.md).
 
-The lock object is JSON: ``owner`` (host, pid, user, uuid), ``stage``, ``acquired``,
-``heartbeat`` and ``expires`` (UTC ISO and Unix seconds), ``ttl_s``, ``sm1km_version``.
+The lock object is JSON: ``owner`` (host, pid, user, uuid), ``generation``, ``stage``,
+``acquired``, ``heartbeat`` and ``expires`` (UTC ISO and Unix seconds), ``ttl_s``, ``margin_s``,
+``sm1km_version``.
 
 * **Atomic creation.** Local: the JSON is written to a private temporary file and hard-linked to
   ``run.lock`` (``link`` fails if the name exists; ``open(..., "x")`` where links are not
@@ -23,12 +24,25 @@ The lock object is JSON: ``owner`` (host, pid, user, uuid), ``stage``, ``acquire
   cannot both win.
 * **Loss.** If renewing finds someone else's lock (``--force-unlock`` elsewhere, or a takeover
   after this process stalled longer than the TTL), the run is interrupted at once and ends
-  with a StoreError: it must not keep writing beside another writer.
+  with a StoreError: it must not keep writing beside another writer. A renewal answered 412
+  whose lock is still this run's (a retried PUT whose first response was lost) is not a loss.
+* **Self-fencing.** The lease is *proven* until the ``expires`` of the last renewal the store
+  confirmed. A watchdog thread fences the holder at ``fence_at`` = proven expiry minus the safety
+  margin (``SM1KM_LOCK_MARGIN_S``, default TTL/3) if no renewal got through by then (store
+  unreachable, 403, a stalled process): ``held`` becomes False, the main thread is interrupted,
+  the task runner submits nothing more and commits nothing more, and every commit check refuses.
+  A second run can take over only after the lease has expired, i.e. after this point.
+* **Fencing token.** ``generation`` grows by one at every acquisition and takeover (the last one
+  is kept in ``_locks/generation.json``, which outlives releases). The runner binds the held lock's
+  :class:`~sm1km.storage.lock._fence.Fence` (root, owner uuid, generation, margin) to every task;
+  shard writes and ledger marks call :func:`sm1km.storage.store.commit_check`, which reads the lock
+  object and refuses (:class:`FencedError`) unless owner and generation are still the task's and
+  the lease has at least the margin left (see ``_fence``).
 * **Release** on normal exit, on exceptions, on SIGTERM (Kubernetes pod deletion) and at
   interpreter exit; only the owner's own lock is deleted.
 
-TTL and heartbeat: ``SM1KM_LOCK_TTL_S`` (default 300) and ``SM1KM_LOCK_HEARTBEAT_S`` (default
-min(30, TTL/4)). Hosts' clocks must agree to well within the TTL (NTP). Manual removal: delete
+TTL, heartbeat and margin: ``SM1KM_LOCK_TTL_S`` (default 300), ``SM1KM_LOCK_HEARTBEAT_S``
+(default min(30, TTL/4)) and ``SM1KM_LOCK_MARGIN_S`` (default TTL/3; at most TTL/2). Hosts' clocks must agree to well within the TTL (NTP). Manual removal: delete
 ``<root>/_locks/run.lock`` (docs/operations.md), or pass ``--force-unlock``.
 """
 
@@ -53,7 +67,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 from sm1km._version import __version__
 from sm1km.errors import StoreError
 from sm1km.storage import store
+from sm1km.storage.lock import _fence
 from sm1km.storage.lock._common import owner_token
+from sm1km.storage.lock._fence import Fence, FencedError
 from sm1km.storage.lock._local import FsspecLockFile, LocalLockFile
 from sm1km.storage.lock._s3 import S3LockObject
 
@@ -64,6 +80,7 @@ log = logging.getLogger(__name__)
 
 LOCK_DIR = "_locks"
 LOCK_NAME = "run.lock"
+GENERATION_NAME = "generation.json"
 DEFAULT_TTL_S = 300.0
 FORMAT = 1
 
@@ -84,11 +101,19 @@ _REGISTRY_LOCK = threading.RLock()
 _HELD: dict[str, _Held] = {}
 #: owner uuids of every lock this process holds right now (any StoreLock, in run_lock or not)
 _LIVE_TOKENS: set[str] = set()
+#: owner uuids of locks this process fenced itself out of: their objects stay live until their lease
+#: ends (not stale at once by the "this process id, unknown lock" rule: this process left them)
+_GIVEN_UP: set[str] = set()
 
 
 def lock_url(root: str) -> str:
     """URL of the lock object of a store root."""
     return store.join(root, LOCK_DIR, LOCK_NAME)
+
+
+def generation_url(root: str) -> str:
+    """URL of the object that keeps the last lock generation of a store root (it outlives releases)."""
+    return store.join(root, LOCK_DIR, GENERATION_NAME)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -156,7 +181,8 @@ class StoreLock:
     """The lease lock of one store root. Use as a context manager, or :func:`run_lock`."""
 
     def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None, *, stage: str = "run",
-                 ttl_s: float | None = None, heartbeat_s: float | None = None, interrupt_on_loss: bool = True):
+                 ttl_s: float | None = None, heartbeat_s: float | None = None, interrupt_on_loss: bool = True,
+                 margin_s: float | None = None):
         self.root = root
         self.url = lock_url(root)
         self.storage_options = dict(storage_options or {})
@@ -165,12 +191,21 @@ class StoreLock:
         hb = heartbeat_s if heartbeat_s is not None else _env_float("SM1KM_LOCK_HEARTBEAT_S",
                                                                       min(30.0, self.ttl_s / 4))
         self.heartbeat_s = max(0.05, float(hb))
+        margin = margin_s if margin_s is not None else _env_float("SM1KM_LOCK_MARGIN_S", self.ttl_s / 3)
+        self.margin_s = min(max(0.0, float(margin)), self.ttl_s / 2)
         self.interrupt_on_loss = interrupt_on_loss
+        self.generation = 0
+        #: the lease is proven (renewal confirmed by the store) until this Unix time
+        self.proven_until = 0.0
+        self._fence_mutex = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self._self_fenced = False
         self.token = uuid.uuid4().hex
         self.remote = store.is_remote(root)
         self.s3 = self.remote and root.startswith(("s3://", "s3a://"))
         self.held = False
         self.lost: str | None = None  # why the lock was lost while held
+        self.lost_at: float | None = None  # when (Unix seconds, this host's clock)
         self.acquired_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,6 +234,8 @@ class StoreLock:
             "expires": _iso(now + self.ttl_s),
             "expires_unix": round(now + self.ttl_s, 3),
             "ttl_s": self.ttl_s,
+            "margin_s": self.margin_s,
+            "generation": self.generation,
             "sm1km_version": __version__,
         }
         return store.json_bytes(info, indent=1, newline=True)
@@ -224,7 +261,7 @@ class StoreLock:
             return f"its lease expired at {info.get('expires')} (no heartbeat for {now - exp + info.get('ttl_s', 0):.0f} s)"
         if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
             pid = owner["pid"]
-            if pid == os.getpid() and owner.get("uuid") not in _LIVE_TOKENS:
+            if pid == os.getpid() and owner.get("uuid") not in _LIVE_TOKENS | _GIVEN_UP:
                 return f"it names this process id ({pid}) but was left by an earlier process (restarted container)"
             if pid != os.getpid() and not _pid_alive(pid):
                 return f"its process {pid} no longer exists on this host"
@@ -235,7 +272,8 @@ class StoreLock:
             return "an unreadable lock object"
         o = info.get("owner") or {}
         return (f"stage '{info.get('stage', '?')}' on host {o.get('host', '?')} (pid {o.get('pid', '?')}, user "
-                f"{o.get('user', '?')}, lock {str(o.get('uuid', '?'))[:8]}), started {info.get('acquired', '?')}, "
+                f"{o.get('user', '?')}, lock {str(o.get('uuid', '?'))[:8]}, generation {info.get('generation', '?')}), "
+                f"started {info.get('acquired', '?')}, "
                 f"last heartbeat {info.get('heartbeat', '?')}, lease until {info.get('expires', '?')}")
 
     # -- public ---------------------------------------------------------------------------
@@ -248,10 +286,21 @@ class StoreLock:
         except Exception as exc:
             raise _store_error(exc, self.url, self.root) from None
 
+    def _last_generation(self) -> int:
+        """The generation kept beside the lock (0 if none or unreadable)."""
+        try:
+            doc = store.read_json(generation_url(self.root), self.storage_options)
+        except ValueError:
+            return 0
+        gen = (doc or {}).get("generation") if isinstance(doc, dict) else None
+        return gen if isinstance(gen, int) else 0
+
     def _acquire(self, force: bool) -> StoreLock:
+        last = self._last_generation()
         for _ in range(5):
             now = time.time()
             self.acquired_at = now
+            self.generation = last + 1
             _LIVE_TOKENS.add(self.token)  # before it exists: a thread of this process must not think it stale
             created = False
             try:
@@ -260,12 +309,24 @@ class StoreLock:
                 if not created:
                     _LIVE_TOKENS.discard(self.token)
             if created:
-                self._on_acquired()
+                self._on_acquired(now + self.ttl_s)
                 return self
             info, tag, exists = self._read()
             if not exists:
                 continue  # released meanwhile: try again
             owner = owner_token(info)
+            seen = (info or {}).get("generation")
+            if isinstance(seen, int):
+                last = max(last, seen)
+            if owner == self.token and seen == self.generation:
+                # our own create, whose response was lost (the retry found the object existing)
+                log.warning("run lock %s: the create was answered 'exists' but the lock is this run's (a retried "
+                            "write whose first response was lost); holding it", self.url)
+                self._backend.adopt(tag)
+                _LIVE_TOKENS.add(self.token)
+                exp = (info or {}).get("expires_unix")
+                self._on_acquired(float(exp) if isinstance(exp, (int, float)) else now + self.ttl_s)
+                return self
             if force:
                 log.warning("--force-unlock: breaking the lock of %s (%s)", self.describe(info), self.url)
                 if info:
@@ -293,48 +354,120 @@ class StoreLock:
         raise StoreError(self.url, "could not take the run lock after 5 attempts (other runs keep taking it).",
                          "make sure only one run writes this store.root, then re-run.")
 
-    def _on_acquired(self) -> None:
+    def _on_acquired(self, proven_until: float) -> None:
         self.held = True
         self.lost = None
+        self.proven_until = proven_until
         _LIVE_TOKENS.add(self.token)
-        log.info("run lock taken: %s (stage %s, lease %g s, heartbeat %g s)", self.url, self.stage,
-                 self.ttl_s, self.heartbeat_s)
+        _fence.register(self.token, self)
+        try:  # the generation outlives this lock (a release deletes run.lock): the next one counts on
+            store.write_json(generation_url(self.root), {"generation": self.generation}, self.storage_options)
+        except Exception as exc:
+            log.warning("run lock %s: could not record generation %d (%s: %s); the lock object holds it",
+                        self.url, self.generation, type(exc).__name__, exc)
+        log.info("run lock taken: %s (stage %s, generation %d, lease %g s, heartbeat %g s, margin %g s)", self.url,
+                 self.stage, self.generation, self.ttl_s, self.heartbeat_s, self.margin_s)
         self._stop.clear()
         self._thread = threading.Thread(target=self._heartbeat_loop, name="sm1km-lock-heartbeat", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watchdog_loop, name="sm1km-lock-watchdog", daemon=True)
+        self._watchdog.start()
         self._install_sigterm()
+
+    @property
+    def fence_at(self) -> float:
+        """Unix time at which this holder stops itself unless a renewal is confirmed before."""
+        return self.proven_until - self.margin_s
+
+    def fence(self) -> Fence:
+        """The fencing token of this lock, for the tasks of the run (picklable)."""
+        reuse = _env_float("SM1KM_FENCE_REUSE_S", 0.0)
+        return Fence(root=self.root, url=self.url, owner=self.token, generation=self.generation,
+                     margin_s=self.margin_s, reuse_s=max(0.0, min(reuse, self.margin_s / 2)),
+                     storage_options=self.storage_options)
+
+    def _renew_once(self) -> bool:
+        """One renewal; True if the store confirmed it (the proven lease moves on), else False.
+
+        Raises what the store raised (transient trouble). Sets ``lost`` and fences if the lock is
+        not ours any more.
+        """
+        doc = self._backend.renew(self._payload(time.time()), self.token, self.generation)
+        if doc is None:
+            if not self._stop.is_set():
+                info, _, _ = self._read()
+                self._lose(f"the lock was removed or taken over by {self.describe(info) if info else 'nobody'}")
+            return False
+        exp = doc.get("expires_unix")
+        if isinstance(exp, (int, float)):
+            with self._fence_mutex:
+                if self.held:
+                    self.proven_until = max(self.proven_until, float(exp))
+        return True
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            try:
-                ok = self._backend.renew(self._payload(time.time()), self.token)
-            except Exception as exc:  # transient store trouble: keep trying until the lease says otherwise
-                log.warning("run lock %s: heartbeat failed (%s: %s); retrying", self.url, type(exc).__name__, exc)
-                continue
-            if not ok and not self._stop.is_set():
-                info, _, _ = self._read()
-                self.lost = f"the lock was removed or taken over by {self.describe(info) if info else 'nobody'}"
-                log.error("run lock %s lost while writing: %s; stopping this run", self.url, self.lost)
-                self.held = False
-                _LIVE_TOKENS.discard(self.token)
-                if self.interrupt_on_loss:
-                    _interrupt_main(self.url)
+            if not self.held:
                 return
+            try:
+                self._renew_once()
+            except Exception as exc:  # transient store trouble: keep trying until the lease says otherwise
+                log.warning("run lock %s: heartbeat failed (%s: %s); retrying (this run stops itself at %s "
+                            "unless a renewal gets through)", self.url, type(exc).__name__, exc, _iso(self.fence_at))
+                continue
+            if not self.held:
+                return
+
+    def _watchdog_loop(self) -> None:
+        """Fence this holder once its lease is no longer proven with the safety margin to spare."""
+        while self.held:
+            delay = self.fence_at - time.time()
+            if delay <= 0:
+                self._lose(f"its lease could not be renewed in time: no renewal was confirmed by the store since "
+                           f"{_iso(self.proven_until - self.ttl_s)}, and it expires at {_iso(self.proven_until)}; "
+                           f"this run stopped itself {self.margin_s:.3g} s before (self-fencing), so that the next "
+                           "run can take over without two writers", fenced=True)
+                return
+            if self._stop.wait(min(delay, max(self.heartbeat_s, 0.05))):
+                return
+
+    def _lose(self, why: str, *, fenced: bool = False) -> None:
+        """Stop holding: ``held`` False, the main thread interrupted (once)."""
+        with self._fence_mutex:
+            if not self.held or self._stop.is_set():
+                return
+            self.held = False
+            self.lost = why
+            self.lost_at = time.time()
+            self._self_fenced = fenced
+        _GIVEN_UP.add(self.token)
+        _LIVE_TOKENS.discard(self.token)
+        log.error("run lock %s lost while writing: %s; stopping this run", self.url, why)
+        if self.interrupt_on_loss:
+            _interrupt_main(self.url)
 
     def refresh(self) -> None:
         """Renew the lease now (the heartbeat thread does this on its own)."""
-        if not self._backend.renew(self._payload(time.time()), self.token):
+        if not self.held or not self._renew_once():
             raise StoreError(self.url, "the run lock is no longer held by this run.", "re-run the command.")
 
     def release(self) -> None:
         """Stop the heartbeat and delete the lock if it is still ours (idempotent)."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        self._thread = None
+        for t in (self._thread, self._watchdog):
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout=10)
+        self._thread = self._watchdog = None
         self._restore_sigterm()
         _LIVE_TOKENS.discard(self.token)
+        _fence.unregister(self.token)
         if not self.held:
+            if self._self_fenced:
+                # fenced itself, nobody took over yet: give the lock back if it is still ours (best effort)
+                self._self_fenced = False
+                with contextlib.suppress(Exception):
+                    if self._backend.release(self.token):
+                        log.info("run lock released after self-fencing: %s", self.url)
             return
         self.held = False
         try:
@@ -413,6 +546,13 @@ def _release_all() -> None:
 # --------------------------------------------------------------------------------------------
 # entry points
 # --------------------------------------------------------------------------------------------
+def held_fences() -> tuple[Fence, ...]:
+    """The fencing tokens of every lock this process holds now (what the task runner binds to tasks)."""
+    with _fence._ACTIVE_LOCK:
+        holders = list(_fence._ACTIVE.values())
+    return tuple(h.fence() for h in holders if isinstance(h, StoreLock) and h.held)
+
+
 def read_lock(root: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The current lock of a store root (None if unlocked)."""
     info, _, exists = StoreLock(root, storage_options)._read()
@@ -461,4 +601,5 @@ def run_lock(cfg: RunConfig, stage: str = "run", *, force: bool = False, ttl_s: 
         lk._release_or_raise("")
 
 
-__all__ = ["StoreLock", "run_lock", "read_lock", "force_unlock", "lock_url", "LOCK_DIR", "LOCK_NAME", "DEFAULT_TTL_S"]
+__all__ = ["StoreLock", "run_lock", "read_lock", "force_unlock", "lock_url", "generation_url", "held_fences",
+           "Fence", "FencedError", "LOCK_DIR", "LOCK_NAME", "GENERATION_NAME", "DEFAULT_TTL_S"]

@@ -42,14 +42,17 @@ class _CheckedLockFile:
         yield
 
     # the operations the lock uses
-    def renew(self, payload: bytes, token: str) -> bool:
-        """Overwrite the lock only if it is still ``token``'s. False = not ours any more."""
+    def adopt(self, tag: str | None) -> None:
+        """Nothing to remember: renewals check the owner, not a version tag."""
+
+    def renew(self, payload: bytes, token: str, generation: int | None = None) -> dict[str, Any] | None:
+        """Overwrite the lock only if it is still ``token``'s: the document now in force, None = not ours."""
         with self.mutex():  # no takeover between the check and the write
             info, _, exists = self.read()
             if not exists or owner_token(info) != token:
-                return False
+                return None
             self._write(payload)
-        return True
+        return parse(payload)
 
     def delete_if(self, token: str | None, tag: str | None) -> bool:
         """Delete the lock if its owner is still ``token`` (``tag`` is not used without conditional deletes)."""

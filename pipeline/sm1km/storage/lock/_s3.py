@@ -2,7 +2,11 @@
 
 * create: a conditional PUT, ``If-None-Match: *`` (AWS S3, MinIO, moto honour it); the object is
   read back to catch stores that ignore the condition (there the last writer wins);
-* renew: a PUT conditional on the ETag this run wrote last (``If-Match``);
+* renew: a PUT conditional on the ETag this run wrote last (``If-Match``). A 412 does not by itself
+  mean the lock is lost: when a PUT is applied but its response is dropped, botocore retries it with
+  the old ETag and gets 412 for the write that succeeded. So a 412 reads the lock back, and if it is
+  still this run's (same owner uuid and generation: only this run writes that) the renewal counts,
+  with the ETag read adopted;
 * takeover / release: a DELETE conditional on the ETag seen (``If-Match``); stores without
   conditional deletes (``NotImplemented``) fall back to read, check the owner, delete.
 """
@@ -10,9 +14,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from sm1km.storage.lock._common import age_s, owner_token, parse
+
+log = logging.getLogger("sm1km.storage.lock")
 
 
 def is_precondition(exc: BaseException) -> bool:
@@ -60,19 +67,32 @@ class S3LockObject:
         self.etag = tag or self.etag
         return True
 
-    def renew(self, payload: bytes, token: str) -> bool:
-        """Overwrite the lock only if it is still the version this run wrote. False = not ours any more."""
+    def adopt(self, tag: str | None) -> None:
+        """Take ``tag`` as the version this run wrote last (its own write, whose response was lost)."""
+        self.etag = tag or self.etag
+
+    def renew(self, payload: bytes, token: str, generation: int | None = None) -> dict[str, Any] | None:
+        """Overwrite the lock only if it is still the version this run wrote.
+
+        Returns the lock document now in force (ours), or None if the lock is not ours any more.
+        """
         bucket, key, _ = self.fs.split_path(self.path)
         try:
             out = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=payload, IfMatch=self.etag)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as exc:
-            if is_precondition(exc):
-                return False
-            raise
+            if not is_precondition(exc):
+                raise
+            info, tag, exists = self.read()  # our own write may be what moved the ETag (lost response)
+            if not exists or owner_token(info) != token or (info or {}).get("generation") != generation:
+                return None
+            log.warning("run lock %s: a renewal was answered 412 but the lock is still this run's (a retried "
+                        "write whose first response was lost); continuing with its ETag", self.path)
+            self.adopt(tag)
+            return info
         self.etag = out.get("ETag", self.etag)
-        return True
+        return parse(payload)
 
     def delete_if(self, token: str | None, tag: str | None) -> bool:
         """Delete the lock if it is still the version ``tag`` (without a tag: unconditionally).

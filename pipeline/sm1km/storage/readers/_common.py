@@ -60,6 +60,8 @@ def sniff_bytes(head: bytes) -> str:
         return "empty"
     if head.startswith(MAGIC_NETCDF3):
         return "netcdf3"
+    if head.startswith(MAGIC_ZIP) or head.startswith(b"PK\x05\x06"):  # (a stored member may hold HDF5 bytes)
+        return "zip"
     if head.startswith(MAGIC_HDF5) or MAGIC_HDF5 in head[:2048]:
         # netCDF4 files are HDF5 files (the signature may sit at offset 512/1024/2048 with a user block)
         return "hdf5"
@@ -69,8 +71,6 @@ def sniff_bytes(head: bytes) -> str:
         return "grib"
     if head.startswith(MAGIC_TIFF):
         return "tiff"
-    if head.startswith(MAGIC_ZIP):
-        return "zip"
     if b"\x00" in head:
         return "binary"
     return "text"

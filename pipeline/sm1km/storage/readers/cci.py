@@ -27,6 +27,7 @@ cells are placed by their coordinates, which must be 0.25° CCI cell centres.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -65,8 +66,13 @@ def parse_cci_filename(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not hit:
         return {}
     d = hit.group("date")
+    try:
+        day = np.datetime64(dt.date(int(d[:4]), int(d[4:6]), int(d[6:8])), "ns")
+    except ValueError as exc:
+        raise InputError(str(path), f"the file name's date {d[:8]} is not a calendar day ({exc}).",
+                         "rename the file to the product's naming (…-YYYYMMDD000000-…) or re-download it.") from exc
     info: dict[str, Any] = {"product": hit.group("product").upper(),
-                            "date": np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:]}", "ns"),
+                            "date": day,
                             "version": hit.group("version"), "tag": hit.group("tag").upper(),
                             "frequency": "DAILY", "service": "ESA CCI"}
     if c3s:
@@ -336,6 +342,18 @@ def _check_file_not_empty(ds: xr.Dataset, path: str, was_subset: bool) -> None:
         if np.isfinite(decode_cf_values(raw, dict(ds["sm"].attrs), name="sm", path=path)).any():
             log.info("%s: no valid sm inside the region (valid elsewhere in the file)", path)
             return
+    raw = load_checked(path, ds["sm"], "sm")
+    attrs = {k: v for k, v in ds["sm"].attrs.items() if k not in ("valid_range", "valid_min", "valid_max")}
+    outside = decode_cf_values(raw, attrs, name="sm", path=path)
+    outside = outside[np.isfinite(outside)]
+    if outside.size:
+        vr = "; ".join(f"{k} {np.asarray(v).ravel().tolist()}" for k in ("valid_range", "valid_min", "valid_max")
+                       if (v := ds["sm"].attrs.get(k)) is not None)
+        raise InputError(path, f"every 'sm' value lies outside the file's valid range ({outside.size} values, "
+                               f"{outside.min():.4g}…{outside.max():.4g}; {vr}): an "
+                               "out-of-range product, not soil moisture in m3 m-3.",
+                         "re-download the file; check that it is the CCI/C3S SM volumetric product "
+                         "(not a percent-of-saturation or a damaged file).")
     raise InputError(path, "'sm' has no valid value at all in this file (all-missing day).",
                      "re-download the file; if the day is genuinely empty, leave it out of the input glob.")
 

@@ -352,6 +352,11 @@ def _zip_members(p: Path) -> list[tuple[str, Callable[[], bytes]]]:
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 raise InputError(f"{p}::{n}", f"cannot extract ({exc}).", "re-download the ISMN archive.") from None
         out.append((f"{p}::{n}", read))
+    if not out:
+        raise InputError(str(p), f"the zip archive holds no ISMN .stm file ({len(names)} member(s)"
+                                 f"{': ' + ', '.join(sorted(names)[:3]) if names else ''}).",
+                         "re-download the ISMN archive (formats 'Header+values' or 'CEOP'); an interrupted "
+                         "download can leave an empty archive.")
     return out
 
 

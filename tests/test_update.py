@@ -1,0 +1,154 @@
+"""``sm1km update``: the record grows day by day and equals one run to the last day ([13] acceptance).
+
+A tiny world of 15 days: a run to day 10 (model trained once), then five daily ``sm1km update
+--until`` calls (days 11..15) on one root; on a second root the same model and one pass of every
+product stage to day 15. The stores' decoded arrays and time coordinates must be equal, the days
+already published must keep their bytes across every update, and a sixth update is a no-op that
+says so. Local root and S3 root (moto).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from sm1km.cli import main
+from sm1km.errors import ModelError
+from sm1km.pipeline import UPDATE_STAGES, Pipeline, check_pinned_model
+from sm1km.storage import store
+from sm1km.testing import trees
+from sm1km.testing.worlds import fixed_timestamps, run_stage, tiny_world
+
+DAYS, FIRST = 15, 10
+GRID_STORES = ("fused.zarr", "master.zarr", "monthly.zarr")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return tiny_world(tmp_path_factory.getbasetemp(), days=DAYS)
+
+
+def _configs(world, root, endpoint=None):
+    full = world.config(root, endpoint_url=endpoint)
+    start = full.period.start
+    first_end = start + dt.timedelta(days=FIRST - 1)
+    full = world.config(root, endpoint_url=endpoint,
+                        fusion={"reference_period": {"start": str(start), "end": str(first_end)}})
+    first = full.model_copy(update={"period": full.period.model_copy(update={"end": first_end})})
+    return first, full
+
+
+def _root(kind, tmp_path, request, name):
+    if kind == "s3":
+        endpoint = request.getfixturevalue("moto_server")
+        bucket = f"upd-{hashlib.md5(str(tmp_path).encode()).hexdigest()[:10]}"
+        import s3fs
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, key="testing", secret="testing").mkdir(bucket)
+        return f"s3://{bucket}/{name}", endpoint
+    return str(tmp_path / name), None
+
+
+def _published_raw(cfg, name, days):
+    """sha256 of each published day's raw (encoded) values of every time-dimensioned array."""
+    g = store.open_group(cfg.store.url(name), cfg.store.storage_options())
+    out = {}
+    for key, arr in g.arrays():
+        dims = arr.metadata.dimension_names or ()
+        if dims and dims[0] == "time" and key != "time":
+            for i in range(min(days, arr.shape[0])):
+                out[f"{key}[{i}]"] = hashlib.sha256(np.ascontiguousarray(arr[i]).tobytes()).hexdigest()
+    return out
+
+
+def _open(cfg, name):
+    return xr.open_zarr(cfg.store.url(name), storage_options=cfg.store.storage_options() or None,
+                        consolidated=True, decode_coords="all")
+
+
+def _run_to_first(cfg):
+    for name in ("ingest", "fuse", "train", "downscale", "aggregate", "export", "catalog"):
+        run_stage(name, cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_daily_updates_equal_one_run(kind, world, tmp_path, request):
+    root_a, endpoint = _root(kind, tmp_path, request, "grown")
+    first, full = _configs(world, root_a, endpoint)
+    _run_to_first(first)
+    yaml_a = world.write_run_yaml(full, tmp_path / "a")
+
+    published: dict[str, dict[str, str]] = {n: _published_raw(first, n, FIRST) for n in ("fused.zarr", "master.zarr")}
+    for day in range(FIRST + 1, DAYS + 1):
+        until = full.period.start + dt.timedelta(days=day - 1)
+        with fixed_timestamps():
+            assert main(["update", "--config", str(yaml_a), "--until", until.isoformat()]) == 0
+        for name, sums in published.items():
+            now = _published_raw(full, name, FIRST)
+            changed = sorted(k for k in sums if now.get(k) != sums[k])
+            assert not changed, f"update to day {day} changed published values of {name}: {changed[:5]}"
+        with _open(full, "master.zarr") as m:
+            assert m.sizes["time"] == day
+            assert str(m["time"].values[-1])[:10] == until.isoformat()
+
+    # the same model, every product stage in one pass to day 15 on a fresh root
+    root_b, _ = _root(kind, tmp_path, request, "oneshot")
+    _, one = _configs(world, root_b, endpoint)
+    src_fs, src = store.filesystem(full.store.url("model"), full.store.storage_options())
+    for path in src_fs.find(src):
+        rel = path[len(src.rstrip("/")) + 1:]
+        with src_fs.open(path, "rb") as f:
+            store.put_atomic(one.store.url("model", rel), f.read(), one.store.storage_options())
+    with fixed_timestamps():
+        Pipeline(one).run(stages=UPDATE_STAGES)
+
+    for name in GRID_STORES:
+        with _open(full, name) as a, _open(one, name) as b:
+            np.testing.assert_array_equal(a["time"].values, b["time"].values, err_msg=f"{name}: time coordinate")
+            assert set(a.data_vars) == set(b.data_vars), name
+            for v in a.data_vars:
+                xr.testing.assert_equal(a[v].load(), b[v].load())
+    exp_a = sorted(p.rsplit("/exports/", 1)[1] for p in trees.snapshot(full.store.url("exports"),
+                                                                       full.store.storage_options()))
+    exp_b = sorted(p.rsplit("/exports/", 1)[1] for p in trees.snapshot(one.store.url("exports"),
+                                                                       one.store.storage_options()))
+    assert exp_a == exp_b
+
+    # a sixth update in a row: nothing to do, says so, changes no object
+    before = trees.snapshot(full.store.root, full.store.storage_options())
+    with fixed_timestamps():
+        out = Pipeline(full).update()
+    assert out.stats["up_to_date"] is True
+    trees.assert_same(trees.without(before), trees.without(trees.snapshot(full.store.root,
+                                                                          full.store.storage_options())))
+
+
+def test_update_never_trains(world, tmp_path, capsys):
+    """No model in the store: update refuses (exit 2) and names the fix; nothing is written."""
+    cfg = world.config(str(tmp_path / "nomodel"))
+    with pytest.raises(ModelError, match="never trains"):
+        check_pinned_model(cfg)
+    yaml_path = world.write_run_yaml(cfg, tmp_path / "cfg")
+    assert main(["update", "--config", str(yaml_path)]) == 2
+    err = capsys.readouterr().err
+    assert "sm1km train" in err
+    assert not any(k for k in trees.snapshot(str(tmp_path / "nomodel")) if not k.startswith("_locks/"))
+
+
+def test_update_refuses_another_model(world, tmp_path):
+    """``model.sha256`` pins the model: a stored model with another digest is refused."""
+    cfg = world.config(str(tmp_path / "pinned"))
+    run_stage("ingest", cfg)
+    run_stage("fuse", cfg)
+    run_stage("train", cfg)
+    sha = check_pinned_model(cfg)
+    assert len(sha) == 64
+    other = cfg.model_copy(update={"model": cfg.model.model_copy(update={"sha256": "0" * 64})})
+    with pytest.raises(ModelError, match="never switches models"):
+        check_pinned_model(other)
+    same = cfg.model_copy(update={"model": cfg.model.model_copy(update={"sha256": sha.upper()})})
+    assert check_pinned_model(same) == sha
