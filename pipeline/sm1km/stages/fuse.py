@@ -317,7 +317,8 @@ def _fit_chunk(unit: WorkUnit, ctx: FitContext) -> dict:
     return p.counts()
 
 
-def fit(cfg: RunConfig, settings: FitSettings, digests: InputDigests, client=None) -> StoredParams:
+def fit(cfg: RunConfig, settings: FitSettings, digests: InputDigests, client=None,
+        inputs: FusionInputs | None = None) -> StoredParams:
     """Fit the parameters on ``settings``' reference period and write ``fused_params.zarr`` (one task
     per spatial chunk, a halo of ``neighbourhood_cells``); its digest (attrs ``fusion_params_digest``)
     covers the fit's inputs, settings and the parameter bytes. Replaces an existing parameter store."""
@@ -326,7 +327,7 @@ def fit(cfg: RunConfig, settings: FitSettings, digests: InputDigests, client=Non
     so = cfg.store.storage_options()
     url = cfg.store.url(PARAMS_NAME)
     ref = settings.dates
-    inp = open_inputs(cfg, ref, "fusion reference period")
+    inp = inputs if inputs is not None else open_inputs(cfg, ref, "fusion reference period")
     lat, lon = grid.region_coords(cfg.coarse_region)
     sc = cfg.fusion.space_chunk
     ch = (min(sc, inp.ny), min(sc, inp.nx))
@@ -572,11 +573,12 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     n_pub = _check_existing(cfg, url, so, method, stored) if exists else 0
     settings = _resolve_settings(cfg, method, stored, params_url)
     if stored is None:  # first run, --overwrite, or an interrupted fit: (re)fit, then a new fused store
+        ref_inp = open_inputs(cfg, settings.dates, "fusion reference period")  # before anything is removed
         if overwrite:
             ledger.clear()
             store.remove(url, so)
             store.remove(_params_ledger(cfg, so), so)
-        stored = fit(cfg, settings, digests, client)
+        stored = fit(cfg, settings, digests, client, ref_inp)
         exists = False
     else:
         _warn_revised_reference(cfg, so, digests)
@@ -609,7 +611,8 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
                                             "blocks_redone": 0, **dict(sorted(pub_totals.items()))})
 
     applied_url = store.join(_params_ledger(cfg, so), APPLIED_RECORD)
-    applied = (store.read_json(applied_url, so) or {}).get("days", {}) if exists else {}
+    record = (store.read_json(applied_url, so) or {}) if exists else {}
+    applied = record.get("days", {})
     ledger.fs.invalidate_cache(ledger.path)
     present = ledger.keys()
     todo: list[WorkUnit] = []
@@ -635,17 +638,31 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
         written = sum(1 for _ in run_tasks(c, functools.partial(_fuse_unit, ctx=ctx), todo, name="fuse_chunk"))
     ledger.fs.invalidate_cache(ledger.path)  # s3fs: a listing cached before the tasks wrote their markers
 
+    # day counts per block: the record's for the blocks left alone, the markers' for the others
+    old_counts = record.get("block_counts", {})
+    block_counts: dict[str, dict[str, int]] = {}
+    for b in blocks:
+        k = block_key(b.start, tb)
+        if k not in stale and k in old_counts:
+            block_counts[k] = {n: int(v) for n, v in old_counts[k].items()}
+            continue
+        acc: dict[str, int] = {}
+        for u in (u for u in units if u.t0 == b.start):
+            for n, v in _read_marker(ledger, u.key).items():
+                if n != "deps":
+                    acc[n] = acc.get(n, 0) + int(v)
+        block_counts[k] = acc
     totals: dict[str, int] = dict(stored.counts)
-    for u in units:
-        for k, v in _read_marker(ledger, u.key).items():
-            if k != "deps":
-                totals[k] = totals.get(k, 0) + int(v)
+    for acc in block_counts.values():
+        for n, v in acc.items():
+            totals[n] = totals.get(n, 0) + v
     keep = {u.key for u in units}
     for k in ledger.keys():  # markers of partly filled blocks a grown block replaced
         if k not in keep and k.startswith("lat-") and "_time-" in k:
             store.remove(store.join(ledger.url, f"{k}.json"), so)
     blocks_rec.record({k: current[k] for k in stale})
-    store.write_json(applied_url, {"days": {d: digests.of(d) for d in day_iso}}, so, separators=(",", ":"))
+    store.write_json(applied_url, {"days": {d: digests.of(d) for d in day_iso}, "block_counts": block_counts}, so,
+                     separators=(",", ":"))
     _warn_fallbacks(totals, cfg, "fuse")
     old_attrs = store.open_group(url, so, use_consolidated=False).attrs.asdict()
     attrs: dict[str, Any] = _store_attrs(cfg, inp, settings, stored.digest)
