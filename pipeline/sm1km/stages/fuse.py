@@ -660,9 +660,6 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     for k in ledger.keys():  # markers of partly filled blocks a grown block replaced
         if k not in keep and k.startswith("lat-") and "_time-" in k:
             store.remove(store.join(ledger.url, f"{k}.json"), so)
-    blocks_rec.record({k: current[k] for k in stale})
-    store.write_json(applied_url, {"days": {d: digests.of(d) for d in day_iso}, "block_counts": block_counts}, so,
-                     separators=(",", ":"))
     _warn_fallbacks(totals, cfg, "fuse")
     old_attrs = store.open_group(url, so, use_consolidated=False).attrs.asdict()
     attrs: dict[str, Any] = _store_attrs(cfg, inp, settings, stored.digest)
@@ -672,6 +669,10 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     attrs.update(store.coverage_attrs(dates))
     attrs.update({f"fusion_{k}": v for k, v in totals.items()})
     store.finalize(url, so, dict(sorted(attrs.items())))
+    # then the records (a run killed before them redoes no unit: the markers are current, it finalizes again)
+    store.write_json(applied_url, {"days": {d: digests.of(d) for d in day_iso}, "block_counts": block_counts}, so,
+                     separators=(",", ":"))
+    blocks_rec.record({k: current[k] for k in stale})
     log.info("fuse: wrote %s (%s)", url, ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
     stats = {"units_total": len(units), "units_written": written, "units_skipped": len(units) - len(todo),
              "blocks_total": len(blocks), "blocks_redone": len(stale), **dict(sorted(totals.items()))}
