@@ -535,6 +535,15 @@ def master_truncated_shard(w: Path):
     return ["master.zarr", "sm/c/0/0/0", "_ledger/master.zarr/", "sm1km downscale"]
 
 
+def ledger_marker_without_data(w: Path):
+    """Accepted: a finished shard's object deleted while its ledger marker stays (a partial copy of
+    the store): the re-run recomputes it instead of reading it back as fill."""
+    _downscaled(w)
+    victim = next(p for p in sorted((w / "store" / "master.zarr" / "sm" / "c").rglob("*")) if p.is_file())
+    victim.unlink()
+    return ["is marked done but its shard", "is missing: recomputed"]
+
+
 CASES: list[BadCase] = [
     BadCase("cci-truncated", "ingest", cci_truncated, ("truncated or corrupt",)),
     BadCase("cci-not-netcdf", "ingest", cci_not_netcdf, ("text file, not a netCDF",)),
@@ -585,6 +594,7 @@ CASES: list[BadCase] = [
     BadCase("ismn-corrupt-zip", "ingest", ismn_corrupt_zip, ("corrupt zip archive",)),
     BadCase("ismn-nan-coordinates", "ingest", ismn_nan_coordinates, ("coordinates out of range",)),
     BadCase("period-in-future", "ingest", period_in_future, ("is in the future",)),
+    BadCase("ledger-marker-without-data", "downscale", ledger_marker_without_data, (), exit_code=0, needs="model"),
     BadCase("master-truncated-shard", "aggregate", master_truncated_shard, ("the store is damaged",),
             needs="model", keeps="existing"),
 ]

@@ -37,7 +37,7 @@ import functools
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -309,6 +309,25 @@ def make_context(cfg, model) -> DownscaleContext:
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
+def _shard_key(spec: WorkUnit, shard: tuple[int, int, int]) -> str:
+    """The ``sm`` shard object (``c/t/y/x``) that holds unit ``spec``."""
+    t0, _ = spec.time_bounds
+    y, x = spec.fine
+    return f"c/{t0 // shard[0]}/{y.start // shard[1]}/{x.start // shard[2]}"
+
+
+def _shard_objects(url: str, so: Mapping[str, Any]) -> set[str]:
+    """Keys (``c/t/y/x``) of the ``sm`` shards present in the master (one listing)."""
+    fs, path = store.filesystem(store.join(url, "sm"), so)
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache()
+    base = path.rstrip("/") + "/"
+    try:
+        return {p[len(base):] for p in fs.find(base + "c")}
+    except FileNotFoundError:
+        return set()
+
+
 def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) -> StageResult:
     """Write ``master.zarr`` (template, shards, coverage + consolidated metadata); resumable; grows.
 
@@ -355,11 +374,22 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
     ledger = store.Ledger(cfg.store.root, master.MASTER_STORE, so)
     present = ledger.keys()
     infos: dict[str, dict[str, Any] | None] = {}
+    shards_on_disk = _shard_objects(url, so) if existed else set()
+    shard_shape = master.master_shard(cfg)
 
     def needed(spec: WorkUnit) -> bool:
         deps = block_deps[block_key(*spec.time_bounds)]
         if spec.key not in present:  # never written, or its marker was removed: (re)do it
             return True
+        if existed and _shard_key(spec, shard_shape) not in shards_on_disk:
+            # a marker without its data (a partial copy of the store, a deleted object): a shard with
+            # land pixels must exist, so it is recomputed rather than read back as fill
+            if spec.key not in infos:
+                infos[spec.key] = ledger.info(spec.key)
+            if int((infos[spec.key] or {}).get("land_pixel_days", 0)) > 0:
+                log.warning("downscale: %s is marked done but its shard %s is missing: recomputed", spec.key,
+                            _shard_key(spec, shard_shape))
+                return True
         if recorded.get(block_key(*spec.time_bounds)) == deps:
             return False
         if spec.key not in infos:
