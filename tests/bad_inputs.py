@@ -15,8 +15,10 @@ for people who want to look at the files or try them by hand.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +44,10 @@ class BadCase:
     says: tuple[str, ...]  # words of the problem statement the message must contain
     exit_code: int = 2
     needs: str = ""  # "model": the world needs a model; "s3": a moto endpoint (world["endpoint"])
+    #: "all": every store unchanged (the fault is found before anything is written); "existing": a fault
+    #: met mid-run (a damaged object of a finished store) may leave finished units of the stage's own
+    #: store, but no object that was there changes and the new store does not claim to be complete
+    keeps: str = "all"
 
     def __str__(self) -> str:
         return self.name
@@ -372,6 +378,163 @@ def s3_missing_bucket(w: Path, endpoint: str):
     return [S3_NO_BUCKET]
 
 
+# -- [14] corpus extension: revised/partial ERA5, bad GRIB and grids, out-of-range CCI, file-name dates,
+# rasters elsewhere, damaged ISMN archives and headers, a future period, a damaged master --------------
+
+def era5_partial_day(w: Path):
+    """ERA5 of the last day only half there (a download cut off, or ERA5T not yet complete)."""
+    def fn(ds):
+        t = ds["time"].values
+        last = (np.datetime64("2020-04-10T12") - np.datetime64("1900-01-01")).astype("timedelta64[h]").astype(int)
+        return ds.isel(time=np.nonzero(t < last)[0])
+    _rewrite_nc(era5_file(w), fn)
+    return [era5_file(w).name, "2020-04-10"]
+
+
+def era5_revised_day(w: Path):
+    """ERA5T replaced by final ERA5 for a stored day (values differ): refused without --overwrite."""
+    def fn(ds):
+        t = ds["time"].values
+        day = (np.datetime64("2020-04-05") - np.datetime64("1900-01-01")).astype("timedelta64[h]").astype(int)
+        sel = (t >= day) & (t < day + 24)
+        v = ds["swvl1"].values.copy()
+        fill = ds["swvl1"].attrs.get("_FillValue")
+        ok = v != fill if fill is not None else np.ones(v.shape, bool)
+        bump = np.zeros_like(v)
+        bump[sel] = 40
+        v = np.where(ok, v + bump, v)
+        ds["swvl1"].values = v.astype(ds["swvl1"].dtype)
+        return ds
+    _rewrite_nc(era5_file(w), fn)
+    return [era5_file(w).name, "--overwrite"]
+
+
+def era5_bad_grib(w: Path):
+    """A GRIB download that is not GRIB (the start of a GRIB message, then garbage)."""
+    f = era5_file(w)
+    g = f.with_suffix(".grib")
+    g.write_bytes(b"GRIB" + bytes(range(256)) * 8)
+    f.unlink()
+    edit_config(w / "run.yaml", lambda d: d["inputs"].update(era5=str(w / "inputs" / "era5" / "*.grib")))
+    return [g.name]
+
+
+def era5_wrong_grid(w: Path):
+    """ERA5 on a 0.1° grid (ERA5-Land passed as ERA5)."""
+    def fn(ds):
+        return ds.assign_coords(latitude=ds["latitude"] + np.float32(0.1), longitude=ds["longitude"] + np.float32(0.1))
+    _rewrite_nc(era5_file(w), fn)
+    return [era5_file(w).name]
+
+
+def cci_out_of_range(w: Path):
+    """Values of 1.7 m3/m3 (percent of saturation misread, or a corrupt scale)."""
+    def fn(ds):
+        v = ds["sm"].values.copy()
+        fill = ds["sm"].attrs.get("_FillValue")
+        ok = np.isfinite(v) & (v != fill) if fill is not None else np.isfinite(v)
+        v[ok] = 1.7
+        ds["sm"].values = v
+        return ds
+    _rewrite_nc(cci_file(w), fn)
+    return [cci_file(w).name]
+
+
+def cci_malformed_date(w: Path):
+    """A file name with an impossible date (20201345) in the glob."""
+    f = cci_file(w)
+    bad = f.with_name(f.name.replace(f"-{DAY}000000-", "-20201345000000-"))
+    shutil.copy(f, bad)
+    return [bad.name]
+
+
+def raster_wrong_crs(w: Path):
+    """A daily LST GeoTIFF in Web Mercator metres that does not cover the region."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    f = w / "inputs" / "predictors" / f"lst_day_{DAY}.tif"
+    with rasterio.open(f) as src:
+        profile = src.profile
+        data = src.read(1)
+    profile.update(crs="EPSG:3857", transform=from_origin(5_000_000, 5_000_000, 1000, 1000))
+    with rasterio.open(f, "w", **profile) as dst:
+        dst.write(data, 1)
+    return [f.name]
+
+
+def raster_not_covering(w: Path):
+    """A static raster of another area (shifted by 5°): does not cover the region."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    f = w / "inputs" / "predictors" / "clay.tif"
+    with rasterio.open(f) as src:
+        profile = src.profile
+        data = src.read(1)
+    t = profile["transform"]
+    profile.update(transform=Affine(t.a, t.b, t.c + 5.0, t.d, t.e, t.f + 5.0))
+    with rasterio.open(f, "w", **profile) as dst:
+        dst.write(data, 1)
+    return [f.name]
+
+
+def ismn_empty_zip(w: Path):
+    """The ISMN download is an empty zip archive."""
+    z = w / "inputs" / "ismn.zip"
+    with zipfile.ZipFile(z, "w"):
+        pass
+    edit_config(w / "run.yaml", lambda d: d["inputs"].update(ismn=str(z)))
+    return ["ismn.zip"]
+
+
+def ismn_corrupt_zip(w: Path):
+    """The ISMN download cut off half-way (a truncated zip)."""
+    z = w / "inputs" / "ismn.zip"
+    src = w / "inputs" / "ismn"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(src))
+    data = z.read_bytes()
+    z.write_bytes(data[: len(data) // 2])
+    edit_config(w / "run.yaml", lambda d: d["inputs"].update(ismn=str(z)))
+    return ["ismn.zip"]
+
+
+def ismn_nan_coordinates(w: Path):
+    """A station header whose latitude is 'nan'."""
+    f = ismn_file(w)
+    lines = f.read_text().splitlines()
+    head = lines[0].split()
+    head[3] = "nan"
+    lines[0] = " ".join(head)
+    f.write_text("\n".join(lines) + "\n")
+    return [f.name, "lat nan"]
+
+
+def period_in_future(w: Path):
+    """period.end after today (a typo, or a cron job that asks for tomorrow)."""
+    end = dt.date.today() + dt.timedelta(days=30)
+    edit_config(w / "run.yaml", lambda d: d["period"].update(end=end.isoformat()))
+    return ["period.end", end.isoformat()]
+
+
+def _downscaled(w: Path) -> None:
+    from sm1km.cli import main
+    assert main(["downscale", "--config", str(w / "run.yaml")]) == 0
+
+
+def master_truncated_shard(w: Path):
+    """A master shard cut short (a copy interrupted, a disk that filled up)."""
+    _downscaled(w)
+    shard = sorted((w / "store" / "master.zarr" / "sm" / "c").rglob("*"))
+    shard = [p for p in shard if p.is_file()][0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 3])
+    return ["master.zarr", "sm/c/0/0/0", "_ledger/master.zarr/", "sm1km downscale"]
+
+
 CASES: list[BadCase] = [
     BadCase("cci-truncated", "ingest", cci_truncated, ("truncated or corrupt",)),
     BadCase("cci-not-netcdf", "ingest", cci_not_netcdf, ("text file, not a netCDF",)),
@@ -410,6 +573,20 @@ CASES: list[BadCase] = [
     BadCase("config-not-yaml", "ingest", config_not_yaml, ("not valid YAML",)),
     BadCase("config-secret", "ingest", config_secret, ("not allowed in the config",)),
     BadCase("s3-missing-bucket", "ingest", s3_missing_bucket, ("does not exist",), needs="s3"),
+    BadCase("era5-partial-day", "ingest", era5_partial_day, ("is incomplete", "12 of 24")),
+    BadCase("era5-revised-day", "ingest", era5_revised_day, ("differs from",)),
+    BadCase("era5-bad-grib", "ingest", era5_bad_grib, ("cannot read GRIB",)),
+    BadCase("era5-wrong-grid", "ingest", era5_wrong_grid, ("off the native 0.25° grid",)),
+    BadCase("cci-out-of-range", "ingest", cci_out_of_range, ("outside the file's valid range",)),
+    BadCase("cci-malformed-date", "ingest", cci_malformed_date, ("not a calendar day",)),
+    BadCase("raster-wrong-crs", "ingest", raster_wrong_crs, ("does not overlap the region",)),
+    BadCase("raster-not-covering", "ingest", raster_not_covering, ("does not overlap the region",)),
+    BadCase("ismn-empty-zip", "ingest", ismn_empty_zip, ("holds no ISMN .stm file",)),
+    BadCase("ismn-corrupt-zip", "ingest", ismn_corrupt_zip, ("corrupt zip archive",)),
+    BadCase("ismn-nan-coordinates", "ingest", ismn_nan_coordinates, ("coordinates out of range",)),
+    BadCase("period-in-future", "ingest", period_in_future, ("is in the future",)),
+    BadCase("master-truncated-shard", "aggregate", master_truncated_shard, ("the store is damaged",),
+            needs="model", keeps="existing"),
 ]
 
 

@@ -4,6 +4,7 @@ a dense-forest pixel and a never-observed land pixel; written as ``inputs/cci.za
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,29 @@ def _write(url: str, ds: xr.Dataset, chunks: dict, so) -> None:
     store.finalize(url, so, store.coverage_attrs(ds.time.values))
 
 
-def write_inputs(cfg: RunConfig, world: World, storage_options=None) -> None:
-    """inputs/cci.zarr and inputs/era5.zarr of ``world`` per the store contract."""
+def day_digest(ds: xr.Dataset, i: int) -> str:
+    """Digest of the decoded values of day ``i`` of every time-dependent variable (like ingest's
+    ``stored_days``)."""
+    h = hashlib.sha256()
+    for v in sorted(ds.data_vars):
+        if "time" in ds[v].dims:
+            h.update(v.encode() + np.ascontiguousarray(ds[v].isel(time=i).values).tobytes())
+    return h.hexdigest()
+
+
+def write_index(cfg: RunConfig, name: str, ds: xr.Dataset, so=None) -> None:
+    """The ingest index keys the fuse stage reads (``stored_days``, ``stored_static``) for ``ds``."""
+    so = so if so is not None else cfg.store.storage_options()
+    static = hashlib.sha256(b"".join(np.ascontiguousarray(ds[v].values).tobytes()
+                                     for v in sorted(ds.data_vars) if "time" not in ds[v].dims)).hexdigest()
+    days = {str(np.datetime64(t, "D")): day_digest(ds, i) for i, t in enumerate(ds.time.values)}
+    store.write_json(store.join(cfg.store.root, "_ledger", name, "ingest-index.json"),
+                     {"stored_days": days, "stored_static": static}, so)
+
+
+def write_inputs(cfg: RunConfig, world: World, storage_options=None, index: bool = True) -> None:
+    """inputs/cci.zarr and inputs/era5.zarr of ``world`` per the store contract (and their ingest
+    index keys unless ``index=False``)."""
     so = storage_options if storage_options is not None else cfg.store.storage_options()
     lat, lon = grid.region_coords(cfg.coarse_region)
     assert (lat.size, lon.size) == world.cci.shape[1:]
@@ -98,6 +120,9 @@ def write_inputs(cfg: RunConfig, world: World, storage_options=None) -> None:
                        "land_fraction": (("lat", "lon"), world.land_fraction)}, coords=coords)
     _write(cfg.store.url("inputs", "cci.zarr"), cci, chunks, so)
     _write(cfg.store.url("inputs", "era5.zarr"), era5, chunks, so)
+    if index:
+        write_index(cfg, "inputs/cci.zarr", cci, so)
+        write_index(cfg, "inputs/era5.zarr", era5, so)
 
 
 def write_truth_25km(cfg: RunConfig, world: World, folder) -> str:

@@ -98,3 +98,48 @@ def test_kubernetes_without_api_access_is_a_config_error(monkeypatch, tmp_path):
             pass
     assert info.value.where == "cluster.kind"
     assert "no-api" in info.value.problem and "operator" in info.value.fix
+
+
+# -- TLS ([14]; the chart's and the deployment's TLS are tested in test_kube_spec/test_topology/test_helm) --
+
+@pytest.mark.slow
+def test_local_cluster_with_tls_uses_temporary_certificates():
+    cfg = make_cfg(kind="local", n_workers=1, threads_per_worker=1, memory_limit="1GiB", security={"tls": True})
+    with make_client(cfg) as client:
+        assert client.scheduler.address.startswith("tls://127.0.0.1:")
+        assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
+        assert client.submit(_double, 2).result() == 4
+
+
+def test_tls_with_a_missing_file_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", raising=False)
+    cfg = make_cfg(kind="address", address="tcp://127.0.0.1:9", security={"tls": True})
+    with pytest.raises(ConfigError) as info:  # no path in the config nor in dask's config
+        with make_client(cfg):
+            pass
+    assert info.value.where == "cluster.security.ca_file" and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in info.value.fix
+    cfg = make_cfg(kind="address", address="tcp://127.0.0.1:9", security={
+        "tls": True, "ca_file": str(tmp_path / "ca.crt"), "cert_file": str(tmp_path / "tls.crt"),
+        "key_file": str(tmp_path / "tls.key")})
+    with pytest.raises(ConfigError) as info:
+        with make_client(cfg):
+            pass
+    assert info.value.where == "cluster.security.ca_file" and "not a readable file" in info.value.problem
+
+
+def test_tls_address_scheme():
+    from sm1km.runtime.cluster import tls_address
+
+    sec = object()
+    assert tls_address("tcp://sched:8786", sec) == "tls://sched:8786"  # the operator's tcp:// upgraded
+    assert tls_address("sched:8786", sec) == "tls://sched:8786"
+    assert tls_address("tls://sched:8786", sec) == "tls://sched:8786"
+    assert tls_address("tcp://sched:8786", None) == "tcp://sched:8786"
+    with pytest.raises(ConfigError):
+        tls_address("ucx://sched:8786", sec)
+    with dask.config.set({"distributed.comm.tls.ca-file": None}):
+        with pytest.raises(ConfigError) as info:  # tls:// without any TLS config could only time out
+            tls_address("tls://sched:8786", None)
+    assert info.value.where == "cluster.security.tls"
+    with dask.config.set({"distributed.comm.tls.ca-file": "/etc/ca.crt"}):  # dask's own TLS config
+        assert tls_address("tls://sched:8786", None) == "tls://sched:8786"

@@ -78,7 +78,8 @@ def stage_log(text: str) -> dict[str, tuple[int, int]]:
 
 def markers(root: Path, store_name: str) -> set[str]:
     d = root / "_ledger" / store_name
-    return {f[:-5] for f in os.listdir(d) if f.endswith(".json")} if d.is_dir() else set()
+    # region markers only (the folder also holds storage.deps' blocks.json / days.json)
+    return {f[:-5] for f in os.listdir(d) if f.endswith(".json") and f.startswith("lat-")} if d.is_dir() else set()
 
 
 def finished_ingest_stores(root: Path) -> set[str]:

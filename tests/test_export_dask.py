@@ -35,7 +35,7 @@ def test_export_on_a_dask_cluster_s3_to_s3(client, s3_bucket, tmp_path):
     tifs = export(cfg, client, fmt="geotiff", out=store.join(root, "tif"), files_per_task=1, window_pixels=200)["files"]
     h5s = export(cfg, client, fmt="hdf5", out=store.join(root, "h5"), window_pixels=200)["files"]
     assert len(tifs) == 6 and len(h5s) == 2
-    assert es.listing(store.join(root, "tif"), so) == [posixpath.basename(f) for f in tifs]
+    assert es.listing(store.join(root, "tif"), so) == ["_manifest.json"] + [posixpath.basename(f) for f in tifs]
     for k, f in enumerate(tifs):
         with rasterio.open(es.local_copy(f, so, tmp_path)) as d:
             np.testing.assert_array_equal(d.read(1), q["sm"][k])

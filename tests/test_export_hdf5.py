@@ -28,7 +28,7 @@ def test_daily_hdf5_round_trip(store_root, tmp_path):
     out = store.join(root, "exports", "h5")
     files = export(cfg, fmt="hdf5", out=out, with_uncertainty=True, window_pixels=200)["files"]
     assert [posixpath.basename(f) for f in files] == ["sm1km_daily_202001.h5", "sm1km_daily_202002.h5"]
-    assert es.listing(out, so) == ["sm1km_daily_202001.h5", "sm1km_daily_202002.h5"]
+    assert es.listing(out, so) == ["_manifest.json", "sm1km_daily_202001.h5", "sm1km_daily_202002.h5"]
     master = store.open_dataset(cfg.store.url("master.zarr"), so).load()
     t0 = 0
     for f in files:

@@ -50,7 +50,7 @@ def test_modis_tiles_round_trip(store_root, tmp_path):
     names = [posixpath.basename(f) for f in files]
     assert names == sorted(f"SM.1km.Daily.{y}.h{h:02d}v{v:02d}.v001.h5" for y in ("20190365", "20200366")
                            for h, v in ((17, 4), (18, 4), (17, 5), (18, 5)))
-    assert es.listing(out, so) == names
+    assert es.listing(out, so) == sorted(["_manifest.json", *names])
     for f in files:
         year = int(posixpath.basename(f)[13:17])
         h, v = int(f[-13:-11]), int(f[-10:-8])
@@ -83,7 +83,10 @@ def test_tiles_touching_the_region_only_between_pixel_centres_are_not_written(tm
     assert res.stats["units_empty"] == res.stats["units_total"] - len(files) > 0  # planned, nothing to write
     # h08v02 meets the sinusoidal world only at its corner (lat 60, lon -180)
     assert [os.path.basename(f)[-14:] for f in files] == ["h08v03.v001.h5", "h09v02.v001.h5", "h09v03.v001.h5"]
-    assert sorted(os.listdir(tmp_path / "m")) == sorted(os.path.basename(f) for f in files)
+    assert sorted(os.listdir(tmp_path / "m")) == sorted(["_manifest.json", *(os.path.basename(f) for f in files)])
+    again = export(cfg, fmt="hdf5", layout="modis-sinusoidal", out=str(tmp_path / "m"))
+    assert again["files"] == files and again.stats["tasks"] == 0  # empty tiles are recorded: not re-planned
+    assert again.stats["units_empty"] == res.stats["units_empty"] and again.stats["units_written"] == 0
     for f in files:
         h, v = int(f[-13:-11]), int(f[-10:-8])
         with h5py.File(f) as hf:

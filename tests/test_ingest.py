@@ -17,7 +17,9 @@ from sm1km.config import RunConfig
 from sm1km.core.gapfill import gapfill_time
 from sm1km.errors import InputError, StoreError
 from sm1km.stages.ingest import COARSE_TIME_CHUNK, GAP_HALO_DAYS, ingest
+from sm1km.stages.ingest.predictor_tasks import FALLBACK_DAYS
 from sm1km.storage import store
+from sm1km.storage.deps import input_day_digests, input_static_digest
 
 N_DAYS = 14
 START = "2020-04-01"
@@ -168,8 +170,13 @@ def test_ingest_writes_the_store_contract(tiny_world, inputs, store_root, monkey
 
 
 def test_dynamic_predictors_are_gap_filled_in_time(full_local, no_aws_env):
+    """The causal rule (carry forward, trailing mean), recorded in the attrs; the NDVI composite
+    dated before the period (its 16 days overlap the first days) is read as the lead-in."""
     cfg, inp = full_local
     pred = open_(cfg, "predictors.zarr")
+    assert pred.attrs["gapfill_rule"] == "causal-locf"
+    assert pred.attrs["gapfill_max_gap_days"] == GAP_HALO_DAYS == 48
+    assert pred.attrs["gapfill_fallback_days"] == FALLBACK_DAYS
     from sm1km.storage.readers import read_raster
 
     raw = np.stack([read_raster(inp / "predictors" / f"lst_day_{d:%Y%m%d}.tif", cfg.coarse_region,
@@ -179,12 +186,23 @@ def test_dynamic_predictors_are_gap_filled_in_time(full_local, no_aws_env):
     stored = pred.lst_day_k.values
     np.testing.assert_array_equal(stored[obs], raw[obs])  # observations kept exactly
     np.testing.assert_array_equal((pred.observed_flags.values & 1).astype(bool), obs)
-    np.testing.assert_allclose(stored, gapfill_time(raw, max_gap_days=GAP_HALO_DAYS), rtol=0, atol=1e-4)
-    # NDVI: 16-day composites on their dates, interpolated to daily values
+    tile = min(cfg.grid.tile_cells * cfg.grid.factor, raw.shape[1])
+    for r in range(0, raw.shape[1], tile):  # the tile's trailing mean is per store tile
+        for c in range(0, raw.shape[2], tile):
+            want = gapfill_time(raw[:, r:r + tile, c:c + tile], max_gap_days=GAP_HALO_DAYS, fallback_days=FALLBACK_DAYS)
+            np.testing.assert_array_equal(stored[:, r:r + tile, c:c + tile], want)
+    # NDVI: 16-day composites on their dates, each held until the next one
     ndvi_obs = (pred.observed_flags.values & 4).any(axis=(1, 2))
     dates = [pd.Timestamp(p.stem.split("_")[1]) for p in sorted((inp / "predictors").glob("ndvi_*.tif"))]
     assert set(pd.DatetimeIndex(pred.time.values)[ndvi_obs]) == {d for d in dates if START <= str(d.date()) <= END}
+    assert dates[0] < pd.Timestamp(START)  # the lead-in composite
     assert np.isfinite(pred.ndvi.values).all() and (np.abs(pred.ndvi.values) <= 1).all()
+    first = read_raster(inp / "predictors" / f"ndvi_{dates[0]:%Y%m%d}.tif", cfg.coarse_region, cfg.grid.factor,
+                        integer_scale=1e-4).values
+    k = int((dates[1] - pd.Timestamp(START)).days)  # days before the first composite of the period
+    ok = np.isfinite(first)
+    for t in range(k):
+        np.testing.assert_array_equal(pred.ndvi.values[t][ok], first[ok].astype(np.float32))
 
 
 @pytest.mark.slow  # ~13 s on S3 (moto), ~3 s locally
@@ -234,20 +252,131 @@ def test_lifecycle_idempotent_append_differs_atomic(tiny_world, inputs, store_ro
     assert tree(cfg) == after
 
 
-def test_append_equals_a_one_shot_ingest(tiny_world, inputs, full_local, tmp_path, no_aws_env):
-    """Days appended later (including the gap-fill halo of the predictors) give the same data."""
-    root = str(tmp_path / "store")
-    ingest(make_cfg(tiny_world, inputs, root, {}, end=MID))
-    cfg = make_cfg(tiny_world, inputs, root, {})
-    assert open_(cfg, "predictors.zarr").sizes["time"] == 7
-    ingest(cfg)
-    one, _ = full_local
+#: store attributes that say when/how often a store was written, not what it holds
+VOLATILE_ATTRS = ("history", "date_created", "date_modified", "date_issued", "last_updated")
+
+
+def comparable(ds) -> tuple[dict, dict]:
+    """(store attrs without the write times/history, {coordinate: attrs})."""
+    attrs = {k: v for k, v in ds.attrs.items() if k not in VOLATILE_ATTRS}
+    if "sm1km_config" in attrs:  # the run's config, but for where its store lives
+        attrs["sm1km_config"] = {k: v for k, v in json.loads(attrs["sm1km_config"]).items() if k != "store"}
+    return attrs, {c: dict(ds[c].attrs) for c in ds.coords}
+
+
+def assert_same_store(a, b, name):
+    """Decoded data variables, the time coordinate (values, attrs, encoding) and the attributes."""
+    assert set(a.data_vars) == set(b.data_vars), name
+    for v in b.data_vars:
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=f"{name}:{v}")
+        assert a[v].attrs == b[v].attrs, f"{name}:{v}"
+    if "time" in b.coords:
+        np.testing.assert_array_equal(a["time"].values, b["time"].values, err_msg=f"{name}:time")
+        assert not (a["time"].values < np.datetime64("2000-01-01")).any(), f"{name}: time {a['time'].values}"
+        assert pd.DatetimeIndex(a["time"].values).is_monotonic_increasing
+        for k in ("units", "calendar", "dtype"):
+            assert a["time"].encoding.get(k) == b["time"].encoding.get(k), f"{name}:time {k}"
+    ca, cb = comparable(a), comparable(b)
+    for k in sorted(set(ca[0]) | set(cb[0])):
+        assert ca[0].get(k) == cb[0].get(k), f"{name}: attribute {k}"
+    assert ca[1] == cb[1], name
+
+
+@pytest.mark.slow  # ~25 s on S3 (moto), ~5 s locally
+def test_append_equals_a_one_shot_ingest(tiny_world, inputs, store_root, tmp_path, monkeypatch):
+    """Days appended later (7 days, then 12, then 13, then 14) give the same stores as one ingest
+    of the 14 days: data, the time coordinate (values and encoding, checked explicitly: an append
+    once wrote 1970-01-01 for the new days) and the attributes (but history and write times)."""
+    root, so = store_root
+    if not so:
+        for k in AWS_VARS:
+            monkeypatch.delenv(k, raising=False)
+    # on S3 fewer predictors (dummy credentials in the environment make each GeoTIFF read slow)
+    only = ("cci", "era5", "ismn", "lst_day", "ndvi", "elevation") if so else None
+    published: dict = {}
+    for end in (MID, "2020-04-12", "2020-04-13", END):
+        ingest(make_cfg(tiny_world, inputs, root, so, end=end, only=only))
+        cfg = make_cfg(tiny_world, inputs, root, so, end=end, only=only)
+        n = (np.datetime64(end) - np.datetime64(START)).astype(int) + 1
+        for name in ("cci.zarr", "era5.zarr", "predictors.zarr", "stations.zarr"):
+            ds = open_(cfg, name, consolidated=True)
+            t = ds["time"].values
+            np.testing.assert_array_equal(t, pd.date_range(START, end).values, err_msg=f"{name} after {end}")
+            assert t.size == n
+            for v, old in published.get(name, {}).items():  # a published day never changes
+                np.testing.assert_array_equal(ds[v].isel(time=slice(0, old.shape[ds[v].dims.index("time")])).values,
+                                              old, err_msg=f"{name}:{v} after {end}")
+            published[name] = {v: ds[v].values for v in ds.data_vars if "time" in ds[v].dims}
+    one = make_cfg(tiny_world, inputs, str(tmp_path / "one-shot"), {}, only=only)
+    ingest(one)
     for name in ("cci.zarr", "era5.zarr", "predictors.zarr", "stations.zarr"):
-        a, b = open_(cfg, name), open_(one, name)
+        a, b = open_(cfg, name, consolidated=True), open_(one, name, consolidated=True)
         assert a.sizes["time"] == N_DAYS
-        assert set(a.data_vars) == set(b.data_vars)
-        for v in b.data_vars:
-            np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=f"{name}:{v}")
+        assert_same_store(a, b, name)
+        # the per-day digests downstream stages depend on (storage.deps) are those of one shot too
+        da = input_day_digests(cfg.store.root, f"inputs/{name}", so)
+        assert da == input_day_digests(one.store.root, f"inputs/{name}") and sorted(da) == [
+            str(d.date()) for d in pd.date_range(START, END)], name
+        assert input_static_digest(cfg.store.root, f"inputs/{name}", so) == \
+            input_static_digest(one.store.root, f"inputs/{name}") != "", name
+
+
+def test_a_time_axis_corrupted_by_an_old_append_is_repaired(tiny_world, inputs, tmp_path, no_aws_env):
+    """Stores appended before the fix read 1970-01-01 for the appended days: the next ingest
+    rewrites their time coordinate (the data were right) and appends; the result equals one shot."""
+    only = ("cci", "lst_day")
+    root = str(tmp_path / "store")
+    ingest(make_cfg(tiny_world, inputs, root, {}, end=MID, only=only))
+    cfg = make_cfg(tiny_world, inputs, root, {}, only=only)
+    for name in ("cci.zarr", "predictors.zarr"):  # what the old append left: zeros for days 5, 6
+        g = store.open_group(cfg.store.url("inputs", name), {}, mode="r+", use_consolidated=False)
+        t = store.array(g, "time")
+        t[5:7] = np.zeros(2, dtype=t.dtype)
+        assert str(open_(cfg, name)["time"].values[-1])[:10] == "1970-01-01"
+    ingest(cfg)
+    one = make_cfg(tiny_world, inputs, str(tmp_path / "one"), {}, only=only)
+    ingest(one)
+    for name in ("cci.zarr", "predictors.zarr"):
+        a, b = open_(cfg, name, consolidated=True), open_(one, name, consolidated=True)
+        np.testing.assert_array_equal(a["time"].values, pd.date_range(START, END).values, err_msg=name)
+        assert_same_store(a, b, name)
+
+
+def test_a_revised_day_changes_its_stored_digest_only(tiny_world, inputs, tmp_path, no_aws_env):
+    """``--overwrite`` of a revised CCI day changes exactly that day's ``stored_days`` digest; a
+    revised LST day changes that day's digest and perhaps later ones within the gap-fill's reach,
+    never an earlier one (causal rule); a re-ingest without change keeps every digest."""
+    import netCDF4
+
+    from sm1km.storage.readers import read_raster
+
+    only = ("cci", "lst_day", "elevation")
+    cfg = make_cfg(tiny_world, inputs, str(tmp_path / "store"), {}, only=only)
+    ingest(cfg)
+    root = cfg.store.root
+    before = {n: input_day_digests(root, f"inputs/{n}") for n in ("cci.zarr", "predictors.zarr")}
+    static = input_static_digest(root, "inputs/predictors.zarr")
+    assert len(before["cci.zarr"]) == len(before["predictors.zarr"]) == N_DAYS
+    ingest(cfg)
+    assert {n: input_day_digests(root, f"inputs/{n}") for n in before} == before
+    with netCDF4.Dataset(cci_file(inputs, "2020-04-03"), "r+") as nc:
+        sm = nc["sm"][:]
+        sm[0, 1, 1] = 0.4321
+        nc["sm"][:] = sm
+    tif = inputs / "predictors" / "lst_day_20200405.tif"
+    import rasterio
+
+    with rasterio.open(tif, "r+") as r:
+        band = r.read(1)
+        band[band > 0] += 1.5
+        r.write(band, 1)
+    assert np.isfinite(read_raster(tif, cfg.coarse_region, cfg.grid.factor).values).any()
+    ingest(cfg, overwrite=True)
+    after = {n: input_day_digests(root, f"inputs/{n}") for n in before}
+    assert [d for d in before["cci.zarr"] if before["cci.zarr"][d] != after["cci.zarr"][d]] == ["2020-04-03"]
+    changed = [d for d in before["predictors.zarr"] if before["predictors.zarr"][d] != after["predictors.zarr"][d]]
+    assert changed[0] == "2020-04-05" and all(d >= "2020-04-05" for d in changed)
+    assert input_static_digest(root, "inputs/predictors.zarr") == static
 
 
 def test_same_content_in_a_new_file_is_not_a_change(tiny_world, inputs, tmp_path):

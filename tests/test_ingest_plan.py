@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sm1km.core.rechunk_plan import block_window, blocks_touched, chunk_slices, hull, output_chunks, plan_staging
+from sm1km.core.rechunk_plan import (
+    blocks_of,
+    chunk_slices,
+    days_to_recompute,
+    hull,
+    output_chunks,
+    plan_staging,
+    trailing_window,
+)
 
 
 @settings(max_examples=80, deadline=None)
@@ -49,13 +57,30 @@ def test_output_chunks_only_where_days_changed():
     assert regions[-1][0] == slice(32, 50)
 
 
-def test_blocks_touched_and_windows():
-    assert block_window(1, 10, 3, 25) == slice(7, 23)
-    assert block_window(2, 10, 3, 25) == slice(17, 25)
-    # day 21 lies in block 2 and within the halo of block 1 (window 7..23)
-    assert blocks_touched([21], 10, 3, 25) == [1, 2]
-    assert blocks_touched([5], 10, 3, 25) == [0]
-    assert blocks_touched([], 10, 3, 25) == []
+def test_days_to_recompute_and_their_trailing_windows():
+    # a causal rule with a reach of 3 days: day p changes days p, p+1, p+2
+    assert days_to_recompute([21], 3, 25) == [21, 22, 23]
+    assert days_to_recompute([23, 5], 3, 25) == [5, 6, 7, 23, 24]
+    assert days_to_recompute([], 3, 25) == []
+    # appended days (at the end) recompute only themselves
+    assert days_to_recompute(range(20, 25), 3, 25) == list(range(20, 25))
+    # a lead-in day before the axis changes the first days only
+    assert days_to_recompute([-2], 3, 25) == [0]
+    assert trailing_window(slice(10, 14), 3) == slice(8, 14)
+    assert trailing_window(slice(1, 4), 3) == slice(0, 4)
+    assert trailing_window(slice(1, 4), 3, first=-5) == slice(-1, 4)
+    assert blocks_of([5, 6, 7, 23, 24], 10) == {0: slice(5, 8), 2: slice(23, 25)}
+    assert blocks_of([9, 10], 10) == {0: slice(9, 10), 1: slice(10, 11)}
+    with pytest.raises(ValueError):
+        days_to_recompute([1], 0, 5)
     assert hull([slice(7, 23), slice(17, 25)]) == slice(7, 25)
     assert hull([]) is None
     assert chunk_slices(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-5, 60), max_size=6), st.integers(1, 20), st.integers(1, 60))
+def test_recomputed_days_are_exactly_those_whose_window_holds_a_change(changed, reach, n):
+    got = set(days_to_recompute(changed, reach, n))
+    want = {t for t in range(n) if any(t - reach < p <= t for p in changed)}
+    assert got == want

@@ -387,3 +387,136 @@ def test_notebook_config_cell_builds_a_valid_spec(tmp_path):
         os.chdir(cwd)
     assert kube.custom_resource_errors(ns["spec"]) == []
     assert RunConfig.from_yaml(tmp_path / "reprocess.yaml").cluster.kind == "kubernetes"
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+def make_tls_cfg(**kubernetes) -> RunConfig:
+    data = make_cfg(**kubernetes).model_dump(mode="json")
+    data["cluster"]["security"] = {"tls": True, "secret_name": "rel-sm1km-tls"}
+    return RunConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_tls_spec_mounts_the_secret_and_validates(version):
+    spec = kube.build_cluster_spec(make_tls_cfg(**FULL))
+    assert kube.custom_resource_errors(spec) == []
+    for name, pod in pods_of(spec).items():
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": pod},
+                                     version, strict=True)
+        assert {"name": "tls", "secret": {"secretName": "rel-sm1km-tls", "defaultMode": 0o440}} in pod["volumes"]
+        (ctr,) = pod["containers"]
+        assert {"name": "tls", "mountPath": kube.TLS_MOUNT, "readOnly": True} in ctr["volumeMounts"]
+        env = {e["name"]: e["value"] for e in ctr["env"]}
+        assert env["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+        assert env["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == f"{kube.TLS_MOUNT}/ca.crt"
+        assert "-----BEGIN" not in yaml.safe_dump(pod)  # key material only by reference
+    s = pods_of(spec)["scheduler"]["containers"][0]
+    w = pods_of(spec)["worker"]["containers"][0]
+    assert s["args"][:6] == ["dask", "scheduler", "--host", "0.0.0.0", "--protocol", "tls"]
+    assert w["args"][w["args"].index("--tls-ca-file") + 1] == f"{kube.TLS_MOUNT}/ca.crt"
+    # the operator injects tcp:// only when the env has no address: the workers bring tls://
+    assert {"name": "DASK_SCHEDULER_ADDRESS", "value": "tls://reprocess-2020-scheduler:8786"} in w["env"]
+
+
+def test_tls_without_a_secret_is_a_config_error():
+    data = make_cfg().model_dump(mode="json")
+    data["cluster"]["security"] = {"tls": True}
+    with pytest.raises(ConfigError) as info:
+        kube.build_cluster_spec(RunConfig.from_dict(data))
+    assert info.value.where == "cluster.security.secret_name"
+
+
+def test_inline_certificates_are_refused():
+    data = make_cfg().model_dump(mode="json")
+    data["cluster"]["security"] = {"tls": True, "key_file": "-----BEGIN PRIVATE KEY-----\nMIIE..."}
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(data)
+    assert "cluster.security.key_file" in info.value.problem
+
+
+def test_kube_cluster_refuses_tls_before_any_api_call(monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    from sm1km.runtime.cluster import make_client
+
+    with pytest.raises(ConfigError) as info:
+        with make_client(make_tls_cfg()):
+            pass
+    assert info.value.where == "cluster.security.tls" and "cluster.kind: address" in info.value.fix
+
+
+def _mounted(args: list[str], tls) -> list[str]:
+    """The spec's args with the Secret's mount path pointing at the test's files."""
+    paths = {kube.TLS_CA: str(tls.ca), kube.TLS_CERT: str(tls.cert), kube.TLS_KEY: str(tls.key)}
+    return [paths.get(a, a) for a in args]
+
+
+@pytest.mark.slow
+def test_tls_spec_commands_start_a_working_tls_cluster(tmp_path):
+    """The spec's scheduler and worker commands (real CLIs, real certificate files) form a TLS-only
+    cluster: a client with the config's Security works, a plain-TCP or certificate-less one does not."""
+    from distributed import Client
+    from distributed.security import Security
+
+    from sm1km.runtime.cluster import cluster_security
+    from tls_helpers import make_tls
+
+    tls = make_tls(tmp_path / "tls")
+    spec = kube.build_cluster_spec(make_tls_cfg())
+    s = spec["spec"]["scheduler"]["spec"]["containers"][0]
+    w = spec["spec"]["worker"]["spec"]["containers"][0]
+    sargs = _mounted(s["args"], tls)
+    check_scheduler_args(sargs)  # click checks that the certificate files exist
+    sargs[sargs.index("--host") + 1] = "127.0.0.1"
+    sched_file = tmp_path / "scheduler.json"
+    sargs += ["--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)]
+    exe = str(Path(sys.executable).parent / "dask")
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    sched = subprocess.Popen([exe, *sargs[1:]], env={**base_env, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        import time
+
+        t_end = time.monotonic() + 120
+        while not sched_file.exists() or "address" not in sched_file.read_text():
+            assert sched.poll() is None and time.monotonic() < t_end, "the TLS scheduler did not start"
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tls://127.0.0.1:")
+        wenv = {e["name"]: e["value"] for e in w["env"]}
+        wenv = {k: _mounted([v], tls)[0] for k, v in wenv.items()}
+        wenv["DASK_SCHEDULER_ADDRESS"] = address  # the Service name does not resolve here
+        wargs = _expand(w["args"], {"DASK_WORKER_NAME": "tls-worker-0"})
+        wargs = _mounted(wargs, tls)
+        wargs[wargs.index("--dashboard-address") + 1] = f"127.0.0.1:{_free_port()}"
+        wargs += ["--host", "127.0.0.1"]
+        worker = subprocess.Popen([exe, *wargs[1:]], env={**base_env, **wenv, "DASK_TEMPORARY_DIRECTORY": str(tmp_path)},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        data = make_cfg().model_dump(mode="json")
+        data["cluster"] = {"kind": "address", "address": address.replace("tls://", "tcp://"),
+                           "security": {"tls": True, "ca_file": str(tls.ca), "cert_file": str(tls.cert),
+                                        "key_file": str(tls.key)}}
+        security = cluster_security(RunConfig.from_dict(data))
+        with Client(address, security=security, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+            (info,) = client.scheduler_info()["workers"].values()
+            assert info["name"] == "tls-worker-0" and info["id"] == "tls-worker-0"
+            assert next(iter(client.scheduler_info()["workers"])).startswith("tls://")
+            assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+        with pytest.raises(OSError):  # plain TCP: the scheduler only speaks TLS
+            Client(address.replace("tls://", "tcp://"), timeout="3s")
+        other = make_tls(tmp_path / "other-ca")  # a certificate from another CA is refused
+        with pytest.raises(OSError):
+            Client(address, timeout="3s", security=Security(
+                tls_ca_file=str(other.ca), tls_client_cert=str(other.cert), tls_client_key=str(other.key),
+                require_encryption=True))
+    finally:
+        for p in (worker, sched):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()

@@ -356,3 +356,38 @@ def test_promote_on_s3_reads_over_the_bucket_http_endpoint(s3_bucket, moto_serve
     np.testing.assert_array_equal(xr.open_zarr(url).sm.values, decoded(q))
     coll = pystac.Collection.from_file(f"{base}/catalog/collection.json")
     assert coll.get_item("master").assets["zarr"].get_absolute_href() == url
+
+
+def test_promote_verb_switches_once_and_a_second_promote_is_a_no_op(tmp_path, capsys):
+    from sm1km import cli
+    from sm1km.storage.lock import StoreLock
+
+    pub = tmp_path / "pub"
+    q1, q2 = packed_truth(N0), packed_truth(N0, offset=100)
+    yamls = {}
+    for v, q in (("v1", q1), ("v2", q2)):
+        cfg, _ = make_master(str(pub / "runs" / v), q=q, name=v)
+        yamls[v] = tmp_path / f"{v}.yaml"
+        yamls[v].write_text(cfg.to_yaml())
+    assert cli.main(["promote", "--config", str(yamls["v1"]), "--to", str(pub)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == "v1" and out["stats"]["units_written"] == len(out["products"])
+    pointer = pub / "published.json"
+    stamp, raw = pointer.stat().st_mtime_ns, pointer.read_bytes()
+    # the same version again: nothing switched, nothing rewritten (the catalog neither)
+    assert cli.main(["promote", "--config", str(yamls["v1"]), "--to", str(pub)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["stats"]["units_written"] == 0 and again["stats"]["catalog"]["units_written"] == 0
+    assert pointer.stat().st_mtime_ns == stamp and pointer.read_bytes() == raw
+    # another promote of the prefix is running: refused, the pointer unchanged
+    with StoreLock(str(pub), stage="promote", heartbeat_s=60):
+        assert cli.main(["promote", "--config", str(yamls["v2"]), "--to", str(pub)]) == 2
+    assert "being written by another run" in capsys.readouterr().err
+    assert pointer.read_bytes() == raw
+    # the new version: one switch, readers resolve to it; the old version stays as it was
+    assert cli.main(["promote", "--config", str(yamls["v2"]), "--to", str(pub), "--version", "2021-reprocessing"]) == 0
+    doc = json.loads(pointer.read_text())
+    assert doc["version"] == "2021-reprocessing" and doc["root"] == "runs/v2"
+    np.testing.assert_array_equal(xr.open_zarr(publish.resolve(str(pub), "master")).sm.values, decoded(q2))
+    np.testing.assert_array_equal(xr.open_zarr(str(pub / "runs" / "v1" / "master.zarr")).sm.values, decoded(q1))
+    assert cli.main(["promote", "--config", str(yamls["v2"]), "--to", str(pub), "--products", "nope"]) == 2

@@ -367,7 +367,7 @@ def test_truncated_and_text_files(era5_world, tmp_path):
         read_era5(p)
     t = tmp_path / "text.nc"
     t.write_text("hello")
-    with pytest.raises(InputError, match="not a netCDF or GRIB"):
+    with pytest.raises(InputError, match="not a netCDF, GRIB or zip"):
         read_era5(t)
     g = tmp_path / "trunc.grib"
     g.write_bytes(real(GRIB).read_bytes()[:700])
@@ -410,3 +410,69 @@ def test_expver_final_era5_preferred_over_era5t_whatever_the_order():
     out = _standardise(da, "x.nc", "swvl1")
     np.testing.assert_array_equal(out.values[:, 0, 0], np.float32([0.2, 0.2, 0.3, 0.3]))
     assert "expver 1" in out.attrs["expver_preference"]
+
+
+# ---------------------------------------------------------------------------------------------
+# CDS zip downloads ([15]): a request spanning several files comes back as a zip of netCDF files
+# ---------------------------------------------------------------------------------------------
+def _strip(src, dst, keep):
+    """A copy of a netCDF file with only the ``keep`` data variables (as the CDS splits by stepType)."""
+    import xarray as xr
+
+    with xr.open_dataset(src, decode_times=False) as ds:
+        ds[[*keep]].load().to_netcdf(dst, engine="netcdf4")
+    return dst
+
+
+def test_cds_zip_of_netcdf_members_reads_like_the_netcdf(era5_world, tmp_path):
+    import zipfile
+
+    import xarray as xr
+
+    inst = _strip(era5_world["new"], tmp_path / "data_stream-oper_stepType-instant.nc", ["swvl1"])
+    # the land-sea mask in another member, and an accumulated field that is not used
+    lsm = _strip(era5_world["new"], tmp_path / "data_stream-oper_stepType-avgid.nc", ["lsm"])
+    with xr.open_dataset(era5_world["new"], decode_times=False) as ds:
+        ds[["swvl1"]].rename(swvl1="tp").load().to_netcdf(tmp_path / "data_stream-oper_stepType-accum.nc")
+    z = tmp_path / "era5_cds_download.nc"  # the CDS names it .nc or .zip; the reader sniffs the bytes
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:  # (this test data would inflate past the ratio limit)
+        for p in (inst, lsm, tmp_path / "data_stream-oper_stepType-accum.nc"):
+            zf.write(p, p.name)
+    got = read_era5(z)
+    want = read_era5(era5_world["new"])
+    np.testing.assert_array_equal(got["time"].values, want["time"].values)
+    np.testing.assert_array_equal(got["swvl1"].values, want["swvl1"].values)
+    np.testing.assert_array_equal(got["land_fraction"].values, want["land_fraction"].values)
+    assert got.attrs["lsm_source"] == "lsm in the ERA5 file"
+    from sm1km.storage.readers.inspect import inspect_path
+
+    (rec,) = list(inspect_path(str(z)))
+    assert isinstance(rec, dict) and rec["kind"] == "era5", rec
+
+
+def test_cds_zip_without_swvl1_or_netcdf_and_hostile_members(era5_world, tmp_path):
+    import zipfile
+
+    import netCDF4
+
+    from sm1km.storage.readers.limits import LimitError
+
+    empty = tmp_path / "readme_only.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("README.txt", "nothing here")
+    with pytest.raises(InputError, match="holds no netCDF file"):
+        read_era5(empty)
+    other = tmp_path / "no_swvl1.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.write(_strip(era5_world["new"], tmp_path / "lsm_only.nc", ["lsm"]), "lsm_only.nc")
+    with pytest.raises(InputError, match="no member of the archive has 'swvl1'"):
+        read_era5(other)
+    bomb = tmp_path / "declares_a_huge_lat.nc"
+    with netCDF4.Dataset(bomb, "w", format="NETCDF4") as nc:  # 8 KB on disk, 100 M latitudes declared
+        nc.createDimension("latitude", 100_000_000)
+        nc.createVariable("latitude", "f4", ("latitude",))
+    hostile = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(hostile, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(bomb, bomb.name)
+    with pytest.raises(LimitError, match="declares_a_huge_lat.nc"):
+        read_era5(hostile)

@@ -8,14 +8,20 @@ store's template (metadata and coordinates), before the first unit.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
 
+import pytest
+
 from sm1km.cli import main
+from sm1km.cli._common import load_config
 from sm1km.errors import ModelError, StoreError
 from sm1km.runtime.result import StageResult
+from sm1km.storage.publish import POINTER
 from sm1km.testing.contract import FileUnits, KillPoint, LedgerUnits, OneUnit, StageContractTests, StoreUnits
+from sm1km.testing.worlds import tiny_run
 
 INPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr")
 
@@ -88,11 +94,6 @@ class TestDownscale(Contract):
                KillPoint("master.zarr/lat/c/*", 1, name="template"))
     input_error = ModelError
 
-    def call(self, cfg):
-        """The update's result, counted in master shards: its downscale's own counters (the units above)."""
-        result = super().call(cfg)
-        return StageResult(dict(result), result.stats["stages"]["downscale"])
-
     def break_input(self, root, scratch):
         root.flip_byte("model/model.ubj")
 
@@ -111,7 +112,6 @@ class TestAggregate(Contract):
 
 class TestExport(Contract):
     stage = "export"
-    known_failures = {"test_second_concurrent_run_is_refused*": (NO_LOCK, True)}
     units = FileUnits("exports/geotiff")
     kill_at = KillPoint("exports/geotiff/*.tif", 7)  # of 12 daily files
     input_error = StoreError
@@ -138,7 +138,6 @@ class TestValidate(Contract):
 
 class TestCatalog(Contract):
     stage = "catalog"
-    known_failures = {"test_second_concurrent_run_is_refused*": (NO_LOCK, True)}
     units = FileUnits("catalog")
     kill_at = KillPoint("catalog/*/*.json", 5)  # items first, collection.json last
     input_error = StoreError
@@ -164,3 +163,36 @@ class TestUpdate(Contract):
 
     def break_input(self, root, scratch):
         root.flip_byte("model/model.ubj")
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedUnits(FileUnits):
+    """The catalog's documents and the pointer ``published.json`` (promote with the prefix = the root)."""
+
+    def finished(self, tree):
+        return super().finished(tree) | ({POINTER} & set(tree))
+
+    def skipped(self, done, stats):
+        return None  # promote counts product stores, not documents
+
+
+class TestPromote(Contract):
+    """``sm1km promote`` on a finished run, the public prefix being the run's root (a version promoted
+    in place: ``published.json`` next to the stores, the catalog where ``sm1km catalog`` puts it)."""
+
+    stage = "promote"
+    units = PublishedUnits("catalog")
+    kill_at = KillPoint(POINTER, 1)  # the catalog is there; killed at the switch itself
+    input_error = StoreError
+
+    @pytest.fixture
+    def tiny(self, tmp_path_factory):
+        run = tiny_run(tmp_path_factory.getbasetemp())
+        return dataclasses.replace(run, before={**run.before, "promote": run.final})
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "master.zarr/zarr.json")
+
+    def run_cli(self, argv):
+        cfg = load_config(argv[argv.index("--config") + 1])
+        return main([*argv, "--to", cfg.store.root])

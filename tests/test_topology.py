@@ -11,21 +11,87 @@ normalised (``faults_world.normalize_config_attrs``: the ``store`` and ``cluster
 ``sm1km_config``, which name the S3 URL/endpoint and the cluster kind, and the sha256 of upstream
 stores' ``zarr.json`` in ``input_files``, which differ because that metadata holds the config).
 Decoded arrays are compared too.
+
+TLS is on, as in the chart ([14]): a throw-away CA and certificate (``tls_helpers.make_tls``, PEM
+files like the chart's Secret), the real ``dask scheduler``/``dask worker --tls-ca-file --tls-cert
+--tls-key`` flags (``tls://`` listeners, encryption required), and the runner configured like the
+chart's runner pod: ``cluster.security.tls: true`` with the paths only in the dask config environment
+and the operator-style ``tcp://`` ``$DASK_SCHEDULER_ADDRESS``, which it must dial as ``tls://``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import faults_world as FW
 import proc_helpers as P
+from tls_helpers import TLSFiles, make_tls
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 RUN_TIMEOUT_S = 420
+
+
+def _security(tls: TLSFiles):
+    from distributed.security import Security
+
+    return Security(tls_ca_file=str(tls.ca), tls_client_cert=str(tls.cert), tls_client_key=str(tls.key),
+                    require_encryption=True)
+
+
+@contextlib.contextmanager
+def tls_deployment(log_dir: Path, tls: TLSFiles, n_workers: int = 2):
+    """``dask scheduler`` + ``n_workers`` ``dask worker`` processes on 127.0.0.1, TLS only (the
+    real --tls-* flags); yields the scheduler's tls:// address; kills them all at exit."""
+    from distributed import Client
+
+    procs: list[P.Proc] = []
+    sched_file = Path(log_dir) / "scheduler.json"
+    try:
+        procs.append(P.start("scheduler", [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                                           "--port", "0", "--protocol", "tls", *tls.cli_flags(), "--no-dashboard",
+                                           "--scheduler-file", str(sched_file)], log_dir))
+
+        def ready() -> bool:
+            try:
+                return bool(json.loads(sched_file.read_text()).get("address"))
+            except (OSError, ValueError):
+                return False
+
+        P.poll_until(ready, P.START_TIMEOUT_S, 0.1, alive=procs[0], what="the scheduler file")
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(n_workers):
+            procs.append(P.start(f"worker-{i}", [
+                sys.executable, "-m", "dask", "worker", address, "--host", "127.0.0.1", "--nworkers", "1",
+                "--nthreads", "1", "--no-dashboard", "--name", f"worker-{i}", "--memory-limit", "2GiB",
+                *tls.cli_flags(), "--local-directory", str(Path(log_dir) / f"worker-{i}-space")], log_dir))
+        t_end = time.monotonic() + P.START_TIMEOUT_S
+        with Client(address, timeout=30, security=_security(tls)) as c:
+            while len(c.scheduler_info(n_workers=-1)["workers"]) < n_workers:
+                for p in procs:
+                    assert p.alive(), f"{p.name} exited; log tail:\n{p.tail()}"
+                assert time.monotonic() < t_end, "the TLS workers did not join"
+                time.sleep(0.1)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.kill(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.popen.wait(timeout=10)
 
 
 def test_separate_processes_on_s3_equal_the_local_single_process_run(world, reference, moto_server, tmp_path):
@@ -35,21 +101,28 @@ def test_separate_processes_on_s3_equal_the_local_single_process_run(world, refe
     s3fs.S3FileSystem(endpoint_url=moto_server, skip_instance_cache=True).mkdir(bucket)
     root = f"s3://{bucket}/run"
     run_yaml = FW.write_run_yaml(world, tmp_path / "job", root=root, endpoint_url=moto_server,
-                                 cluster={"kind": "address"})
+                                 cluster={"kind": "address", "security": {"tls": True}})
+    tls = make_tls(tmp_path / "tls")
 
-    with P.dask_deployment(tmp_path / "cluster", n_workers=2) as dep:
+    with tls_deployment(tmp_path / "cluster", tls, n_workers=2) as address:
+        assert address.startswith("tls://127.0.0.1:")
+        from distributed import Client
+
+        with pytest.raises(OSError):  # the scheduler speaks TLS only: a plain client is turned away
+            Client(address.replace("tls://", "tcp://"), timeout="3s")
+        # like the operator: a tcp:// address; the certificate paths only in the dask config env
         runner = P.sm1km("runner", ["-v", "run", "--config", str(run_yaml), "--stages", ",".join(FW.RUN_STAGES)],
-                         tmp_path, env=FW.child_env(DASK_SCHEDULER_ADDRESS=dep.address))
+                         tmp_path, env=FW.child_env(DASK_SCHEDULER_ADDRESS=address.replace("tls://", "tcp://"),
+                                                    **tls.dask_env()))
         try:
             assert runner.wait(RUN_TIMEOUT_S) == 0, runner.tail()
         finally:
             runner.kill()
         log = runner.tail(10**6)
-        from distributed import Client
-
-        with Client(dep.address, timeout=30) as c:
+        with Client(address, timeout=30, security=_security(tls)) as c:
             executed = c.run(lambda dask_worker: dask_worker.state.executed_count)
-    assert f"connected to scheduler {dep.address}" in log
+            assert all(a.startswith("tls://") for a in c.scheduler_info(n_workers=-1)["workers"])
+    assert f"connected to scheduler {address}" in log
     # both worker processes did part of the work
     assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
 

@@ -46,8 +46,9 @@ def export_deliverables(cfg: RunConfig, client=None) -> StageResult:
     """Daily GeoTIFF (COG) and HDF5 deliverables of the whole run into ``<root>/exports/``.
 
     Returns ``{"geotiff": [file URLs], "hdf5": [file URLs]}`` (all files of each export, already
-    existing ones included); ``stats`` are the two exports' file counters summed (files already there
-    are ``units_skipped``: export writes only what is missing).
+    existing ones included); ``stats`` are the two exports' file counters summed. The exports grow
+    with the master: new days' files are added, files whose deps changed (the open month's HDF5, a
+    revised time block) rewritten (``units_rewritten``), up-to-date ones are ``units_skipped``.
     """
     out = cfg.store.url("exports")
     files: dict[str, Any] = {}
@@ -71,7 +72,9 @@ STAGES: dict[str, Callable[..., Any]] = {
     "validate": validate,
     "catalog": catalog,
 }
-DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "validate", "catalog")
+#: what ``sm1km run`` runs: the deliverables (export) and the catalog last, so the catalog never lists
+#: a file that is not there yet
+DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "validate", "export", "catalog")
 DEMO_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "export", "validate", "catalog")
 #: what ``sm1km update`` runs: every product stage, never ``train`` (the model is pinned)
 UPDATE_STAGES = ("ingest", "fuse", "downscale", "aggregate", "export", "catalog")
@@ -111,6 +114,8 @@ class Pipeline:
         ``units_skipped`` those that found nothing left to do (their own ``units_written == 0``),
         ``units_written`` the others; ``stats["stages"]`` holds each stage's own counters.
         """
+        if self.cfg.period.is_latest:  # period.end: latest -> one day for every stage of the run
+            return Pipeline(update_config(self.cfg)).run(client, stages)
         outputs: dict[str, Any] = {}
         with run_lock(self.cfg, "run"), stage_client(self.cfg, client) as c:
             for name in stages:
@@ -158,8 +163,13 @@ class Pipeline:
 
 
 def update_config(cfg: RunConfig, until: dt.date | None = None) -> RunConfig:
-    """``cfg`` with ``period.end`` set to the day ``update`` brings the products to."""
-    end = until or cfg.period.end
+    """``cfg`` with ``period.end`` set to the day ``update`` brings the products to (``latest``:
+    the last day every daily input has, :func:`sm1km.stages.ingest.latest.apply_latest`)."""
+    if until is None and cfg.period.is_latest:
+        from sm1km.stages.ingest.latest import apply_latest
+
+        return apply_latest(cfg)
+    end = until or cfg.period.last_day
     if end < cfg.period.start:
         raise ConfigError("--until", f"{end} is before period.start ({cfg.period.start}).",
                           "give a day on or after period.start.")

@@ -52,6 +52,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $cluster := deepCopy (get $cfg "cluster" | default dict) }}
 {{- $_ := set $cluster "kind" "address" }}
 {{- $_ := unset $cluster "address" }}
+{{- if .Values.tls.enabled }}
+{{- $_ := set $cluster "security" (dict "tls" true) }}
+{{- end }}
 {{- $_ := set $cfg "cluster" $cluster }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -113,15 +116,91 @@ imagePullSecrets:
   emptyDir: {{ toJson $ed }}
 {{- end }}
 
-{{/* Container-level fields shared by every container. */}}
+{{/* Container-level fields shared by the scheduler and worker containers.
+     Input: dict "root" $ "address" <scheduler address or ""> "component" scheduler|worker. */}}
 {{- define "sm1km.containerCommon" -}}
-image: {{ include "sm1km.image" . }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+image: {{ include "sm1km.image" .root }}
+imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 securityContext:
-  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
-{{- with .Values.extraEnv }}
+  {{- toYaml .root.Values.containerSecurityContext | nindent 2 }}
+{{- with include "sm1km.env" . | trim }}
 env:
-  {{- toYaml . | nindent 2 }}
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The env list of a container: extraEnv, the dask TLS config, the scheduler address.
+     Input: dict "root" $ "address" <scheduler address or ""> "component" <name>. */}}
+{{- define "sm1km.env" -}}
+{{- $v := .root.Values }}
+{{- with $v.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- if $v.tls.enabled }}
+{{- include "sm1km.tlsEnv" . }}
+{{- end }}
+{{- with .address }}
+- name: DASK_SCHEDULER_ADDRESS
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* ---- TLS ([14]): one per-release CA and certificate, mounted at /etc/sm1km-tls in every pod ---- */}}
+{{- define "sm1km.tlsSecretName" -}}
+{{- if eq .Values.tls.source "existing" }}{{ .Values.tls.existingSecret }}{{ else }}{{ printf "%s-tls" (include "sm1km.fullname" .) }}{{ end }}
+{{- end }}
+
+{{- define "sm1km.scheme" -}}
+{{- if .Values.tls.enabled }}tls{{ else }}tcp{{ end }}
+{{- end }}
+
+{{/* Address of the scheduler Service of DaskCluster <name>. Input: dict "root" $ "name" <cluster name>. */}}
+{{- define "sm1km.schedulerAddress" -}}
+{{- printf "%s://%s-scheduler.%s.svc.cluster.local:8786" (include "sm1km.scheme" .root) .name .root.Release.Namespace }}
+{{- end }}
+
+{{/* dask config for TLS (the `dask` CLIs and every client read it): mutual TLS, encryption required.
+     The scheduler also serves the HTTP API the dask operator calls (its RPC fallback cannot do TLS). */}}
+{{- define "sm1km.tlsEnv" }}
+- name: DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION
+  value: "True"
+- name: DASK_DISTRIBUTED__COMM__TLS__CA_FILE
+  value: /etc/sm1km-tls/ca.crt
+{{- range $role := list "CLIENT" "SCHEDULER" "WORKER" }}
+- name: DASK_DISTRIBUTED__COMM__TLS__{{ $role }}__CERT
+  value: /etc/sm1km-tls/tls.crt
+- name: DASK_DISTRIBUTED__COMM__TLS__{{ $role }}__KEY
+  value: /etc/sm1km-tls/tls.key
+{{- end }}
+{{- if eq .component "scheduler" }}
+- name: DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES
+  value: "['distributed.http.scheduler.prometheus', 'distributed.http.scheduler.info', 'distributed.http.scheduler.json', 'distributed.http.health', 'distributed.http.proxy', 'distributed.http.statics', 'distributed.http.scheduler.api']"
+{{- end }}
+{{- end }}
+
+{{- define "sm1km.tlsArgs" -}}
+{{- if .Values.tls.enabled }}
+- --tls-ca-file
+- /etc/sm1km-tls/ca.crt
+- --tls-cert
+- /etc/sm1km-tls/tls.crt
+- --tls-key
+- /etc/sm1km-tls/tls.key
+{{- end }}
+{{- end }}
+
+{{- define "sm1km.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- {name: tls, mountPath: /etc/sm1km-tls, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{- define "sm1km.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "sm1km.tlsSecretName" . }}
+    defaultMode: 0440
 {{- end }}
 {{- end }}
 
@@ -159,8 +238,17 @@ scheduler:
     {{- with include "sm1km.placement" (dict "root" $root "c" $v.scheduler) }}{{ . | nindent 4 }}{{ end }}
     containers:
       - name: scheduler
-        {{- include "sm1km.containerCommon" $root | nindent 8 }}
-        args: [dask, scheduler, --host, 0.0.0.0]
+        {{- include "sm1km.containerCommon" (dict "root" $root "address" "" "component" "scheduler") | nindent 8 }}
+        args:
+          - dask
+          - scheduler
+          - --host
+          - 0.0.0.0
+          {{- if $v.tls.enabled }}
+          - --protocol
+          - tls
+          {{- with include "sm1km.tlsArgs" $root | trim }}{{ . | nindent 10 }}{{ end }}
+          {{- end }}
         ports:
           - {name: tcp-comm, containerPort: 8786, protocol: TCP}
           - {name: http-dashboard, containerPort: 8787, protocol: TCP}
@@ -178,8 +266,10 @@ scheduler:
           {{- include "sm1km.resources" (dict "resources" $v.scheduler.resources) | trim | nindent 10 }}
         volumeMounts:
           - {name: scratch, mountPath: /tmp}
+          {{- with include "sm1km.tlsMount" $root | trim }}{{ . | nindent 10 }}{{ end }}
     volumes:
       {{- include "sm1km.scratchVolume" $root | nindent 6 }}
+      {{- with include "sm1km.tlsVolume" $root | trim }}{{ . | nindent 6 }}{{ end }}
   service:
     type: {{ $v.scheduler.serviceType }}
     selector:
@@ -189,7 +279,7 @@ scheduler:
       - {name: tcp-comm, protocol: TCP, port: 8786, targetPort: tcp-comm}
       - {name: http-dashboard, protocol: TCP, port: 8787, targetPort: http-dashboard}
 worker:
-  replicas: {{ $v.worker.replicas }}
+  replicas: {{ ternary .replicas $v.worker.replicas (hasKey . "replicas") }}
   metadata:
     labels:
       {{- include "sm1km.labels" $root | nindent 6 }}
@@ -200,7 +290,7 @@ worker:
     {{- with include "sm1km.placement" (dict "root" $root "c" $v.worker) }}{{ . | nindent 4 }}{{ end }}
     containers:
       - name: worker
-        {{- include "sm1km.containerCommon" $root | nindent 8 }}
+        {{- include "sm1km.containerCommon" (dict "root" $root "address" (ternary (include "sm1km.schedulerAddress" (dict "root" $root "name" .name)) "" $v.tls.enabled) "component" "worker") | nindent 8 }}
         {{- with include "sm1km.envFrom" $root }}{{ . | nindent 8 }}{{ end }}
         args:
           - dask
@@ -214,20 +304,30 @@ worker:
           - --dashboard
           - --dashboard-address
           - "8788"
+          - --worker-port
+          - "8789"
+          - --nanny-port
+          - "8790"
+          {{- with include "sm1km.tlsArgs" $root | trim }}{{ . | nindent 10 }}{{ end }}
           {{- range $v.worker.extraArgs }}
           - {{ . | quote }}
           {{- end }}
         ports:
           - {name: http-dashboard, containerPort: 8788, protocol: TCP}
+          - {name: tcp-worker, containerPort: 8789, protocol: TCP}
+          - {name: tcp-nanny, containerPort: 8790, protocol: TCP}
         resources:
           {{- include "sm1km.resources" (dict "resources" $v.worker.resources "gpu" $v.worker.gpu) | trim | nindent 10 }}
         volumeMounts:
           - {name: scratch, mountPath: /tmp}
+          {{- with include "sm1km.tlsMount" $root | trim }}{{ . | nindent 10 }}{{ end }}
     volumes:
       {{- include "sm1km.scratchVolume" $root | nindent 6 }}
+      {{- with include "sm1km.tlsVolume" $root | trim }}{{ . | nindent 6 }}{{ end }}
 {{- end }}
 
-{{/* Pod spec of the runner (DaskJob runner or CronJob). Input: dict "root" $ "schedulerAddress" <addr or "">. */}}
+{{/* Pod spec of the runner (DaskJob runner or CronJob). Input: dict "root" $ "schedulerAddress" <addr or "">
+     and optionally "args" (sm1km arguments; default job.args). */}}
 {{- define "sm1km.runnerPodSpec" -}}
 {{- $root := .root }}
 {{- $v := $root.Values -}}
@@ -242,18 +342,12 @@ containers:
       {{- toYaml $v.containerSecurityContext | nindent 6 }}
     args:
       - sm1km
-      {{- range $v.job.args }}
+      {{- range (.args | default $v.job.args) }}
       - {{ . | quote }}
       {{- end }}
-    {{- if or $v.extraEnv .schedulerAddress }}
+    {{- with include "sm1km.env" (dict "root" $root "address" .schedulerAddress "component" "runner") | trim }}
     env:
-      {{- with $v.extraEnv }}
-      {{- toYaml . | nindent 6 }}
-      {{- end }}
-      {{- with .schedulerAddress }}
-      - name: DASK_SCHEDULER_ADDRESS
-        value: {{ . | quote }}
-      {{- end }}
+      {{- . | nindent 6 }}
     {{- end }}
     {{- with include "sm1km.envFrom" $root }}{{ . | nindent 4 }}{{ end }}
     resources:
@@ -261,9 +355,11 @@ containers:
     volumeMounts:
       - {name: config, mountPath: /etc/sm1km, readOnly: true}
       - {name: scratch, mountPath: /tmp}
+      {{- with include "sm1km.tlsMount" $root | trim }}{{ . | nindent 6 }}{{ end }}
 volumes:
   - name: config
     configMap:
       name: {{ include "sm1km.configName" $root }}
   {{- include "sm1km.scratchVolume" $root | nindent 2 }}
+  {{- with include "sm1km.tlsVolume" $root | trim }}{{ . | nindent 2 }}{{ end }}
 {{- end }}

@@ -1,10 +1,15 @@
-"""``sm1km catalog --config run.yaml``: write the STAC catalog, or publish the run under a public prefix."""
+"""``sm1km catalog --config run.yaml``: write the STAC catalog, or publish the run under a public prefix.
+
+Runs under the store's run lock (as every stage). ``--publish-to PREFIX`` is ``sm1km promote --to
+PREFIX`` (:mod:`sm1km.cli.promote`).
+"""
 
 from __future__ import annotations
 
-from sm1km.cli._common import add_config_argument, load_config
+from sm1km.cli._common import add_config_argument, load_config, locked_cli, with_lock_arguments
 
 
+@with_lock_arguments
 def add_arguments(p) -> None:
     add_config_argument(p)
     p.add_argument("--base-url", default=None,
@@ -16,6 +21,7 @@ def add_arguments(p) -> None:
                         "checks the stores, writes <PREFIX>/catalog and then <PREFIX>/published.json")
 
 
+@locked_cli("catalog")
 def run(args) -> int:
     import json
 

@@ -1,15 +1,17 @@
 """``sm1km export --config run.yaml --format geotiff|hdf5``: deliverable files from the master.
 
-Calls :func:`sm1km.stages.export.export`; prints one file URL per line.
+Calls :func:`sm1km.stages.export.export` under the store's run lock; prints one file URL per line.
+A re-run writes only what is missing or out of date (docs/exports.md, "Growing exports").
 """
 
 from __future__ import annotations
 
 import sys
 
-from sm1km.cli._common import add_config_argument, load_config
+from sm1km.cli._common import add_config_argument, load_config, locked_cli, with_lock_arguments
 
 
+@with_lock_arguments
 def add_arguments(p) -> None:
     from sm1km.stages.export import FORMATS, LAYOUTS, PRODUCTS
     from sm1km.stages.export.common import DEFAULT_WINDOW_PIXELS
@@ -27,7 +29,8 @@ def add_arguments(p) -> None:
                                                 "(default <store.root>/exports/<format>)")
     p.add_argument("--with-uncertainty", action="store_true",
                    help="also export sm_uncertainty (GeoTIFF band 2; HDF5 dataset sm_uncertainty)")
-    p.add_argument("--overwrite", action="store_true", help="rewrite files that already exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rewrite every file (default: only files missing or out of date with the store)")
     p.add_argument("--compress", choices=COMPRESSIONS, default="deflate", help="GeoTIFF compression (default deflate)")
     p.add_argument("--blocksize", type=int, default=512, help="GeoTIFF tile size in pixels (default 512)")
     p.add_argument("--files-per-task", type=int, default=None,
@@ -36,6 +39,7 @@ def add_arguments(p) -> None:
                    help=f"read budget per window in pixels x days (default {DEFAULT_WINDOW_PIXELS})")
 
 
+@locked_cli("export")
 def run(args) -> int:
     from sm1km.stages.export import export
 

@@ -2,7 +2,10 @@
 
 All functions take whole per-pixel time series, time on axis 0 (``(t, y, x)`` blocks or
 ``(t, n_pixels)``), and are vectorised over pixels. No I/O, no dask: the ``fuse`` stage calls
-:func:`fuse_block` once per spatial chunk (plus a halo for the neighbourhood fallback).
+:func:`fit_params` once per spatial chunk on the *reference period* (plus a halo for the
+neighbourhood fallback) and :func:`apply_params` per (chunk × time block): a day's fused value
+depends only on that day's inputs and the fitted :class:`FusionParams`, so appending days never
+changes a published one. :func:`fuse_block_detailed` = fit on a block, apply to the same block.
 
 Matching uses only the *overlap* days of a pixel (both CCI and ERA5 finite):
 
@@ -164,25 +167,30 @@ def cdf_params(era5: npt.ArrayLike, cci: npt.ArrayLike, n_nodes: int = CDF_NODES
 
 
 def apply_cdf(era5: npt.ArrayLike, p: CdfParams) -> np.ndarray:
-    """Piecewise-linear map through the nodes, linear tails with the mean–std slope (float64)."""
+    """Piecewise-linear map through the nodes, linear tails with the mean–std slope (float64).
+
+    Pixel by pixel (vectorised): a pixel's result depends only on its own nodes and ERA5 values,
+    never on which other pixels share the call (a chunk, a halo, a single pixel give the same bits).
+    """
     e, shape = _as_2d(era5)
     t, npx = e.shape
     valid = p.valid
-    # Dummy strictly increasing nodes for invalid pixels so one flat np.interp serves all pixels.
     k = p.x.shape[0]
+    # dummy strictly increasing nodes for invalid pixels (their result is NaN anyway)
     dummy = np.linspace(0.0, 1.0, k)[:, None]
     x = np.where(valid[None, :], p.x, dummy)
     y = np.where(valid[None, :], p.y, 0.0)
     lo, hi = x[0], x[-1]
-    span = float(np.max(hi - lo)) + 1.0
-    base = np.arange(npx, dtype=np.float64) * span - lo  # pixel p's nodes occupy [p·span, p·span + range)
-    xp = (x + base[None, :]).T.ravel()
-    fp = y.T.ravel()
     with np.errstate(invalid="ignore"):
         ec = np.clip(e, lo[None, :], hi[None, :])
-    q = (ec + base[None, :])
-    out = np.interp(q.ravel(), xp, fp).reshape(t, npx)
-    with np.errstate(invalid="ignore"):
+        seg = np.zeros((t, npx), dtype=np.intp)          # segment [x_j, x_j+1] holding ec
+        for j in range(1, k - 1):
+            seg += ec >= x[j][None, :]
+    cols = np.arange(npx)[None, :]
+    x0, x1, y0, y1 = x[seg, cols], x[seg + 1, cols], y[seg, cols], y[seg + 1, cols]
+    w = x1 - x0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(w > 0, (y1 - y0) / np.where(w > 0, w, 1.0) * (ec - x0) + y0, y1)
         below = e < lo[None, :]
         above = e > hi[None, :]
     out = np.where(below, y[0][None, :] + (e - lo[None, :]) * p.slope[None, :], out)
@@ -293,13 +301,91 @@ class FusionResult:
                             self.n_overlap[ys, xs], b)
 
 
-def fuse_block_detailed(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.ArrayLike, method: str = "meanstd",
-                        min_overlap_days: int = 20, neighbourhood_cells: int = 2,
-                        sm_max: float = SM_MAX) -> FusionResult:
-    """Fuse a (t, y, x) block: CCI where observed, else ERA5 rescaled (own pixel / fallback).
+@dataclass(frozen=True)
+class FusionParams:
+    """The fitted fusion parameters of a block of pixels (everything a day's fusion needs besides
+    that day's CCI and ERA5): fitted once by :func:`fit_params` on the reference period, applied
+    to any day by :func:`apply_params`.
 
-    ``land`` (y, x) bool selects the pixels to fill; everything else gets NaN and flag 0. A land
-    pixel-day without CCI, own ERA5 and neighbours' ERA5 also stays NaN with flag 0.
+    Per pixel (y, x): ``land``, ``kind`` (PIXEL_*), ``n_overlap`` (own overlap days), ``upper``
+    (clip: max(sm_max, largest CCI observed in the reference period)) and the matching actually
+    used (own pixel or neighbourhood pool): ``n_match`` days; mean–std moments ``mean_era5``,
+    ``std_era5``, ``mean_cci``, ``std_cci`` (method ``meanstd``) or CDF nodes ``cdf_x``/``cdf_y``
+    (K, y, x) and tail slope ``cdf_slope`` (method ``cdf``; the moment arrays are then NaN).
+    ``neighbourhood_cells`` is the ERA5-borrowing radius used when applying.
+    """
+
+    method: str
+    neighbourhood_cells: int
+    land: np.ndarray
+    kind: np.ndarray
+    n_overlap: np.ndarray
+    upper: np.ndarray
+    n_match: np.ndarray
+    mean_era5: np.ndarray
+    std_era5: np.ndarray
+    mean_cci: np.ndarray
+    std_cci: np.ndarray
+    cdf_x: np.ndarray | None = None
+    cdf_y: np.ndarray | None = None
+    cdf_slope: np.ndarray | None = None
+
+    #: names of the (y, x) arrays and of the (K, y, x) arrays, in the order they are stored
+    PIXEL_ARRAYS = ("land", "kind", "n_overlap", "upper", "n_match", "mean_era5", "std_era5", "mean_cci",
+                    "std_cci", "cdf_slope")
+    NODE_ARRAYS = ("cdf_x", "cdf_y")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.land.shape[0]), int(self.land.shape[1]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """{name: array} of every array this method uses (what the parameter store holds)."""
+        names = self.PIXEL_ARRAYS + self.NODE_ARRAYS if self.method == "cdf" else self.PIXEL_ARRAYS[:-1]
+        return {n: getattr(self, n) for n in names}
+
+    @classmethod
+    def from_arrays(cls, method: str, neighbourhood_cells: int, arrays: dict[str, np.ndarray]) -> FusionParams:
+        """Inverse of :meth:`arrays` (dtypes restored)."""
+        def f64(name: str) -> np.ndarray:
+            return np.asarray(arrays[name], dtype=np.float64)
+
+        def opt(name: str) -> np.ndarray | None:
+            return f64(name) if name in arrays else None
+        return cls(method=method, neighbourhood_cells=int(neighbourhood_cells),
+                   land=np.asarray(arrays["land"]).astype(bool), kind=np.asarray(arrays["kind"]).astype(np.uint8),
+                   n_overlap=np.asarray(arrays["n_overlap"]).astype(np.int32), upper=f64("upper"),
+                   n_match=np.asarray(arrays["n_match"]).astype(np.int64), mean_era5=f64("mean_era5"),
+                   std_era5=f64("std_era5"), mean_cci=f64("mean_cci"), std_cci=f64("std_cci"),
+                   cdf_x=opt("cdf_x"), cdf_y=opt("cdf_y"), cdf_slope=opt("cdf_slope"))
+
+    def crop(self, ys: slice, xs: slice) -> FusionParams:
+        """The parameters of a spatial window."""
+        def cut(v: np.ndarray) -> np.ndarray:
+            return v[..., ys, xs]
+
+        def cut_opt(v: np.ndarray | None) -> np.ndarray | None:
+            return None if v is None else v[..., ys, xs]
+        return FusionParams(self.method, self.neighbourhood_cells, cut(self.land), cut(self.kind),
+                            cut(self.n_overlap), cut(self.upper), cut(self.n_match), cut(self.mean_era5),
+                            cut(self.std_era5), cut(self.mean_cci), cut(self.std_cci), cut_opt(self.cdf_x),
+                            cut_opt(self.cdf_y), cut_opt(self.cdf_slope))
+
+    def counts(self) -> dict[str, int]:
+        """Pixel counts by matching kind (land only)."""
+        k = self.kind
+        return {"land_pixels": int((k != PIXEL_NOT_LAND).sum()), "own_pixels": int((k == PIXEL_OWN).sum()),
+                "neighbourhood_pixels": int((k == PIXEL_NEIGHBOURHOOD).sum()),
+                "unscaled_pixels": int((k == PIXEL_UNSCALED).sum())}
+
+
+def fit_params(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.ArrayLike, method: str = "meanstd",
+               min_overlap_days: int = 20, neighbourhood_cells: int = 2, sm_max: float = SM_MAX) -> FusionParams:
+    """Fit the fusion parameters of a (t, y, x) block (the reference period) — see the module
+    docstring for the matching and the fallbacks. ``land`` (y, x) bool selects the pixels to fill.
+
+    Pixels within ``neighbourhood_cells`` of the block's edge see a truncated neighbourhood: fit a
+    chunk with a halo of that width and crop (``FusionParams.crop``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; expected one of {METHODS}")
@@ -309,23 +395,27 @@ def fuse_block_detailed(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.Array
     if cci.ndim != 3 or cci.shape != era5.shape or land.shape != cci.shape[1:]:
         raise ValueError(f"shapes must be cci (t,y,x) == era5 (t,y,x) and land (y,x); got "
                          f"{cci.shape}, {era5.shape}, {land.shape}")
-    t, ny, nx = cci.shape
+    _, ny, nx = cci.shape
     r = int(neighbourhood_cells)
     cci = np.where(land[None], cci, np.nan)
     ov = np.isfinite(cci) & np.isfinite(era5)        # overlap with the pixels' own ERA5 (pools use it)
-    # ERA5 missing on land (coast): the neighbours' ERA5 of that day stands in (flag 3)
-    era5_px, borrowed = borrow_era5(era5, land, r)
+    era5_px, _ = borrow_era5(era5, land, r)          # coast: the neighbours' ERA5 of that day
     n_own = (np.isfinite(cci) & np.isfinite(era5_px)).sum(axis=0)
-
-    # own-pixel matching
+    nan2 = np.full((ny, nx), np.nan)
+    cdf_x = cdf_y = cdf_slope = None
     if method == "meanstd":
         p = meanstd_params(era5_px, cci)
         own_valid = p.valid
-        filled = apply_meanstd(era5_px, p)
+        n_match = p.n.astype(np.int64)
+        mom = [p.mean_era5, p.std_era5, p.mean_cci, p.std_cci]
     else:
         pc = cdf_params(era5_px, cci)
         own_valid = pc.valid.reshape(ny, nx)
-        filled = apply_cdf(era5_px, pc)
+        n_match = pc.n.reshape(ny, nx).astype(np.int64)
+        cdf_x = pc.x.reshape(-1, ny, nx).copy()
+        cdf_y = pc.y.reshape(-1, ny, nx).copy()
+        cdf_slope = pc.slope.reshape(ny, nx).copy()
+        mom = [nan2.copy() for _ in range(4)]
     own_ok = land & (n_own >= min_overlap_days) & own_valid
 
     kind = np.full((ny, nx), PIXEL_NOT_LAND, dtype=np.uint8)
@@ -335,9 +425,11 @@ def fuse_block_detailed(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.Array
         if method == "meanstd":
             pn = neighbourhood_meanstd_params(era5, cci, land, r)
             nb_ok = need & (pn.n >= min_overlap_days) & pn.valid
-            fb = apply_meanstd(era5_px, pn)
-            filled = np.where(nb_ok[None], fb, filled)
+            mom = [np.where(nb_ok, b, a) for a, b in zip(mom, (pn.mean_era5, pn.std_era5, pn.mean_cci, pn.std_cci),
+                                                           strict=True)]
+            n_match = np.where(nb_ok, pn.n, n_match)
         else:
+            assert cdf_x is not None and cdf_y is not None and cdf_slope is not None
             nb_ok = np.zeros_like(need)
             for iy, ix in zip(*np.nonzero(need), strict=True):
                 se, sc = _neighbourhood_samples(era5, cci, ov, iy, ix, r)
@@ -346,29 +438,83 @@ def fuse_block_detailed(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.Array
                 pp = cdf_params(se[:, None], sc[:, None])
                 if not pp.valid[0]:
                     continue
-                filled[:, iy, ix] = apply_cdf(era5_px[:, iy, ix], pp)
+                cdf_x[:, iy, ix], cdf_y[:, iy, ix], cdf_slope[iy, ix] = pp.x[:, 0], pp.y[:, 0], pp.slope[0]
+                n_match[iy, ix] = int(pp.n[0])
                 nb_ok[iy, ix] = True
-        unscaled = need & ~nb_ok
-        filled = np.where(unscaled[None], era5_px, filled)
         kind[nb_ok] = PIXEL_NEIGHBOURHOOD
-        kind[unscaled] = PIXEL_UNSCALED
+        kind[need & ~nb_ok] = PIXEL_UNSCALED
 
     # bounds: never below 0, never above max(sm_max, the pixel's largest observed CCI value)
     with np.errstate(invalid="ignore"):
         obs_max = np.where(np.isfinite(cci).any(0), np.nanmax(np.where(np.isfinite(cci), cci, -np.inf), axis=0),
                            -np.inf)
     upper = np.maximum(sm_max, obs_max)
+    matched = (kind == PIXEL_OWN) | (kind == PIXEL_NEIGHBOURHOOD)
+    mom = [np.where(matched, m, np.nan) for m in mom]
+    if cdf_x is not None and cdf_y is not None and cdf_slope is not None:
+        cdf_x, cdf_y = np.where(matched[None], cdf_x, np.nan), np.where(matched[None], cdf_y, np.nan)
+        cdf_slope = np.where(matched, cdf_slope, np.nan)
+    return FusionParams(method, r, land, kind, n_own.astype(np.int32), upper.astype(np.float64),
+                        np.where(matched, n_match, 0).astype(np.int64), mom[0], mom[1], mom[2], mom[3],
+                        cdf_x=cdf_x, cdf_y=cdf_y, cdf_slope=cdf_slope)
+
+
+def apply_params(params: FusionParams, cci: npt.ArrayLike, era5: npt.ArrayLike) -> FusionResult:
+    """Fuse (t, y, x) days with fitted ``params`` of the same (y, x) window: CCI where observed,
+    else ERA5 rescaled with the pixel's parameters (own / neighbourhood / unscaled).
+
+    Pure and per day: a day's result depends only on that day's CCI and ERA5 (and, for a coastal
+    pixel without ERA5, that day's ERA5 of the land pixels within ``neighbourhood_cells``: apply a
+    chunk with that halo and crop) — never on the other days of the call. An observed CCI value is
+    never altered by the clip (its upper bound is at least the value itself).
+    """
+    cci = np.asarray(cci, dtype=np.float64)
+    era5 = np.asarray(era5, dtype=np.float64)
+    land = params.land
+    if cci.ndim != 3 or cci.shape != era5.shape or land.shape != cci.shape[1:]:
+        raise ValueError(f"shapes must be cci (t,y,x) == era5 (t,y,x) and params (y,x); got "
+                         f"{cci.shape}, {era5.shape}, {land.shape}")
+    t, ny, nx = cci.shape
+    cci = np.where(land[None], cci, np.nan)
+    era5_px, borrowed = borrow_era5(era5, land, params.neighbourhood_cells)
+    kind = params.kind
+    if params.method == "meanstd":
+        filled = apply_meanstd(era5_px, MeanStdParams(params.n_match, params.mean_era5, params.std_era5,
+                                                      params.mean_cci, params.std_cci))
+    elif params.method == "cdf":
+        assert params.cdf_x is not None and params.cdf_y is not None and params.cdf_slope is not None
+        k = params.cdf_x.shape[0]
+        filled = apply_cdf(era5_px, CdfParams(params.cdf_x.reshape(k, -1), params.cdf_y.reshape(k, -1),
+                                              params.cdf_slope.ravel(), params.n_match.ravel(), (ny, nx)))
+    else:
+        raise ValueError(f"unknown fusion method {params.method!r}; expected one of {METHODS}")
+    filled = np.where((kind == PIXEL_UNSCALED)[None], era5_px, filled)
+    own_ok = kind == PIXEL_OWN
 
     obs = np.isfinite(cci)
+    upper = np.maximum(params.upper[None], np.where(obs, cci, -np.inf))
     gap = land[None] & ~obs & np.isfinite(filled)
     sm = np.where(obs, cci, np.where(gap, filled, np.nan))
-    sm = np.clip(sm, SM_MIN, upper[None])
+    sm = np.clip(sm, SM_MIN, upper)
     flag = np.zeros((t, ny, nx), dtype=np.uint8)
     flag[obs] = FLAG_CCI
     flag[gap & own_ok[None] & ~borrowed] = FLAG_ERA5_RESCALED
     flag[gap & ~(own_ok[None] & ~borrowed)] = FLAG_FALLBACK
-    return FusionResult(sm.astype(np.float32), flag, kind, n_own.astype(np.int32),
+    return FusionResult(sm.astype(np.float32), flag, kind.copy(), params.n_overlap.astype(np.int32),
                         (gap & borrowed).sum(axis=0).astype(np.int32))
+
+
+def fuse_block_detailed(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.ArrayLike, method: str = "meanstd",
+                        min_overlap_days: int = 20, neighbourhood_cells: int = 2,
+                        sm_max: float = SM_MAX) -> FusionResult:
+    """Fuse a (t, y, x) block with parameters fitted on the block itself (reference period = the
+    block's days): :func:`apply_params` of :func:`fit_params`.
+
+    ``land`` (y, x) bool selects the pixels to fill; everything else gets NaN and flag 0. A land
+    pixel-day without CCI, own ERA5 and neighbours' ERA5 also stays NaN with flag 0.
+    """
+    params = fit_params(cci, era5, land, method, min_overlap_days, neighbourhood_cells, sm_max)
+    return apply_params(params, cci, era5)
 
 
 def fuse_block(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.ArrayLike, method: str = "meanstd",

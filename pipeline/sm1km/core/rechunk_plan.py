@@ -11,8 +11,9 @@ on the length of the period:
 
 :func:`plan_staging` picks ``batch_days`` and the band shape so that one read task holds at most
 ``mem_budget`` bytes; :func:`output_chunks` lists the output chunks a set of days touches;
-:func:`blocks_touched` / :func:`block_window` give the time blocks (and their haloed windows)
-that must be recomputed when days change, for the gap-filled predictors.
+:func:`days_to_recompute` / :func:`trailing_window` / :func:`blocks_of` give the days that must be
+recomputed when days change, for the causally gap-filled predictors, the trailing window they are
+computed from and the time blocks they fall in.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["ReadTask", "StagingPlan", "plan_staging", "chunk_slices", "output_chunks", "blocks_touched",
-           "block_window", "hull"]
+__all__ = ["ReadTask", "StagingPlan", "plan_staging", "chunk_slices", "output_chunks", "days_to_recompute",
+           "trailing_window", "blocks_of", "hull"]
 
 
 @dataclass(frozen=True)
@@ -95,28 +96,38 @@ def output_chunks(time_positions: Iterable[int], n_time: int, chunk_time: int, n
     return out
 
 
-def block_window(block: int, block_days: int, halo: int, n_time: int) -> slice:
-    """Days ``[start - halo, stop + halo)`` of time block ``block``, clipped to ``[0, n_time)``."""
-    start = block * block_days
-    stop = min(start + block_days, n_time)
-    return slice(max(start - halo, 0), min(stop + halo, n_time))
+def days_to_recompute(changed_positions: Iterable[int], reach: int, n_time: int) -> list[int]:
+    """Days whose value depends on a changed day, for a causal rule whose day ``t`` depends on days
+    ``[t - reach + 1, t]``: every ``[p, p + reach)`` of a changed ``p``, clipped to ``[0, n_time)``.
 
-
-def blocks_touched(changed_positions: Iterable[int], block_days: int, halo: int, n_time: int) -> list[int]:
-    """Time blocks whose haloed window contains a changed day (they must be recomputed)."""
-    n_blocks = math.ceil(n_time / block_days) if n_time else 0
+    Positions may be negative (days before the axis that are read but not stored, e.g. the
+    lead-in of the gap-fill). Appending days at the end therefore recomputes only the new days.
+    """
+    if reach < 1:
+        raise ValueError("reach must be >= 1")
     out: set[int] = set()
     for p in changed_positions:
         p = int(p)
-        if not 0 <= p < n_time:
-            continue
-        lo = max((p - halo) // block_days, 0)
-        hi = min((p + halo) // block_days, n_blocks - 1)
-        for b in range(lo, hi + 1):
-            w = block_window(b, block_days, halo, n_time)
-            if w.start <= p < w.stop:
-                out.add(b)
+        out.update(range(max(p, 0), min(p + reach, n_time)))
     return sorted(out)
+
+
+def trailing_window(days: slice, reach: int, first: int = 0) -> slice:
+    """Days ``[start - reach + 1, stop)`` a causal rule needs to compute ``days``, clipped at ``first``
+    (the first day that can be read: 0, or the first day of a lead-in before the axis)."""
+    if reach < 1:
+        raise ValueError("reach must be >= 1")
+    return slice(max(days.start - reach + 1, first), days.stop)
+
+
+def blocks_of(positions: Iterable[int], block_days: int) -> dict[int, slice]:
+    """``{time block: the smallest slice holding its positions}`` (sorted by block)."""
+    out: dict[int, slice] = {}
+    for p in sorted({int(p) for p in positions}):
+        b = p // block_days
+        s = out.get(b)
+        out[b] = slice(p, p + 1) if s is None else slice(s.start, p + 1)
+    return out
 
 
 def hull(slices: Iterable[slice]) -> slice | None:

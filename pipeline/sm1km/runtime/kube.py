@@ -9,6 +9,14 @@ output is validated against the DaskCluster CRD schema shipped inside ``dask-kub
 Placement: ``cluster.kubernetes.node_selector``/``tolerations``/``worker_gpu`` apply to worker pods
 only (the scheduler is small and should not occupy GPU nodes). S3 credentials reach the workers
 through ``envFrom: secretRef`` (``env_from_secret``); they never appear in the spec.
+
+TLS (``cluster.security.tls``): the Secret ``cluster.security.secret_name`` (keys ``ca.crt``,
+``tls.crt``, ``tls.key``, as the chart and cert-manager write them) is mounted read-only at
+:data:`TLS_MOUNT` in both pods; the scheduler listens on ``tls://`` (``--protocol tls --tls-*``),
+workers dial ``tls://<name>-scheduler:8786`` (the operator would inject ``tcp://``; it keeps an
+address already in the env) and every process gets the dask TLS config in its environment.
+:func:`kube_cluster` refuses TLS: ``KubeCluster`` (dask-kubernetes 2026.3) opens its own RPC to the
+scheduler without certificates and would wait forever; apply the spec and use ``kind: address``.
 """
 
 from __future__ import annotations
@@ -52,6 +60,22 @@ _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,51}[a-z0-9])?$")
 _CPU_RE = re.compile(r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$")
 _QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$")
 _SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
+
+#: where the TLS Secret (ca.crt, tls.crt, tls.key) is mounted in every pod (the chart uses the same)
+TLS_MOUNT = "/etc/sm1km-tls"
+TLS_CA, TLS_CERT, TLS_KEY = (f"{TLS_MOUNT}/{f}" for f in ("ca.crt", "tls.crt", "tls.key"))
+#: dask config of a process in a TLS pod: clients (runner, notebook) read it, `dask` CLIs too
+TLS_ENV: dict[str, str] = {
+    "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": TLS_CA,
+    **{f"DASK_DISTRIBUTED__COMM__TLS__{role}__{part}": path
+       for role in ("CLIENT", "SCHEDULER", "WORKER") for part, path in (("CERT", TLS_CERT), ("KEY", TLS_KEY))},
+}
+
+
+def tls_cli_args() -> list[str]:
+    """``dask scheduler`` / ``dask worker`` flags for the mounted TLS Secret."""
+    return ["--tls-ca-file", TLS_CA, "--tls-cert", TLS_CERT, "--tls-key", TLS_KEY]
 
 
 def k8s_memory(value: str, where: str) -> str:
@@ -128,6 +152,14 @@ def build_cluster_spec(cfg: RunConfig) -> dict[str, Any]:
     _check_ref(k.env_from_secret, "cluster.kubernetes.env_from_secret")
     _check_ref(k.service_account, "cluster.kubernetes.service_account")
     env = _check_env(k.env)
+    tls = c.security.tls
+    if tls:
+        if not c.security.secret_name:
+            raise ConfigError("cluster.security.secret_name", "cluster.security.tls is on but no Secret is named.",
+                              "create a Secret with ca.crt, tls.crt and tls.key (the chart's <release>-tls or "
+                              "a cert-manager Certificate) and name it here (docs/security.md).")
+        _check_ref(c.security.secret_name, "cluster.security.secret_name")
+        env = env + [{"name": n, "value": v} for n, v in TLS_ENV.items()]
     bounds = adaptive_bounds(cfg)
     n_workers = c.n_workers if bounds is None else min(max(c.n_workers, bounds[0]), bounds[1])
     worker_mem = k8s_memory(c.memory_limit, "cluster.memory_limit")
@@ -141,6 +173,8 @@ def build_cluster_spec(cfg: RunConfig) -> dict[str, Any]:
 
     worker_command = ["dask", "worker", "--nthreads", str(c.threads_per_worker),
                       "--memory-limit", worker_mem]
+    if tls:
+        worker_command += tls_cli_args()
     spec = copy.deepcopy(make_cluster_spec(name=k.name, image=k.image, n_workers=n_workers, env=env or None,
                                            worker_command=worker_command, idle_timeout=k.idle_timeout_s))
     labels = {"app.kubernetes.io/name": "sm1km", "app.kubernetes.io/instance": k.name,
@@ -156,7 +190,8 @@ def build_cluster_spec(cfg: RunConfig) -> dict[str, Any]:
     sched = spec["spec"]["scheduler"]
     worker = spec["spec"]["worker"]
     # the image has the `dask` command only (no legacy dask-scheduler/dask-worker scripts)
-    sched["spec"]["containers"][0]["args"] = ["dask", "scheduler", "--host", "0.0.0.0"]
+    sched["spec"]["containers"][0]["args"] = ["dask", "scheduler", "--host", "0.0.0.0"] + (
+        ["--protocol", "tls", *tls_cli_args()] if tls else [])
     for part, res, component in ((sched, sched_res, "scheduler"), (worker, worker_res, "worker")):
         part["metadata"] = {"labels": {**labels, "app.kubernetes.io/component": component}}
         pod = part["spec"]
@@ -171,10 +206,17 @@ def build_cluster_spec(cfg: RunConfig) -> dict[str, Any]:
             ctr["env"] = copy.deepcopy(ctr["env"])
         pod["securityContext"] = copy.deepcopy(POD_SECURITY_CONTEXT)
         pod["volumes"] = [{"name": "scratch", "emptyDir": dict(scratch)}]
+        if tls:
+            ctr["volumeMounts"].append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
+            pod["volumes"].append({"name": "tls", "secret": {"secretName": c.security.secret_name,
+                                                             "defaultMode": 0o440}})
         pod["automountServiceAccountToken"] = False  # no pod here talks to the Kubernetes API
         if k.service_account:
             pod["serviceAccountName"] = k.service_account
     wpod = worker["spec"]
+    if tls:  # the operator only injects DASK_SCHEDULER_ADDRESS (tcp://) when the env has none
+        wpod["containers"][0]["env"].append({"name": "DASK_SCHEDULER_ADDRESS",
+                                             "value": f"tls://{k.name}-scheduler:8786"})
     if k.env_from_secret:
         wpod["containers"][0]["envFrom"] = [{"secretRef": {"name": k.env_from_secret}}]
     if k.node_selector:
@@ -263,6 +305,11 @@ def kube_cluster(cfg: RunConfig):
     spec = build_cluster_spec(cfg)
     validate_custom_resource(spec)
     bounds = adaptive_bounds(cfg)
+    if cfg.cluster.security.tls:
+        raise ConfigError("cluster.security.tls", "cluster.kind 'kubernetes' cannot use TLS: dask-kubernetes' "
+                          "KubeCluster connects to the scheduler without certificates.",
+                          "apply the DaskCluster (sm1km.runtime.kube.build_cluster_spec) with kubectl or use the "
+                          "chart's notebook cluster, and connect with cluster.kind: address (docs/security.md).")
     try:
         from dask_kubernetes.operator import KubeCluster
     except ImportError as exc:  # pragma: no cover - k8s extra missing

@@ -3,7 +3,9 @@
 One Item per Zarr product (``fused``, ``master``, ``monthly``) with the datacube extension
 (dimensions with extents and steps, variables with unit, packing scale/offset and nodata) and a
 Zarr asset (with ``xarray:open_kwargs``), plus one Item per exported file (GeoTIFF/HDF5, dated
-from its file name). The Collection also carries the Zarr assets, so a client can go straight
+by the days it holds from the export's manifest, ``<folder>/_manifest.json``, else from its file
+name; its ``sm1km:deps`` property is the file's deps digest, so the item changes when the file is
+rewritten). The Collection also carries the Zarr assets, so a client can go straight
 from the collection to a store.
 
 Links are relative by default, so the folder tree can be served over HTTP (or S3 public read)
@@ -11,6 +13,12 @@ as is: the catalog goes to ``<root>/catalog/`` and points at ``../../master.zarr
 writes it elsewhere (links relative from there, e.g. a stable public prefix — see
 :func:`sm1km.storage.publish.promote`), ``base_url`` writes absolute links. Items are written first and
 ``collection.json`` last, so a reader never finds a collection whose items are not there yet.
+
+The catalog grows with the run: documents whose bytes are already there are not rewritten, so a
+re-run after an update writes the items of new export files, the items that changed (the open
+month's file, the Zarr items whose time extent grew) and the collection (its temporal extent spans
+the products and the exports); in ``sm1km run`` / ``update`` it runs after the exports, so no item
+points at a file that is not there yet.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from sm1km._version import __version__
 from sm1km.config import RunConfig
 from sm1km.errors import ConfigError
 from sm1km.runtime.result import StageResult
+from sm1km.stages.export.manifest import read_manifest
 from sm1km.storage import store
 
 log = logging.getLogger(__name__)
@@ -140,6 +149,15 @@ def export_interval(name: str) -> tuple[dt.datetime, dt.datetime] | None:
     return _utc(start), _utc(end - pd.Timedelta(seconds=1))
 
 
+def _entry_interval(entry: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
+    """Time span of an export file from its manifest entry (the days it holds: the open month's file
+    ends at its last day, not at the month's end)."""
+    a, b = entry.get("time_coverage_start"), entry.get("time_coverage_end")
+    if not a or not b:
+        return None
+    return _utc(a), _utc(b) + dt.timedelta(days=1, seconds=-1)
+
+
 def relative_href(from_dir: str, to_url: str) -> str:
     """Relative link from folder ``from_dir`` to ``to_url`` (both local paths or both on one bucket/host)."""
     def split(u: str) -> tuple[str, str]:
@@ -220,20 +238,35 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
                                          title=title, extra_fields={"xarray:open_kwargs": open_kwargs}))
 
     fs, root_path = store.filesystem(cfg.store.url("exports"), so)
+    fs.invalidate_cache()  # the exports may have grown since this process last listed them
+    manifests: dict[str, dict[str, Any]] = {}
     if fs.exists(root_path):
         for p in sorted(fs.find(root_path)):
             if not p.endswith((".tif", ".h5")):
                 continue
             rel = "exports/" + p[len(root_path.rstrip("/")) + 1:]
-            name = posixpath.basename(p).rsplit(".", 1)[0]
+            folder, fname = posixpath.split(p)
+            if folder not in manifests:
+                sub = posixpath.dirname(rel)[len("exports"):].strip("/")
+                exports = cfg.store.url("exports")
+                manifests[folder] = read_manifest(store.join(exports, sub) if sub else exports, so)
+            entry = manifests[folder].get(fname) or {}
+            if entry.get("empty"):
+                continue
+            name = fname.rsplit(".", 1)[0]
             kind = "geotiff" if p.endswith(".tif") else "hdf5"
-            t0, t1 = export_interval(name) or (start, end)
+            t0, t1 = _entry_interval(entry) or export_interval(name) or (start, end)
+            props: dict[str, Any] = {"title": name}
+            if entry.get("deps"):
+                props["sm1km:deps"] = entry["deps"]  # changes when the file is rewritten: the item with it
             item = pystac.Item(id=f"{kind}-{name}", geometry=geom, bbox=bbox, datetime=None,
-                               start_datetime=t0, end_datetime=t1, properties={"title": name})
+                               start_datetime=t0, end_datetime=t1, properties=props)
             item.add_asset("data", pystac.Asset(href=href(rel, 1),
                                                 media_type=GEOTIFF_MEDIA_TYPE if kind == "geotiff" else HDF5_MEDIA_TYPE,
                                                 roles=["data"]))
             coll.add_item(item)
+            if entry:
+                intervals.append((t0, t1))
     if intervals:
         coll.extent.temporal = pystac.TemporalExtent([[min(a for a, _ in intervals), max(b for _, b in intervals)]])
     return coll

@@ -11,6 +11,13 @@ that shard — then marks the shard in the ledger.
 * **Resumable:** shards in the ledger (``<root>/_ledger/master.zarr/``) are skipped; a killed run
   re-run gives a byte-identical store (``SOURCE_DATE_EPOCH`` fixes the timestamps). Consolidated
   metadata is written last, once every shard is done.
+* **Grows in time:** a master holding a prefix of the period is extended
+  (:func:`sm1km.storage.append.grow_store`), every shard is replaced prefix-preserving
+  (``master.write_packed(preserve=True)``: published inner chunks keep their bytes and offsets),
+  consolidated metadata last. Each day/time block has a deps digest (:func:`master_deps`: fused
+  data of the day, its predictors, the model's sha256) in ``_ledger/master.zarr/days.json`` /
+  ``blocks.json`` (``storage.deps``); a block whose digest changed is recomputed — exactly its
+  shards — and a run with nothing to do writes nothing. The model is pinned (never retrained).
 * **Bounded memory:** tasks are O(shard): the driver only holds work units (a few integers each),
   generated lazily, and keeps at most ``max_in_flight`` tasks submitted (``runtime.runner``).
 * **Model once per worker:** a task carries only the model URL and its sha256; the booster lives in
@@ -19,7 +26,7 @@ that shard — then marks the shard in the ledger.
 
 Returns a :class:`~sm1km.runtime.result.StageResult` ``{"master", "ledger"}`` with ``stats``
 ``units_total/written/skipped`` (= ``shards_total/written/skipped``, kept for the CLI's output)
-and ``land_pixel_days_written``. The scores against the synthetic truth are
+``land_pixel_days_written``, ``days_published`` / ``days_added`` and ``blocks_redone``. The scores against the synthetic truth are
 ``sm1km.validation.truth``.
 """
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any, cast
@@ -63,6 +71,110 @@ def n_shards(cfg) -> int:
     return count_units(cfg.coarse_region, g.tile_cells, -(-cfg.period.n_days // g.time_block_days))
 
 
+def block_key(t0: int, t1: int) -> str:
+    """Key of the master time block [t0, t1) (days of the run) in ``_ledger/master.zarr/blocks.json``."""
+    return f"time-{t0}-{t1}"
+
+
+# --------------------------------------------------------------------------------------------
+# dependencies (storage.deps): what each day / time block of the master is computed from
+# --------------------------------------------------------------------------------------------
+_BLOCK_KEY = re.compile(r"^time-(\d+)-(\d+)$")
+_UNIT_KEY = re.compile(r"^lat-\d+-\d+_lon-\d+-\d+_time-\d+-\d+$")
+#: days of fused.zarr read at once when its content is digested (no fused blocks.json)
+CONTENT_DIGEST_DAYS = 32
+
+
+def _fused_content_digests(url: str, so: dict, t0: int, days: list[int]) -> dict[int, str]:
+    """{run day: sha256 of the stored bytes of fused ``sm`` and ``source_flag`` that day} for
+    ``days`` (``t0``: the run's first day in fused.zarr). Reads those days of the whole region:
+    used only where the fuse stage recorded no block digests."""
+    import hashlib
+
+    g = store.open_group(url, so)
+    sm, flag = store.array(g, "sm"), store.array(g, "source_flag")
+    out: dict[int, str] = {}
+    lo, hi = min(days), max(days) + 1
+    want = set(days)
+    for a in range(lo, hi, CONTENT_DIGEST_DAYS):
+        b = min(a + CONTENT_DIGEST_DAYS, hi)
+        q, f = np.asarray(sm[t0 + a:t0 + b]), np.asarray(flag[t0 + a:t0 + b])
+        for i in range(b - a):
+            if a + i in want:
+                h = hashlib.sha256(np.ascontiguousarray(q[i]).tobytes())
+                h.update(np.ascontiguousarray(f[i]).tobytes())
+                out[a + i] = h.hexdigest()
+    return out
+
+
+#: ``_ledger/master.zarr/fused-days.json``: per-day content digests of fused.zarr, with the fuse
+#: block digests they were computed under (re-read only for blocks whose digest changed)
+FUSED_DAYS = "fused-days.json"
+
+
+def fused_day_deps(cfg, ctx: DownscaleContext, n_days: int) -> dict[int, str]:
+    """{run day: sha256 of fused.zarr's stored ``sm``/``source_flag`` bytes of that day}.
+
+    Per day, so that a month (aggregate) depends on its own days only. The digests are kept in
+    ``_ledger/master.zarr/fused-days.json`` together with the fuse stage's block digests
+    (``_ledger/fused.zarr/blocks.json``, keys ``time-<t0>-<t0 + block days>``) they were read under:
+    a day is read again only when the fused block holding it has another digest than then (new
+    days, a revised day) or fuse recorded none — typically one time block per daily update.
+    """
+    from sm1km.storage.deps import BlockDigests
+
+    so = ctx.storage_options
+    recorded = BlockDigests(cfg.store.root, "fused.zarr", so).read()
+    spans = [(int(m[1]), int(m[2]), k, v) for k, v in recorded.items() if (m := _BLOCK_KEY.match(k))]
+    cache_url = store.join(cfg.store.root, "_ledger", master.MASTER_STORE, FUSED_DAYS)
+    cache = store.read_json(cache_url, so) or {}
+    cblocks, cdays = dict(cache.get("blocks", {})), dict(cache.get("days", {}))
+    iso = [str(d.date()) for d in pd.date_range(ctx.start, periods=n_days, freq="D")]
+    out: dict[int, str] = {}
+    under: dict[str, str] = {}
+    for d in range(n_days):
+        cover = [sp for sp in spans if sp[0] <= d < sp[1]]
+        if not cover:
+            continue
+        _, _, k, v = max(cover, key=lambda sp: (sp[0], sp[1]))
+        under[k] = v
+        if cblocks.get(k) == v and iso[d] in cdays:
+            out[d] = cdays[iso[d]]
+    missing = [d for d in range(n_days) if d not in out]
+    if missing:
+        log.info("downscale: digesting fused.zarr for %d day(s) (%s .. %s)", len(missing), iso[missing[0]],
+                 iso[missing[-1]])
+        out.update(_fused_content_digests(ctx.fused_url, so, ctx.fused_t0, missing))
+    doc = {"version": 1, "blocks": dict(sorted(under.items())), "days": {iso[d]: out[d] for d in range(n_days)}}
+    if doc != cache:
+        store.write_json(cache_url, doc, so, separators=(",", ":"))
+    return out
+
+
+def master_deps(cfg, ctx: DownscaleContext) -> tuple[dict[str, str], dict[str, str]]:
+    """({ISO day: deps digest}, {time block key: deps digest}) of the run's master.
+
+    A day's digest: its fused data (:func:`fused_day_deps`), its predictors (the ingest index's
+    per-day and static digests of ``inputs/predictors.zarr``, "" where there is none), the model's
+    sha256 and whether the uncertainty is written. A block's: the list of its days' digests.
+    Features never span days (``core.features``), so a day's values depend on these alone.
+    """
+    from sm1km.storage.deps import digest_of, input_day_digests, input_static_digest
+
+    so, root = ctx.storage_options, cfg.store.root
+    dates = pd.DatetimeIndex(cfg.dates())
+    fused = fused_day_deps(cfg, ctx, len(dates))
+    pred_days = input_day_digests(root, "inputs/predictors.zarr", so)
+    pred_static = input_static_digest(root, "inputs/predictors.zarr", so)
+    iso = [str(d.date()) for d in dates]
+    days = {iso[d]: digest_of({"fused": fused[d], "predictors": pred_days.get(iso[d], ""), "static": pred_static,
+                               "model": ctx.model_sha256, "uncertainty": ctx.with_uncertainty})
+            for d in range(len(dates))}
+    blocks = {block_key(b.start, b.stop): digest_of([days[iso[d]] for d in range(b.start, b.stop)])
+              for b in master.time_blocks(len(dates), cfg.grid.time_block_days)}
+    return days, blocks
+
+
 # --------------------------------------------------------------------------------------------
 # one shard
 # --------------------------------------------------------------------------------------------
@@ -84,6 +196,8 @@ class DownscaleContext:
     predictors_t0: int   # ... in inputs/predictors.zarr
     start: str           # first day of the run (ISO)
     run_token: str = ""  # one per make_context: the stores a worker opened are reused for it ("" = never)
+    block_deps: dict = dataclasses.field(default_factory=dict)  # {time block key: deps digest} (ledger markers)
+    preserve: bool = False  # rewrite shards prefix-preserving (a store that existed before the run: readers)
 
 
 def read_inputs(spec: WorkUnit, ctx: DownscaleContext):
@@ -131,11 +245,17 @@ def downscale_shard(spec: WorkUnit, ctx: DownscaleContext) -> dict[str, Any]:
     if unc is not None:
         arrays["sm_uncertainty"] = encode_int16(unc)
     n_land = int(np.count_nonzero(arrays["sm"] != FILL))
-    master.write_packed(ctx.master_url, spec.region, arrays, ctx.storage_options,
-                        group=caches.opened_group(ctx.master_url, ctx.storage_options, ctx.run_token))
-    store.Ledger(ctx.root, master.MASTER_STORE, ctx.storage_options).mark(
-        spec.key, {"land_pixel_days": n_land, "model_sha256": ctx.model_sha256})
-    return {"key": spec.key, "land_pixel_days": n_land}
+    # the arrays' own metadata, not the consolidated copy: a growing master is longer than what is published
+    group = (store.open_group(ctx.master_url, ctx.storage_options, mode="r+", use_consolidated=False) if ctx.preserve
+             else caches.opened_group(ctx.master_url, ctx.storage_options, ctx.run_token))
+    objects = master.write_packed(ctx.master_url, spec.region, arrays, ctx.storage_options, group=group,
+                                  preserve=ctx.preserve)
+    info: dict[str, Any] = {"land_pixel_days": n_land, "model_sha256": ctx.model_sha256}
+    deps = ctx.block_deps.get(block_key(*spec.time_bounds))
+    if deps:
+        info["deps"] = deps
+    store.Ledger(ctx.root, master.MASTER_STORE, ctx.storage_options).mark(spec.key, info)
+    return {"key": spec.key, "land_pixel_days": n_land, "objects": objects}
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,11 +310,22 @@ def make_context(cfg, model) -> DownscaleContext:
 # the stage
 # --------------------------------------------------------------------------------------------
 def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) -> StageResult:
-    """Write ``master.zarr`` (template, shards, coverage + consolidated metadata); resumable.
+    """Write ``master.zarr`` (template, shards, coverage + consolidated metadata); resumable; grows.
 
-    Returns ``{"master": url, "ledger": url}`` with ``.stats`` = units (shards) total/written/skipped
-    and land pixel-days written.
+    A master holding a prefix of the period grows: the missing days are added
+    (``append.grow_store``), the partly filled last shard of every tile is rewritten
+    prefix-preserving, consolidated metadata last. Every time block's deps digest
+    (:func:`master_deps`) is recorded in ``_ledger/master.zarr/blocks.json`` (per day in
+    ``days.json``); a block whose digest changed (a revised fused day, new days) is recomputed —
+    exactly its shards — and a run with nothing to do writes nothing. The model is the stored one
+    (``model_path``), never retrained; a master written by another model is refused.
+
+    Returns ``{"master": url, "ledger": url}`` with ``.stats`` = units (shards) total/written/skipped,
+    land pixel-days written, ``days_published`` (before this run), ``days_added`` and
+    ``blocks_redone`` (time blocks recomputed).
     """
+    from sm1km.storage.append import grow_store
+    from sm1km.storage.deps import BLOCKS_VERSION, BlockDigests, unit_fresh
     from sm1km.storage.model import load_model
 
     so = cfg.store.storage_options()
@@ -205,34 +336,84 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
     ctx = make_context(cfg, model)
     card: dict[str, Any] = {k: model.card.get(k) for k in ("algorithm", "created", "sm1km_version") if k in model.card}
     tpl, enc = master.master_template(cfg, model_sha256=model.sha256, model_card=card)
-    created = store.create_template(url, tpl, enc, so)
-    if not created:
+    existed = store.exists(url, so)
+    if existed:
         existing = cast("str | None", store.open_group(url, so).attrs.get("model_sha256"))  # what create wrote
         if existing and existing != model.sha256:
             raise StoreError(url, f"the existing master was written with another model (sha256 {existing[:12]}…; "
                                   f"now {model.sha256[:12]}…).",
                              "write into a new store.root, or remove master.zarr and its ledger "
                              "(_ledger/master.zarr) to recompute everything.")
+    n_pub, n_days = grow_store(url, tpl, enc, so)
+    day_deps, block_deps = master_deps(cfg, ctx)
+    # a store created by this run has no readers yet: shards are written directly (the fast path)
+    ctx = dataclasses.replace(ctx, block_deps=block_deps, preserve=existed)
+    blocks = BlockDigests(cfg.store.root, master.MASTER_STORE, so)
+    recorded = blocks.read()
+    stale = [k for k, d in block_deps.items() if recorded.get(k) != d]
+    legacy = existed and not recorded  # a master written before deps were recorded: its markers hold
     ledger = store.Ledger(cfg.store.root, master.MASTER_STORE, so)
-    done = ledger.keys()
+    present = ledger.keys()
+    infos: dict[str, dict[str, Any] | None] = {}
+
+    def needed(spec: WorkUnit) -> bool:
+        deps = block_deps[block_key(*spec.time_bounds)]
+        if spec.key not in present:  # never written, or its marker was removed: (re)do it
+            return True
+        if recorded.get(block_key(*spec.time_bounds)) == deps:
+            return False
+        if spec.key not in infos:
+            infos[spec.key] = ledger.info(spec.key)
+        info = infos[spec.key]
+        if unit_fresh(info, deps):
+            return False
+        # legacy marker (no "deps"): trusted once, for the model it names
+        return not (legacy and info is not None and "deps" not in info
+                    and info.get("model_sha256") in (None, model.sha256))
+
     total = n_shards(cfg)
-    todo = (s for s in shard_specs(cfg) if s.key not in done)
-    skipped = sum(1 for s in shard_specs(cfg) if s.key in done)
-    log.info("downscale: %d shards, %d already done (skipped), %d to write -> %s", total, skipped,
-             total - skipped, url)
+    todo = (sp for sp in shard_specs(cfg) if needed(sp))
+    skipped = sum(1 for sp in shard_specs(cfg) if not needed(sp))
+    if stale:
+        log.info("downscale: %d of %d time blocks to compute (new days or changed inputs): %s", len(stale),
+                 len(block_deps), ", ".join(stale))
+    log.info("downscale: %d shards, %d already done (skipped), %d to write -> %s (%d days published, %d added)",
+             total, skipped, total - skipped, url, n_pub, n_days - n_pub)
     written, land = 0, 0
     task = functools.partial(downscale_shard, ctx=ctx)
     with stage_client(cfg, client) as c:
         for res in run_tasks(c, task, todo, window=max_in_flight, name="downscale_shard", total=total - skipped):
             written += 1
             land += res["land_pixel_days"]
-    store.finalize(url, so, store.coverage_attrs(cfg.dates()))
+    planned = {sp.key for sp in shard_specs(cfg)}
+    superseded = [k for k in present if _UNIT_KEY.match(k) and k not in planned]  # a grown block's old key
+    for k in superseded:
+        ledger.fs.rm(ledger._key_path(k))
+    if stale or set(recorded) != set(block_deps):
+        # replace the record (keys of grown partial blocks are gone), one atomic write
+        store.write_json(blocks.url, {"version": BLOCKS_VERSION, "store": master.MASTER_STORE,
+                                      "blocks": dict(sorted(block_deps.items()))}, so, separators=(",", ":"))
+    days = master.DayDigests(cfg.store.root, master.MASTER_STORE, so)
+    if days.read() != day_deps:
+        days.record(day_deps)
+    if written or n_pub != n_days or not _published(url, so):
+        store.finalize(url, so, store.coverage_attrs(cfg.dates()))
+    else:
+        log.info("downscale: the master is up to date (%d days): nothing written", n_days)
     stats = {"units_total": total, "units_written": written, "units_skipped": skipped,
              "shards_total": total, "shards_written": written, "shards_skipped": skipped,
-             "land_pixel_days_written": land}
+             "land_pixel_days_written": land, "days_published": n_pub, "days_added": n_days - n_pub,
+             "blocks_redone": len(stale)}
     log.info("downscale done: %s", stats)
     return StageResult({"master": url, "ledger": ledger.url}, stats)
 
 
+def _published(url: str, so: dict) -> bool:
+    """Does the root ``zarr.json`` carry consolidated metadata (finalize ran)?"""
+    from sm1km.storage.publish import read_root_metadata
+
+    return bool((read_root_metadata(url, so).get("consolidated_metadata") or {}).get("metadata"))
+
+
 __all__ = ["downscale", "shard_specs", "n_shards", "make_context", "read_inputs", "downscale_shard",
-           "DownscaleContext", "time_offset", "check_space"]
+           "DownscaleContext", "time_offset", "check_space", "block_key", "master_deps", "fused_day_deps"]

@@ -32,21 +32,33 @@ def _relative_to(url: str, base: str) -> str:
     return u[len(b) + 1:]
 
 
-def promote(cfg, public_url: str, *, products: Iterable[str] = tuple(PRODUCT_STORES), catalog: bool = True,
-            storage_options: Mapping[str, Any] | None = None) -> StageResult:
-    """Make the run ``cfg`` the published version under ``public_url``.
+def _same_pointer(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Does the published pointer already say what ``new`` says (``updated`` aside)?"""
+    if not old:
+        return False
+    return {k: v for k, v in old.items() if k != "updated"} == {k: v for k, v in new.items() if k != "updated"}
+
+
+def promote(cfg, public_url: str | None = None, *, products: Iterable[str] = tuple(PRODUCT_STORES), catalog: bool = True,
+            storage_options: Mapping[str, Any] | None = None, version: str | None = None) -> StageResult:
+    """Make the run ``cfg`` the published version under ``public_url`` (default: its own root, a
+    version promoted in place).
 
     Checks every product store of the run (:func:`check_published`), writes the STAC catalog to
     ``<public_url>/catalog`` (links relative, to the run's stores) and then, last and in one atomic
     write, ``<public_url>/published.json``: ``{"products": {name: {"href": <relative URL>, ...}}}``.
     Stores of earlier versions are left untouched.
 
+    ``version`` names the version in the pointer (default: the config's ``name``).
+
     Returns the pointer document itself (what readers of ``published.json`` get: every published
     store by its URL relative to ``public_url``, and the catalog). Units in ``.stats`` are the
-    product stores published: each promote rewrites the pointer (it carries ``updated``), so all of
-    them count as written and none as skipped; ``catalog`` holds the catalog's own counters.
+    product stores published: written when the pointer changes; when it already says the same
+    (``updated`` aside) nothing is rewritten and they count as skipped (a second promote is a
+    no-op); ``catalog`` holds the catalog's own counters.
     """
     so = dict(storage_options if storage_options is not None else cfg.store.storage_options())
+    public_url = public_url or cfg.store.root
     entries: dict[str, Any] = {}
     for name in products:
         url = cfg.store.url(PRODUCT_STORES[name])
@@ -57,13 +69,23 @@ def promote(cfg, public_url: str, *, products: Iterable[str] = tuple(PRODUCT_STO
                          "time_coverage_end": summary["time_coverage_end"], "last_updated": summary["last_updated"]}
     if not entries:
         raise StoreError(cfg.store.root, "no finished product store to publish.", "run the pipeline first.")
-    doc: dict[str, Any] = {"sm1km_published": POINTER_FORMAT, "version": cfg.name, "root": _relative_to(cfg.store.root, public_url),
-                           "updated": store.now_iso(), "products": entries}
+    doc: dict[str, Any] = {"sm1km_published": POINTER_FORMAT, "version": version or cfg.name,
+                           "root": _relative_to(cfg.store.root, public_url), "updated": store.now_iso(),
+                           "products": entries}
     stats: dict[str, Any] = {"units_total": len(entries), "units_written": len(entries), "units_skipped": 0}
     if catalog:
         out = write_catalog(cfg, out_url=store.join(public_url, "catalog"))
         doc["catalog"] = _relative_to(out["collection"], public_url)
         stats["catalog"] = dict(out.stats)
-    store.write_json(store.join(public_url, POINTER), doc, so, indent=1)
+    pointer = store.join(public_url, POINTER)
+    try:
+        old = store.read_json(pointer, so)
+    except ValueError:  # a torn or foreign pointer: replaced
+        old = None
+    if _same_pointer(old, doc):
+        log.info("%s already publishes %s: nothing to switch", pointer, doc["version"])
+        stats.update(units_written=0, units_skipped=len(entries))
+        return StageResult(dict(old or doc), stats)
+    store.write_json(pointer, doc, so, indent=1)  # the one atomic step that switches readers
     log.info("published %s: %s", public_url, {k: v["href"] for k, v in entries.items()})
     return StageResult(doc, stats)

@@ -11,6 +11,11 @@ end. A reader that fetched the old index and then reads chunk ranges from the re
 finds exactly the bytes the old index points at; a reader that fetches the new index reads new
 chunks whose published days are bit-identical. Each object is replaced by one atomic PUT (S3) or
 rename (local), :func:`sm1km.storage.store.put_atomic`.
+
+:func:`grow_store` is what a stage calls first: create the store from its template, or check that
+the existing one holds a prefix of the run's days and extend it (the master and monthly.zarr; the
+master's packed shards then go through ``master.write_packed(preserve=True)``, the same rule
+without zarr's per-chunk encode).
 """
 
 from __future__ import annotations
@@ -96,6 +101,91 @@ def extend_time(url: str, new_times: Iterable[Any], storage_options: Mapping[str
     store.array(g, "time")[n_pub:n_new] = np.asarray(num, dtype=tarr.dtype)
     log.info("store %s: time axis %d -> %d days (invisible until finalize)", url, n_pub, n_new)
     return n_pub, n_new
+
+
+def published_length(url: str, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Days a reader sees: the time length in the root's consolidated metadata (the ``time``
+    array's own length when the store was never finalized)."""
+    try:
+        root = read_root_metadata(url, storage_options)
+    except ValueError as exc:  # not JSON / not UTF-8
+        raise StoreError(url, f"the root zarr.json cannot be read ({exc}).",
+                         "the store is corrupt: check it with `sm1km verify`, or re-run the stage that writes it.") from None
+    cons = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+    if "time" in cons:
+        return int(cons["time"]["shape"][0])
+    g = store.open_group(url, storage_options, use_consolidated=False)
+    return int(store.array(g, "time").shape[0])
+
+
+def grow_store(url: str, template: Any, encoding: Mapping[str, Mapping[str, Any]] | None = None,
+               storage_options: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """Create a store from ``template`` (an xarray Dataset with a ``time`` coordinate), or grow an
+    existing one whose days are a prefix of the template's: ``(published days, days now)``.
+
+    A new store: :func:`sm1km.storage.store.create_template` (``(0, n)``). An existing one must hold
+    the template's variables with the same non-time shape, and its published days must be the first
+    days of the template's time axis (same start, day by day); the missing days are added with
+    :func:`extend_time` (invisible to readers until ``store.finalize``). Anything else — other
+    variables or grid, another start, more days than the template — is a StoreError: a store never
+    shrinks and a published day never moves.
+    """
+    from xarray.coding.times import decode_cf_datetime
+
+    times = pd.DatetimeIndex(template["time"].values)
+    if not store.exists(url, storage_options):
+        store.create_template(url, template, encoding, storage_options)
+        return 0, len(times)
+    g = store.open_group(url, storage_options, use_consolidated=False)
+    members = dict(g.members())
+    for name in template.data_vars:
+        want = template[name]
+        arr = members.get(str(name))
+        if not isinstance(arr, zarr.Array):
+            raise StoreError(url, f"the existing store has no array {name!r}.",
+                             "choose another store.root, or remove the old store if it is obsolete.")
+        dims = list(store.v3_metadata(arr).dimension_names or ())
+        if dims != list(want.dims) or any(arr.shape[i] != want.shape[i] for i, d in enumerate(dims) if d != "time"):
+            raise StoreError(url, f"a store with a different layout already exists ({name}: {dict(zip(dims, arr.shape))}, "
+                                  f"the run needs {dict(want.sizes)}).",
+                             "choose another store.root, or remove the old store if it is obsolete.")
+    n_pub = published_length(url, storage_options)
+    tarr = store.array(g, "time")
+    units = cast("str | None", tarr.attrs.get("units"))
+    if not units:
+        raise StoreError(url, "the time coordinate has no CF units.", "write the store from the sm1km templates.")
+    have = pd.DatetimeIndex(decode_cf_datetime(np.asarray(tarr[:n_pub]), units,
+                                               cast("str", tarr.attrs.get("calendar", "proleptic_gregorian"))))
+    if n_pub > len(times) or not have.equals(times[:n_pub]):
+        span = f"{have[0].date()} .. {have[-1].date()}, {n_pub} days" if n_pub else "no days"
+        raise StoreError(url, f"the existing store ({span}) is not a prefix of the run's period "
+                              f"({times[0].date()} .. {times[-1].date()}, {len(times)} days).",
+                         "keep period.start and extend period.end only; to reprocess, write a new store.root "
+                         "and promote it (`sm1km publish`).")
+    if n_pub < len(times):
+        extend_time(url, times[n_pub:], storage_options)
+    elif int(tarr.shape[0]) != n_pub:  # grown further by a run that did not finish: back to the published length
+        gw = store.open_group(url, storage_options, mode="r+", use_consolidated=False)
+        for _name, arr in _time_dim_arrays(gw):
+            shape = list(arr.shape)
+            shape[list(_dims(arr)).index("time")] = n_pub
+            arr.resize(tuple(shape))
+    return n_pub, len(times)
+
+
+def write_time_values(url: str, name: str, values: Any, start: int,
+                      storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write datetimes into rows ``start..`` of a small array along ``time`` (e.g. ``time_bnds``)
+    with the array's own CF units (for the rows :func:`extend_time` added)."""
+    from xarray.coding.times import encode_cf_datetime
+
+    g = store.open_group(url, storage_options, mode="r+", use_consolidated=False)
+    arr = store.array(g, name)
+    units = cast("str | None", arr.attrs.get("units"))
+    calendar = cast("str", arr.attrs.get("calendar", "proleptic_gregorian"))
+    vals = np.asarray(values, dtype="datetime64[ns]")
+    num, _, _ = encode_cf_datetime(vals.reshape(-1), units, calendar, dtype=np.dtype(arr.dtype))
+    arr[start:start + vals.shape[0]] = np.asarray(num, dtype=arr.dtype).reshape(vals.shape)
 
 
 def preserve_prefix(old: bytes | None, new: bytes | None, n_chunks: int) -> bytes:

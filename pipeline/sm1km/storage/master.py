@@ -50,7 +50,7 @@ MASTER_INNER_PREFERRED = (2, 60, 60)
 #: codec of the packed int16 inner chunks (and of monthly.zarr): chosen by measurement (bench
 #: ``results.compression``); a core Zarr v3 codec, read by zarr-python, zarrs, GDAL, netCDF-C.
 PACKED_COMPRESSOR: dict[str, Any] = {"cname": "zstd", "clevel": 5, "shuffle": "bitshuffle"}
-#: months per monthly-store chunk (one chunk = tile × 12 months)
+#: months per monthly-store shard (one shard = tile × 12 months, one inner chunk per month)
 MONTHLY_TIME_CHUNK = 12
 
 SM_ATTRS = {
@@ -238,7 +238,10 @@ def monthly_template(cfg: RunConfig, *,
     bnds = np.stack([months.values, (months + pd.offsets.MonthBegin(1)).values], axis=1).astype("datetime64[ns]")
     shape = (len(months), coords["lat"].size, coords["lon"].size)
     tile_px = cfg.grid.tile_cells * cfg.grid.factor
-    chunks = (min(MONTHLY_TIME_CHUNK, len(months)), tile_px, tile_px)
+    # one shard = tile × 12 months whatever the run's length (so the store grows into it), one
+    # inner chunk per month: a month rewritten leaves the other months' bytes as they are
+    shards = (MONTHLY_TIME_CHUNK, tile_px, tile_px)
+    chunks = (1, tile_px, tile_px)
     dims = ("time", "lat", "lon")
     sm_attrs = dict(SM_ATTRS, long_name="monthly mean surface soil moisture (volumetric, 0-5 cm)",
                     cell_methods="time: mean (interval: 1 day)",
@@ -258,8 +261,9 @@ def monthly_template(cfg: RunConfig, *,
         extra={**_grid_attrs(cfg), "time_coverage_resolution": "P1M",
                **({"source_master_date_created": source_attrs["date_created"]}
                   if source_attrs and "date_created" in source_attrs else {})})
-    enc = {**_coord_encoding(), "sm": packed_encoding(chunks, None),
-           "n_valid_days": {"dtype": "int16", "chunks": chunks, "_FillValue": None},
+    enc = {**_coord_encoding(), "sm": packed_encoding(chunks, shards),
+           "n_valid_days": {"dtype": "int16", "chunks": chunks, "shards": shards, "_FillValue": None,
+                            "compressors": [packed_compressor()]},
            "time_bnds": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int32",
                          "_FillValue": None}}
     return ds, enc
@@ -269,7 +273,8 @@ def monthly_template(cfg: RunConfig, *,
 # writing packed blocks
 # --------------------------------------------------------------------------------------------
 def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.ndarray],
-                 storage_options: Mapping[str, Any] | None = None, *, group: zarr.Group | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, *, group: zarr.Group | None = None,
+                 preserve: bool = False) -> int:
     """Write already-packed arrays (int16) into ``region`` of a store made from a template.
 
     Bypasses xarray's CF encoding on purpose: ``store.write_region`` would re-encode the values
@@ -278,16 +283,84 @@ def write_packed(url: str, region: Mapping[str, slice], arrays: Mapping[str, np.
     are encoded in one pass by :mod:`shard_codec` (zarr's per-inner-chunk path cost ~3x as
     much per task); any other region goes through zarr. ``group``: the store already opened
     writable (a worker reuses it across its tasks), else it is opened here.
+
+    ``preserve=True`` (a store that readers may already read: the master grows, or a block is
+    recomputed): every shard is replaced by one atomic write (:func:`sm1km.storage.store.put_atomic`)
+    of :func:`sm1km.storage.append.preserve_prefix` (old shard, new shard): an inner chunk whose
+    bytes did not change keeps its bytes *and offset*, changed chunks are appended, so the old
+    index stays valid for a reader holding it. A shard whose bytes would not change is not written.
+    Returns the number of objects written (with ``preserve``; else the shards the region touches).
     """
-    from sm1km.storage.shard_codec import write_whole_shards
+    from sm1km.storage.shard_codec import encode_whole_shards, write_whole_shards
 
     if group is None:
         group = store.open_group(url, storage_options, mode="r+")
+    n = 0
     for name, data in arrays.items():
         store.commit_check(url)  # fencing: refused once this run no longer holds the store's lock
         arr = cast("zarr.Array[Any]", group[name])
         # a template's variables: Zarr v3 arrays with dimension names (xarray writes them)
         dims = cast("tuple[str, ...]", cast("ArrayV3Metadata", arr.metadata).dimension_names)
         sel = tuple(region.get(d, slice(None)) for d in dims)
-        if not write_whole_shards(arr, sel, data):
-            arr[sel] = data
+        if not preserve:
+            if not write_whole_shards(arr, sel, data):
+                arr[sel] = data
+            n += 1
+            continue
+        encoded = encode_whole_shards(arr, sel, data)
+        if encoded is None:  # not whole shards of the packed layout: zarr in memory, then the same rule
+            from sm1km.storage.append import write_packed_preserving
+
+            n += sum(write_packed_preserving(url, region, {name: data}, storage_options).values())
+            continue
+        n += _put_preserving(url, name, encoded, storage_options)
+    return n
+
+
+def _put_preserving(url: str, name: str, encoded: tuple[Any, Any], storage_options: Mapping[str, Any] | None) -> int:
+    import posixpath
+
+    from sm1km.storage.append import preserve_prefix
+    from sm1km.storage.shard_codec import inner_chunk_count
+
+    layout, shards = encoded
+    fs, root = store.filesystem(url, storage_options)
+    n_chunks = inner_chunk_count(layout)
+    n = 0
+    for key, new in shards:
+        path = posixpath.join(root, name, key)
+        try:
+            old: bytes | None = fs.cat_file(path)
+        except FileNotFoundError:
+            old = None
+        if new is None and old is None:
+            continue
+        payload = preserve_prefix(old, new, n_chunks)
+        if payload != old:
+            store.put_atomic(store.join(url, name, key), payload, storage_options)
+            n += 1
+    return n
+
+
+class DayDigests:
+    """``<root>/_ledger/<store_name>/days.json``: the deps digest of every day a store holds
+    (``{ISO day: digest}``), for stages below it that need a finer grain than time blocks (a
+    month of ``monthly.zarr`` depends on the master's days of that month only). Written by the
+    driver in one atomic write after the store's units are done (beside
+    :class:`sm1km.storage.deps.BlockDigests`)."""
+
+    NAME = "days.json"
+
+    def __init__(self, root: str, store_name: str, storage_options: Mapping[str, Any] | None = None):
+        self.store_name = store_name
+        self.url = store.join(root, "_ledger", store_name, self.NAME)
+        self.storage_options = dict(storage_options or {})
+
+    def read(self) -> dict[str, str]:
+        doc = store.read_json(self.url, self.storage_options)
+        return dict(doc.get("days", {})) if doc else {}
+
+    def record(self, days: Mapping[str, str]) -> None:
+        """Replace the record with ``days`` (the store's days now; one atomic write)."""
+        store.write_json(self.url, {"version": 1, "store": self.store_name, "days": dict(sorted(days.items()))},
+                         self.storage_options, separators=(",", ":"))

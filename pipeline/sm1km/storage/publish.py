@@ -45,7 +45,11 @@ PRODUCT_STORES = {"fused": "fused.zarr", "master": "master.zarr", "monthly": "mo
 # --------------------------------------------------------------------------------------------
 def read_root_metadata(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The root ``zarr.json`` as a dict (what an HTTP reader fetches first)."""
-    root: dict[str, Any] | None = store.read_json(store.join(url, "zarr.json"), storage_options)
+    try:
+        root: dict[str, Any] | None = store.read_json(store.join(url, "zarr.json"), storage_options)
+    except ValueError as exc:
+        raise StoreError(url, f"the root zarr.json is not valid JSON ({exc}).",
+                         "re-run the stage that writes the store.") from None
     if root is None:
         raise StoreError(url, "no zarr.json: not a Zarr v3 store.", "check the URL.")
     return root

@@ -14,7 +14,7 @@ shards — goes through zarr itself. The index helpers here are shared with
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -166,33 +166,53 @@ def _whole_shards(bounds: Sequence[tuple[int, int, int]], shape: tuple[int, ...]
     return ranges
 
 
-def write_whole_shards(arr: zarr.Array[Any], sel: tuple[slice, ...], data: np.ndarray) -> bool:
-    """Write ``data`` into ``arr[sel]`` shard by shard if ``sel`` is whole shards of a supported
-    layout; returns False (nothing written) otherwise, for the caller to use ``arr[sel] = data``."""
-    import itertools
+def inner_chunk_count(layout: ShardLayout) -> int:
+    """Inner chunks per shard (= rows of the shard index)."""
+    return int(np.prod([s // i for s, i in zip(layout.shard, layout.inner, strict=True)]))
 
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+
+def encode_whole_shards(arr: zarr.Array[Any], sel: tuple[slice, ...], data: np.ndarray
+                        ) -> tuple[ShardLayout, Iterator[tuple[str, bytes | None]]] | None:
+    """(layout, lazily encoded ``(storage key relative to the array, shard bytes or None)`` per
+    shard) for ``data`` written into ``arr[sel]``, if ``sel`` is whole shards of a supported layout;
+    None otherwise (then write through zarr). ``None`` bytes: every inner chunk is fill (zarr
+    stores no object)."""
+    import itertools
 
     layout = layout_of(arr)
     if layout is None or len(sel) != len(arr.shape) or not all(isinstance(s, slice) for s in sel):
-        return False
+        return None
     bounds = [s.indices(n) for s, n in zip(sel, arr.shape, strict=True)]
     ranges = _whole_shards(bounds, tuple(arr.shape), layout.shard)
     if ranges is None:
-        return False
+        return None
     data = np.asarray(data)
     starts = [b[0] for b in bounds]
     if data.shape != tuple(stop - start for start, stop, _ in bounds):
         raise ValueError(f"data {data.shape} does not match the selection {sel} of {arr.shape}")
+    meta = arr.metadata
+
+    def shards() -> Iterator[tuple[str, bytes | None]]:
+        for coords in itertools.product(*ranges):
+            lo = [c * s - st for c, s, st in zip(coords, layout.shard, starts, strict=True)]
+            block = data[tuple(slice(a, a + s) for a, s in zip(lo, layout.shard, strict=True))]
+            yield meta.encode_chunk_key(coords), encode_shard(block, layout)
+
+    return layout, shards()
+
+
+def write_whole_shards(arr: zarr.Array[Any], sel: tuple[slice, ...], data: np.ndarray) -> bool:
+    """Write ``data`` into ``arr[sel]`` shard by shard if ``sel`` is whole shards of a supported
+    layout; returns False (nothing written) otherwise, for the caller to use ``arr[sel] = data``."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    encoded = encode_whole_shards(arr, sel, data)
+    if encoded is None:
+        return False
     store, path = arr.store_path.store, arr.store_path.path
     proto = default_buffer_prototype()
-    meta = arr.metadata
-    for coords in itertools.product(*ranges):
-        lo = [c * s - st for c, s, st in zip(coords, layout.shard, starts, strict=True)]
-        block = data[tuple(slice(a, a + s) for a, s in zip(lo, layout.shard, strict=True))]
-        enc = encode_shard(block, layout)
-        key = meta.encode_chunk_key(coords)
+    for key, enc in encoded[1]:
         key = f"{path}/{key}" if path else key
         if enc is None:
             sync(store.delete(key))

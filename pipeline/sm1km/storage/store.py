@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -36,6 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast
 
 import fsspec
+import numpy as np
+import numpy.typing as npt
 import xarray as xr
 import zarr
 
@@ -211,6 +214,39 @@ def open_group(url: str, storage_options: Mapping[str, Any] | None = None, mode:
 def array(group: zarr.Group, name: str) -> zarr.Array[Any]:
     """``group[name]`` for a name that sm1km's own templates make an array (zarr types it array-or-group)."""
     return cast("zarr.Array[Any]", group[name])
+
+
+def read_window(arr: zarr.Array[Any], sel: tuple[Any, ...], url: str, producer: str) -> npt.NDArray[Any]:
+    """``arr[sel]`` as numpy; a damaged object (truncated or corrupted shard: checksum or codec error)
+    becomes a :class:`StoreError` naming the objects, their ledger markers and how to recompute them.
+
+    ``url``: the store; ``producer``: the verb that writes it (``downscale`` for the master).
+    """
+    try:
+        return np.asarray(arr[sel])
+    except (ValueError, RuntimeError, OSError, EOFError) as exc:
+        perm = permanent_error(exc, url, None) if isinstance(exc, OSError) else None
+        if perm is not None:
+            raise perm from None
+        name = arr.path or arr.name or "array"
+        grid = tuple(int(c) for c in v3_metadata(arr).chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+        dims = tuple(str(d) for d in (v3_metadata(arr).dimension_names or ()))
+        ranges = []
+        for s_, n, c in zip(sel, arr.shape, grid, strict=False):
+            lo, hi, _ = s_.indices(n) if isinstance(s_, slice) else (int(s_), int(s_) + 1, 1)
+            ranges.append(range(lo // c, max(hi - 1, lo) // c + 1))
+        objects, markers = [], []
+        for idx in itertools.islice(itertools.product(*ranges), 8):
+            objects.append(f"{name}/c/" + "/".join(map(str, idx)))
+            if len(dims) == len(idx):
+                markers.append(region_key(**{d: slice(i * c, min((i + 1) * c, n)) for d, i, c, n
+                                             in zip(dims, idx, grid, arr.shape, strict=True)}))
+        store_name = url.rstrip("/").rsplit("/", 1)[-1]
+        raise StoreError(join(url, name), f"cannot decode {', '.join(objects)} ({type(exc).__name__}: {exc}): "
+                                          "the store is damaged (a truncated or corrupted object).",
+                         f"delete the damaged object(s) and their ledger marker(s) _ledger/{store_name}/"
+                         f"{{{', '.join(markers)}}}.json under the store root, then re-run `sm1km {producer}` to "
+                         "recompute exactly them (or restore the store from a good copy).") from None
 
 
 def v3_metadata(arr: zarr.Array[Any]) -> ArrayV3Metadata:

@@ -62,8 +62,10 @@ def _stages() -> dict[str, Callable[..., Any]]:
 
         return Pipeline(cfg).update(client, **options)
 
+    from sm1km.stages.publish import promote
+
     return {"ingest": ingest, "fuse": fuse, "train": train, "downscale": downscale, "aggregate": aggregate,
-            "export": export, "validate": validate, "catalog": catalog, "update": update}
+            "export": export, "validate": validate, "catalog": catalog, "update": update, "promote": promote}
 
 
 #: every stage that writes, in pipeline order
@@ -77,7 +79,8 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def stage_function(name: str) -> Callable[..., Any]:
-    """The real callable of a stage (``ingest`` … ``catalog``, and the ``update`` verb's :meth:`Pipeline.update`)."""
+    """The real callable of a stage (``ingest`` … ``catalog``, the ``update`` verb's :meth:`Pipeline.update`,
+    and ``promote``: :func:`sm1km.stages.publish.promote`, in place by default)."""
     return _stages()[name]
 
 

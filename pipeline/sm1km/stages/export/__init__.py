@@ -2,7 +2,10 @@
 
 One dask task per output file; each task streams the store window by window (windows aligned to
 the store's shards) into a local file and delivers it atomically to a path or ``s3://`` URL.
-Existing files are kept (a re-run finishes what is missing) unless ``overwrite``.
+The export grows with the store: each file's deps digest (the source's time blocks it touches, its
+days, the options; :mod:`sm1km.stages.export.manifest`) is recorded in ``<out>/_manifest.json`` and
+in the file; a re-run writes the files that are missing or whose digest changed (new days, the open
+month, a revised block), atomically, and skips the others; ``overwrite`` rewrites all.
 
 Layouts: ``latlon`` (the master's EPSG:4326 grid; GeoTIFF per day/month, HDF5 per month/year) and
 ``modis-sinusoidal`` (HDF5 per MODIS tile and year, as the published product; daily only).
@@ -11,8 +14,9 @@ See docs/exports.md.
 Result: a :class:`~sm1km.runtime.result.StageResult` ``{"exports": out, "files": [url, ...]}``:
 ``"files"`` holds the sorted URLs of every file of the export (what this function returned as a
 list before; the CLI prints one per line). ``stats``: ``units_total`` (files of the export),
-``units_written``, ``units_skipped`` (already there), ``units_empty`` (MODIS tiles that touch the
-region but hold no pixel centre in it: not written) and ``tasks``. Tasks run through
+``units_written`` (of which ``units_rewritten`` replaced an older file), ``units_skipped`` (up to
+date; ``units_adopted`` of them by the digest in the file, not yet in the manifest), ``units_empty``
+(MODIS tiles that touch the region but hold no pixel centre in it: not written) and ``tasks``. Tasks run through
 ``runtime.runner``: an error of the sm1km family raised by a file task reaches the driver as
 itself (the first one stops the export; a re-run writes what is missing).
 """
@@ -49,6 +53,7 @@ from sm1km.stages.export.geotiff import file_name as geotiff_name
 from sm1km.stages.export.geotiff import pending as geotiff_pending
 from sm1km.stages.export.hdf5 import Hdf5Job, write_hdf5
 from sm1km.stages.export.hdf5 import file_name as hdf5_name
+from sm1km.stages.export.manifest import embedded_deps, file_deps, read_manifest, source_blocks, write_manifest
 from sm1km.stages.export.modis import ModisJob, tiles_intersecting, write_modis
 from sm1km.stages.export.modis import file_name as modis_name
 from sm1km.storage import store
@@ -193,6 +198,59 @@ def run_job(job) -> dict[str, Any]:
     return {"urls": job_urls(job) if n is not None else [], "reads": n or 0}
 
 
+def file_specs(jobs: Sequence) -> dict[str, tuple[tuple[int, ...], dict[str, Any]]]:
+    """{file URL: (store time indices it holds, options of that file alone)} of planned jobs."""
+    out: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
+    for j in jobs:
+        if isinstance(j, GeoTiffJob):
+            for it in j.items:
+                out[it.url] = ((it.t,), {})
+        elif isinstance(j, ModisJob):
+            out[j.url] = (tuple(j.t_indices), {"h": j.h, "v": j.v, "year": j.year})
+        else:
+            out[j.url] = (tuple(j.t_indices), {})
+    return out
+
+
+def export_options(source: Source, *, fmt: str, layout: str, variables: Sequence[str], rows: slice, cols: slice,
+                   blocksize: int, compress: str) -> dict[str, Any]:
+    """The options that change an exported file's bytes (part of its deps digest)."""
+    opts: dict[str, Any] = {"format": fmt, "layout": layout, "product": source.product, "variables": list(variables),
+                            "rows": [source.row0 + rows.start, source.row0 + rows.stop],
+                            "cols": [source.col0 + cols.start, source.col0 + cols.stop], "per_deg": source.per_deg}
+    if fmt == "geotiff" and layout == "latlon":
+        opts.update(blocksize=int(blocksize), compress=compress)
+    return opts
+
+
+def with_deps(job, deps: Mapping[str, str]):
+    """The job with each file's deps digest set (written into the file)."""
+    from dataclasses import replace
+
+    if isinstance(job, GeoTiffJob):
+        return replace(job, items=tuple(replace(it, deps=deps[it.url]) for it in job.items))
+    return replace(job, deps=deps[job.url])
+
+
+def only(job, urls: set[str]):
+    """The job reduced to the files in ``urls`` (None if none is left)."""
+    from dataclasses import replace
+
+    if isinstance(job, GeoTiffJob):
+        left = tuple(it for it in job.items if it.url in urls)
+        return replace(job, items=left) if left else None
+    return job if job.url in urls else None
+
+
+def _entry(source: Source, t_indices: Sequence[int], deps: str, empty: bool = False) -> dict[str, Any]:
+    days = sorted(source.times[i] for i in t_indices)
+    e: dict[str, Any] = {"deps": deps, "time_coverage_start": days[0], "time_coverage_end": days[-1],
+                         "n_days": len(days)}
+    if empty:
+        e["empty"] = True
+    return e
+
+
 def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "daily", start=None, end=None,
            bbox: str | Sequence[float] | BBox | None = None, out: str | None = None, layout: str = "latlon", *,
            with_uncertainty: bool = False, overwrite: bool = False, window_pixels: int = DEFAULT_WINDOW_PIXELS,
@@ -203,9 +261,15 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
     ``fmt``: ``geotiff`` (COG per day / month) or ``hdf5`` (per month / year); ``layout``: ``latlon`` or
     ``modis-sinusoidal`` (daily HDF5 per MODIS tile and year). ``start``/``end`` (ISO dates, inclusive)
     and ``bbox`` (W,S,E,N degrees) select a subset. ``out`` defaults to ``<store.root>/exports/<fmt>``.
-    Returns ``{"exports": out, "files": urls}``: ``urls`` are all files of the export, sorted (already
-    existing ones included: a re-run only writes what is missing unless ``overwrite``; MODIS tiles whose
-    area touches the region but hold no pixel centre in it are not written); ``.stats`` counts them.
+
+    The export grows with the store (:mod:`sm1km.stages.export.manifest`): a file is written when it
+    is missing or its deps digest (the source's time blocks it touches, its days, the options) is not
+    the one recorded in ``<out>/_manifest.json`` or written into it — new days' files are added, the
+    open month's HDF5 and files of a revised block are rewritten (atomically), the others are
+    skipped; ``overwrite`` rewrites every file. Returns ``{"exports": out, "files": urls}``: ``urls``
+    are all files of the export, sorted (MODIS tiles whose area touches the region but hold no pixel
+    centre in it are not written); ``.stats`` counts them (``units_written``, of which
+    ``units_rewritten`` replaced an older file; ``units_skipped`` up to date; ``units_empty``).
     """
     _check_options(fmt, product, layout, with_uncertainty, compress, int(blocksize))
     start, end = _date(start, "--start"), _date(end, "--end")
@@ -233,17 +297,50 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
     jobs = plan_jobs(source, fmt=fmt, layout=layout, t_indices=t_indices, rows=rows, cols=cols,
                      variables=variables, out=out, out_storage_options=out_so, window_pixels=int(window_pixels),
                      blocksize=int(blocksize), compress=compress, files_per_task=files_per_task)
-    todo = pending_jobs(jobs, out, out_so, overwrite)
-    urls = sorted(u for j in jobs for u in job_urls(j))
-    log.info("export %s %s (%s) to %s: %d files, %d to write in %d tasks", product, fmt, layout, out, len(urls),
-             sum(len(job_urls(j)) for j in todo), len(todo))
-    todo_urls = {u for j in todo for u in job_urls(j)}
+    # what each file is computed from, and which files are not up to date
+    blocks = source_blocks(cfg.store.root, PRODUCT_STORES[product], source, variables, so)
+    opts = export_options(source, fmt=fmt, layout=layout, variables=variables, rows=rows, cols=cols,
+                          blocksize=int(blocksize), compress=compress)
+    specs = file_specs(jobs)
+    deps = {u: file_deps(blocks, t, source.times, {**opts, **x}) for u, (t, x) in specs.items()}
+    jobs = [with_deps(j, deps) for j in jobs]
+    manifest = read_manifest(out, out_so)
+    existing = existing_names(out, out_so)
+    todo_urls: set[str] = set()
+    known_empty: set[str] = set()
+    adopted: set[str] = set()
+    for u in specs:
+        name = posixpath.basename(u)
+        entry = manifest.get(name) or {}
+        if overwrite:
+            todo_urls.add(u)
+        elif entry.get("deps") == deps[u] and (entry.get("empty") or name in existing):
+            if entry.get("empty"):
+                known_empty.add(u)
+        elif name in existing and embedded_deps(u, out_so) == deps[u]:
+            adopted.add(u)  # written before the manifest was (a killed run): up to date
+        else:
+            todo_urls.add(u)
+    replacing = {u for u in todo_urls if posixpath.basename(u) in existing}
+    todo = [k for k in (only(j, todo_urls) for j in jobs) if k is not None]
+    urls = sorted(specs)
+    log.info("export %s %s (%s) to %s: %d files, %d to write (%d replacing files whose deps changed) in %d tasks",
+             product, fmt, layout, out, len(urls), len(todo_urls), len(replacing), len(todo))
+    for u in sorted(replacing):
+        log.info("export: %s is rewritten (%s)", posixpath.basename(u),
+                 "--overwrite" if overwrite else "what it is computed from changed")
     with stage_client(cfg, client) as c:
         results = list(run_tasks(c, run_job, todo, name="export")) if todo else []
     written = {u for r in results for u in r["urls"]}
-    files = sorted(u for u in urls if u not in todo_urls or u in written)
-    stats = {"units_total": len(urls), "units_written": len(written), "units_skipped": len(urls) - len(todo_urls),
-             "units_empty": len(todo_urls - written), "tasks": len(todo)}
+    empty = (todo_urls - written) | known_empty
+    files = sorted(u for u in urls if u not in empty)
+    entries = dict(manifest)
+    for u in urls:
+        entries[posixpath.basename(u)] = _entry(source, specs[u][0], deps[u], empty=u in empty)
+    write_manifest(out, out_so, entries, manifest)
+    stats = {"units_total": len(urls), "units_written": len(written), "units_rewritten": len(written & replacing),
+             "units_skipped": len(urls) - len(todo_urls) - len(known_empty), "units_empty": len(empty),
+             "units_adopted": len(adopted), "tasks": len(todo)}
     return StageResult({"exports": out, "files": files}, stats)
 
 
@@ -260,5 +357,5 @@ def _merge(a: Source, b: Source) -> Source:
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-__all__ = ["export", "plan_jobs", "pending_jobs", "run_job", "select_times",
+__all__ = ["export", "plan_jobs", "pending_jobs", "run_job", "select_times", "file_specs", "export_options",
            "FORMATS", "PRODUCTS", "LAYOUTS"]

@@ -245,8 +245,11 @@ def open_arrays(source: Source, variables: Sequence[str]) -> dict[str, Any]:
 
 def read_block(arr, times: slice | int, rows: slice, cols: slice) -> np.ndarray:
     """Raw int16 values of one window (``times`` an index or a slice)."""
+    url = str(arr.store_path).rsplit("/" + arr.path, 1)[0] if getattr(arr, "path", "") else str(arr.store_path)
     try:
-        return np.asarray(arr[times, rows, cols])
+        return store.read_window(arr, (times, rows, cols), url, "downscale")
+    except StoreError:
+        raise
     except Exception as exc:  # pragma: no cover - depends on the object store
         raise StoreError(str(getattr(arr, "path", "array")), f"cannot read window {times}, {rows}, {cols} "
                          f"({type(exc).__name__}: {exc}).", "check the store and the credentials; re-run to resume.") from None
@@ -256,6 +259,7 @@ def read_block(arr, times: slice | int, rows: slice, cols: slice) -> np.ndarray:
 def existing_names(folder: str, storage_options: Mapping[str, Any] | None) -> set[str]:
     """Names of the files directly in ``folder`` (one listing instead of one request per file)."""
     fs, path = store.filesystem(folder, storage_options)
+    fs.invalidate_cache(path)  # never trust a listing cached by an earlier call (s3fs)
     try:
         entries = fs.ls(path, detail=True)
     except FileNotFoundError:

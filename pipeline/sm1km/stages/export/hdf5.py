@@ -29,6 +29,7 @@ from sm1km.stages.export.common import (
     staged_output,
     time_groups,
 )
+from sm1km.stages.export.manifest import DEPS_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Hdf5Job:
     window_pixels: int
     chunk_px: int = DEFAULT_CHUNK_PX  # HDF5 chunk side target (rounded up to whole master shards)
     gzip_level: int = 4
+    deps: str = ""                   # deps digest written into the file (stages/export/manifest.py)
 
     @property
     def key(self) -> str:
@@ -134,6 +136,8 @@ def write_hdf5(job: Hdf5Job) -> int:
             attrs["time_coverage_start"] = str(times.min())
             attrs["time_coverage_end"] = str(times.max())
             attrs["product"] = src.product
+            if job.deps:
+                attrs[DEPS_ATTR] = job.deps
             for k, v in attrs.items():
                 set_attr(f, k, v)
             coords = {

@@ -40,6 +40,7 @@ from sm1km.stages.export.common import (
     time_groups,
 )
 from sm1km.stages.export.hdf5 import set_attr
+from sm1km.stages.export.manifest import DEPS_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class ModisJob:
     window_pixels: int
     strip_rows: int = 120             # tile rows per processing strip (divides 1200); also the HDF5 chunk
     gzip_level: int = 4
+    deps: str = ""                    # deps digest written into the file (stages/export/manifest.py)
 
     @property
     def key(self) -> str:
@@ -219,6 +221,8 @@ def write_modis(job: ModisJob) -> int | None:
                          dimension_order=DIMENSION_ORDER,
                          resampling="nearest neighbour: the master (EPSG:4326) pixel containing each "
                                     "sinusoidal pixel centre")
+            if job.deps:
+                attrs[DEPS_ATTR] = job.deps
             for k, val in attrs.items():
                 set_attr(f, k, val)
             sm = f.create_dataset("SM", shape=(n_days, TILE_PX, TILE_PX), dtype="int16",

@@ -4,7 +4,8 @@ Stores (docs/architecture.md): ``inputs/cci.zarr`` and ``inputs/era5.zarr`` on t
 the snapped region, chunked ``(4096 days, space_chunk, space_chunk)`` — a whole series per pixel in
 one chunk; ``inputs/predictors.zarr`` on the 1 km grid, chunked like the master shards
 ``(time_block_days, tile px, tile px)``, static predictors plus the daily LST day/night and NDVI
-**gap-filled in time** (:mod:`sm1km.core.gapfill`; ``observed_flags`` says which values were observed);
+**gap-filled in time, causally** (:mod:`sm1km.core.gapfill`, rule ``causal-locf``: a day depends only
+on itself and earlier days; ``observed_flags`` says which values were observed);
 ``inputs/stations.zarr`` (station, time), one chunk, with ``in_region``.
 
 One job per store behind one protocol (:mod:`.job`): :mod:`.coarse` (CCI, ERA5),
@@ -22,17 +23,21 @@ One job per store behind one protocol (:mod:`.job`): :mod:`.coarse` (CCI, ERA5),
    array chunked like the output in space. A day whose content differs from what the store holds
    is an :class:`InputError` unless ``overwrite``. Any problem → the staging area is removed and
    one InputError names the file(s): **the stores are untouched**.
-3. **write**: create the template (or grow the time axis), then one task per output chunk reads
-   its piece of the staging array and writes that whole chunk (coarse cubes: existing chunk +
-   staged days; predictors: gap-fill of the chunk's window with a halo). Then the index is
-   updated and :func:`store.finalize` writes attributes and consolidated metadata last.
+3. **write**: create the template (or grow the time axis: :func:`sm1km.storage.append.extend_time`),
+   then one task per output chunk reads its piece of the staging array and writes that chunk
+   (coarse cubes: existing chunk + staged days; predictors: the days to recompute, gap-filled from
+   their trailing window). Then the index is updated (with ``stored_days`` / ``stored_static``,
+   the digests of what the store holds, read by :mod:`sm1km.storage.deps`) and
+   :func:`store.finalize` writes attributes and consolidated metadata last.
 
 Re-running with the same files changes nothing (byte-identical stores); a longer period appends
-days; memory per task does not depend on the length of the period.
+days and never changes a published one (equal to a one-shot ingest, time coordinate included);
+memory per task does not depend on the length of the period.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import uuid
@@ -101,10 +106,23 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
     ``overwrite``. ``task_memory_bytes`` overrides the memory one read task may hold (default: a
     quarter of a worker thread's share of ``cluster.memory_limit``).
 
+    ``period.end: latest`` is resolved first (:mod:`.latest`): the last day for which every daily
+    input exists; the log names the input that holds it back.
+
     ``.stats``: ``units_total`` / ``units_written`` / ``units_skipped`` over all stores (units:
     days of the 0.25° cubes, time blocks and static rasters of the predictors, the station
     table) and the same per store under ``stores``.
     """
+    if cfg.period.is_latest:  # period.end: latest -> the last day every daily input has (logged)
+        from .latest import apply_latest
+
+        cfg = apply_latest(cfg)
+    today = dt.datetime.now(dt.UTC).date()
+    if cfg.period.last_day > today:
+        raise ConfigError("period.end", f"{cfg.period.end} is in the future (today is {today}, UTC): no input "
+                                        "exists for it yet.",
+                          "end the period today or earlier; to follow the inputs as they appear, run "
+                          "`sm1km update` (with period.end: latest) every day instead.")
     so = cfg.store.storage_options()
     token = uuid.uuid4().hex[:12]
     ctx = IngestContext(cfg=cfg, so=so, region=cfg.coarse_region, factor=cfg.grid.factor, overwrite=overwrite,

@@ -111,18 +111,43 @@ def staging_var(tpl: xr.Dataset, enc: dict, name: str, dtype: str, shape: tuple,
 
 
 def grow_time_axis(url: str, so, days: np.ndarray) -> None:
-    """Grow every time-dependent array to ``len(days)`` and write the new time coordinate values."""
-    g = store.open_group(url, so, mode="r+")
-    n = len(days)
-    tarr: Any = g["time"]
+    """Grow every time-dependent array to ``len(days)`` and write the new time coordinate values.
+
+    Through :func:`sm1km.storage.append.extend_time`, which resizes first and then writes the new
+    values through a handle opened *after* the resize (a handle taken before it still has the old
+    shape: zarr then writes only the old length and the new days read 1970-01-01). The days
+    already stored must be the start of ``days``.
+    """
+    from sm1km.storage.append import extend_time
+
+    g = store.open_group(url, so, mode="r", use_consolidated=False)
+    tarr = store.array(g, "time")
     if tarr.attrs.get("units") != TIME_UNITS:
         raise StoreError(url, f"time units {tarr.attrs.get('units')!r} are not {TIME_UNITS!r}; this store was not "
                               "written by sm1km ingest.", "remove it, or ingest into another store.root.")
-    for _name, arr in g.arrays():
-        dims = tuple(getattr(arr.metadata, "dimension_names", None) or ())
-        if dims and dims[0] == "time" and arr.shape[0] != n:
-            arr.resize((n, *arr.shape[1:]))
-    tarr[:] = (np.asarray(days, dtype="datetime64[D]") - EPOCH).astype(np.int32)
+    n_old, n_new = extend_time(url, time_coord(days), so)
+    if n_new != len(days):
+        raise StoreError(url, f"the time axis grew to {n_new} days, not the {len(days)} of the ingest.",
+                         "pass --overwrite to rebuild the store.")
+
+
+def contiguous(stored: np.ndarray) -> bool:
+    """True if ``stored`` (datetime64[D]) is its first day and the days after it, as ingest writes."""
+    return stored.size == 0 or bool((stored == stored[0] + np.arange(stored.size).astype("timedelta64[D]")).all())
+
+
+def time_repair_needed(ds: xr.Dataset | None) -> bool:
+    """True for a store whose time coordinate is not consecutive days (see :func:`time_axis`)."""
+    if ds is None or "time" not in ds.coords:
+        return False
+    return not contiguous(np.asarray(ds["time"].values, dtype="datetime64[D]"))
+
+
+def rewrite_time(url: str, so, stored: np.ndarray) -> None:
+    """Write the time values of the ``stored`` days (positions 0..) — the repair of :func:`time_axis`."""
+    g = store.open_group(url, so, mode="r+", use_consolidated=False)
+    store.array(g, "time")[: len(stored)] = (np.asarray(stored, dtype="datetime64[D]") - EPOCH).astype(np.int32)
+    log.warning("%s: time coordinate of the %d stored days rewritten", url, len(stored))
 
 
 def final_attrs(cfg: RunConfig, url: str, so, fresh: bool, title: str, summary: str, inputs: list[dict],
@@ -193,6 +218,10 @@ def time_axis(ctx: IngestContext, ds: xr.Dataset | None, url: str, problems: lis
     stored = np.asarray(ds["time"].values, dtype="datetime64[D]")
     if stored.size == 0:
         return axis(p.start, p.end), None
+    if not contiguous(stored):
+        log.warning("%s: the stored time axis is not %s and the days after it (an append before sm1km 0.1 wrote "
+                    "1970-01-01 for the new days): it is rewritten", url, iso(stored[0]))
+        stored = stored[0] + np.arange(stored.size).astype("timedelta64[D]")
     s0, s1 = stored[0], stored[-1]
     if day(p.start) < s0:
         problems.append(StoreError(url, f"the store starts on {iso(s0)} but the period starts earlier ({p.start}); "

@@ -2,7 +2,10 @@
 
 Every input store has one index object, ``<root>/_ledger/<store name>/ingest-index.json``: for
 every stored day the file it came from and a digest of its decoded content, the sha256 of every
-input file, the days each file holds (ERA5 monthly files) and the static fields. It is the
+input file, the days each file holds (ERA5 monthly files) and the static fields; and what the
+store holds, for the dependency tracking of later stages (:mod:`sm1km.storage.deps`):
+``stored_days`` (``{"YYYY-MM-DD": digest}`` of each day's stored, decoded values — for the
+predictors the gap-filled ones) and ``stored_static``. It is the
 ingest's ledger: a file whose sha256 is in the index is not decoded again, and a day whose
 content digest differs from the recorded one is refused unless ``--overwrite``. The index is
 written **last**, after the store's consolidated metadata: a store without its index is the

@@ -4,7 +4,8 @@
 land cover) say per predictor its config key, store variable, plausible range and attributes.
 The tasks (one frozen dataclass in, one out; run by :class:`.predictors.PredictorJob`): the read
 pass stages daily rasters per *batch of days × band* and static rasters per band; the write pass
-gap-fills one (time block, tile) from its haloed window, or copies one tile of static rasters.
+gap-fills the days to recompute of one (time block, tile) from their trailing window (causal
+rule, :mod:`sm1km.core.gapfill`), or copies one tile of static rasters.
 Every raster task runs inside one ``rasterio.Env``.
 """
 
@@ -23,14 +24,22 @@ from sm1km.core import grid
 from sm1km.core.gapfill import gapfill_time
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.input_files import InputOptions, any_remote, display, local_paths
 
 from .cube import coord_arrays
-from .index import chunk_digests
+from .index import DIGEST_MOD, chunk_digests
 
 log = logging.getLogger(__name__)
 
-#: reach of an LST/NDVI observation in days (gap-fill window halo; NDVI composites are 16 days apart)
+#: days an LST/NDVI observation is carried forward by the causal gap-fill (NDVI composites are 16
+#: days apart); the name is kept from the centred rule, where it was the window's halo
 GAP_HALO_DAYS = 48
+#: days of the trailing mean that fills what nothing is carried to; also the reach of a day: day
+#: ``t`` depends on days ``[t - FALLBACK_DAYS + 1, t]`` only (:mod:`sm1km.core.gapfill`)
+FALLBACK_DAYS = 2 * GAP_HALO_DAYS
+#: daily-predictor files dated up to this many days before the store's first day are read as
+#: earlier observations (not stored): the first days carry the composite/scene before the period
+LEAD_IN_DAYS = FALLBACK_DAYS - 1
 OBSERVED_FLAGS = "observed_flags"
 
 
@@ -134,6 +143,25 @@ def _one_raster_env(fn: Callable) -> Callable:
     return wrapper
 
 
+def _read_predictor(path: str | tuple[str, ...], region: grid.Region, factor: int, resampling: str, key: str,
+                    input_options: InputOptions | None = None, **kwargs: Any) -> xr.DataArray:
+    """A predictor raster on the fine grid: MODIS ``.hdf`` granules with the MODIS reader (its own
+    scale, QC and resampling per product), every other file with ``read_raster``. Remote files
+    (``input_options``) are read from copies in the bounded local input cache (HDF4, GDAL)."""
+    from sm1km.storage.readers import read_raster
+    from sm1km.storage.readers.modis import is_modis_path, read_modis
+
+    paths = path if isinstance(path, tuple) else (path,)
+    if any_remote(paths):
+        with local_paths(list(paths), input_options) as local:
+            return _read_predictor(tuple(local) if isinstance(path, tuple) else local[0], region, factor,
+                                   resampling, key, **kwargs)
+
+    if isinstance(path, tuple) or is_modis_path(path):
+        return read_modis(path, region, factor, key)
+    return read_raster(path, region, factor, resampling, **kwargs)
+
+
 def validate_raster(da: xr.DataArray, path: str, lat, lon, valid: tuple, what: str) -> InputError | None:
     """Why a resampled raster cannot be ingested (None if it can)."""
     if da.shape != (lat.size, lon.size) or not (np.allclose(da["lat"].values, lat) and np.allclose(da["lon"].values, lon)):
@@ -159,7 +187,7 @@ class DaySource:
 
     day: str                        # ISO day
     pos: int                        # its position on the store's time axis
-    files: Mapping[str, str]        # kind -> file to read
+    files: Mapping[str, str | tuple[str, ...]]  # kind -> file to read (MODIS: the tiles of one day)
     stored: tuple[str, ...] = ()    # kinds whose observations are read back from the store
 
 
@@ -178,6 +206,7 @@ class PredictorReadTask:
     rows: slice
     cols: slice
     chunk: tuple[int, int]
+    opts: InputOptions | None = None  # how remote inputs are reached
 
     @property
     def key(self) -> str:
@@ -197,8 +226,6 @@ class PredictorRead:
 def read_predictor_band(task: PredictorReadTask) -> PredictorRead:
     """Task, read pass of the daily predictors: per staged day and kind, a file (validated), the
     stored observations (halo days already ingested) or nothing (a gap)."""
-    from sm1km.storage.readers import read_raster
-
     region = task.band
     lat, lon = coord_arrays(region, task.factor)
     sources = task.sources
@@ -225,11 +252,13 @@ def read_predictor_band(task: PredictorReadTask) -> PredictorRead:
                 continue
             spec = DYNAMIC_BY_KEY[k]
             try:
-                da = read_raster(path, region, task.factor, "average", integer_scale=spec.integer_scale)
+                da = _read_predictor(path, region, task.factor, "average", k, integer_scale=spec.integer_scale,
+                                     input_options=task.opts)
             except InputError as exc:
                 problems.append((k, src.day, exc))
                 continue
-            err = validate_raster(da, path, lat, lon, spec.valid, k)
+            err = validate_raster(da, display(path) if isinstance(path, str) else ", ".join(map(display, path)), lat, lon,
+                                  spec.valid, k)
             if err:
                 problems.append((k, src.day, err))
                 continue
@@ -251,12 +280,13 @@ class StaticReadTask:
     staging_url: str
     so: dict
     predictor: str    # config key
-    path: str
+    path: str | tuple[str, ...]  # a raster, or the tiles of one MODIS granule
     band: grid.Region
     factor: int
     rows: slice
     cols: slice
     chunk: tuple[int, int]
+    opts: InputOptions | None = None  # how remote inputs are reached
 
     @property
     def key(self) -> str:
@@ -271,19 +301,24 @@ class StaticRead:
 
 @_one_raster_env
 def read_static_band(task: StaticReadTask) -> StaticRead:
-    """Task, read pass of one static predictor over one band (an InputError if it is not plausible)."""
-    from sm1km.storage.readers import read_raster
-
+    """Task, read pass of one static predictor over one band (an InputError if it is not plausible).
+    Remote rasters are read from copies in the bounded local input cache."""
+    paths = task.path if isinstance(task.path, tuple) else (task.path,)
+    if any_remote(paths):
+        with local_paths(list(paths), task.opts) as local:
+            return read_static_band(dataclasses.replace(
+                task, path=tuple(local) if isinstance(task.path, tuple) else local[0]))
     spec = STATIC_BY_KEY[task.predictor]
     lat, lon = coord_arrays(task.band, task.factor)
-    da = read_raster(task.path, task.band, task.factor, spec.resampling)
+    da = _read_predictor(task.path, task.band, task.factor, spec.resampling, task.predictor)
     vals = da.values.astype(np.float32)
-    if task.predictor in ("clay", "sand"):
+    where = task.path if isinstance(task.path, str) else ", ".join(task.path)
+    if task.predictor in ("clay", "sand") and isinstance(task.path, str):
         units = _raster_units(task.path, str(da.attrs.get("units", "")))
         vals = _convert_fraction(vals, units, task.path)
         da = da.copy(data=vals)
         da.attrs["units"] = units
-    err = validate_raster(da, task.path, lat, lon, spec.valid, task.predictor)
+    err = validate_raster(da, where, lat, lon, spec.valid, task.predictor)
     if err:
         raise err
     if spec.dtype == "int16":
@@ -296,26 +331,36 @@ def read_static_band(task: StaticReadTask) -> StaticRead:
 
 @dataclasses.dataclass(frozen=True)
 class PredictorBlockWrite:
-    """Write pass: one (time ``block``, tile) of the daily predictors, gap-filled from its haloed ``window``."""
+    """Write pass: days ``block`` of one time block and tile, gap-filled (causally) from their
+    trailing ``window`` (store positions; negative: lead-in days before the axis)."""
 
     url: str
     so: dict
     staging_url: str
     kinds: tuple[str, ...]
-    block: slice      # time positions of the store
-    window: slice     # time positions of the store (the block with its halo)
+    block: slice      # time positions of the store: the days to write (within one time block)
+    window: slice     # time positions (the days with their trailing window; may start below 0)
     h0: int           # store position of the staging array's first day
     rows: slice
     cols: slice
-    halo: int
+    halo: int         # max_gap_days of the gap-fill
+    fallback_days: int = FALLBACK_DAYS
 
     @property
     def key(self) -> str:
         return f"t{self.block.start}-r{self.rows.start}-c{self.cols.start}"
 
 
-def write_predictor_block(task: PredictorBlockWrite) -> None:
-    """Task, write pass of the daily predictors: gap-fill one (time block, tile) from its haloed window."""
+@dataclasses.dataclass(frozen=True)
+class PredictorWritten:
+    """What a write task stored: ``{store time position: digest part}`` of the tile's stored values
+    (every time-dependent variable, ``observed_flags`` included), summed over tiles by the job."""
+
+    digests: dict[int, int]
+
+
+def write_predictor_block(task: PredictorBlockWrite) -> PredictorWritten:
+    """Task, write pass of the daily predictors: gap-fill days of one (time block, tile) from their trailing window."""
     stg = store.open_dataset(task.staging_url, task.so, consolidated=False)
     sel = {"day": slice(task.window.start - task.h0, task.window.stop - task.h0), "lat": task.rows, "lon": task.cols}
     b0, b1 = task.block.start - task.window.start, task.block.stop - task.window.start
@@ -323,13 +368,19 @@ def write_predictor_block(task: PredictorBlockWrite) -> None:
     flags = None
     for k in task.kinds:
         raw = np.asarray(stg[k].isel(sel).values, dtype=np.float32)
-        filled = gapfill_time(raw, max_gap_days=task.halo)[b0:b1]
+        filled = gapfill_time(raw, max_gap_days=task.halo, fallback_days=task.fallback_days)[b0:b1]
         obs = np.isfinite(raw[b0:b1])
         bit = obs.astype(np.uint8) * DYNAMIC_BY_KEY[k].bit
         flags = (np.zeros(obs.shape, np.uint8) if flags is None else flags) | bit
         out[DYNAMIC_BY_KEY[k].var] = (("time", "lat", "lon"), filled)
     out[OBSERVED_FLAGS] = (("time", "lat", "lon"), flags)
     store.write_region(task.url, xr.Dataset(out), {"time": task.block, "lat": task.rows, "lon": task.cols}, task.so)
+    ny, nx = task.rows.stop - task.rows.start, task.cols.stop - task.cols.start
+    digests = {}
+    for i, t in enumerate(range(task.block.start, task.block.stop)):
+        digests[t] = sum(chunk_digests(name, np.asarray(arr)[i], task.rows.start, task.cols.start, ny, nx)
+                         for name, (_, arr) in sorted(out.items())) % DIGEST_MOD
+    return PredictorWritten(digests)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,6 +409,7 @@ def write_static_tile(task: StaticTileWrite) -> None:
 
 
 __all__ = ["DYNAMIC", "STATIC", "DYNAMIC_BY_KEY", "STATIC_BY_KEY", "Dynamic", "Static", "GAP_HALO_DAYS", "OBSERVED_FLAGS",
+           "FALLBACK_DAYS", "LEAD_IN_DAYS",
            "configured", "validate_raster",
            "DaySource", "PredictorReadTask", "PredictorRead", "read_predictor_band", "StaticReadTask", "StaticRead",
-           "read_static_band", "PredictorBlockWrite", "write_predictor_block", "StaticTileWrite", "write_static_tile"]
+           "read_static_band", "PredictorBlockWrite", "PredictorWritten", "write_predictor_block", "StaticTileWrite", "write_static_tile"]

@@ -17,16 +17,26 @@ KINDS = ("cci", "era5", "era5_lsm", "ismn", "raster", "ismn_archive", "dir")
 
 
 def detect_kind(path: str | os.PathLike[str]) -> str:
-    """One of :data:`KINDS` for ``path`` (``ismn_archive`` = zip, ``dir`` = folder)."""
+    """One of :data:`KINDS` for ``path`` (``ismn_archive`` = zip of .stm files; a zip of netCDF files is
+    a CDS ERA5 download, ``era5``; ``dir`` = folder)."""
     path = os.fspath(path)
     kind = sniff(path)
     if kind == "dir":
         return "dir"
     if kind == "zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [n.lower() for n in zf.namelist()]
+        except (zipfile.BadZipFile, OSError):
+            return "ismn_archive"  # its reader names the damage
+        if any(n.endswith(".nc") for n in members) and not any(n.endswith(".stm") for n in members):
+            return "era5"  # a CDS download zipped (one netCDF per stepType)
         return "ismn_archive"
     if kind == "grib":
         return "era5"
-    if kind in ("tiff", "hdf4"):
+    if kind in ("tiff", "hdf4"):  # hdf4: MODIS HDF-EOS granules (storage/readers/modis.py)
         return "raster"
     if kind in ("netcdf3", "hdf5"):
         try:

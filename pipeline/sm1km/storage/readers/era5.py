@@ -39,6 +39,8 @@ import xarray as xr
 
 from sm1km.core import grid
 from sm1km.errors import InputError
+from sm1km.storage import input_files
+from sm1km.storage.input_files import InputOptions
 from sm1km.storage.readers._common import (
     PathsLike,
     check_netcdf3_complete,
@@ -47,7 +49,13 @@ from sm1km.storage.readers._common import (
     sniff,
     units_kind,
 )
-from sm1km.storage.readers.limits import check_grib_messages, check_netcdf_header
+from sm1km.storage.readers.limits import (
+    check_dims,
+    check_grib_messages,
+    check_netcdf_header,
+    check_zip,
+    read_zip_member,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +87,61 @@ def _open_nc(path: str) -> xr.Dataset:
                          "truncated or corrupt.", "re-download the file and compare its size/checksum.") from None
 
 
+def _open_zip(path: str) -> xr.Dataset:
+    """A CDS zip download (the CDS zips a request that spans several files, e.g. one netCDF per
+    ``stepType``: ``data_stream-oper_stepType-instant.nc`` …): its netCDF members merged, in memory.
+
+    Members are inflated with the archive limits (``storage/readers/limits``), their declared
+    dimensions checked before any array is read, and loaded (so no extracted file is left behind).
+    """
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            check_zip(zf, path)
+            names = sorted(n for n in zf.namelist() if n.lower().endswith(".nc"))
+            if not names:
+                raise InputError(path, f"the zip archive holds no netCDF file ({len(zf.namelist())} member(s)).",
+                                 "download ERA5 from the CDS as netCDF (or unzip the download and pass its .nc files).")
+            parts: list[xr.Dataset] = []
+            for n in names:
+                where = f"{path}::{n}"
+                raw = read_zip_member(zf, n, where)
+                engine = "scipy" if raw[:3] == b"CDF" else "h5netcdf"
+                try:
+                    ds = xr.open_dataset(io.BytesIO(raw), engine=engine, decode_timedelta=False)
+                except Exception as exc:
+                    raise InputError(where, f"cannot open the member as netCDF ({type(exc).__name__}: {exc}).",
+                                     "re-download the CDS archive; it may be truncated.") from None
+                check_dims(where, {str(k): int(v) for k, v in ds.sizes.items()},
+                           {str(k): tuple(int(x) for x in v.shape) for k, v in ds.variables.items()})
+                parts.append(ds.load())
+    except zipfile.BadZipFile as exc:
+        raise InputError(path, f"corrupt zip archive ({exc}).", "re-download the CDS archive.") from None
+    with_sw = [ds for ds in parts if "swvl1" in ds]
+    if not with_sw:
+        found = sorted({str(v) for ds in parts for v in ds.data_vars})
+        raise InputError(path, f"no member of the archive has 'swvl1' (found: {', '.join(found) or 'none'}).",
+                         "download ERA5 variable 'volumetric_soil_water_layer_1' (short name swvl1).")
+    out = with_sw[0]
+    if "lsm" not in out:
+        lsm = next((ds["lsm"] for ds in parts if "lsm" in ds), None)
+        if lsm is not None:
+            out = out.assign(lsm=lsm)
+    out.attrs["zip_members"] = ", ".join(names)
+    return out
+
+
 def open_era5_file(path: str | os.PathLike[str]) -> tuple[xr.DataArray, xr.DataArray | None]:
-    """(swvl1, lsm or None) of one ERA5 file, standardised to dims (time, lat, lon), lazily."""
+    """(swvl1, lsm or None) of one ERA5 file (netCDF, GRIB, or a CDS zip of netCDF files),
+    standardised to dims (time, lat, lon), lazily (a zip's members are loaded)."""
     path = os.fspath(path)
     kind = sniff(path)
+    if kind == "zip":
+        ds = _open_zip(path)
+        lsm = _standardise(ds["lsm"], path, "lsm") if "lsm" in ds else None
+        return _standardise(ds["swvl1"], path, "swvl1"), lsm
     if kind == "grib":
         ds = _open_grib(path, "swvl1")
         if "swvl1" not in ds:
@@ -104,7 +163,7 @@ def open_era5_file(path: str | os.PathLike[str]) -> tuple[xr.DataArray, xr.DataA
                              "download ERA5 variable 'volumetric_soil_water_layer_1' (short name swvl1).")
         lsm = _standardise(ds["lsm"], path, "lsm") if "lsm" in ds else None
         return _standardise(ds["swvl1"], path, "swvl1"), lsm
-    raise InputError(path, f"not a netCDF or GRIB file (looks like: {kind}).",
+    raise InputError(path, f"not a netCDF, GRIB or zip file (looks like: {kind}).",
                      "pass ERA5 swvl1 as netCDF or GRIB from the Copernicus Climate Data Store.")
 
 
@@ -202,6 +261,16 @@ class Bracket:
     hi: np.ndarray
     w_hi: np.ndarray  # weight of ``hi``; weight of ``lo`` is 1 - w_hi
     ok: np.ndarray  # target inside the source extent
+
+
+#: tolerance (degrees) for "on the native ERA5 grid": points at multiples of 0.25°
+NATIVE_TOL = 1e-3
+
+
+def _native_offset(coord: np.ndarray) -> float:
+    """Largest distance (degrees) of a coordinate's points from multiples of 0.25°."""
+    q = np.asarray(coord, dtype=np.float64) / 0.25
+    return float(np.max(np.abs(q - np.round(q)), initial=0.0) * 0.25)
 
 
 def regular_step(coord: np.ndarray, path: str = "", what: str = "coordinate") -> float:
@@ -390,14 +459,24 @@ def _target_region(lat: np.ndarray, lon: np.ndarray, path: str) -> grid.Region:
 
 
 def read_era5(paths: PathsLike, region: grid.Region | None = None,
-              lsm_path: str | os.PathLike[str] | None = None) -> xr.Dataset:
+              lsm_path: str | os.PathLike[str] | None = None, *,
+              input_options: InputOptions | None = None) -> xr.Dataset:
     """Read ERA5 ``swvl1`` files (netCDF and/or GRIB) as daily means on the CCI cell centres.
 
     ``paths``: a path, glob or list. ``region``: the CCI cells to produce (default: those inside
     the ERA5 grid). ``lsm_path``: a separate land-sea mask (else ``lsm`` in the files, else
     inferred from the data with a warning). Returns ``swvl1`` (time, lat, lon) float32 m³/m³ and
-    ``land_fraction`` (lat, lon) float32 0–1 (NaN where the mask is unknown).
+    ``land_fraction`` (lat, lon) float32 0–1 (NaN where the mask is unknown); ``attrs["partial_days"]``
+    names the days with fewer time steps than the others (a download cut off, ERA5T not complete):
+    ingest refuses them inside its period. Remote paths
+    (``s3://``, ``https://``; reached with ``input_options``) are read from copies in the bounded
+    local input cache (GRIB needs a real path for eccodes), removed afterwards.
     """
+    listed = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if input_files.any_remote([*listed, lsm_path]):
+        with input_files.local_paths(listed + ([os.fspath(lsm_path)] if lsm_path is not None else []),
+                                     input_options) as local:
+            return read_era5(local[:len(listed)], region, local[len(listed)] if lsm_path is not None else None)
     files = expand_paths(paths, "ERA5")
     mask_da = read_lsm(lsm_path) if lsm_path is not None else None
     by = bx = None
@@ -406,6 +485,7 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
     file_lsm = None
     day_sum: dict[Any, np.ndarray] = {}
     day_cnt: dict[Any, np.ndarray] = {}
+    day_times: dict[Any, set[Any]] = {}  # UTC day -> its time stamps over all files (partial days)
     src_lat = src_lon = None
     for path in files:
         da, lsm = open_era5_file(path)
@@ -415,6 +495,13 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
         if grid_sig is None:
             regular_step(lat, path, "latitude")
             step_lon = regular_step(_lon180(lon), path, "longitude")
+            off = max(_native_offset(lat), _native_offset(_lon180(lon)))
+            if off > NATIVE_TOL:
+                raise InputError(path, f"the ERA5 grid points are {off:.3g}° off the native 0.25° grid (points at "
+                                       f"lat {lat[0]:g}, lon {lon[0]:g}, …): the file was regridded, or it is another "
+                                       "product (ERA5-Land is on 0.1°).",
+                                 "download ERA5 single levels on its native grid (CDS 'grid' 0.25/0.25 and an "
+                                 "'area' on multiples of 0.25°).")
             if abs(step_lon - 0.25) > 1e-6:
                 log.warning("%s: ERA5 grid spacing is %g°, not 0.25°; bilinear weights still apply", path, step_lon)
             reg = region if region is not None else _target_region(lat, lon, path)
@@ -450,6 +537,8 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
         times = sub["time"].values
         if np.isnat(times).any():
             raise InputError(path, "some time values are missing.", "pass ERA5 files as downloaded.")
+        for t in np.asarray(times, dtype="datetime64[ns]"):
+            day_times.setdefault(t.astype("datetime64[D]"), set()).add(t)
         days, sums, counts = daily_sums(vals, times)
         for d, s, c in zip(days, sums, counts, strict=True):
             if d in day_sum:
@@ -461,10 +550,13 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
             file_lsm = load_checked(path, lsm.isel(time=0), "lsm").astype(np.float64)[np.ix_(need_y, need_x)]
     days = np.array(sorted(day_sum), dtype="datetime64[ns]")
     daily = np.stack([np.where(day_cnt[d] > 0, day_sum[d] / np.maximum(day_cnt[d], 1), np.nan) for d in days])
-    steps = np.array([int(day_cnt[d].max()) for d in days])
+    steps = np.array([len(day_times.get(np.datetime64(d, "D"), ())) for d in days])
+    partial: dict[str, str] = {}
     if steps.size and (steps < steps.max()).any():
+        partial = {str(d)[:10]: f"{k} of {int(steps.max())}" for d, k in zip(days, steps, strict=True)
+                   if k < steps.max()}
         log.warning("ERA5: %d day(s) have fewer time steps than others (partial days at file edges?): %s",
-                    int((steps < steps.max()).sum()), ", ".join(str(d)[:10] for d in days[steps < steps.max()][:5]))
+                    len(partial), ", ".join(list(partial)[:5]))
 
     if mask_da is not None:
         assert lsm_path is not None and src_lat is not None and src_lon is not None  # set with mask_da / by file 1
@@ -492,7 +584,9 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
              "units": "1", "long_name": "land fraction (bilinear mean of the ERA5 land-sea mask)"})},
         coords={"time": days, "lat": tlat, "lon": tlon},
         attrs={"source_files": ", ".join(Path(p).name for p in files), "lsm_source": lsm_source,
-               "steps_per_day_max": int(steps.max()) if steps.size else 0})
+               "steps_per_day_max": int(steps.max()) if steps.size else 0,
+               # {day: "k of n"}: days with fewer time steps than the others (the caller decides)
+               "partial_days": partial})
     out["lat"].attrs.update(units="degrees_north", standard_name="latitude")
     out["lon"].attrs.update(units="degrees_east", standard_name="longitude")
     return out

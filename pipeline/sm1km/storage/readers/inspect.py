@@ -3,7 +3,8 @@
 Each object has ``path``, ``kind`` (``cci``, ``era5``, ``era5_lsm``, ``ismn``, ``raster``),
 ``variable``, ``units`` (after conversion), ``time_start``, ``time_end``, ``n_valid``, ``min``,
 ``max`` (physical units after conversion) and kind-specific keys (ISMN: ``network``,
-``station``, ``lat``, ``lon``, ``depth_from``, ``depth_to``, ``n_good`` …). Folders are walked and
+``station``, ``lat``, ``lon``, ``depth_from``, ``depth_to``, ``n_good`` …; MODIS HDF4 granules:
+``product``, ``tile``, ``composite_days`` and per-variable statistics in ``variables``). Folders are walked and
 zip archives expanded (members as ``archive.zip::member``). A file that cannot be read prints one
 line to stderr naming it and the problem; the others are still inspected and the exit code is 2.
 """
@@ -94,8 +95,13 @@ def describe_ismn(path: str, data: bytes | None = None, min_hours: int = 12) -> 
 
 
 def describe_raster(path: str) -> dict[str, Any]:
+    from sm1km.storage.readers._common import sniff
     from sm1km.storage.readers.rasters import raster_date, raster_stats
 
+    if sniff(path) == "hdf4":  # MODIS HDF4-EOS granules: read natively (GDAL here has no HDF4 driver)
+        from sm1km.storage.readers.modis import describe_granule
+
+        return describe_granule(path)
     st = raster_stats(path)
     day = raster_date(path)
     return {"variable": st["variable"], "units": st["units"] or None,
