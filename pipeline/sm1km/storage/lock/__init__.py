@@ -375,6 +375,10 @@ class StoreLock:
         Raises what the store raised (transient trouble). Sets ``lost`` and fences if the lock is
         not ours any more.
         """
+        deadline = self.fence_at
+        if time.time() >= deadline:  # too late to renew (this process stalled): someone may hold it now
+            self._lose_in_time()
+            return False
         doc = self._backend.renew(self._payload(time.time()), self.token, self.generation)
         if doc is None:
             if not self._stop.is_set():
@@ -382,10 +386,16 @@ class StoreLock:
                 self._lose(f"the lock was removed or taken over by {self.describe(info) if info else 'nobody'}")
             return False
         exp = doc.get("expires_unix")
-        if isinstance(exp, (int, float)):
-            with self._fence_mutex:
-                if self.held:
-                    self.proven_until = max(self.proven_until, float(exp))
+        with self._fence_mutex:
+            # confirmed only after the deadline: the lease was not proven all along (another run may
+            # have taken over and released in between; stores that create on a failed If-Match
+            # would even have resurrected the lock): stop, as if it had not got through
+            late = time.time() >= deadline
+            if self.held and not late and isinstance(exp, (int, float)):
+                self.proven_until = max(self.proven_until, float(exp))
+        if late:
+            self._lose_in_time()
+            return False
         return True
 
     def _heartbeat_loop(self) -> None:
@@ -406,13 +416,16 @@ class StoreLock:
         while self.held:
             delay = self.fence_at - time.time()
             if delay <= 0:
-                self._lose(f"its lease could not be renewed in time: no renewal was confirmed by the store since "
-                           f"{_iso(self.proven_until - self.ttl_s)}, and it expires at {_iso(self.proven_until)}; "
-                           f"this run stopped itself {self.margin_s:.3g} s before (self-fencing), so that the next "
-                           "run can take over without two writers", fenced=True)
+                self._lose_in_time()
                 return
             if self._stop.wait(min(delay, max(self.heartbeat_s, 0.05))):
                 return
+
+    def _lose_in_time(self) -> None:
+        self._lose(f"its lease could not be renewed in time: no renewal was confirmed by the store since "
+                   f"{_iso(self.proven_until - self.ttl_s)}, and it expires at {_iso(self.proven_until)}; this run "
+                   f"stopped itself {self.margin_s:.3g} s before (self-fencing), so that no other run can take over "
+                   "while it writes", fenced=True)
 
     def _lose(self, why: str, *, fenced: bool = False) -> None:
         """Stop holding: ``held`` False, the main thread interrupted (once)."""
