@@ -231,3 +231,31 @@ def test_sm1km_run_exports_and_catalogs_last(tmp_path):
     assert res.stats["stages"]["catalog"]["items"] == 1 + 15 + 2
     again = Pipeline(cfg).run(stages=("export", "catalog"))
     assert again.stats["units_skipped"] == 2  # both stages found nothing to do
+
+
+def test_recorded_day_digests_leave_every_published_day_alone(tmp_path):
+    """With the master's per-day digests (``days.json``, recorded by downscale) a daily file depends
+    on its own day only: growth rewrites no published day's file, only the open month's HDF5; a
+    revised day rewrites that day's file and its month."""
+    import pandas as pd
+
+    from sm1km.storage.master import DayDigests
+
+    root = str(tmp_path / "store")
+    cfg, q = _world(root, {})
+    dates = [str(pd.Timestamp(d).date()) for d in cfg.dates()]
+    days = DayDigests(root, "master.zarr")
+    _write_master(cfg, {}, q, N0)
+    days.record({d: f"digest-{d}" for d in dates[:N0]})
+    tif, h5 = str(tmp_path / "tif"), str(tmp_path / "h5")
+    assert export(cfg, out=tif).stats["units_written"] == N0
+    assert export(cfg, fmt="hdf5", out=h5).stats["units_written"] == 2
+    _write_master(cfg, {}, q, len(q["sm"]))
+    days.record({d: f"digest-{d}" for d in dates})
+    grown_tif, grown_h5 = export(cfg, out=tif), export(cfg, fmt="hdf5", out=h5)
+    assert grown_tif.stats["units_written"] == 9 and grown_tif.stats["units_rewritten"] == 0
+    assert grown_h5.stats["units_written"] == grown_h5.stats["units_rewritten"] == 1  # January only
+    days.record({**{d: f"digest-{d}" for d in dates}, "2019-12-30": "revised"})
+    assert export(cfg, out=tif).stats["units_rewritten"] == 1
+    res = export(cfg, fmt="hdf5", out=h5)
+    assert res.stats["units_rewritten"] == 1 and res.stats["units_skipped"] == 1  # December rewritten, not January

@@ -15,7 +15,7 @@ import pytest
 
 from fusion_testworld import make_cfg, make_world, write_inputs
 from sm1km.config import ReferencePeriodConfig
-from sm1km.errors import StoreError
+from sm1km.errors import InputError, StoreError
 from sm1km.stages.fuse import PARAMS_NAME, STORE_NAME, fuse
 from sm1km.storage import store
 
@@ -203,6 +203,11 @@ def test_reference_period_is_fixed(tmp_path, world):
     assert "--overwrite" in e.value.fix and "reference_period" in e.value.fix
     with pytest.raises(StoreError, match="other settings"):
         fuse(_cfg(root, world, 59, ref=None, min_overlap_days=10))
+    # a reference period the inputs do not hold: refused before anything is removed, even with --overwrite
+    before = store.checksum_tree(str(root))
+    with pytest.raises(InputError, match="lacks 29 day.*fusion reference period"):
+        fuse(_cfg(root, world, 59, ref=("2020-02-01", "2020-03-10")), overwrite=True)
+    assert store.checksum_tree(str(root)) == before
     fuse(other, overwrite=True)
     assert _open(other).attrs["fusion_reference_period_end"] == REF[1]
     # the published store holds more days than the period: refused (a store only grows)

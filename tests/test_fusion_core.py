@@ -305,3 +305,70 @@ def test_doy_climatology():
     assert np.isfinite(clim[:, 0, 0]).all()
     empty = fc.doy_climatology(np.full((5, 1, 1), np.nan), np.arange(1, 6))
     assert np.isnan(empty).all()
+
+
+# ------------------------------------------------------------------------------------ fixed parameters
+def _gappy_block(seed=3, t=80, shape=(6, 7)):
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.1, 0.4, (t, *shape))
+    era5 = 0.05 + 0.8 * truth + rng.normal(0, 0.01, truth.shape)
+    cci = np.where(rng.random(truth.shape) < 0.5, truth + rng.normal(0, 0.02, truth.shape), np.nan)
+    cci[:, 1, 1] = np.nan
+    cci[::9, 1, 1] = truth[::9, 1, 1]          # too few days: neighbourhood
+    era5[:, -1, -1] = np.nan                    # coast: borrows its neighbours' ERA5
+    land = np.ones(shape, bool)
+    land[0, -1] = False
+    return cci, era5, land
+
+
+@pytest.mark.parametrize("method", fc.METHODS)
+def test_apply_is_per_day(method):
+    """A day's fused value depends only on that day's inputs and the parameters."""
+    cci, era5, land = _gappy_block()
+    p = fc.fit_params(cci[:50], era5[:50], land, method, 20, 1)
+    whole = fc.apply_params(p, cci, era5)
+    for sl in (slice(0, 1), slice(17, 18), slice(50, 80), slice(3, 61)):
+        part = fc.apply_params(p, cci[sl], era5[sl])
+        np.testing.assert_array_equal(part.sm, whole.sm[sl])
+        np.testing.assert_array_equal(part.source_flag, whole.source_flag[sl])
+    assert set(np.unique(p.kind[land])) >= {fc.PIXEL_OWN, fc.PIXEL_NEIGHBOURHOOD}
+    # fitting on the block itself is the one-shot fusion
+    np.testing.assert_array_equal(fc.apply_params(fc.fit_params(cci, era5, land, method, 20, 1), cci, era5).sm,
+                                  fc.fuse_block_detailed(cci, era5, land, method, 20, 1).sm)
+
+
+@pytest.mark.parametrize("method", fc.METHODS)
+def test_params_round_trip_and_crop(method):
+    cci, era5, land = _gappy_block()
+    p = fc.fit_params(cci, era5, land, method, 20, 1)
+    arrays = p.arrays()
+    assert ("cdf_x" in arrays) == (method == "cdf") and "mean_era5" in arrays
+    q = fc.FusionParams.from_arrays(method, 1, {k: v.astype(np.float64) for k, v in arrays.items()})
+    np.testing.assert_array_equal(fc.apply_params(q, cci, era5).sm, fc.apply_params(p, cci, era5).sm)
+    ys, xs = slice(1, 4), slice(2, 7)
+    c = p.crop(ys, xs)
+    assert c.shape == (3, 5) and c.counts()["land_pixels"] == int(land[ys, xs].sum())
+
+
+def test_cdf_apply_does_not_depend_on_the_other_pixels():
+    era5, keep = _series(t=90, shape=(5, 6), seed=2)
+    cci = np.where(keep, np.sqrt(era5) * 0.5, np.nan)
+    p = fc.cdf_params(era5, cci)
+    whole = fc.apply_cdf(era5, p)
+    k = p.x.shape[0]
+    for j in (0, 7, 29):
+        one = fc.CdfParams(p.x[:, j:j + 1], p.y[:, j:j + 1], p.slope[j:j + 1], p.n[j:j + 1], (1,))
+        np.testing.assert_array_equal(fc.apply_cdf(era5.reshape(90, -1)[:, j:j + 1], one)[:, 0],
+                                      whole.reshape(90, -1)[:, j])
+    assert k == fc.CDF_NODES
+
+
+def test_an_observation_above_the_reference_maximum_is_kept():
+    cci, era5, land = _gappy_block()
+    p = fc.fit_params(cci[:40], era5[:40], land, "meanstd", 20, 1)
+    c = cci[40:41].copy()
+    c[0, 2, 2] = 0.95          # wetter than anything in the reference period (and than SM_MAX)
+    res = fc.apply_params(p, c, era5[40:41])
+    assert res.sm[0, 2, 2] == np.float32(0.95) and res.source_flag[0, 2, 2] == fc.FLAG_CCI
+    gaps = ~np.isfinite(c[0]) & land
+    assert (res.sm[0][gaps] <= p.upper[gaps] + 1e-6).all()

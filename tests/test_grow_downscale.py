@@ -197,3 +197,67 @@ def test_revised_fused_day_recomputes_its_block_only(store_root):
     other = np.ones(36, bool)
     other[20] = False
     np.testing.assert_array_equal(got["sm"][other], orig["sm"][other])
+
+
+def test_fuse_block_digests_limit_what_is_read_again(tmp_path, caplog):
+    """With the fuse stage's block digests, fused.zarr is re-read only for blocks whose digest changed,
+    and a revised day still recomputes only its master block and its month."""
+    from sm1km.storage.deps import BlockDigests
+
+    cfg40, _ = make_world(str(tmp_path / "run"))
+    cfg = with_days(cfg40, 36)
+    fb = BlockDigests(cfg.store.root, "fused.zarr")
+    fb.record({"time-0-16": "a", "time-16-32": "b", "time-32-48": "c"})
+    run(cfg)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sm1km.stages.downscale"):
+        d, a = run(cfg)
+    assert d.stats["shards_written"] == 0 and "digesting fused.zarr" not in caplog.text
+
+    _revise_fused_day(cfg, 20)
+    fb.record({"time-16-32": "b-revised"})  # what fuse records for the block it recomputed
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sm1km.stages.downscale"):
+        d, a = run(cfg)
+    assert "digesting fused.zarr for 16 day(s) (2020-01-17 .. 2020-02-01)" in caplog.text
+    assert d.stats["blocks_redone"] == 1 and d.stats["shards_written"] == 4
+    assert a.stats["months_redone"] == 1  # January only: February's days did not change
+
+    # growth: the open fused block gets a new digest -> only its days are read again
+    cfg37 = with_days(cfg40, 37)
+    fb.record({"time-32-48": "c-grown"})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sm1km.stages.downscale"):
+        d, a = run(cfg37)
+    assert "digesting fused.zarr for 5 day(s) (2020-02-02 .. 2020-02-06)" in caplog.text
+    assert d.stats["days_added"] == 1 and d.stats["blocks_redone"] == 1
+    assert a.stats["months_redone"] == 1  # February
+
+
+def test_master_from_before_deps_is_adopted_not_recomputed(tmp_path):
+    """A master written before deps were recorded (markers without "deps", no blocks.json/days.json)
+    is trusted once for the model its markers name: nothing is recomputed, the record is written."""
+    import json
+
+    cfg40, _ = make_world(str(tmp_path / "run"))
+    cfg = with_days(cfg40, 36)
+    run(cfg)
+    ledger = store.Ledger(cfg.store.root, master.MASTER_STORE)
+    for k in ledger.keys():
+        path = ledger._key_path(k)
+        if k.startswith("lat-"):
+            info = json.loads(ledger.fs.cat_file(path))
+            info.pop("deps")
+            ledger.fs.pipe_file(path, json.dumps(info).encode())
+        else:
+            ledger.fs.rm(path)  # blocks.json, days.json, fused-days.json
+    sums = store.checksum_tree(cfg.store.url(master.MASTER_STORE))
+    d = downscale.downscale(cfg)
+    assert d.stats["shards_written"] == 0 and d.stats["shards_skipped"] == 12
+    assert store.checksum_tree(cfg.store.url(master.MASTER_STORE)) == sums
+    assert ledger.fs.exists(posixpath.join(ledger.path, "blocks.json"))
+    # a marker naming another model is not trusted
+    k = sorted(x for x in ledger.keys() if x.startswith("lat-"))[0]
+    ledger.fs.rm(posixpath.join(ledger.path, "blocks.json"))
+    ledger.mark(k, {"land_pixel_days": 1, "model_sha256": "0" * 64})
+    assert downscale.downscale(cfg).stats["shards_written"] == 1

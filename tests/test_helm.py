@@ -513,6 +513,28 @@ def test_cron_runs_against_the_persistent_cluster(helm):
         cron2["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"][key]
 
 
+def test_daily_update_cron_runs_sm1km_update_on_latest(helm):
+    """The CronJob runs `sm1km update` (model pinned, never trains) on period.end: latest; the run
+    config it mounts validates as a RunConfig; the DaskJob's own args stay `run`."""
+    import yaml
+
+    from sm1km.config import RunConfig
+
+    objs = render(CHART / "examples" / "daily-update.yaml")
+    (cron,) = by_kind(objs, "CronJob")
+    args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["sm1km", "update", "--config", "/etc/sm1km/run.yaml"]
+    (cm,) = [c for c in by_kind(objs, "ConfigMap") if "run.yaml" in c.get("data", {})]
+    cfg = RunConfig.from_dict(yaml.safe_load(cm["data"]["run.yaml"]))
+    assert cfg.period.is_latest and cfg.inputs.cci.startswith("s3://")
+    assert str(cfg.fusion.reference_period.end) == "2020-12-31"
+    both = render(None, "--set", "cron.enabled=true")
+    (job,) = by_kind(both, "DaskJob")
+    assert job["spec"]["job"]["spec"]["containers"][0]["args"][:2] == ["sm1km", "run"]
+    (cron,) = by_kind(both, "CronJob")
+    assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["sm1km", "update"]
+
+
 def test_autoscaler_targets_every_cluster(helm):
     objs = render(None, "--set", "autoscaler.enabled=true", "--set", "cron.enabled=true")
     targets = sorted(a["spec"]["cluster"] for a in by_kind(objs, "DaskAutoscaler"))

@@ -438,8 +438,9 @@ def test_ingest_reads_modis_granule_globs(tmp_path, monkeypatch):
     qc[520:540] = 0b01  # a band of "other quality" rows (lat ≈ 45.6), dropped on day 1
     lst1 = write_mod11(src / "MOD11A1.A2020092.h18v04.061.2020100000000.hdf", 18, 4, qc_day=qc)
     lst3 = write_mod11(src / "MOD11A1.A2020094.h18v04.061.2020100000000.hdf", 18, 4, night_offset=-12.0)
-    write_mod13(src / "MOD13A2.A2020097.h18v04.061.2020100000000.hdf", 18, 4, np.full((n, n), 6000),
-                np.zeros((n, n)))
+    for doy, dn in (("081", 5000), ("097", 6000)):  # 2020-03-21 (before the period: lead-in), 2020-04-06
+        write_mod13(src / f"MOD13A2.A2020{doy}.h18v04.061.2020100000000.hdf", 18, 4, np.full((n, n), dn),
+                    np.zeros((n, n)))
     lc = np.full((2400, 2400), 4, np.uint8)
     lc[:, 1200:] = 8
     write_granule(src / "MCD12Q1.A2019001.h18v04.061.2022169000000.hdf", "MCD12Q1", 18, 4, {
@@ -462,8 +463,9 @@ def test_ingest_reads_modis_granule_globs(tmp_path, monkeypatch):
     assert ((obs[0] & 1 > 0) == np.isfinite(day1.values)).all()
     np.testing.assert_allclose(ds["lst_night_k"].values[2], night3.values)
     assert ds["lst_day_k"].attrs["units"] == "K" and 250 < float(ds["lst_day_k"].mean()) < 300
-    assert (obs[5] & 4 > 0).all() and not (obs[4] & 4 > 0).any()  # the composite sits on its first day
-    np.testing.assert_allclose(ds["ndvi"].values, 0.6, atol=1e-6)  # gap-filled from it
+    assert (obs[5] & 4 > 0).all() and not (obs[:5] & 4 > 0).any()  # a composite sits on its first day
+    np.testing.assert_allclose(ds["ndvi"].values[:5], 0.5, atol=1e-6)  # carried from the lead-in composite
+    np.testing.assert_allclose(ds["ndvi"].values[5:], 0.6, atol=1e-6)
     assert set(np.unique(ds["land_cover"].values).tolist()) <= {4, 8}
 
 
@@ -481,6 +483,8 @@ def test_ingest_mosaics_the_tiles_of_one_day(tmp_path, monkeypatch):
     src.mkdir()
     name = "MOD11A1.A{}.h{:02d}v04.061.2020100000000.hdf"
     d1 = [write_mod11(src / name.format("2020092", h, 4), h, 4) for h in (18, 19)]
+    for h in (18, 19):  # a lead-in day (before the period) is a mosaic too
+        write_mod11(src / name.format("2020091", h, 4), h, 4)
     write_mod11(src / name.format("2020093", 18, 4), 18, 4)
     data = {"name": "mosaic", "region": {"west": 13.75, "south": 45.0, "east": 14.5, "north": 45.5},
             "period": {"start": "2020-04-01", "end": "2020-04-02"}, "grid": {"factor": 10},

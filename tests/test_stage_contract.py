@@ -94,11 +94,6 @@ class TestDownscale(Contract):
                KillPoint("master.zarr/lat/c/*", 1, name="template"))
     input_error = ModelError
 
-    def call(self, cfg):
-        """The update's result, counted in master shards: its downscale's own counters (the units above)."""
-        result = super().call(cfg)
-        return StageResult(dict(result), result.stats["stages"]["downscale"])
-
     def break_input(self, root, scratch):
         root.flip_byte("model/model.ubj")
 

@@ -48,18 +48,33 @@ class RegionConfig(_Strict):
 
 
 class PeriodConfig(_Strict):
+    """Inclusive UTC days. ``end: latest`` = the last day for which every daily input exists,
+    resolved by ``sm1km.stages.ingest.latest.resolve_latest`` (ingest does it) before any use."""
+
     start: dt.date
-    end: dt.date
+    end: dt.date | Literal["latest"]
 
     @model_validator(mode="after")
     def _ordered(self):
-        if self.end < self.start:
+        if self.end != "latest" and self.end < self.start:
             raise ValueError(f"end ({self.end}) is before start ({self.start})")
         return self
 
     @property
+    def is_latest(self) -> bool:
+        return self.end == "latest"
+
+    @property
+    def last_day(self) -> dt.date:
+        """``end`` as a date (a ConfigError while it is still ``latest``)."""
+        if isinstance(self.end, str):
+            raise ConfigError("period.end", "'latest' has not been resolved to a day yet.",
+                              "resolve it first (sm1km.stages.ingest.latest.resolve_latest, done by ingest).")
+        return self.end
+
+    @property
     def n_days(self) -> int:
-        return (self.end - self.start).days + 1
+        return (self.last_day - self.start).days + 1
 
 
 class GridConfig(_Strict):
@@ -76,6 +91,21 @@ _SECRET_KEYS = {"key", "secret", "token", "aws_access_key_id", "aws_secret_acces
                 "password", "session_token"}
 
 
+def _no_secret_kwargs(v: dict[str, Any]) -> dict[str, Any]:
+    bad = sorted(set(find_secret_keys(v)) | {k for k in v if k.lower() in _SECRET_KEYS})
+    if bad:
+        raise ValueError(f"credentials ({', '.join(bad)}) are not allowed in the config; "
+                         "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
+    return v
+
+
+def _no_url_userinfo(v: str | None) -> str | None:
+    if v and "://" in v and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+        raise ValueError("credentials in the URL (user:password@host) are not allowed in the config; "
+                         "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
+    return v
+
+
 class StoreConfig(_Strict):
     root: str = Field(description="local path or fsspec URL (s3://bucket/prefix) of the run's stores")
     endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto, Ceph); None = AWS")
@@ -86,19 +116,12 @@ class StoreConfig(_Strict):
     @field_validator("client_kwargs")
     @classmethod
     def _no_secrets(cls, v):
-        bad = sorted(set(find_secret_keys(v)) | {k for k in v if k.lower() in _SECRET_KEYS})
-        if bad:
-            raise ValueError(f"credentials ({', '.join(bad)}) are not allowed in the config; "
-                             "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
-        return v
+        return _no_secret_kwargs(v)
 
     @field_validator("endpoint_url", "root")
     @classmethod
     def _no_userinfo(cls, v):
-        if v and "://" in v and "@" in v.split("://", 1)[1].split("/", 1)[0]:
-            raise ValueError("credentials in the URL (user:password@host) are not allowed in the config; "
-                             "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment")
-        return v
+        return _no_url_userinfo(v)
 
     def storage_options(self) -> dict[str, Any]:
         """fsspec storage options for ``root`` (empty for local paths). Credentials: environment."""
@@ -120,27 +143,82 @@ class StoreConfig(_Strict):
         return "/".join([base, *[p.strip("/") for p in parts]])
 
 
+#: an ``inputs.*`` entry: a local or ``s3://`` path/glob, an HTTPS URL, a ``{date:%Y%m%d}`` URL
+#: template, or a list of these (docs/inputs.md, "Inputs in object storage and over HTTPS")
+InputSpec = str | list[str]
+
+
 class PredictorInputs(_Strict):
     """Globs of 1 km predictor rasters (GeoTIFF / MODIS HDF). Dates are parsed from file names."""
 
-    lst_day: str | None = None
-    lst_night: str | None = None
-    ndvi: str | None = None
-    elevation: str | None = None
-    slope: str | None = None
-    twi: str | None = None
-    clay: str | None = None
-    sand: str | None = None
-    land_cover: str | None = None
+    lst_day: InputSpec | None = None
+    lst_night: InputSpec | None = None
+    ndvi: InputSpec | None = None
+    elevation: InputSpec | None = None
+    slope: InputSpec | None = None
+    twi: InputSpec | None = None
+    clay: InputSpec | None = None
+    sand: InputSpec | None = None
+    land_cover: InputSpec | None = None
+
+
+class InputStorageConfig(_Strict):
+    """Where ``s3://`` inputs live when not in the store's object storage (credentials: environment)."""
+
+    endpoint_url: str | None = Field(None, description="S3 endpoint of the inputs; None = AWS")
+    anon: bool = Field(False, description="anonymous access (public buckets)")
+    region_name: str | None = None
+    client_kwargs: dict[str, Any] = Field(default_factory=dict)
+    http_timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds per HTTP(S) request")
+
+    @field_validator("client_kwargs")
+    @classmethod
+    def _no_secrets(cls, v):
+        return _no_secret_kwargs(v)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _no_userinfo(cls, v):
+        return _no_url_userinfo(v)
+
+    def storage_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"anon": self.anon}
+        ck = dict(self.client_kwargs)
+        if self.region_name:
+            ck.setdefault("region_name", self.region_name)
+        if ck:
+            opts["client_kwargs"] = ck
+        if self.endpoint_url:
+            opts["endpoint_url"] = self.endpoint_url
+        return opts
+
+
+def _spec_list(v: InputSpec | None) -> list[str]:
+    return [] if v is None else ([v] if isinstance(v, str) else list(v))
 
 
 class InputsConfig(_Strict):
-    cci: str | None = Field(None, description="glob of ESA CCI SM COMBINED daily netCDF files")
-    era5: str | None = Field(None, description="glob of ERA5 swvl1 netCDF/GRIB files")
+    cci: InputSpec | None = Field(None, description="ESA CCI SM COMBINED daily netCDF files (glob, list, template)")
+    era5: InputSpec | None = Field(None, description="ERA5 swvl1 netCDF/GRIB files (glob, list, template)")
     era5_lsm: str | None = Field(None, description="ERA5 land-sea mask file (optional)")
-    ismn: str | None = Field(None, description="ISMN download folder or zip (Header+values or CEOP)")
+    ismn: InputSpec | None = Field(None, description="ISMN download folder or zip (Header+values or CEOP)")
     predictors: PredictorInputs = Field(default_factory=PredictorInputs)
     truth: str | None = Field(None, description="synthetic-world truth store (evaluation only)")
+    storage: InputStorageConfig | None = Field(
+        None, description="object storage of s3:// inputs (default: the store's endpoint and options)")
+
+    @field_validator("cci", "era5", "ismn")
+    @classmethod
+    def _not_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list; leave the key out (null) instead")
+        return v
+
+    def specs(self) -> dict[str, list[str]]:
+        """Every configured entry as a list of paths/URLs/templates (``predictors.<key>`` named so)."""
+        out = {k: _spec_list(getattr(self, k)) for k in ("cci", "era5", "era5_lsm", "ismn")}
+        out.update({f"predictors.{k}": _spec_list(v) for k, v in self.predictors.model_dump().items()})
+        return {k: v for k, v in out.items() if v}
 
 
 class ReferencePeriodConfig(_Strict):
@@ -266,7 +344,11 @@ class RunConfig(_Strict):
     def dates(self) -> pd.DatetimeIndex:
         import pandas as pd
 
-        return pd.date_range(self.period.start, self.period.end, freq="D")
+        return pd.date_range(self.period.start, self.period.last_day, freq="D")
+
+    def with_end(self, end: dt.date) -> RunConfig:
+        """This config with ``period.end`` set (how ``latest`` is resolved)."""
+        return self.model_copy(update={"period": PeriodConfig(start=self.period.start, end=end)})
 
     def redacted(self) -> dict:
         """The config as a plain dict for provenance attrs and logs: credentials the config cannot
@@ -305,6 +387,8 @@ class RunConfig(_Strict):
         """Local relative paths in the config are relative to the config file's folder."""
 
         def fix(v):
+            if isinstance(v, list):
+                return [fix(x) for x in v]
             if v is None or "://" in v or os.path.isabs(v):
                 return v
             return str((base / v).resolve())

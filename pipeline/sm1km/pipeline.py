@@ -114,6 +114,8 @@ class Pipeline:
         ``units_skipped`` those that found nothing left to do (their own ``units_written == 0``),
         ``units_written`` the others; ``stats["stages"]`` holds each stage's own counters.
         """
+        if self.cfg.period.is_latest:  # period.end: latest -> one day for every stage of the run
+            return Pipeline(update_config(self.cfg)).run(client, stages)
         outputs: dict[str, Any] = {}
         with run_lock(self.cfg, "run"), stage_client(self.cfg, client) as c:
             for name in stages:
@@ -161,8 +163,13 @@ class Pipeline:
 
 
 def update_config(cfg: RunConfig, until: dt.date | None = None) -> RunConfig:
-    """``cfg`` with ``period.end`` set to the day ``update`` brings the products to."""
-    end = until or cfg.period.end
+    """``cfg`` with ``period.end`` set to the day ``update`` brings the products to (``latest``:
+    the last day every daily input has, :func:`sm1km.stages.ingest.latest.apply_latest`)."""
+    if until is None and cfg.period.is_latest:
+        from sm1km.stages.ingest.latest import apply_latest
+
+        return apply_latest(cfg)
+    end = until or cfg.period.last_day
     if end < cfg.period.start:
         raise ConfigError("--until", f"{end} is before period.start ({cfg.period.start}).",
                           "give a day on or after period.start.")

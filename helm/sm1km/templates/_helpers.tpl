@@ -326,7 +326,8 @@ worker:
       {{- with include "sm1km.tlsVolume" $root | trim }}{{ . | nindent 6 }}{{ end }}
 {{- end }}
 
-{{/* Pod spec of the runner (DaskJob runner or CronJob). Input: dict "root" $ "schedulerAddress" <addr or "">. */}}
+{{/* Pod spec of the runner (DaskJob runner or CronJob). Input: dict "root" $ "schedulerAddress" <addr or "">
+     and optionally "args" (sm1km arguments; default job.args). */}}
 {{- define "sm1km.runnerPodSpec" -}}
 {{- $root := .root }}
 {{- $v := $root.Values -}}
@@ -341,7 +342,7 @@ containers:
       {{- toYaml $v.containerSecurityContext | nindent 6 }}
     args:
       - sm1km
-      {{- range $v.job.args }}
+      {{- range (.args | default $v.job.args) }}
       - {{ . | quote }}
       {{- end }}
     {{- with include "sm1km.env" (dict "root" $root "address" .schedulerAddress "component" "runner") | trim }}

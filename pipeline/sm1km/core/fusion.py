@@ -347,21 +347,29 @@ class FusionParams:
     @classmethod
     def from_arrays(cls, method: str, neighbourhood_cells: int, arrays: dict[str, np.ndarray]) -> FusionParams:
         """Inverse of :meth:`arrays` (dtypes restored)."""
-        a = dict(arrays)
+        def f64(name: str) -> np.ndarray:
+            return np.asarray(arrays[name], dtype=np.float64)
+
+        def opt(name: str) -> np.ndarray | None:
+            return f64(name) if name in arrays else None
         return cls(method=method, neighbourhood_cells=int(neighbourhood_cells),
-                   land=np.asarray(a["land"]).astype(bool), kind=np.asarray(a["kind"]).astype(np.uint8),
-                   n_overlap=np.asarray(a["n_overlap"]).astype(np.int32),
-                   upper=np.asarray(a["upper"], dtype=np.float64), n_match=np.asarray(a["n_match"]).astype(np.int64),
-                   **{n: np.asarray(a[n], dtype=np.float64) for n in ("mean_era5", "std_era5", "mean_cci", "std_cci")},
-                   **{n: (np.asarray(a[n], dtype=np.float64) if n in a else None)
-                      for n in ("cdf_x", "cdf_y", "cdf_slope")})
+                   land=np.asarray(arrays["land"]).astype(bool), kind=np.asarray(arrays["kind"]).astype(np.uint8),
+                   n_overlap=np.asarray(arrays["n_overlap"]).astype(np.int32), upper=f64("upper"),
+                   n_match=np.asarray(arrays["n_match"]).astype(np.int64), mean_era5=f64("mean_era5"),
+                   std_era5=f64("std_era5"), mean_cci=f64("mean_cci"), std_cci=f64("std_cci"),
+                   cdf_x=opt("cdf_x"), cdf_y=opt("cdf_y"), cdf_slope=opt("cdf_slope"))
 
     def crop(self, ys: slice, xs: slice) -> FusionParams:
         """The parameters of a spatial window."""
-        def cut(v: np.ndarray | None) -> np.ndarray | None:
+        def cut(v: np.ndarray) -> np.ndarray:
+            return v[..., ys, xs]
+
+        def cut_opt(v: np.ndarray | None) -> np.ndarray | None:
             return None if v is None else v[..., ys, xs]
-        return FusionParams(self.method, self.neighbourhood_cells,
-                            **{n: cut(getattr(self, n)) for n in self.PIXEL_ARRAYS + self.NODE_ARRAYS})
+        return FusionParams(self.method, self.neighbourhood_cells, cut(self.land), cut(self.kind),
+                            cut(self.n_overlap), cut(self.upper), cut(self.n_match), cut(self.mean_era5),
+                            cut(self.std_era5), cut(self.mean_cci), cut(self.std_cci), cut_opt(self.cdf_x),
+                            cut_opt(self.cdf_y), cut_opt(self.cdf_slope))
 
     def counts(self) -> dict[str, int]:
         """Pixel counts by matching kind (land only)."""
@@ -447,7 +455,7 @@ def fit_params(cci: npt.ArrayLike, era5: npt.ArrayLike, land: npt.ArrayLike, met
         cdf_x, cdf_y = np.where(matched[None], cdf_x, np.nan), np.where(matched[None], cdf_y, np.nan)
         cdf_slope = np.where(matched, cdf_slope, np.nan)
     return FusionParams(method, r, land, kind, n_own.astype(np.int32), upper.astype(np.float64),
-                        np.where(matched, n_match, 0).astype(np.int64), *mom,
+                        np.where(matched, n_match, 0).astype(np.int64), mom[0], mom[1], mom[2], mom[3],
                         cdf_x=cdf_x, cdf_y=cdf_y, cdf_slope=cdf_slope)
 
 

@@ -107,32 +107,47 @@ def _fused_content_digests(url: str, so: dict, t0: int, days: list[int]) -> dict
     return out
 
 
-def fused_day_deps(cfg, ctx: DownscaleContext, n_days: int) -> dict[int, str]:
-    """{run day: digest of the fused data it is predicted from}.
+#: ``_ledger/master.zarr/fused-days.json``: per-day content digests of fused.zarr, with the fuse
+#: block digests they were computed under (re-read only for blocks whose digest changed)
+FUSED_DAYS = "fused-days.json"
 
-    From the fuse stage's block digests (``_ledger/fused.zarr/blocks.json``, keys ``time-<t0>-<t1>``
-    in days of the run) where they cover a day — the covering block with the latest start, then the
-    longest one (a grown partial block is recorded under a longer key); elsewhere from fused.zarr's
-    stored bytes of that day (:func:`_fused_content_digests`).
+
+def fused_day_deps(cfg, ctx: DownscaleContext, n_days: int) -> dict[int, str]:
+    """{run day: sha256 of fused.zarr's stored ``sm``/``source_flag`` bytes of that day}.
+
+    Per day, so that a month (aggregate) depends on its own days only. The digests are kept in
+    ``_ledger/master.zarr/fused-days.json`` together with the fuse stage's block digests
+    (``_ledger/fused.zarr/blocks.json``, keys ``time-<t0>-<t0 + block days>``) they were read under:
+    a day is read again only when the fused block holding it has another digest than then (new
+    days, a revised day) or fuse recorded none — typically one time block per daily update.
     """
-    from sm1km.storage.deps import BlockDigests, digest_of
+    from sm1km.storage.deps import BlockDigests
 
     so = ctx.storage_options
-    recorded: dict[str, str] = {}
-    for name in ("fused.zarr", "fused"):
-        recorded = BlockDigests(cfg.store.root, name, so).read()
-        if recorded:
-            break
+    recorded = BlockDigests(cfg.store.root, "fused.zarr", so).read()
     spans = [(int(m[1]), int(m[2]), k, v) for k, v in recorded.items() if (m := _BLOCK_KEY.match(k))]
+    cache_url = store.join(cfg.store.root, "_ledger", master.MASTER_STORE, FUSED_DAYS)
+    cache = store.read_json(cache_url, so) or {}
+    cblocks, cdays = dict(cache.get("blocks", {})), dict(cache.get("days", {}))
+    iso = [str(d.date()) for d in pd.date_range(ctx.start, periods=n_days, freq="D")]
     out: dict[int, str] = {}
+    under: dict[str, str] = {}
     for d in range(n_days):
         cover = [sp for sp in spans if sp[0] <= d < sp[1]]
-        if cover:
-            _, _, k, v = max(cover, key=lambda sp: (sp[0], sp[1]))
-            out[d] = digest_of(["fused-block", k, v])
+        if not cover:
+            continue
+        _, _, k, v = max(cover, key=lambda sp: (sp[0], sp[1]))
+        under[k] = v
+        if cblocks.get(k) == v and iso[d] in cdays:
+            out[d] = cdays[iso[d]]
     missing = [d for d in range(n_days) if d not in out]
     if missing:
+        log.info("downscale: digesting fused.zarr for %d day(s) (%s .. %s)", len(missing), iso[missing[0]],
+                 iso[missing[-1]])
         out.update(_fused_content_digests(ctx.fused_url, so, ctx.fused_t0, missing))
+    doc = {"version": 1, "blocks": dict(sorted(under.items())), "days": {iso[d]: out[d] for d in range(n_days)}}
+    if doc != cache:
+        store.write_json(cache_url, doc, so, separators=(",", ":"))
     return out
 
 

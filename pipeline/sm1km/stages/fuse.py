@@ -1,20 +1,33 @@
 """The ``fuse`` stage: ``inputs/cci.zarr`` + ``inputs/era5.zarr`` → gap-free 25 km ``fused.zarr``.
 
-One dask task per spatial chunk of ``fusion.space_chunk`` cells with the whole time series (a
-:class:`~sm1km.runtime.units.WorkUnit` without a time block); each task reads its chunk plus a
-halo of ``fusion.neighbourhood_cells`` (``unit.grown(halo, ...)``, for the neighbourhood
-fallback), calls the pure :func:`sm1km.core.fusion.fuse_block_detailed`, writes its region and
-marks it in the ledger. Template first, consolidated metadata last: a re-run finishes what is
-missing and the store comes out byte-identical (with ``SOURCE_DATE_EPOCH`` set).
+Two steps (docs/fusion.md):
 
-Land = ``land_fraction >= 0.5`` **or** CCI observed at least once in the period (a coastal cell that
-the satellite sees is land even if ERA5 calls it sea). Everything else is sea: NaN, flag 0.
+1. **fit** — once, on ``fusion.reference_period`` (default: the period of the run that first fits):
+   one task per spatial chunk of ``fusion.space_chunk`` cells reads the chunk plus a halo of
+   ``fusion.neighbourhood_cells`` (``unit.grown(halo, ...)``, for the neighbourhood fallback),
+   calls the pure :func:`sm1km.core.fusion.fit_params` and writes ``fused_params.zarr``, whose
+   digest (``fusion_params_digest``) is written last. Later runs reuse it; another reference period
+   or method is refused unless ``--overwrite`` (refit, rebuild).
+2. **apply** — one task per unit = (spatial chunk × time block of ``grid.time_block_days``):
+   :func:`sm1km.core.fusion.apply_params` on the unit's days (pure, per day), one chunk object per
+   variable, a ledger marker with the block's deps digest.
+
+The store **grows in time**: a ``fused.zarr`` holding a prefix of the period is extended
+(``storage.append.extend_time``, invisible until the consolidated metadata, written last) and only
+the blocks whose deps digest (:mod:`sm1km.storage.deps`: parameters + the ingest index's per-day
+digests of the block's days) is not recorded in ``_ledger/fused.zarr/blocks.json`` are computed —
+the new and partly filled blocks, and those holding a day revised upstream (logged by name). A
+second run is a no-op that says so and writes nothing.
+
+Land = ``land_fraction >= 0.5`` **or** CCI observed at least once in the reference period (a coastal
+cell that the satellite sees is land even if ERA5 calls it sea). Everything else is sea: NaN, flag 0.
 
 Returns a :class:`~sm1km.runtime.result.StageResult` ``{"fused": url}`` with ``stats``
-``units_total/written/skipped`` (chunks) and the pixel counts of the whole store (the
-``fusion_*`` attributes). The withheld-observation experiment that scores the fusion reads its
-blocks through :func:`open_inputs` / :func:`read_block` / :func:`land_mask`: it is
-``sm1km.validation.withheld``.
+``units_total/written/skipped`` (chunk × block units), ``blocks_total/blocks_redone`` and the pixel
+counts of the whole store (the ``fusion_*`` attributes). The withheld-observation experiment that
+scores the fusion reads its blocks through :func:`open_inputs` / :func:`read_block` /
+:func:`land_mask`: it is ``sm1km.validation.withheld`` (it fits and applies in memory on the run's
+whole period, ``fuse_block_detailed``).
 """
 
 from __future__ import annotations
@@ -265,7 +278,7 @@ def read_stored_params(cfg: RunConfig, so: dict) -> StoredParams | None:
     url = cfg.store.url(PARAMS_NAME)
     if not store.exists(url, so):
         return None
-    a = store.open_group(url, so).attrs.asdict()
+    a: dict[str, Any] = dict(store.open_group(url, so).attrs.asdict())
     if "fusion_params_digest" not in a:
         return None
     counts = {k[len("fusion_"):]: int(v) for k, v in a.items() if k.endswith("_pixels") and k.startswith("fusion_")}
@@ -304,7 +317,8 @@ def _fit_chunk(unit: WorkUnit, ctx: FitContext) -> dict:
     return p.counts()
 
 
-def fit(cfg: RunConfig, settings: FitSettings, digests: InputDigests, client=None) -> StoredParams:
+def fit(cfg: RunConfig, settings: FitSettings, digests: InputDigests, client=None,
+        inputs: FusionInputs | None = None) -> StoredParams:
     """Fit the parameters on ``settings``' reference period and write ``fused_params.zarr`` (one task
     per spatial chunk, a halo of ``neighbourhood_cells``); its digest (attrs ``fusion_params_digest``)
     covers the fit's inputs, settings and the parameter bytes. Replaces an existing parameter store."""
@@ -313,7 +327,7 @@ def fit(cfg: RunConfig, settings: FitSettings, digests: InputDigests, client=Non
     so = cfg.store.storage_options()
     url = cfg.store.url(PARAMS_NAME)
     ref = settings.dates
-    inp = open_inputs(cfg, ref, "fusion reference period")
+    inp = inputs if inputs is not None else open_inputs(cfg, ref, "fusion reference period")
     lat, lon = grid.region_coords(cfg.coarse_region)
     sc = cfg.fusion.space_chunk
     ch = (min(sc, inp.ny), min(sc, inp.nx))
@@ -360,7 +374,7 @@ def read_params(url: str, storage_options: dict, window: WorkUnit, method: str,
     """The fitted parameters of ``window`` (coarse cells of the region)."""
     rows, cols = window.coarse
     ds = store.open_dataset(url, storage_options).isel(lat=rows, lon=cols)
-    return fc.FusionParams.from_arrays(method, neighbourhood_cells, {n: ds[n].values for n in ds.data_vars})
+    return fc.FusionParams.from_arrays(method, neighbourhood_cells, {str(n): ds[n].values for n in ds.data_vars})
 
 
 def _warn_revised_reference(cfg: RunConfig, so: dict, digests: InputDigests) -> None:
@@ -559,11 +573,12 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     n_pub = _check_existing(cfg, url, so, method, stored) if exists else 0
     settings = _resolve_settings(cfg, method, stored, params_url)
     if stored is None:  # first run, --overwrite, or an interrupted fit: (re)fit, then a new fused store
+        ref_inp = open_inputs(cfg, settings.dates, "fusion reference period")  # before anything is removed
         if overwrite:
             ledger.clear()
             store.remove(url, so)
             store.remove(_params_ledger(cfg, so), so)
-        stored = fit(cfg, settings, digests, client)
+        stored = fit(cfg, settings, digests, client, ref_inp)
         exists = False
     else:
         _warn_revised_reference(cfg, so, digests)
@@ -588,15 +603,16 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     if published and not stale:
         log.info("fuse: %s is up to date (%d days %s..%s, %d time blocks, parameters %s…): nothing to do",
                  url, nt, day_iso[0], day_iso[-1], len(blocks), stored.digest[:12])
-        attrs = store.open_group(url, so).attrs.asdict()
-        totals = {k[len("fusion_"):]: int(v) for k, v in attrs.items() if k.startswith("fusion_") and
-                  (k.endswith("_pixels") or k.endswith("_pixel_days") or k.endswith("_without_data"))}
+        pub: dict[str, Any] = dict(store.open_group(url, so).attrs.asdict())
+        pub_totals = {k[len("fusion_"):]: int(v) for k, v in pub.items() if k.startswith("fusion_") and
+                      (k.endswith("_pixels") or k.endswith("_pixel_days") or k.endswith("_without_data"))}
         return StageResult({"fused": url}, {"units_total": len(units), "units_written": 0,
                                             "units_skipped": len(units), "blocks_total": len(blocks),
-                                            "blocks_redone": 0, **dict(sorted(totals.items()))})
+                                            "blocks_redone": 0, **dict(sorted(pub_totals.items()))})
 
     applied_url = store.join(_params_ledger(cfg, so), APPLIED_RECORD)
-    applied = (store.read_json(applied_url, so) or {}).get("days", {}) if exists else {}
+    record = (store.read_json(applied_url, so) or {}) if exists else {}
+    applied = record.get("days", {})
     ledger.fs.invalidate_cache(ledger.path)
     present = ledger.keys()
     todo: list[WorkUnit] = []
@@ -622,17 +638,28 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
         written = sum(1 for _ in run_tasks(c, functools.partial(_fuse_unit, ctx=ctx), todo, name="fuse_chunk"))
     ledger.fs.invalidate_cache(ledger.path)  # s3fs: a listing cached before the tasks wrote their markers
 
+    # day counts per block: the record's for the blocks left alone, the markers' for the others
+    old_counts = record.get("block_counts", {})
+    block_counts: dict[str, dict[str, int]] = {}
+    for b in blocks:
+        k = block_key(b.start, tb)
+        if k not in stale and k in old_counts:
+            block_counts[k] = {n: int(v) for n, v in old_counts[k].items()}
+            continue
+        acc: dict[str, int] = {}
+        for u in (u for u in units if u.t0 == b.start):
+            for n, v in _read_marker(ledger, u.key).items():
+                if n != "deps":
+                    acc[n] = acc.get(n, 0) + int(v)
+        block_counts[k] = acc
     totals: dict[str, int] = dict(stored.counts)
-    for u in units:
-        for k, v in _read_marker(ledger, u.key).items():
-            if k != "deps":
-                totals[k] = totals.get(k, 0) + int(v)
+    for acc in block_counts.values():
+        for n, v in acc.items():
+            totals[n] = totals.get(n, 0) + v
     keep = {u.key for u in units}
     for k in ledger.keys():  # markers of partly filled blocks a grown block replaced
         if k not in keep and k.startswith("lat-") and "_time-" in k:
             store.remove(store.join(ledger.url, f"{k}.json"), so)
-    blocks_rec.record({k: current[k] for k in stale})
-    store.write_json(applied_url, {"days": {d: digests.of(d) for d in day_iso}}, so, separators=(",", ":"))
     _warn_fallbacks(totals, cfg, "fuse")
     old_attrs = store.open_group(url, so, use_consolidated=False).attrs.asdict()
     attrs: dict[str, Any] = _store_attrs(cfg, inp, settings, stored.digest)
@@ -642,6 +669,10 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     attrs.update(store.coverage_attrs(dates))
     attrs.update({f"fusion_{k}": v for k, v in totals.items()})
     store.finalize(url, so, dict(sorted(attrs.items())))
+    # then the records (a run killed before them redoes no unit: the markers are current, it finalizes again)
+    store.write_json(applied_url, {"days": {d: digests.of(d) for d in day_iso}, "block_counts": block_counts}, so,
+                     separators=(",", ":"))
+    blocks_rec.record({k: current[k] for k in stale})
     log.info("fuse: wrote %s (%s)", url, ", ".join(f"{k}={v}" for k, v in sorted(totals.items())))
     stats = {"units_total": len(units), "units_written": written, "units_skipped": len(units) - len(todo),
              "blocks_total": len(blocks), "blocks_redone": len(stale), **dict(sorted(totals.items()))}

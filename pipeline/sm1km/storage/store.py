@@ -316,6 +316,8 @@ def finalize(url: str, storage_options: Mapping[str, Any] | None = None, attrs: 
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.group import ConsolidatedMetadata, GroupMetadata
 
+    commit_check(url)
+
     try:
         g = zarr.open_group(zarr_target(url, storage_options), mode="r", zarr_format=3, use_consolidated=False)
         members = {name: node.metadata for name, node in

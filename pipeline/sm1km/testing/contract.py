@@ -18,7 +18,8 @@ the base class's tests check, on a **local root and an S3 root** (the moto serve
    units), and the killed run left no store claiming to be complete (consolidated metadata,
    ``time_coverage_end``);
 3. **an input error leaves every store unchanged** — the checksum of every object under the root
-   before and after (nothing excluded: no lock, no staging, no temporary file may remain);
+   before and after (nothing excluded but the lock's generation counter, ``trees.LOCK_STATE``: no
+   lock, no staging, no temporary file may remain);
 4. **a second concurrent run is refused** — while another run holds the root's run lock
    (``storage/lock/``), the stage's CLI verb exits with code 2 naming the holder, and writes nothing.
 
@@ -437,7 +438,7 @@ class StageContractTests:
         if key not in _REFERENCES:
             root.reset(tiny.before[self.pre_stage])
             result = self.call(root.cfg)
-            _REFERENCES[key] = Reference(root.tree(exclude=()).materialize(), result)
+            _REFERENCES[key] = Reference(root.tree(exclude=trees.LOCK_STATE).materialize(), result)
             root.reset(tiny.before[self.pre_stage])
         ref = _REFERENCES[key]
         root.known.append(ref.tree)
@@ -448,10 +449,10 @@ class StageContractTests:
     def test_rerun_is_a_noop_and_byte_identical(self, root, tiny):
         ref = self.reference(root, tiny)
         root.reset(ref.tree)
-        before = root.tree(exclude=()).stamps
+        before = root.tree(exclude=trees.LOCK_STATE).stamps
         trees.next_stamp_tick(root.url)
         result = self.call(root.cfg)
-        after = root.tree(exclude=())
+        after = root.tree(exclude=trees.LOCK_STATE)
         trees.assert_same(ref.tree, after, what=f"{self.stage} re-run vs first run ({root.backend})")
         units = self.units.finished(ref.tree)
         again = trees.rewritten(before, after.stamps, self.units.objects_of(units, ref.tree))
@@ -469,7 +470,7 @@ class StageContractTests:
         rc, logtext = run_killed(self.stage, root.cfg, self.stage_options(), kill, tmp_path / "killed.log")
         assert rc == -signal.SIGKILL, (f"{self.stage}: the run was to be SIGKILLed at the {kill.nth}th "
                                        f"object matching {kill.pattern!r} but ended with {rc}:\n{logtext}")
-        at_kill = root.tree(exclude=())
+        at_kill = root.tree(exclude=trees.LOCK_STATE)
         done = self.units.finished(at_kill)
         assert len(done) < len(all_units), f"{self.stage}: every unit was finished before the kill ({kill})"
         if kill.name == "units":
@@ -494,10 +495,10 @@ class StageContractTests:
     # -- 3 ---------------------------------------------------------------------------------------
     def test_input_error_leaves_every_store_unchanged(self, root, tiny, tmp_path):
         cfg = self.break_input(root, tmp_path) or root.cfg
-        before = root.tree(exclude=())
+        before = root.tree(exclude=trees.LOCK_STATE)
         with pytest.raises(self.input_error):
             self.call(cfg)
-        trees.assert_same(before, root.tree(exclude=()),
+        trees.assert_same(before, root.tree(exclude=trees.LOCK_STATE),
                           what=f"{self.stage}: the root before and after an {self.input_error.__name__}")
 
     # -- 4 ---------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ from sm1km.storage import store
 #: over, see ``storage/lock.py``) and ``_staging/`` is the scratch of an ingest (a killed ingest
 #: leaves its own ``_staging/ingest-<token>/``; the next run stages under a new token).
 NOT_STORES = ("_locks", "_staging")
+#: Left out of every comparison: the lock's fencing-token counter (``storage/lock``), one more at each
+#: acquisition *by design* (a verb that takes the run lock, such as ``update``, leaves it changed); it
+#: outlives releases so that a generation is never reused. The run lock itself is compared.
+LOCK_STATE = ("_locks/generation.json",)
 
 Tree = dict[str, bytes]
 

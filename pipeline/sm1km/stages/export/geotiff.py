@@ -21,6 +21,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from sm1km.stages.export.common import (
     FILL,
     SCALE,
@@ -93,11 +95,20 @@ def temp_block(n: int) -> int:
     return min(512, -(-n // 16) * 16)
 
 
+def _coverage(label: str) -> dict[str, str]:
+    """The file's own time coverage (not the store's): a day, or the days of a month (``YYYY-MM``)."""
+    if len(label) == 7:
+        first = pd.Period(label, freq="M")
+        return {"time_coverage_start": first.start_time.strftime("%Y-%m-%d"),
+                "time_coverage_end": first.end_time.strftime("%Y-%m-%d")}
+    return {"time_coverage_start": label, "time_coverage_end": label}
+
+
 def _tags(job: GeoTiffJob, item: GeoTiffItem) -> dict[str, str]:
     attrs = provenance(job.source, f"{job.source.product} GeoTIFF {item.label}")
     tags = {k: (v if isinstance(v, str) else str(v)) for k, v in attrs.items()}
     tags.update(time=item.label, product=job.source.product, scale_factor=str(SCALE), add_offset="0.0",
-                _FillValue=str(FILL))
+                _FillValue=str(FILL), **_coverage(item.label))
     if item.deps:
         tags[DEPS_ATTR] = item.deps
     return tags

@@ -4,10 +4,11 @@ An export grows with its source store (the master gains days; an upstream day is
 time block recomputed), so "the file exists" is not enough to skip it. Each file gets a **deps
 digest**: the sha256 (:func:`sm1km.storage.deps.digest_of`) of
 
-* the deps digests of the source's **time blocks** that the file's days touch — the source's
-  ``_ledger/<store>/blocks.json`` (:class:`~sm1km.storage.deps.BlockDigests`, recorded by the
-  stage that writes the store); for a block without a record (a store written before dependency
-  tracking), the content of its shard objects of the exported variables (S3: their ETags from one
+* the deps digests of what the file's days were computed from, finest grain first: per day from
+  the source's ``_ledger/<store>/days.json`` (:class:`~sm1km.storage.master.DayDigests`, recorded
+  by downscale), else per **time block** from ``_ledger/<store>/blocks.json``
+  (:class:`~sm1km.storage.deps.BlockDigests`), else (a store written before dependency tracking)
+  the content of the block's shard objects of the exported variables (S3: their ETags from one
   listing, nothing downloaded; local: the bytes hashed);
 * the file's days (the store's dates it holds, so a month that gained days changes) and the
   export options that change its bytes (format, layout, variables, box, compression, tile).
@@ -91,19 +92,37 @@ def _content_digests(url: str, so: Mapping[str, Any] | None, variables: Iterable
     return {k: digest_of({"content": items, "time_unit": int(time_unit)}) for k, items in per_chunk.items()}
 
 
+def _recorded_days(root: str, store_name: str, so: Mapping[str, Any] | None) -> dict[str, str]:
+    from sm1km.storage.master import DayDigests
+
+    for name in (store_name, store_name.removesuffix(".zarr")):
+        rec = DayDigests(root, name, so).read()
+        if rec:
+            return dict(rec)
+    return {}
+
+
 def source_blocks(root: str, store_name: str, source, variables: Sequence[str],
                   so: Mapping[str, Any] | None = None) -> list[Block]:
-    """The source store's time blocks with their deps digests (recorded ones; the others from content)."""
+    """The source store's time blocks with their deps digests, finest grain first: a day with a
+    recorded day digest (``days.json``) is a block of its own; the other days take their recorded
+    time block's digest (``blocks.json``), else their shard content's."""
     n = int(source.shape[0])
     unit = max(1, int(source.time_unit))
     blocks: list[Block] = []
     covered = [False] * n
+    days = _recorded_days(root, store_name, so)
+    for i, t in enumerate(source.times):
+        if t in days:
+            blocks.append((i, i + 1, f"day:{t}:{days[t]}"))
+            covered[i] = True
+    by_day = list(covered)
     for key, d in sorted(_recorded(root, store_name, so).items()):
         span = _parse_key(key, source.times, unit)
         if span is None:  # a key this version cannot place: every file depends on it
             span = (0, n)
         t0, t1 = max(0, span[0]), min(n, span[1])
-        if t0 >= t1:
+        if t0 >= t1 or all(by_day[t0:t1]):
             continue
         blocks.append((t0, t1, f"{key}:{d}"))
         for i in range(t0, t1):

@@ -106,12 +106,19 @@ def ingest(cfg: RunConfig, client=None, overwrite: bool = False, *,
     ``overwrite``. ``task_memory_bytes`` overrides the memory one read task may hold (default: a
     quarter of a worker thread's share of ``cluster.memory_limit``).
 
+    ``period.end: latest`` is resolved first (:mod:`.latest`): the last day for which every daily
+    input exists; the log names the input that holds it back.
+
     ``.stats``: ``units_total`` / ``units_written`` / ``units_skipped`` over all stores (units:
     days of the 0.25° cubes, time blocks and static rasters of the predictors, the station
     table) and the same per store under ``stores``.
     """
+    if cfg.period.is_latest:  # period.end: latest -> the last day every daily input has (logged)
+        from .latest import apply_latest
+
+        cfg = apply_latest(cfg)
     today = dt.datetime.now(dt.UTC).date()
-    if cfg.period.end > today:
+    if cfg.period.last_day > today:
         raise ConfigError("period.end", f"{cfg.period.end} is in the future (today is {today}, UTC): no input "
                                         "exists for it yet.",
                           "end the period today or earlier; to follow the inputs as they appear, run "

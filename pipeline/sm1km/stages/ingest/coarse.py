@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -21,6 +20,7 @@ from sm1km.core.rechunk_plan import chunk_slices, output_chunks, plan_staging
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 from sm1km.storage.deps import digest_of
+from sm1km.storage.input_files import InputOptions, basename, display
 
 from .cube import (
     COARSE_TIME_CHUNK,
@@ -39,7 +39,7 @@ from .cube import (
     time_repair_needed,
 )
 from .index import DIGEST_MOD, chunk_digests, hex_digest
-from .inputs import glob_files, hash_files
+from .inputs import glob_files, hash_files, input_options
 from .job import IngestContext, UnitCounts, raise_problems, run_units, succeeded, task_errors
 
 log = logging.getLogger(__name__)
@@ -78,13 +78,14 @@ class Era5ScanTask:
     path: str
     probe: grid.Region
     lsm: str | None
+    opts: InputOptions | None = None  # how remote inputs are reached
 
 
 def scan_era5_file(task: Era5ScanTask) -> list[str]:
     """Task: the days (ISO) of one ERA5 file."""
     from sm1km.storage.readers import read_era5
 
-    ds = read_era5([task.path], region=task.probe, lsm_path=task.lsm)
+    ds = read_era5([task.path], region=task.probe, lsm_path=task.lsm, input_options=task.opts)
     return [iso(t) for t in ds["time"].values]
 
 
@@ -104,6 +105,7 @@ class CoarseReadTask:
     chunk: tuple[int, int]     # store chunk (cy, cx): the tiles of the content digest
     lsm: str | None            # era5: the land-sea mask file
     want_static: bool          # era5: also stage (and digest) the land fraction
+    opts: InputOptions | None = None  # how remote inputs are reached
 
     @property
     def key(self) -> str:
@@ -137,11 +139,11 @@ def read_coarse_band(task: CoarseReadTask) -> CoarseRead:
 
         for i, (d, path) in enumerate(zip(task.days, task.files)):
             try:
-                ds = read_cci_day(path, region)
+                ds = read_cci_day(path, region, input_options=task.opts)
             except InputError as exc:
                 problems.append((d, exc))
                 continue
-            err = validate_cci(ds, path, d, lat, lon)
+            err = validate_cci(ds, display(path), d, lat, lon)
             if err:
                 problems.append((d, err))
                 continue
@@ -152,11 +154,12 @@ def read_coarse_band(task: CoarseReadTask) -> CoarseRead:
     else:
         from sm1km.storage.readers import read_era5
 
-        ds = read_era5(list(task.files), region=region, lsm_path=task.lsm)  # an InputError: the task's result
+        ds = read_era5(list(task.files), region=region, lsm_path=task.lsm,  # an InputError: the task's result
+                       input_options=task.opts)
         have = {iso(t): k for k, t in enumerate(ds["time"].values)}
         land = ds["land_fraction"].values
         vals = ds["swvl1"].values
-        where = ", ".join(Path(f).name for f in task.files)
+        where = ", ".join(basename(f) for f in task.files)
         partial = ds.attrs.get("partial_days") or {}
         for i, d in enumerate(task.days):
             if d in partial:
@@ -280,7 +283,9 @@ class CoarseJob:
         self.index_store = ctx.index(self.store_name)
         self.tvars = CCI_VARS if kind == "cci" else ERA5_VARS
         self.svars = () if kind == "cci" else ERA5_STATIC
-        self.pattern: str = (ctx.cfg.inputs.cci if kind == "cci" else ctx.cfg.inputs.era5) or ""  # set: the job exists
+        self.spec = (ctx.cfg.inputs.cci if kind == "cci" else ctx.cfg.inputs.era5) or ""  # set: the job exists
+        self.pattern: str = display(self.spec if isinstance(self.spec, str) else ", ".join(self.spec))
+        self.opts = input_options(ctx.cfg)
         self.lsm = ctx.cfg.inputs.era5_lsm if kind == "era5" else None
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
@@ -297,7 +302,7 @@ class CoarseJob:
     def plan(self) -> None:
         ctx = self.ctx
         lat, lon = coord_arrays(ctx.region, None)
-        files = glob_files(self.pattern, self.kind)
+        files = glob_files(self.spec, self.kind, ctx.cfg)
         hashed = files + ([self.lsm] if self.lsm else [])
         self.sha = hash_files(ctx, hashed, self.problems)
         if self.problems:
@@ -361,15 +366,15 @@ class CoarseJob:
             from sm1km.storage.readers import parse_cci_filename
 
             for f in files:
-                info = parse_cci_filename(f)
+                info = parse_cci_filename(basename(f))
                 if not info:
                     self.problems.append(InputError(
-                        f, "no ESA CCI SM / C3S SM file name (…-YYYYMMDD000000-fv… or …-DAILY-YYYYMMDD000000-"
+                        display(f), "no ESA CCI SM / C3S SM file name (…-YYYYMMDD000000-fv… or …-DAILY-YYYYMMDD000000-"
                            "TCDR-v…): cannot tell its day.", "keep the original ESA CCI SM / C3S SM file names."))
                     continue
                 if info["frequency"] != "DAILY":
                     self.problems.append(InputError(
-                        f, f"a {info['service']} {info['frequency']} file (period means); the pipeline needs "
+                        display(f), f"a {info['service']} {info['frequency']} file (period means); the pipeline needs "
                            "daily values.", "pass the DAILY product files only (…-COMBINED-DAILY-…)."))
                     continue
                 versions.setdefault((info["service"], info["version"]), f)
@@ -377,8 +382,8 @@ class CoarseJob:
             if len(versions) > 1:
                 (s1, v1), (s2, v2) = sorted(versions)[:2]
                 self.problems.append(InputError(
-                    versions[(s2, v2)], f"the CCI glob mixes product versions ({s1} v{v1}, e.g. "
-                    f"{Path(versions[(s1, v1)]).name}, and {s2} v{v2}); one record must come from one version.",
+                    display(versions[(s2, v2)]), f"the CCI glob mixes product versions ({s1} v{v1}, e.g. "
+                    f"{basename(versions[(s1, v1)])}, and {s2} v{v2}); one record must come from one version.",
                     "point inputs.cci at the files of one product version (TCDR and ICDR of one C3S version mix "
                     "fine)."))
             return day_file
@@ -386,17 +391,17 @@ class CoarseJob:
         probe = grid.Region(r.row0, r.row0 + 1, r.col0, r.col0 + 1)
         scan, known = [], {}
         for f in files:
-            name = Path(f).name
+            name = basename(f)
             if self.index["files"].get(name) == self.sha.get(f) and name in self.index["file_days"]:
                 known[f] = self.index["file_days"][name]
             else:
-                scan.append(Era5ScanTask(f, probe, self.lsm))
+                scan.append(Era5ScanTask(f, probe, self.lsm, self.opts))
         res = run_units(self.ctx, scan_era5_file, scan, "era5-scan")
         self.problems.extend(task_errors(res))
         for t, r_ in zip(scan, res):
             if not isinstance(r_, Sm1kmError):
                 known[t.path] = r_
-        self.file_days = {Path(f).name: d for f, d in known.items()}
+        self.file_days = {basename(f): d for f, d in known.items()}
         for f in files:
             for d in known.get(f, []):
                 self._add_day(day_file, d, f, lo, hi)
@@ -406,7 +411,7 @@ class CoarseJob:
         if not (lo <= day(d) <= hi):
             return
         if d in day_file and day_file[d] != f:
-            self.problems.append(InputError(f, f"duplicate day {d}: also in {Path(day_file[d]).name}.",
+            self.problems.append(InputError(display(f), f"duplicate day {d}: also in {basename(day_file[d])}.",
                                             "keep one file per day in the input glob (e.g. one product version)."))
             return
         day_file[d] = f
@@ -431,7 +436,7 @@ class CoarseJob:
             files = [self.day_file[d] for d in days] if self.kind == "cci" else sorted({self.day_file[d] for d in days})
             tasks.append(CoarseReadTask(self.kind, self.staging_url, ctx.so, tuple(days), tuple(files),
                                         ctx.band_region(t.rows, t.cols), t.days.start, t.rows, t.cols, (cy, cx),
-                                        self.lsm, self.static_todo and t.days.start == 0))
+                                        self.lsm, self.static_todo and t.days.start == 0, self.opts))
         res = run_units(ctx, read_coarse_band, tasks, f"{self.kind}-read")
         self.problems.extend(task_errors(res))
         incomplete: set[str | None] = {None for r in res if isinstance(r, Sm1kmError)}
@@ -458,7 +463,7 @@ class CoarseJob:
                 log.warning("%s: day %s differs from the stored one: overwriting (--overwrite)", self.store_name, d)
                 continue
             self.problems.append(InputError(
-                self.day_file[d], f"day {d} differs from what {self.store_name} holds (ingested from {old[0]}); "
+                display(self.day_file[d]), f"day {d} differs from what {self.store_name} holds (ingested from {old[0]}); "
                                   "stored data are not replaced silently.",
                 "pass --overwrite to replace the stored day, or restore the original file."))
         old_static = self.index["static"].get("digest")
@@ -512,8 +517,8 @@ class CoarseJob:
         idx = self.index
         for d in self.todo:
             f = self.day_file[d]
-            idx["days"][d] = [Path(f).name, hex_digest(self.digests[d])]
-            idx["files"][Path(f).name] = self.sha[f]
+            idx["days"][d] = [basename(f), hex_digest(self.digests[d])]
+            idx["files"][basename(f)] = self.sha[f]
         if self.kind == "era5":
             idx["file_days"].update(self.file_days)
             if self.static_todo:
@@ -521,14 +526,14 @@ class CoarseJob:
                                  "lsm_sha256": self.sha.get(self.lsm) if self.lsm else None}
         else:
             for d in self.todo:
-                idx["file_days"][Path(self.day_file[d]).name] = [d]
+                idx["file_days"][basename(self.day_file[d])] = [d]
         idx["digest_tile"] = [cy, cx]
         # what the store holds (storage.deps reads these): a day's digest is its decoded content
         idx["stored_days"] = {d: ent[1] for d, ent in sorted(idx["days"].items())}
         idx["stored_static"] = digest_of({"land_fraction": idx["static"].get("digest")} if self.svars else {})
         inputs = [{"name": n, "sha256": s} for n, s in sorted(idx["files"].items())]
         if self.lsm:
-            inputs.append({"name": Path(self.lsm).name, "sha256": self.sha[self.lsm], "role": "land-sea mask"})
+            inputs.append({"name": basename(self.lsm), "sha256": self.sha[self.lsm], "role": "land-sea mask"})
         note = (f"created {iso(days[0])}..{iso(days[-1])}" if fresh else
                 f"{len(self.todo)} day(s) written, axis {iso(days[0])}..{iso(days[-1])}")
         title = ("ESA CCI SM COMBINED daily, 0.25 degree, region of the run" if self.kind == "cci" else

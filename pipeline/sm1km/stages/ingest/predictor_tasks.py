@@ -24,6 +24,7 @@ from sm1km.core import grid
 from sm1km.core.gapfill import gapfill_time
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.input_files import InputOptions, any_remote, display, local_paths
 
 from .cube import coord_arrays
 from .index import DIGEST_MOD, chunk_digests
@@ -143,11 +144,18 @@ def _one_raster_env(fn: Callable) -> Callable:
 
 
 def _read_predictor(path: str | tuple[str, ...], region: grid.Region, factor: int, resampling: str, key: str,
-                    **kwargs: Any) -> xr.DataArray:
+                    input_options: InputOptions | None = None, **kwargs: Any) -> xr.DataArray:
     """A predictor raster on the fine grid: MODIS ``.hdf`` granules with the MODIS reader (its own
-    scale, QC and resampling per product), every other file with ``read_raster``."""
+    scale, QC and resampling per product), every other file with ``read_raster``. Remote files
+    (``input_options``) are read from copies in the bounded local input cache (HDF4, GDAL)."""
     from sm1km.storage.readers import read_raster
     from sm1km.storage.readers.modis import is_modis_path, read_modis
+
+    paths = path if isinstance(path, tuple) else (path,)
+    if any_remote(paths):
+        with local_paths(list(paths), input_options) as local:
+            return _read_predictor(tuple(local) if isinstance(path, tuple) else local[0], region, factor,
+                                   resampling, key, **kwargs)
 
     if isinstance(path, tuple) or is_modis_path(path):
         return read_modis(path, region, factor, key)
@@ -198,6 +206,7 @@ class PredictorReadTask:
     rows: slice
     cols: slice
     chunk: tuple[int, int]
+    opts: InputOptions | None = None  # how remote inputs are reached
 
     @property
     def key(self) -> str:
@@ -243,11 +252,13 @@ def read_predictor_band(task: PredictorReadTask) -> PredictorRead:
                 continue
             spec = DYNAMIC_BY_KEY[k]
             try:
-                da = _read_predictor(path, region, task.factor, "average", k, integer_scale=spec.integer_scale)
+                da = _read_predictor(path, region, task.factor, "average", k, integer_scale=spec.integer_scale,
+                                     input_options=task.opts)
             except InputError as exc:
                 problems.append((k, src.day, exc))
                 continue
-            err = validate_raster(da, path if isinstance(path, str) else ", ".join(path), lat, lon, spec.valid, k)
+            err = validate_raster(da, display(path) if isinstance(path, str) else ", ".join(map(display, path)), lat, lon,
+                                  spec.valid, k)
             if err:
                 problems.append((k, src.day, err))
                 continue
@@ -275,6 +286,7 @@ class StaticReadTask:
     rows: slice
     cols: slice
     chunk: tuple[int, int]
+    opts: InputOptions | None = None  # how remote inputs are reached
 
     @property
     def key(self) -> str:
@@ -289,7 +301,13 @@ class StaticRead:
 
 @_one_raster_env
 def read_static_band(task: StaticReadTask) -> StaticRead:
-    """Task, read pass of one static predictor over one band (an InputError if it is not plausible)."""
+    """Task, read pass of one static predictor over one band (an InputError if it is not plausible).
+    Remote rasters are read from copies in the bounded local input cache."""
+    paths = task.path if isinstance(task.path, tuple) else (task.path,)
+    if any_remote(paths):
+        with local_paths(list(paths), task.opts) as local:
+            return read_static_band(dataclasses.replace(
+                task, path=tuple(local) if isinstance(task.path, tuple) else local[0]))
     spec = STATIC_BY_KEY[task.predictor]
     lat, lon = coord_arrays(task.band, task.factor)
     da = _read_predictor(task.path, task.band, task.factor, spec.resampling, task.predictor)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ from sm1km.core.rechunk_plan import blocks_of, chunk_slices, days_to_recompute, 
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
 from sm1km.storage.deps import digest_of
+from sm1km.storage.input_files import basename, display
 from sm1km.storage.readers.modis import same_granule_day
 
 from .cube import (
@@ -46,7 +46,7 @@ from .cube import (
     time_repair_needed,
 )
 from .index import DIGEST_MOD, hex_digest
-from .inputs import glob_files, hash_files
+from .inputs import glob_files, hash_files, input_options, period_days
 from .job import IngestContext, UnitCounts, raise_problems, run_units, succeeded, task_errors
 from .predictor_tasks import (
     DYNAMIC,
@@ -71,6 +71,11 @@ from .predictor_tasks import (
 log = logging.getLogger(__name__)
 
 
+def _where(spec: str | list[str]) -> str:
+    """A config entry as an error may name it (URLs redacted)."""
+    return display(spec if isinstance(spec, str) else ", ".join(spec))
+
+
 class PredictorJob:
     """``inputs/predictors.zarr`` (an :class:`~.job.IngestJob`; units: time blocks + static rasters)."""
 
@@ -80,6 +85,7 @@ class PredictorJob:
         self.ctx = ctx
         self.url = ctx.cfg.store.url("inputs", "predictors.zarr")
         self.index_store = ctx.index(self.store_name)
+        self.opts = input_options(ctx.cfg)
         pc = ctx.cfg.inputs.predictors
         self.dyn = [d for d in DYNAMIC if getattr(pc, d.key)]
         self.sta = [s for s in STATIC if getattr(pc, s.key)]
@@ -119,20 +125,21 @@ class PredictorJob:
         files: dict[str, list[str]] = {}
         for d in self.dyn:
             try:
-                files[d.key] = glob_files(getattr(pc, d.key), f"predictors.{d.key}")
+                files[d.key] = glob_files(getattr(pc, d.key), f"predictors.{d.key}", self.ctx.cfg,
+                                          days=period_days(self.ctx.cfg, LEAD_IN_DAYS))  # templates: + lead-in
             except InputError as exc:
                 self.problems.append(exc)
         static_files = {}
         for s in self.sta:
             try:
-                fs_ = glob_files(getattr(pc, s.key), f"predictors.{s.key}")
+                fs_ = glob_files(getattr(pc, s.key), f"predictors.{s.key}", self.ctx.cfg, days=())
             except InputError as exc:
                 self.problems.append(exc)
                 continue
             if len(fs_) > 1 and all(same_granule_day(a, b) for i, a in enumerate(fs_) for b in fs_[i + 1:]):
                 self.tiles[s.key, fs_[0]] = list(fs_)  # the tiles of one MODIS granule (MCD12Q1): mosaicked
             elif len(fs_) != 1:
-                self.problems.append(InputError(getattr(pc, s.key),
+                self.problems.append(InputError(_where(getattr(pc, s.key)),
                                                 f"{len(fs_)} files match a static predictor; expected one.",
                                                 "point the config at a single (mosaicked) raster."))
                 continue
@@ -149,10 +156,10 @@ class PredictorJob:
         for d in self.dyn:
             m: dict[str, str] = {}
             for f in files[d.key]:
-                date = raster_date(f)
+                date = raster_date(basename(f))
                 if date is None:
                     self.problems.append(InputError(
-                        f, "no date (YYYYMMDD, YYYY-MM-DD, YYYY_DOY) in the file name of a daily predictor.",
+                        display(f), "no date (YYYYMMDD, YYYY-MM-DD, YYYY_DOY) in the file name of a daily predictor.",
                         "name daily predictor files with their date, e.g. lst_day_20200401.tif."))
                     continue
                 day_ = iso(np.datetime64(date, "D") + np.timedelta64(d.date_offset_days, "D"))
@@ -162,12 +169,12 @@ class PredictorJob:
                     if all(same_granule_day(t, f) for t in self.tiles.get((d.key, m[day_]), [m[day_]])):
                         self.tiles.setdefault((d.key, m[day_]), [m[day_]]).append(f)  # MODIS tiles: mosaicked
                         continue
-                    self.problems.append(InputError(f, f"duplicate day {day_} for {d.key}: also {Path(m[day_]).name}.",
+                    self.problems.append(InputError(display(f), f"duplicate day {day_} for {d.key}: also {basename(m[day_])}.",
                                                     "keep one file per day (composite) in the input glob."))
                     continue
                 m[day_] = f
             if not any(day(x) >= lo for x in m) and not self.index["days"].get(d.key):
-                self.problems.append(InputError(getattr(pc, d.key),
+                self.problems.append(InputError(_where(getattr(pc, d.key)),
                                                 f"no {d.key} file falls within the period {iso(lo)}..{iso(hi)}.",
                                                 "check the glob and the dates in the file names."))
             out[d.key] = m
@@ -185,7 +192,7 @@ class PredictorJob:
 
     def _name(self, key: str, f: str) -> str:
         """The index's name of a day's input: the file name, or its mosaic's tile names joined by '+'."""
-        return "+".join(Path(t).name for t in self.tiles.get((key, f), [f]))
+        return "+".join(basename(t) for t in self.tiles.get((key, f), [f]))
 
     def plan(self) -> None:
         ctx = self.ctx
@@ -336,7 +343,7 @@ class PredictorJob:
             sources = self._sources(fresh)
             tasks = [PredictorReadTask(self.staging_url, ctx.so, self.url, kinds, tuple(sources[t.days]),
                                        ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.days.start,
-                                       t.rows, t.cols, (cy, cx)) for t in plan.tasks]
+                                       t.rows, t.cols, (cy, cx), self.opts) for t in plan.tasks]
             res = run_units(ctx, read_predictor_band, tasks, "predictors-read")
             problems.extend(task_errors(res))
         incomplete: set[tuple[str | None, str | None]] = {(None, None) for r in res if isinstance(r, Sm1kmError)}
@@ -345,7 +352,8 @@ class PredictorJob:
         # static: one task per (raster, band)
         splan = plan_staging(1, lat.size, lon.size, cy, cx, 8, ctx.budget, 1)
         stasks = [StaticReadTask(self.staging_url, ctx.so, key, self._source(key, self.static_files[key]),
-                                 ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.rows, t.cols, (cy, cx))
+                                 ctx.band_region(t.rows, t.cols, ctx.factor), ctx.factor, t.rows, t.cols, (cy, cx),
+                                 self.opts)
                   for key in self.static_todo for t in splan.tasks]
         sres = run_units(ctx, read_static_band, stasks, "predictors-static")
         problems.extend(task_errors(sres))
@@ -371,7 +379,7 @@ class PredictorJob:
                     log.warning("%s: %s on %s differs from the stored one: overwriting", self.store_name, d.key, day_)
                     continue
                 problems.append(InputError(
-                    self.day_file[d.key][day_], f"{d.key} on {day_} differs from what {self.store_name} holds "
+                    display(self.day_file[d.key][day_]), f"{d.key} on {day_} differs from what {self.store_name} holds "
                                                 f"(ingested from {old[0]}); stored data are not replaced silently.",
                     "pass --overwrite to replace it, or restore the original file."))
         for key in self.static_todo:

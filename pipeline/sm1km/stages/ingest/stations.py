@@ -9,6 +9,7 @@ whole. Stations outside the region are kept with ``in_region = false``.
 from __future__ import annotations
 
 import dataclasses
+import glob as _glob
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import xarray as xr
 from sm1km.core import grid
 from sm1km.errors import InputError, Sm1kmError
 from sm1km.storage import store
+from sm1km.storage.input_files import InputOptions, basename, is_remote
 
 from .cube import (
     LATLON_ATTRS,
@@ -36,7 +38,7 @@ from .cube import (
     unfinished,
 )
 from .index import INDEX_VERSION, digest, hex_digest
-from .inputs import hash_files, ismn_files
+from .inputs import hash_files, input_options, ismn_files
 from .job import IngestContext, UnitCounts, raise_problems, run_units, task_errors
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def _encoding(ds: xr.Dataset) -> dict:
 class StationStageTask:
     """Read pass: the ISMN download ``source`` into a staging table on the period's axis."""
 
-    source: str
+    source: str | tuple[str, ...]   # the download (local), or its resolved files (lists, remote)
     min_hours: int
     first_day: str
     last_day: str
@@ -81,6 +83,7 @@ class StationStageTask:
     so: dict
     compare: bool
     overwrite: bool
+    opts: InputOptions | None = None  # how remote inputs are reached
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +101,8 @@ def stage_stations(task: StationStageTask) -> StationTable:
     """Task, read pass of the stations: read, reindex on the axis, flag the region, compare, stage."""
     from sm1km.storage.readers import read_ismn
 
-    ds = read_ismn(task.source, task.min_hours)
+    ds = read_ismn(list(task.source) if isinstance(task.source, tuple) else task.source, task.min_hours,
+                   input_options=task.opts)
     days = time_coord(axis(task.first_day, task.last_day))
     ds = ds.reindex(time=days)
     ds["sm"] = ds["sm"].astype(np.float32)
@@ -131,7 +135,8 @@ def stage_stations(task: StationStageTask) -> StationTable:
             unreadable = [s_ for s_ in json.loads(skipped) if str(s_.get("reason", "")).startswith("unreadable")]
             why = "; ".join(f"{Path(s_['source']).name}: {s_['reason'].removeprefix('unreadable: ')}"
                             for s_ in unreadable[:3])
-            raise InputError(unreadable[0]["source"] if unreadable else task.source,
+            raise InputError(unreadable[0]["source"] if unreadable else
+                             (task.source if isinstance(task.source, str) else "inputs.ismn"),
                              f"{len(bad)} station(s) differ from (or are missing in) what inputs/stations.zarr "
                              f"holds: {', '.join(bad[:5])}{', …' if len(bad) > 5 else ''}."
                              + (f" Unreadable ISMN file(s): {why}" if why else ""),
@@ -175,6 +180,33 @@ def write_stations(task: StationWriteTask) -> None:
     store.create_template(task.url, ds, enc, task.so, overwrite=task.exists)  # numpy data: written now
 
 
+def relative_name(source: str | list[str], f: str, files: list[str]) -> str:
+    """The name of an ISMN file as the index and attrs record it: relative to the download folder
+    (a local folder or ``s3://`` prefix), for a list relative to the files' common folder, for a
+    glob to the first file's folder; never a query string."""
+    def plain(u: str) -> str:
+        return u.split("?", 1)[0].split("#", 1)[0] if is_remote(u) else u
+
+    f = plain(f)
+    if isinstance(source, str) and not _glob.has_magic(source) and (
+            os.path.isdir(source) or (is_remote(source) and f.startswith(source.rstrip("/") + "/"))):
+        base = source.rstrip("/")
+    elif isinstance(source, str):
+        base = os.path.dirname(plain(files[0]))
+    else:  # a list: the files' common folder
+        parts = [plain(x).split("/")[:-1] for x in files]
+        common = parts[0]
+        for p in parts[1:]:
+            n = 0
+            while n < min(len(common), len(p)) and common[n] == p[n]:
+                n += 1
+            common = common[:n]
+        base = "/".join(common)
+    if is_remote(f):
+        return f[len(base) + 1:] if f.startswith(base + "/") else basename(f)
+    return os.path.relpath(f, base)
+
+
 class StationJob:
     """``inputs/stations.zarr`` (an :class:`~.job.IngestJob`; one unit: the table)."""
 
@@ -184,7 +216,8 @@ class StationJob:
         self.ctx = ctx
         self.url = ctx.cfg.store.url("inputs", "stations.zarr")
         self.index_store = ctx.index(self.store_name)
-        self.source: str = ctx.cfg.inputs.ismn or ""  # the job exists only if inputs.ismn is set
+        self.source = ctx.cfg.inputs.ismn or ""  # the job exists only if inputs.ismn is set
+        self.opts = input_options(ctx.cfg)
         self.problems: list[Sm1kmError] = []
         self.action: str | None = None
         self.rewritten = False
@@ -194,12 +227,16 @@ class StationJob:
 
     def plan(self) -> None:
         ctx = self.ctx
-        files = ismn_files(self.source)
+        files = ismn_files(self.source, ctx.cfg)
+        self.read_source: str | tuple[str, ...] = (
+            self.source if isinstance(self.source, str) and not is_remote(self.source) else tuple(files))
+        if isinstance(self.source, str) and is_remote(self.source) and not _glob.has_magic(self.source):
+            # an s3:// prefix is read like a local download folder: its .stm files and zips
+            self.read_source = tuple(f for f in files if basename(f).lower().endswith((".stm", ".zip")))
         self.sha = hash_files(ctx, files, self.problems)
         if self.problems:
             return
-        base = self.source if os.path.isdir(self.source) else os.path.dirname(files[0])
-        self.files = {os.path.relpath(f, base): s for f, s in self.sha.items()}
+        self.files = {relative_name(self.source, f, files): s for f, s in self.sha.items()}
         ds = existing_store(self.url, ctx.so)
         self.exists = ds is not None
         index = self.index_store.read() if ds is not None else None
@@ -219,8 +256,9 @@ class StationJob:
             return
         ctx = self.ctx
         self.staging_url = store.join(ctx.staging_root, "stations.zarr")
-        task = StationStageTask(self.source, ctx.cfg.model.min_hours_per_day, iso(self.axis[0]), iso(self.axis[-1]),
-                                ctx.region, self.staging_url, self.url, ctx.so, self.compare, ctx.overwrite)
+        task = StationStageTask(self.read_source, ctx.cfg.model.min_hours_per_day, iso(self.axis[0]),
+                                iso(self.axis[-1]), ctx.region, self.staging_url, self.url, ctx.so, self.compare,
+                                ctx.overwrite, self.opts)
         res = run_units(ctx, stage_stations, [task], "stations-read")
         self.problems.extend(task_errors(res))
         if not self.problems:

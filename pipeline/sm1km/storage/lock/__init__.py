@@ -32,8 +32,11 @@ The lock object is JSON: ``owner`` (host, pid, user, uuid), ``generation``, ``st
   unreachable, 403, a stalled process): ``held`` becomes False, the main thread is interrupted,
   the task runner submits nothing more and commits nothing more, and every commit check refuses.
   A second run can take over only after the lease has expired, i.e. after this point.
-* **Fencing token.** ``generation`` grows by one at every acquisition and takeover (the last one
-  is kept in ``_locks/generation.json``, which outlives releases). The runner binds the held lock's
+* **Fencing token.** ``generation`` is the acquisition time in milliseconds, and more than the
+  generation of the lock it takes over: it grows at every takeover, and from one acquisition to the
+  next as far as the hosts' clocks agree (nothing outlives a release, so ``_locks/`` stays empty;
+  a check compares the owner uuid too, so equal generations can never pass for one another). The
+  runner binds the held lock's
   :class:`~sm1km.storage.lock._fence.Fence` (root, owner uuid, generation, margin) to every task;
   shard writes and ledger marks call :func:`sm1km.storage.store.commit_check`, which reads the lock
   object and refuses (:class:`FencedError`) unless owner and generation are still the task's and
@@ -80,7 +83,6 @@ log = logging.getLogger(__name__)
 
 LOCK_DIR = "_locks"
 LOCK_NAME = "run.lock"
-GENERATION_NAME = "generation.json"
 DEFAULT_TTL_S = 300.0
 FORMAT = 1
 
@@ -109,11 +111,6 @@ _GIVEN_UP: set[str] = set()
 def lock_url(root: str) -> str:
     """URL of the lock object of a store root."""
     return store.join(root, LOCK_DIR, LOCK_NAME)
-
-
-def generation_url(root: str) -> str:
-    """URL of the object that keeps the last lock generation of a store root (it outlives releases)."""
-    return store.join(root, LOCK_DIR, GENERATION_NAME)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -286,21 +283,12 @@ class StoreLock:
         except Exception as exc:
             raise _store_error(exc, self.url, self.root) from None
 
-    def _last_generation(self) -> int:
-        """The generation kept beside the lock (0 if none or unreadable)."""
-        try:
-            doc = store.read_json(generation_url(self.root), self.storage_options)
-        except ValueError:
-            return 0
-        gen = (doc or {}).get("generation") if isinstance(doc, dict) else None
-        return gen if isinstance(gen, int) else 0
-
     def _acquire(self, force: bool) -> StoreLock:
-        last = self._last_generation()
+        last = 0  # the generation of a lock seen in the way (the new one must be above it)
         for _ in range(5):
             now = time.time()
             self.acquired_at = now
-            self.generation = last + 1
+            self.generation = max(last + 1, int(now * 1000))
             _LIVE_TOKENS.add(self.token)  # before it exists: a thread of this process must not think it stale
             created = False
             try:
@@ -360,11 +348,6 @@ class StoreLock:
         self.proven_until = proven_until
         _LIVE_TOKENS.add(self.token)
         _fence.register(self.token, self)
-        try:  # the generation outlives this lock (a release deletes run.lock): the next one counts on
-            store.write_json(generation_url(self.root), {"generation": self.generation}, self.storage_options)
-        except Exception as exc:
-            log.warning("run lock %s: could not record generation %d (%s: %s); the lock object holds it",
-                        self.url, self.generation, type(exc).__name__, exc)
         log.info("run lock taken: %s (stage %s, generation %d, lease %g s, heartbeat %g s, margin %g s)", self.url,
                  self.stage, self.generation, self.ttl_s, self.heartbeat_s, self.margin_s)
         self._stop.clear()
@@ -575,7 +558,11 @@ def force_unlock(root: str, storage_options: Mapping[str, Any] | None = None) ->
 @contextlib.contextmanager
 def run_lock(cfg: RunConfig, stage: str = "run", *, force: bool = False, ttl_s: float | None = None
              ) -> Iterator[StoreLock]:
-    """Hold the lock of ``cfg.store.root`` for the block. Re-entrant within one process."""
+    """Hold the lock of ``cfg.store.root`` for the block. Re-entrant within one process.
+
+    Inside the block this thread's commits (``store.commit_check``: shard writes, ledger marks,
+    finalize) are fenced by the lock, like those of the tasks the runner submits.
+    """
     root = cfg.store.root
     url = lock_url(root)
     with _REGISTRY_LOCK:
@@ -594,12 +581,13 @@ def run_lock(cfg: RunConfig, stage: str = "run", *, force: bool = False, ttl_s: 
     with _REGISTRY_LOCK:
         _HELD[url] = _Held(lk, 1)
     try:
-        yield lk
+        with store.fenced((lk.fence(),)):  # the driver's own commits (template, finalize, marks) are checked too
+            yield lk
     finally:
         with _REGISTRY_LOCK:
             _HELD.pop(url, None)
         lk._release_or_raise("")
 
 
-__all__ = ["StoreLock", "run_lock", "read_lock", "force_unlock", "lock_url", "generation_url", "held_fences",
-           "Fence", "FencedError", "LOCK_DIR", "LOCK_NAME", "GENERATION_NAME", "DEFAULT_TTL_S"]
+__all__ = ["StoreLock", "run_lock", "read_lock", "force_unlock", "lock_url", "held_fences",
+           "Fence", "FencedError", "LOCK_DIR", "LOCK_NAME", "DEFAULT_TTL_S"]

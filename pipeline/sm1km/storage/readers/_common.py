@@ -128,6 +128,41 @@ def open_netcdf_raw(path: str | os.PathLike[str]) -> xr.Dataset:
     return ds
 
 
+def open_netcdf4_fileobj(url: str, input_options: Any = None) -> tuple[xr.Dataset, Any] | None:
+    """Open a remote netCDF-4 (HDF5) file through an fsspec file object (h5netcdf; range reads,
+    no local copy), raw like :func:`open_netcdf_raw`, its declared dimensions checked against the
+    limits first. ``(dataset, file)`` — close both — or None when the file is not HDF5 (classic
+    netCDF and anything else go through a local copy: their checks need a path)."""
+    import h5netcdf  # type: ignore[import-untyped]
+    import xarray as xr
+
+    from sm1km.storage import input_files
+    from sm1km.storage.readers.limits import check_dims
+
+    where = input_files.display(url)
+    f = input_files.open_input(url, input_options)
+    try:
+        if sniff_bytes(f.read(4096)) != "hdf5":
+            f.close()
+            return None
+        f.seek(0)
+        try:
+            with h5netcdf.File(f, "r", decode_vlen_strings=True) as nc:
+                dims = {str(k): int(v.size) for k, v in nc.dimensions.items()}
+                variables = {str(k): tuple(int(s) for s in v.shape) for k, v in nc.variables.items()}
+            f.seek(0)
+            ds = xr.open_dataset(f, engine="h5netcdf", decode_cf=False, mask_and_scale=False, decode_times=False,
+                                 decode_coords=False, cache=False)
+        except Exception as exc:
+            raise InputError(where, f"cannot open as netCDF ({type(exc).__name__}: {exc}); the file is probably "
+                             "truncated or corrupt.", "re-download the file and compare its size/checksum.") from None
+        check_dims(where, dims, variables)
+    except BaseException:
+        f.close()
+        raise
+    return ds, f
+
+
 def check_netcdf3_complete(path: str | os.PathLike[str]) -> None:
     """InputError if a classic netCDF file (CDF-1/CDF-2) is shorter than its header says.
 

@@ -40,7 +40,16 @@ import xarray as xr
 
 from sm1km.core import grid
 from sm1km.errors import InputError
-from sm1km.storage.readers._common import decode_cf_values, decode_times, load_checked, open_netcdf_raw, units_kind
+from sm1km.storage import input_files
+from sm1km.storage.input_files import InputOptions
+from sm1km.storage.readers._common import (
+    decode_cf_values,
+    decode_times,
+    load_checked,
+    open_netcdf4_fileobj,
+    open_netcdf_raw,
+    units_kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +151,8 @@ def _find(ds: xr.Dataset, names: Iterable[str]) -> str | None:
     return None
 
 
-def _day_of_file(ds: xr.Dataset, path: str) -> np.datetime64:
-    info = parse_cci_filename(path)
+def _day_of_file(ds: xr.Dataset, path: str, info: Mapping[str, Any] | None = None) -> np.datetime64:
+    info = parse_cci_filename(path) if info is None else info
     tname = _find(ds, ["time"])
     if tname is not None and ds[tname].size >= 1:
         units = ds[tname].attrs.get("units")
@@ -190,15 +199,31 @@ def _units_of_sm(ds: xr.Dataset, path: str, info: Mapping[str, Any]) -> str:
 
 def read_cci_day(path: str | os.PathLike[str], region: grid.Region | None = None, *,
                  porosity: float | xr.DataArray | None = None, with_t0: bool = False,
-                 composites: bool = False) -> xr.Dataset:
+                 composites: bool = False, input_options: InputOptions | None = None) -> xr.Dataset:
     """Read one ESA CCI SM daily file onto the 0.25° grid (the region, or the file's own extent).
 
     Returns a Dataset with dims (time=1, lat, lon): ``sm`` float32 m³/m³ (NaN = missing) — or
     ``sm_percent`` (percent of saturation) for ACTIVE files without ``porosity`` —, ``flag`` int16
     (-1 = no flag), ``sm_uncertainty`` float32 when present, and ``t0`` (datetime64, NaT = missing)
-    when ``with_t0``. Cells of ``region`` that the file does not cover are missing.
+    when ``with_t0``. Cells of ``region`` that the file does not cover are missing. A remote
+    ``path`` (``s3://``, ``https://``; reached with ``input_options``) is read from a copy in the
+    bounded local input cache (:mod:`sm1km.storage.input_files`), removed afterwards.
     """
     path = os.fspath(path)
+    if input_files.is_remote(path):
+        where = input_files.display(path)
+        if not composites:
+            _refuse_composite(where, parse_cci_filename(input_files.basename(path)))
+        opened = open_netcdf4_fileobj(path, input_options)
+        if opened is None:  # classic netCDF: its truncation check needs a path
+            with input_files.local_paths([path], input_options) as (local,):
+                return read_cci_day(local, region, porosity=porosity, with_t0=with_t0, composites=composites)
+        ds, f = opened
+        try:
+            return _read(ds, where, region, porosity, with_t0, file_name=input_files.basename(path))
+        finally:
+            ds.close()
+            f.close()
     if not composites:
         _refuse_composite(path, parse_cci_filename(path))
     ds = open_netcdf_raw(path)
@@ -209,8 +234,8 @@ def read_cci_day(path: str | os.PathLike[str], region: grid.Region | None = None
 
 
 def _read(ds: xr.Dataset, path: str, region: grid.Region | None, porosity: float | xr.DataArray | None,
-          with_t0: bool) -> xr.Dataset:
-    info = parse_cci_filename(path)
+          with_t0: bool, file_name: str | None = None) -> xr.Dataset:
+    info = parse_cci_filename(file_name or path)
     if "sm" not in ds.variables:
         raise InputError(path, f"no variable 'sm' (found: {', '.join(sorted(map(str, ds.variables))) or 'none'}).",
                          "pass an ESA CCI SM L3S daily file (COMBINED, ACTIVE or PASSIVE).")
@@ -227,7 +252,7 @@ def _read(ds: xr.Dataset, path: str, region: grid.Region | None, porosity: float
     if len(dims) == 3 and sm_var.shape[0] != 1:
         raise InputError(path, f"expected one day per file, 'sm' has {sm_var.shape[0]} time steps.",
                          "pass daily ESA CCI SM files (one file per day).")
-    day = _day_of_file(ds, path)
+    day = _day_of_file(ds, path, info)
     kind = _units_of_sm(ds, path, info)
 
     frows, fcols = cci_rows_cols(load_checked(path, ds[latn], "lat"), load_checked(path, ds[lonn], "lon"), path)
@@ -315,7 +340,7 @@ def _read(ds: xr.Dataset, path: str, region: grid.Region | None, porosity: float
 
     product = info.get("product") or _product_from_attrs(ds)
     out = xr.Dataset(data_vars, coords=coords, attrs={
-        "source_file": Path(path).name,
+        "source_file": file_name or Path(path).name,
         "product": product or "unknown",
         "product_version": str(ds.attrs.get("product_version", info.get("version", "unknown"))),
         "service": info.get("service", "unknown"),

@@ -39,6 +39,8 @@ import xarray as xr
 
 from sm1km.core import grid
 from sm1km.errors import InputError
+from sm1km.storage import input_files
+from sm1km.storage.input_files import InputOptions
 from sm1km.storage.readers._common import (
     PathsLike,
     check_netcdf3_complete,
@@ -457,7 +459,8 @@ def _target_region(lat: np.ndarray, lon: np.ndarray, path: str) -> grid.Region:
 
 
 def read_era5(paths: PathsLike, region: grid.Region | None = None,
-              lsm_path: str | os.PathLike[str] | None = None) -> xr.Dataset:
+              lsm_path: str | os.PathLike[str] | None = None, *,
+              input_options: InputOptions | None = None) -> xr.Dataset:
     """Read ERA5 ``swvl1`` files (netCDF and/or GRIB) as daily means on the CCI cell centres.
 
     ``paths``: a path, glob or list. ``region``: the CCI cells to produce (default: those inside
@@ -465,8 +468,15 @@ def read_era5(paths: PathsLike, region: grid.Region | None = None,
     inferred from the data with a warning). Returns ``swvl1`` (time, lat, lon) float32 m³/m³ and
     ``land_fraction`` (lat, lon) float32 0–1 (NaN where the mask is unknown); ``attrs["partial_days"]``
     names the days with fewer time steps than the others (a download cut off, ERA5T not complete):
-    ingest refuses them inside its period.
+    ingest refuses them inside its period. Remote paths
+    (``s3://``, ``https://``; reached with ``input_options``) are read from copies in the bounded
+    local input cache (GRIB needs a real path for eccodes), removed afterwards.
     """
+    listed = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if input_files.any_remote([*listed, lsm_path]):
+        with input_files.local_paths(listed + ([os.fspath(lsm_path)] if lsm_path is not None else []),
+                                     input_options) as local:
+            return read_era5(local[:len(listed)], region, local[len(listed)] if lsm_path is not None else None)
     files = expand_paths(paths, "ERA5")
     mask_da = read_lsm(lsm_path) if lsm_path is not None else None
     by = bx = None

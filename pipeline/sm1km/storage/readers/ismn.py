@@ -28,6 +28,7 @@ the UTC day when at least ``min_hours`` hours have a good value. Everything skip
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import json
 import logging
@@ -44,8 +45,10 @@ import pandas as pd
 import xarray as xr
 
 from sm1km.errors import InputError
+from sm1km.storage import input_files
+from sm1km.storage.input_files import InputOptions
 from sm1km.storage.readers._common import sniff
-from sm1km.storage.readers.limits import check_text, check_zip, read_zip_member
+from sm1km.storage.readers.limits import ENV, LimitError, check_text, check_zip, limits, read_zip_member
 
 log = logging.getLogger(__name__)
 
@@ -302,14 +305,18 @@ def daily_means(hourly: pd.DataFrame, min_hours: int = 12) -> pd.DataFrame:
 # walking downloads (folders, zips, globs)
 # --------------------------------------------------------------------------------------------
 
-def iter_ismn_sources(source: IsmnSource) -> list[tuple[str, Callable[[], bytes]]]:
-    """(name, read_bytes) for every ``.stm`` file in a folder, zip, glob, file, or list of them."""
+def iter_ismn_sources(source: IsmnSource, input_options: InputOptions | None = None
+                      ) -> list[tuple[str, Callable[[], bytes]]]:
+    """(name, read_bytes) for every ``.stm`` file in a folder, zip, glob, file, or list of them.
+    A remote ``.stm`` URL (``input_options``) is read as bytes, at most ``max_unzipped_bytes``."""
     if isinstance(source, (list, tuple)):
         out = []
         for s in source:
-            out.extend(iter_ismn_sources(s))
+            out.extend(iter_ismn_sources(s, input_options))
         return out
     s = os.fspath(source)
+    if input_files.is_remote(s):
+        return [(input_files.display(s), functools.partial(_read_remote, s, input_options))]
     if glob.has_magic(s):
         hits = sorted(glob.glob(s, recursive=True))
         if not hits:
@@ -331,6 +338,20 @@ def iter_ismn_sources(source: IsmnSource) -> list[tuple[str, Callable[[], bytes]
         return Path(path).read_bytes()
 
     return [(s, read)]
+
+
+def _read_remote(url: str, opts: InputOptions | None) -> bytes:
+    cap = limits().max_unzipped_bytes
+    try:
+        with input_files.open_input(url, opts) as f:
+            data = f.read(cap + 1)
+    except Exception as exc:
+        raise InputError(input_files.display(url), f"cannot read the file ({type(exc).__name__}).",
+                         "check the URL, the network and the credentials in the environment.") from None
+    if len(data) > cap:
+        raise LimitError(input_files.display(url), f"the file is larger than {cap:,} bytes (max_unzipped_bytes).",
+                         f"if the file is genuine, raise the limit: export {ENV['max_unzipped_bytes']}=<larger>.")
+    return bytes(data)
 
 
 def _zip_members(p: Path) -> list[tuple[str, Callable[[], bytes]]]:
@@ -365,7 +386,8 @@ def _skip(skipped: list[dict[str, str]], source: str, reason: str, level: int = 
     log.log(level, "ISMN skip %s: %s", source, reason)
 
 
-def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", strict: bool = False) -> xr.Dataset:
+def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", strict: bool = False,
+              input_options: InputOptions | None = None) -> xr.Dataset:
     """Daily surface soil moisture per station from an ISMN download (folder, zip, glob, file, list).
 
     Returns a Dataset with dims (station, time): ``sm`` float32 m³/m³ (NaN when fewer than
@@ -373,9 +395,26 @@ def read_ismn(source: IsmnSource, min_hours: int = 12, *, variable: str = "sm", 
     ``network``, ``station_name``, ``lat``, ``lon``, ``elevation``, ``depth_from``, ``depth_to``,
     ``sensor``. ``attrs['skipped']`` is a JSON list of {source, reason} for every file or sensor
     not used (deeper layer, other variable, no good values, unreadable file). With
-    ``strict=True`` an unreadable file raises instead of being skipped.
+    ``strict=True`` an unreadable file raises instead of being skipped. Remote ``.stm`` URLs
+    (``input_options``) are read as bytes; a remote zip is read from a copy in the bounded local
+    input cache, removed afterwards (names in attrs are the redacted URLs).
     """
-    sources = iter_ismn_sources(source)
+    listed = list(source) if isinstance(source, (list, tuple)) else [source]
+    zips = [os.fspath(u) for u in listed if input_files.is_remote(os.fspath(u))
+            and input_files.basename(os.fspath(u)).lower().endswith(".zip")]
+    if zips:
+        with input_files.local_paths(zips, input_options) as local:
+            named = dict(zip(local, zips))
+            by_url = {url_: copy_ for copy_, url_ in named.items()}
+            ds = read_ismn([by_url.get(os.fspath(x), x) for x in listed], min_hours, variable=variable, strict=strict,
+                           input_options=input_options)
+        for key in ("skipped", "source_files"):
+            text = ds.attrs.get(key, "")
+            for copy_, url_ in named.items():
+                text = text.replace(json.dumps(copy_)[1:-1], json.dumps(input_files.display(url_))[1:-1])
+            ds.attrs[key] = text
+        return ds
+    sources = iter_ismn_sources(source, input_options)
     skipped: list[dict[str, str]] = []
     candidates: list[StationRecord] = []
     flag_counts: dict[str, int] = {}

@@ -40,19 +40,23 @@ rasterio: **average** for the continuous LST/NDVI (≈ 926 m pixels onto 0.01°:
 valid pixels a cell covers; bilinear would ignore most of them and spread NaN at QC holes),
 **mode** for land cover (a class code cannot be averaged: the most frequent 500 m class in the
 cell). Only the window covering the region is read. Declared dimensions (StructMetadata and every
-SDS header) are checked against :mod:`.limits` before any array is read.
+SDS header) are checked against :mod:`.limits` before any array is read. The HDF4 library is not
+thread-safe, so every pyhdf call here holds one module lock (tasks run in worker threads).
+Measured on the real MOD13A2 subset: header 0.09 s, read + warp onto 0.01° ≈ 0.1 s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import xarray as xr
@@ -68,6 +72,20 @@ SPHERE_RADIUS_M = 6371007.181
 #: sinusoidal plane origin of the MODIS tile system and the tile size (m)
 TILE_X0, TILE_Y0, TILE_SIZE_M = -20015109.354, 10007554.677, 1111950.5197
 SINU_PROJ = "+proj=sinu +lon_0=0 +x_0=0 +y_0=0 +R={r} +units=m +no_defs"
+
+#: the HDF4 library is not thread-safe: every pyhdf call of this module holds this lock (a dask
+#: worker runs several tasks in threads; reads are small windows, so the cost is negligible)
+_HDF4_LOCK = threading.RLock()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialized(fn: _F) -> _F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _HDF4_LOCK:
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
 
 _FIX_DOWNLOAD = ("pass MODIS granules as LP DAAC serves them (MOD11A1/MYD11A1, MOD13A2/MYD13A2, MCD12Q1 .hdf), "
                  "re-downloaded if truncated.")
@@ -271,6 +289,7 @@ def _core(core: str, obj: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+@_serialized
 def open_granule(path: str | os.PathLike[str]) -> Granule:
     """The header of a MODIS granule (no array read; limits checked). InputError if unusable."""
     path = os.fspath(path)
@@ -369,6 +388,7 @@ def _scale(g: Granule, f: Field, attrs: dict[str, Any]) -> tuple[float, float]:
     return scale, offset
 
 
+@_serialized
 def read_field(g: Granule, key: str, window: tuple[int, int, int, int] | None = None,
                ndvi_reliability: Sequence[int] = NDVI_RELIABILITY, sd: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Physical float32 values of field ``key`` over ``window`` = (row0, row1, col0, col1) of the
@@ -550,6 +570,7 @@ def same_granule_day(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bo
         (ma.group("h"), ma.group("v")) != (mb.group("h"), mb.group("v"))
 
 
+@_serialized
 def describe_granule(path: str | os.PathLike[str],
                      ndvi_reliability: Sequence[int] = NDVI_RELIABILITY) -> dict[str, Any]:
     """``sm1km inspect`` record of a granule: product, tile, period, every variable's statistics."""

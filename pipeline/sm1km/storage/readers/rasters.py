@@ -29,6 +29,8 @@ import xarray as xr
 
 from sm1km.core import grid
 from sm1km.errors import InputError
+from sm1km.storage import input_files
+from sm1km.storage.input_files import InputOptions
 from sm1km.storage.readers._common import sniff
 from sm1km.storage.readers.limits import check_netcdf_header, check_read_window
 
@@ -132,15 +134,20 @@ def _physical(raw: np.ndarray, ds: Any, path: str, integer_scale: float | str | 
 
 
 def read_raster(path: str | os.PathLike[str], region: grid.Region, factor: int, resampling: str = "average",
-                **kwargs: Any) -> xr.DataArray:
+                *, input_options: InputOptions | None = None, **kwargs: Any) -> xr.DataArray:
     """Resample band ``band`` of a raster onto the fine grid of ``region``; see :func:`_read_raster`.
 
     Local files are read in a ``rasterio.Env`` with a dummy session: otherwise rasterio builds a
-    boto3 session (≈0.1 s) on every call whenever AWS credentials are in the environment.
+    boto3 session (≈0.1 s) on every call whenever AWS credentials are in the environment. An
+    ``s3://``/``https://`` input (``input_options``) is read from a copy in the bounded local
+    input cache (MODIS HDF4 and GDAL's checks need a real path), removed afterwards.
     """
     import rasterio
     from rasterio.session import DummySession
 
+    if input_files.is_remote(os.fspath(path)):
+        with input_files.local_paths([os.fspath(path)], input_options) as (local,):
+            return read_raster(local, region, factor, resampling, **kwargs)
     if "://" in os.fspath(path):
         return _read_raster(path, region, factor, resampling, **kwargs)
     with rasterio.Env(session=DummySession()):
