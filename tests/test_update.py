@@ -198,3 +198,103 @@ def test_update_refuses_another_model(world, tmp_path):
         check_pinned_model(other)
     same = cfg.model_copy(update={"model": cfg.model.model_copy(update={"sha256": sha.upper()})})
     assert check_pinned_model(same) == sha
+
+
+def _with_inputs_copy(world, cfg, dest):
+    """``cfg`` reading a private copy of the world's raw inputs (so one can be revised)."""
+    import shutil
+
+    src = world.folder / "inputs"
+    shutil.copytree(src, dest)
+    data = cfg.model_dump(mode="json")
+
+    def swap(v):
+        if isinstance(v, str) and v.startswith(str(src)):
+            return str(dest) + v[len(str(src)):]
+        if isinstance(v, dict):
+            return {k: swap(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [swap(x) for x in v]
+        return v
+    data["inputs"] = swap(data["inputs"])
+    return type(cfg).from_dict(data)
+
+
+def _revise_era5_day(inputs, day: str):
+    """ERA5T replaced by the final ERA5 for one day: its swvl1 values change a little."""
+    import os
+
+    files = sorted((inputs / "era5").glob("*.nc"))
+    assert files, inputs
+    for f in files:
+        with xr.open_dataset(f, decode_cf=False, mask_and_scale=False, decode_times=False) as ds:
+            ds = ds.load()
+        tname = "time" if "time" in ds else "valid_time"
+        t = xr.decode_cf(ds[[tname]])[tname].values.astype("datetime64[D]")
+        sel = t == np.datetime64(day)
+        if not sel.any():
+            continue
+        v = ds["swvl1"].values.copy()
+        fill = ds["swvl1"].attrs.get("_FillValue")
+        ok = (v != fill) if fill is not None else np.isfinite(v)
+        bump = np.zeros_like(v)
+        bump[sel] = 30 if v.dtype.kind in "iu" else 0.01
+        ds["swvl1"].values = np.where(ok, v + bump, v).astype(v.dtype)
+        for var in ds.variables.values():
+            var.encoding = {}
+        tmp = f.with_suffix(".tmp.nc")
+        ds.to_netcdf(tmp)
+        os.replace(tmp, f)
+        return
+    raise AssertionError(f"no ERA5 file holds {day}")
+
+
+@pytest.mark.slow
+def test_a_revised_day_recomputes_only_its_dependants(world, tmp_path):
+    """Final ERA5 replaces ERA5T for day 12 of a finished 15-day record: after `ingest --overwrite`,
+    `update` recomputes the fused block, the master shards and month that hold that day and that
+    day's export files — nothing else — and the result equals a fresh run on the revised inputs."""
+    _, full = _configs(world, str(tmp_path / "live"))
+    full = _with_inputs_copy(world, full, tmp_path / "inputs")
+    _run_to_first(full)
+    yaml_path = world.write_run_yaml(full, tmp_path / "cfg")
+    before = trees.snapshot(full.store.root)
+    revised = (full.period.start + dt.timedelta(days=11)).isoformat()
+    _revise_era5_day(tmp_path / "inputs", revised)
+
+    with fixed_timestamps():
+        assert main(["update", "--config", str(yaml_path)]) == 2  # a changed input is never taken silently
+        assert trees.without(trees.snapshot(full.store.root)) == trees.without(before)
+        assert main(["ingest", "--config", str(yaml_path), "--overwrite"]) == 0
+        out = Pipeline(full).update()
+    st = out.stats["stages"]
+    print("revised-day update:", {n: {k: v for k, v in c.items() if k.startswith("units")} for n, c in st.items()})
+    assert out.stats["up_to_date"] is False
+    # fuse and downscale: the units of the revised day's time block only (1 of the 4 blocks of 4 days)
+    n_blocks = -(-DAYS // full.grid.time_block_days)
+    for name in ("fuse", "downscale"):
+        assert st[name]["units_written"] * n_blocks == st[name]["units_total"], (name, st[name])
+    assert st["ingest"]["units_written"] == 0  # ingest --overwrite already took the revised day
+    # the one month (every tile of it); exports: that day's COG rewritten, the month's HDF5 rewritten
+    assert st["aggregate"]["units_written"] == st["aggregate"]["units_total"], st["aggregate"]
+    assert st["export"]["units_written"] == 2 and st["export"]["units_rewritten"] == 1, st["export"]
+    after = trees.snapshot(full.store.root)
+    changed = sorted(k for k in after if before.get(k) != after[k] and not k.startswith("_"))
+    cogs = [k for k in changed if k.endswith(".tif")]
+    assert cogs and all(revised.replace("-", "") in k for k in cogs), cogs  # only that day's COGs
+    print("objects changed:", len(changed), "COGs:", cogs)
+
+    # a fresh run on the revised inputs, same model
+    root_b = str(tmp_path / "fresh")
+    fresh = full.model_copy(update={"store": full.store.model_copy(update={"root": root_b})})
+    src_fs, src = store.filesystem(full.store.url("model"))
+    for path in src_fs.find(src):
+        with src_fs.open(path, "rb") as f:
+            store.put_atomic(fresh.store.url("model", path[len(src.rstrip("/")) + 1:]), f.read())
+    with fixed_timestamps():
+        Pipeline(fresh).run(stages=UPDATE_STAGES)
+    for name in GRID_STORES:
+        with _open(full, name) as a, _open(fresh, name) as b:
+            np.testing.assert_array_equal(a["time"].values, b["time"].values, err_msg=f"{name}: time")
+            for v in a.data_vars:
+                xr.testing.assert_equal(a[v].load(), b[v].load())
