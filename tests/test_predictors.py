@@ -72,12 +72,31 @@ def test_flat_area_gets_finite_twi_and_cycles_are_refused():
     z = np.full((10, 10), 50.0)
     recv = terrain.d8_receivers(z, _lat(10), RES, RES)
     assert (recv == -1).all()                          # no lower neighbour: every cell an outlet
-    t = terrain.twi(z, _lat(10), RES, RES)
+    t = terrain.twi(z, _lat(10), RES, RES, fill=False)
     assert np.isfinite(t).all()
     cell = np.sqrt(np.prod([m[0] * RES for m in terrain.metres_per_degree(_lat(10)[:1])]))
     np.testing.assert_allclose(t, np.log(cell / terrain.MIN_TAN_SLOPE), rtol=2e-3)
+    # filled: the flat drains to its edges (every cell once), TWI finite and larger where flow gathers
+    zf = terrain.fill_depressions(z)
+    assert (zf >= z).all() and (zf - z).max() < 10 * terrain.FILL_EPSILON_M
+    acc = terrain.flow_accumulation(terrain.d8_receivers(zf, _lat(10), RES, RES))
+    outlets = terrain.d8_receivers(zf, _lat(10), RES, RES) == -1
+    assert acc[outlets].sum() == z.size and not outlets[1:-1, 1:-1].any()
+    assert np.isfinite(terrain.twi(z, _lat(10), RES, RES)).all()
     with pytest.raises(ValueError, match="cycle"):
         terrain.flow_accumulation(np.array([[1, 0]]))
+
+
+def test_a_pit_is_filled_and_the_flow_passes_through_it():
+    ny, nx = 15, 9
+    z = np.repeat(np.linspace(100.0, 10.0, ny)[:, None], nx, axis=1)
+    z[7, 4] = 0.0                                      # a pit in the middle of the slope
+    acc_raw = terrain.flow_accumulation(terrain.d8_receivers(z, _lat(ny), RES, RES))
+    zf = terrain.fill_depressions(z)
+    assert zf[7, 4] > z[8, 4] and np.array_equal(np.delete(zf.ravel(), 7 * nx + 4), np.delete(z.ravel(), 7 * nx + 4))
+    acc = terrain.flow_accumulation(terrain.d8_receivers(zf, _lat(ny), RES, RES))
+    assert acc_raw[-1].sum() < ny * nx                 # unfilled: the pit swallows its catchment
+    assert acc[-1].sum() == ny * nx                    # filled: everything reaches the southern edge
 
 
 def test_nan_cells_are_not_receivers():
@@ -153,8 +172,8 @@ def _downloads(d: Path, *, dem_west=9.9, soil_scale=1.0) -> dict:
 KEYS = ("elevation", "slope", "twi", "clay", "sand", "land_cover")
 
 
-def _config(tmp: Path, sources: dict) -> Path:
-    cfg = {"region": dict(zip(("west", "south", "east", "north"), BBOX)),
+def _config(tmp: Path, sources: dict, bbox=BBOX) -> Path:
+    cfg = {"region": dict(zip(("west", "south", "east", "north"), bbox)),
            "period": {"start": "2020-04-01", "end": "2020-04-10"},
            "store": {"root": "store"},
            "inputs": {"predictors": {k: f"predictors/{k}.tif" for k in KEYS}, "predictor_sources": sources}}
@@ -191,8 +210,8 @@ def test_predictors_from_downloads_read_back_on_the_run_grid(tmp_path, capsys):
     assert lc[-1, 0] == 12 and lc[-1, -1] == 5 and lc[0, 0] == 17
 
 
-def _bad_run(tmp_path, sources, capsys):
-    run_yaml = _config(tmp_path, sources)
+def _bad_run(tmp_path, sources, capsys, bbox=BBOX):
+    run_yaml = _config(tmp_path, sources, bbox)
     capsys.readouterr()
     rc = main(["predictors", "--config", str(run_yaml)])
     err = capsys.readouterr().err
@@ -231,32 +250,28 @@ REAL_DEM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rea
 
 
 @pytest.mark.skipif(not REAL_DEM.is_dir(), reason="../shared/data/real/dem not present")
-def test_real_dem_slope_and_twi(tmp_path):
-    """The real DEM (GPL-3: read in place, never copied) gives plausible terrain on its 1 km grid."""
+def test_real_dem_terrain_and_coverage(tmp_path, capsys):
+    """The real DEM (GPL-3: read in place, never copied): plausible slope/TWI on its native grid, the
+    D8 accumulation drains a large basin; it covers no whole 0.25-degree cell, so a run over it is
+    refused with the coverage message and nothing is written."""
     import rasterio
 
     tifs = sorted(glob.glob(str(REAL_DEM / "**" / "*.tif"), recursive=True))
     if not tifs:
         pytest.skip("no GeoTIFF in ../shared/data/real/dem")
     with rasterio.open(tifs[0]) as ds:
-        b = ds.bounds
         if ds.crs is None or not ds.crs.is_geographic:
             pytest.skip("the real DEM is not geographic")
-    # the largest whole 0.25-degree box inside the DEM, capped at 0.5 degrees
-    w, s = np.ceil(b.left * 4) / 4, np.ceil(b.bottom * 4) / 4
-    e, n = min(np.floor(b.right * 4) / 4, w + 0.5), min(np.floor(b.top * 4) / 4, s + 0.5)
-    if not (e > w and n > s):
-        pytest.skip("the real DEM is smaller than one 0.25-degree cell")
-    cfg = {"region": {"west": float(w), "south": float(s), "east": float(e), "north": float(n)},
-           "period": {"start": "2020-04-01", "end": "2020-04-10"}, "store": {"root": "store"},
-           "inputs": {"predictors": {k: f"predictors/{k}.tif" for k in ("elevation", "slope", "twi")},
-                      "predictor_sources": {"dem": tifs[0]}}}
-    p = tmp_path / "run.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    rc = RunConfig.from_yaml(p)
-    predictors(rc)
-    region = rc.coarse_region
-    slope = read_raster(rc.inputs.predictors.slope, region, 30).values
-    twi = read_raster(rc.inputs.predictors.twi, region, 30).values
-    assert np.nanmin(slope) >= 0 and np.nanmax(slope) < 70
-    assert np.isfinite(twi).mean() > 0.5 and 0 < np.nanmedian(twi) < 30
+        z = ds.read(1, masked=True).astype(np.float64).filled(np.nan)
+        t, b = ds.transform, ds.bounds
+    lat = t.f + t.e * (np.arange(z.shape[0]) + 0.5)
+    slope = terrain.slope_deg(z, lat, t.e, t.a)
+    assert np.nanmin(slope) >= 0 and np.nanmax(slope) < 70 and np.nanmedian(slope) > 0.1
+    raw = terrain.flow_accumulation(terrain.d8_receivers(z, lat, t.e, t.a))
+    acc = terrain.flow_accumulation(terrain.d8_receivers(terrain.fill_depressions(z), lat, t.e, t.a))
+    assert raw.max() < 0.01 * np.isfinite(z).sum()      # int16 metres: flats and pits stop unfilled flow
+    assert acc.max() > 0.05 * np.isfinite(z).sum()      # filled, the main channel drains a large share
+    twi = terrain.twi(z, lat, t.e, t.a)
+    assert 0 < np.nanmedian(twi) < 30 and np.nanmax(twi) > np.nanmedian(twi) + 5
+    err = _bad_run(tmp_path, {"dem": tifs[0]}, capsys, bbox=(b.left, b.bottom, b.right, b.top))
+    assert "not the whole region" in err

@@ -12,8 +12,12 @@ the stage (:mod:`sm1km.stages.predictors`) then averages onto the 1 km grid.
   neighbour (pits, flats, the DEM's edge towards the outside) are outlets. The accumulation (cells
   draining through a cell, itself included) is computed by a topological sweep (Kahn's algorithm,
   vectorised per front: each pass moves every cell whose donors are all done), O(cells) work plus one
-  numpy pass per cell of the longest flow path. No depression filling: a pit stops the flow there
-  (at 90 m and averaged to 1 km this matters little; fill the DEM beforehand if it does for you).
+  numpy pass per cell of the longest flow path. Pits and flats (integer-metre DEMs are full of
+  them) are resolved first by :func:`fill_depressions` (Priority-Flood + ε), so flow crosses them
+  towards their spill point instead of stopping: on the pysheds example DEM (359 x 367 cells of
+  int16 metres) the largest catchment is 284 cells without the fill and 67 229 (51 %) with it;
+  the fill took 0.4 s there (pure Python heap, ~3 µs per cell: ~1 min per 20 M cells), the D8
+  accumulation 0.09 s.
   Written here because the maintained packages that do this (pysheds, richdem) are GPL-3 and this
   project is MIT.
 - :func:`twi`: ``ln(a / tan β)`` (Beven & Kirkby 1979) with ``a`` the specific catchment area
@@ -30,6 +34,8 @@ import numpy.typing as npt
 
 #: floor of tan(slope) in the TWI: flats (and the sea) get ln(a / 0.001) instead of infinity
 MIN_TAN_SLOPE = 1e-3
+#: rise per cell (m) that Priority-Flood+ε gives filled pits and flats, so that they drain
+FILL_EPSILON_M = 1e-4
 
 #: ESA WorldCover v100/v200 class -> IGBP (MCD12Q1 LC_Type1). Tree cover has no leaf type in
 #: WorldCover: mixed forest (5). Mangroves: evergreen broadleaf (2). Moss/lichen: grassland (10).
@@ -117,6 +123,58 @@ def d8_receivers(dem: np.ndarray, lat: npt.ArrayLike, res_lat: float, res_lon: f
     return recv
 
 
+def fill_depressions(dem: np.ndarray, epsilon: float = FILL_EPSILON_M) -> np.ndarray:
+    """The DEM with every pit and flat raised so that each cell drains to the edge (or to a NaN).
+
+    Priority-Flood + ε (Barnes, Lehman & Mulla 2014, Algorithm 3): cells are taken from the edges
+    (and from next to NaN cells) inwards in order of elevation; a neighbour not higher than the cell
+    it is reached from is raised to that cell plus ``epsilon``, so flats and filled pits slope
+    (by ε per cell) towards their spill point and D8 has a strictly lower neighbour everywhere.
+    Cost: one heap operation per cell in Python (~3 µs each measured: ~1 min per 20 M cells).
+    """
+    import heapq
+    from collections import deque
+
+    z = np.asarray(dem, dtype=np.float64)
+    ny, nx = z.shape
+    w = nx + 2
+    pad = np.pad(z, 1, constant_values=np.nan).reshape(-1)
+    out = pad.copy()
+    closed = np.isnan(pad)
+    offs = [dr * w + dc for dr, dc in _OFFSETS]
+    # seeds: valid cells with a NaN (or outside) neighbour
+    nanp = np.isnan(pad).reshape(ny + 2, w)
+    edge = np.zeros((ny + 2, w), dtype=bool)
+    for dr, dc in _OFFSETS:
+        edge[1:-1, 1:-1] |= nanp[1 + dr:ny + 1 + dr, 1 + dc:nx + 1 + dc]
+    edge &= ~nanp
+    seeds = np.flatnonzero(edge.reshape(-1))
+    heap = [(float(out[i]), int(i)) for i in seeds]
+    heapq.heapify(heap)
+    closed[seeds] = True
+    pit: deque[int] = deque()
+    outl = out.tolist()          # python floats: much faster element access than numpy scalars
+    cl = closed.tolist()
+    while heap or pit:
+        if pit:
+            c = pit.popleft()
+        else:
+            _, c = heapq.heappop(heap)
+        zc = outl[c]
+        for o in offs:
+            n = c + o
+            if cl[n]:
+                continue
+            cl[n] = True
+            zn = outl[n]
+            if zn <= zc:
+                outl[n] = np.nextafter(zc, np.inf) if epsilon == 0 else zc + epsilon
+                pit.append(n)
+            else:
+                heapq.heappush(heap, (zn, n))
+    return np.asarray(outl).reshape(ny + 2, w)[1:-1, 1:-1]
+
+
 def flow_accumulation(receivers: np.ndarray) -> np.ndarray:
     """Number of cells draining through each cell (itself included) for a receiver array.
 
@@ -146,15 +204,19 @@ def flow_accumulation(receivers: np.ndarray) -> np.ndarray:
 
 
 def twi(dem: np.ndarray, lat: npt.ArrayLike, res_lat: float, res_lon: float,
-        min_tan_slope: float = MIN_TAN_SLOPE) -> np.ndarray:
+        min_tan_slope: float = MIN_TAN_SLOPE, fill: bool = True) -> np.ndarray:
     """Topographic wetness index ``ln(a / tan β)`` of ``dem`` (D8 accumulation, see the module doc).
+
+    The flow is routed on the depression-filled DEM (:func:`fill_depressions`, unless ``fill`` is
+    False), the slope β is the original DEM's.
 
     ``a`` = accumulated area (m²) / contour width (the cell's mean side, m); β from
     :func:`slope_deg`, ``tan β`` floored at ``min_tan_slope``. NaN where the DEM is NaN.
     """
     z = np.asarray(dem, dtype=np.float64)
     dy, dx = _spacing(lat, res_lat, res_lon)
-    acc = flow_accumulation(d8_receivers(z, lat, res_lat, res_lon))
+    zf = fill_depressions(z) if fill else z
+    acc = flow_accumulation(d8_receivers(zf, lat, res_lat, res_lon))
     area = (dy * dx)[:, None]
     width = ((dy + dx) / 2)[:, None]
     a = acc * area / width
