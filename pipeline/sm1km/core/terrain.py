@@ -85,7 +85,8 @@ def slope_deg(dem: np.ndarray, lat: npt.ArrayLike, res_lat: float, res_lon: floa
         raise ValueError("slope needs a DEM of at least 2 x 2 cells")
     gy = np.gradient(z, axis=0) / dy[:, None]
     gx = np.gradient(z, axis=1) / dx[:, None]
-    return np.rad2deg(np.arctan(np.hypot(gx, gy)))
+    out: np.ndarray = np.rad2deg(np.arctan(np.hypot(gx, gy)))
+    return out
 
 
 _OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))

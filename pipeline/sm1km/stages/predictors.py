@@ -213,9 +213,9 @@ def _soil(paths: list[str], what: str, region: grid.Region, factor: int) -> np.n
 
 
 def _land_cover(paths: list[str], scheme: str, region: grid.Region, factor: int) -> np.ndarray:
-    from sm1km.storage.readers.rasters import read_raster
-
     import rasterio
+
+    from sm1km.storage.readers.rasters import read_raster
 
     arrays = []
     for p in paths:
@@ -254,8 +254,8 @@ def predictors(cfg) -> StageResult:
                 raise InputError(f"{src.clay} / {src.sand}", f"clay + sand never exceeds {np.nanmax(tot):.1f} over "
                                  "the region: the files look like percent, SoilGrids serves g/kg (clay + sand + "
                                  "silt = 1000).", "use the SoilGrids GeoTIFFs as downloaded (g/kg), docs/data.md.")
-        for k, g in soil.items():
-            arrays[k] = g / 1000.0
+        for soil_key, g in soil.items():
+            arrays[soil_key] = g / 1000.0
         if "land_cover" in targets:
             arrays["land_cover"] = _land_cover(_expand(src.land_cover, "land_cover"), src.land_cover_scheme,
                                                region, factor)
