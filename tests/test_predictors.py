@@ -275,3 +275,21 @@ def test_real_dem_terrain_and_coverage(tmp_path, capsys):
     assert 0 < np.nanmedian(twi) < 30 and np.nanmax(twi) > np.nanmedian(twi) + 5
     err = _bad_run(tmp_path, {"dem": tifs[0]}, capsys, bbox=(b.left, b.bottom, b.right, b.top))
     assert "not the whole region" in err
+
+
+def test_docs_data_config_block_is_a_valid_run_config(tmp_path):
+    """The run config of docs/data.md, section 6, validates, and its sources are what the stage reads."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    block = next(b for b in blocks if "predictor_sources" in b)
+    p = tmp_path / "run.yaml"
+    p.write_text(block)
+    cfg = RunConfig.from_yaml(p)
+    src = cfg.inputs.predictor_sources
+    assert src is not None and src.land_cover_scheme == "worldcover"
+    assert src.dem.endswith("Copernicus_DSM_COG_30_*_DEM.tif")
+    from sm1km.stages.predictors import _targets
+
+    assert set(_targets(cfg)) == set(KEYS)
+    with pytest.raises(InputError, match="no file matches"):   # nothing downloaded here
+        predictors(cfg)
