@@ -17,8 +17,9 @@ the 1 km grid of the run's region (``grid.FineGrid(cfg.grid.factor).transform(re
   refused (the other scheme's file).
 
 Everything is read and computed before anything is written; each output is then written to
-``<name>.part`` and renamed into place, so a killed or failed run never leaves a half-written file
-under a final name. Memory: the DEM mosaic in float64 and a few arrays like it (a 4° x 4° region of
+``<name>.part`` and renamed into place (``s3://`` targets: one PUT), so a killed or failed run never
+leaves a half-written file under a final name. A re-run skips the outputs whose sources, grid and
+recipe are unchanged (the digest in ``<name>.sources.json``, see :func:`predictors`). Memory: the DEM mosaic in float64 and a few arrays like it (a 4° x 4° region of
 GLO-90 is 23 M cells, ~1.5 GB peak).
 """
 
@@ -81,8 +82,9 @@ def _targets(cfg) -> dict[str, str]:
         target = getattr(cfg.inputs.predictors, key)
         if target is None or getattr(src, s) is None:
             continue
-        if not isinstance(target, str) or any(c in target for c in "*?[{") or "://" in target:
-            raise ConfigError(f"inputs.predictors.{key}", f"{target!r} is not one local file name.",
+        if not isinstance(target, str) or any(c in target for c in "*?[{") or (
+                "://" in target and not target.startswith("s3://")):
+            raise ConfigError(f"inputs.predictors.{key}", f"{target!r} is not one file name (local or s3://).",
                               "point it at the GeoTIFF to write (e.g. ./inputs/predictors/slope.tif).")
         out[key] = target
     if not out:
@@ -234,43 +236,114 @@ def _land_cover(paths: list[str], scheme: str, region: grid.Region, factor: int)
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
+#: bump when the derivation changes (a new digest: every output is re-derived)
+RECIPE_VERSION = 1
+MARKER_SUFFIX = ".sources.json"
+
+
+def _target_options(cfg) -> dict[str, Any]:
+    st = cfg.inputs.storage
+    return st.storage_options() if st is not None else cfg.store.storage_options()
+
+
+def _digest(cfg, key: str) -> str:
+    """What an output is derived from: its sources (name, size, mtime), the scheme, the grid, the recipe."""
+    import hashlib
+    import json
+
+    src = cfg.inputs.predictor_sources
+    s = OUTPUT_SOURCE[key]
+    files = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in _expand(getattr(src, s), s)]
+    doc = {"recipe": RECIPE_VERSION, "key": key, "files": files, "region": [cfg.coarse_region.row0, cfg.coarse_region.row1,
+                                                                   cfg.coarse_region.col0, cfg.coarse_region.col1],
+           "factor": cfg.grid.factor, "scheme": src.land_cover_scheme if key == "land_cover" else None}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _marker(digest: str) -> bytes:
+    import json
+
+    return (json.dumps({"sources_sha256": digest, "recipe": RECIPE_VERSION}, sort_keys=True) + "\n").encode()
+
+
+def _read(url: str, opts: dict[str, Any]) -> bytes | None:
+    from sm1km.storage import store
+
+    fs, path = store.filesystem(url, opts if "://" in url else None)
+    try:
+        return bytes(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
+def _exists(url: str, opts: dict[str, Any]) -> bool:
+    from sm1km.storage import store
+
+    fs, path = store.filesystem(url, opts if "://" in url else None)
+    return bool(fs.exists(path))
+
+
 def predictors(cfg) -> StageResult:
-    """Derive the static predictor GeoTIFFs (see the module docstring); ``{key: path}`` + stats."""
+    """Derive the static predictor GeoTIFFs (see the module docstring); ``{key: path}`` + stats.
+
+    Each output has a marker ``<file>.sources.json`` (the digest of its sources, grid and recipe),
+    written before the file: an output whose file exists and whose marker matches is skipped; one
+    whose marker differs has its old file removed first, so a run killed in between re-derives it.
+    """
     import rasterio
 
+    from sm1km.storage import store
+
     targets = _targets(cfg)
+    opts = _target_options(cfg)
+    digests = {k: _digest(cfg, k) for k in targets}
+    todo = {k: t for k, t in targets.items()
+            if not (_read(t + MARKER_SUFFIX, opts) == _marker(digests[k]) and _exists(t, opts))}
     src = cfg.inputs.predictor_sources
     region, factor = cfg.coarse_region, cfg.grid.factor
     transform = grid.FineGrid(factor).transform(region)
     arrays: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="sm1km-predictors-") as tmp, rasterio.Env():
-        dem_keys = {k for k in targets if OUTPUT_SOURCE[k] == "dem"}
+        dem_keys = {k for k in todo if OUTPUT_SOURCE[k] == "dem"}
         if dem_keys:
             arrays.update(_terrain(_expand(src.dem, "dem"), region, factor, dem_keys, tmp))
-        soil = {k: _soil(_expand(getattr(src, k), k), k, region, factor) for k in ("clay", "sand") if k in targets}
-        if "clay" in soil and "sand" in soil:
-            tot = soil["clay"] + soil["sand"]
-            if np.isfinite(tot).any() and np.nanmax(tot) <= 100:
-                raise InputError(f"{src.clay} / {src.sand}", f"clay + sand never exceeds {np.nanmax(tot):.1f} over "
-                                 "the region: the files look like percent, SoilGrids serves g/kg (clay + sand + "
-                                 "silt = 1000).", "use the SoilGrids GeoTIFFs as downloaded (g/kg), docs/data.md.")
-        for soil_key, g in soil.items():
-            arrays[soil_key] = g / 1000.0
-        if "land_cover" in targets:
+        soil_keys = [k for k in ("clay", "sand") if k in todo]
+        if soil_keys:  # both checked together (percent detection), also when only one is to redo
+            soil = {k: _soil(_expand(getattr(src, k), k), k, region, factor) for k in ("clay", "sand") if k in targets}
+            if "clay" in soil and "sand" in soil:
+                tot = soil["clay"] + soil["sand"]
+                if np.isfinite(tot).any() and np.nanmax(tot) <= 100:
+                    raise InputError(f"{src.clay} / {src.sand}", f"clay + sand never exceeds {np.nanmax(tot):.1f} "
+                                     "over the region: the files look like percent, SoilGrids serves g/kg (clay + "
+                                     "sand + silt = 1000).", "use the SoilGrids GeoTIFFs as downloaded (g/kg), "
+                                     "docs/data.md.")
+            for soil_key in soil_keys:
+                arrays[soil_key] = soil[soil_key] / 1000.0
+        if "land_cover" in todo:
             arrays["land_cover"] = _land_cover(_expand(src.land_cover, "land_cover"), src.land_cover_scheme,
                                                region, factor)
-    # everything is computed: now write, each file atomically
-    for k, path in targets.items():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        part = f"{path}.part"
-        units, desc = _ATTRS[k]
-        if k == "land_cover":
-            _write(part, arrays[k].astype(np.uint8), transform, terrain.LC_NODATA, units, desc)
-        else:
-            _write(part, arrays[k].astype(np.float32), transform, np.nan, units, desc)
-        os.replace(part, path)
-        log.info("predictors: wrote %s (%s)", path, k)
-    stats = {"units_written": len(targets), "units_skipped": 0,
+        # everything is computed: now write, each output marker first, then its file atomically
+        for k, path in todo.items():
+            marker = _marker(digests[k])
+            if _read(path + MARKER_SUFFIX, opts) != marker:
+                if _exists(path, opts):
+                    fs, p = store.filesystem(path, opts if "://" in path else None)
+                    fs.rm_file(p)
+                if "://" not in path:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                store.put_atomic(path + MARKER_SUFFIX, marker, opts if "://" in path else None)
+            units, desc = _ATTRS[k]
+            local = path + ".part" if "://" not in path else os.path.join(tmp, f"{k}.tif")
+            if k == "land_cover":
+                _write(local, arrays[k].astype(np.uint8), transform, terrain.LC_NODATA, units, desc)
+            else:
+                _write(local, arrays[k].astype(np.float32), transform, np.nan, units, desc)
+            if "://" in path:
+                store.put_atomic(path, Path(local).read_bytes(), opts)
+            else:
+                os.replace(local, path)
+            log.info("predictors: wrote %s (%s)", path, k)
+    stats = {"units_written": len(todo), "units_skipped": len(targets) - len(todo),
              "valid_fraction": {k: float(np.isfinite(a).mean()) if a.dtype.kind == "f"
                                 else float((a != terrain.LC_NODATA).mean()) for k, a in arrays.items()}}
     return StageResult(dict(targets), stats)
