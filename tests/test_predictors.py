@@ -239,6 +239,29 @@ def test_land_cover_of_the_other_scheme_is_refused(tmp_path, capsys):
     assert "not mcd12q1 classes" in err
 
 
+def test_land_cover_from_mcd12q1_hdf_granules(tmp_path):
+    """MCD12Q1 granules as LP DAAC serves them (HDF4-EOS, written with pyhdf in the real layout)."""
+    from test_readers_modis import TILE_SIZE_M, write_granule
+
+    src = _downloads(tmp_path / "dl")
+    n = 2400
+    lc = np.full((n, n), 12, np.uint8)
+    lc[:, 1200:] = 4
+    write_granule(tmp_path / "dl" / "MCD12Q1.A2019001.h18v04.061.2022169000000.hdf", "MCD12Q1", 18, 4, {
+        "LC_Type1": (lc, {"long_name": "Land_Cover_Type_1", "valid_range": [1, 17], "_FillValue": 255})},
+        n=n, res=TILE_SIZE_M / n)
+    run_yaml = _config(tmp_path, {**src, "land_cover": str(tmp_path / "dl" / "MCD12Q1.*.hdf"),
+                                  "land_cover_scheme": "mcd12q1"})
+    cfg = RunConfig.from_yaml(run_yaml)
+    predictors(cfg)
+    da = read_raster(cfg.inputs.predictors.land_cover, cfg.coarse_region, 30, "mode")
+    assert set(np.unique(da.values[np.isfinite(da.values)]).tolist()) <= {4.0, 12.0}
+    assert np.isfinite(da.values).all()
+    with pytest.raises(InputError, match="mcd12q1"):
+        predictors(cfg.model_copy(update={"inputs": cfg.inputs.model_copy(update={
+            "predictor_sources": cfg.inputs.predictor_sources.model_copy(update={"land_cover_scheme": "worldcover"})})}))
+
+
 def test_existing_configs_stay_valid():
     from sm1km.config import EXAMPLE_CONFIG
 

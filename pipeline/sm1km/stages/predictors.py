@@ -11,7 +11,8 @@ the 1 km grid of the run's region (``grid.FineGrid(cfg.grid.factor).transform(re
   tiles, stay no data).
 - clay, sand: SoilGrids g/kg averaged onto the grid, ÷ 1000. Percent files (units tag, or clay +
   sand never above 100) and values above 1000 are refused: an error of 10x would go unnoticed.
-- land cover: the class map's mode on the 1 km grid, then mapped to IGBP codes
+- land cover: the class map's mode on the 1 km grid (GeoTIFF; MCD12Q1 ``.hdf`` granules with the
+  MODIS reader, ``read_modis(..., "land_cover")``), then mapped to IGBP codes
   (``terrain.map_land_cover``; mode before mapping: a 10 m WorldCover tile is 1.3 GB of classes, and
   the mapping is one-to-one but for moss/lichen and grassland). A class the scheme does not define is
   refused (the other scheme's file).
@@ -219,6 +220,19 @@ def _land_cover(paths: list[str], scheme: str, region: grid.Region, factor: int)
 
     from sm1km.storage.readers.rasters import read_raster
 
+    hdf = [p for p in paths if p.lower().endswith(".hdf")]
+    if hdf:  # MCD12Q1 granules as LP DAAC serves them: the MODIS reader mosaics the tiles (mode)
+        from sm1km.storage.readers.modis import read_modis
+
+        if scheme != "mcd12q1" or len(hdf) != len(paths):
+            raise InputError(hdf[0], "MODIS .hdf land cover is MCD12Q1 LC_Type1 (IGBP), alone.",
+                             "set inputs.predictor_sources.land_cover_scheme: mcd12q1 and pass only the "
+                             "MCD12Q1 granules of one year.")
+        raw = read_modis(hdf, region, factor, "land_cover").values
+        bad = terrain.unknown_classes(raw, scheme)
+        if bad:
+            raise InputError(hdf[0], f"class values {bad[:10]} are not IGBP classes.", "pass MCD12Q1 granules.")
+        return terrain.map_land_cover(raw, scheme)
     arrays = []
     for p in paths:
         raw = read_raster(p, region, factor, "mode", integer_scale=None).values
