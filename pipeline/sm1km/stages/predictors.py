@@ -21,7 +21,7 @@ Everything is read and computed before anything is written; each output is then 
 ``<name>.part`` and renamed into place (``s3://`` targets: one PUT), so a killed or failed run never
 leaves a half-written file under a final name. A re-run skips the outputs whose sources, grid and
 recipe are unchanged (the digest in ``<name>.sources.json``, see :func:`predictors`). Memory: the DEM mosaic in float64 and a few arrays like it (a 4° x 4° region of
-GLO-90 is 23 M cells, ~1.5 GB peak).
+GLO-90 is 23 M cells, ~1.5 GB peak, ~2-3 min: :mod:`sm1km.core.terrain`).
 """
 
 from __future__ import annotations
