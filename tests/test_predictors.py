@@ -164,6 +164,8 @@ def _downloads(d: Path, *, dem_west=9.9, soil_scale=1.0) -> dict:
     lc = np.where(llon[None, :] < 10.25, 40, 10) * np.ones((nl, 1))
     lc[llat > 45.4] = 80
     _geotiff(d / "ESA_WorldCover_10m_2021_v200_N45E009_Map.tif", lc.astype(np.uint8), 9.9, 45.7, lres, 0)
+    # a tile of the same download far from the region (the glob takes it): left out
+    _geotiff(d / "ESA_WorldCover_10m_2021_v200_S03E030_Map.tif", np.full((30, 30), 60, np.uint8), 30.0, -2.0, lres, 0)
     return {"dem": str(d / "Copernicus_DSM_*.tif"), "clay": str(d / "clay_0-5cm_mean.tif"),
             "sand": str(d / "sand_0-5cm_mean.tif"), "land_cover": str(d / "ESA_WorldCover_*.tif"),
             "land_cover_scheme": "worldcover"}

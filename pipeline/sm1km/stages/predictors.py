@@ -126,6 +126,10 @@ def _dem_mosaic(paths: list[str], region: grid.Region) -> tuple[np.ndarray, Any]
                              f"the DEM covers lon {w:.4f}…{e:.4f}, lat {s:.4f}…{n:.4f}, not the whole region "
                              f"{b.as_tuple()}.", "download the DEM tiles of the whole region (docs/data.md).")
         m = DEM_MARGIN_CELLS * res
+        from sm1km.storage.readers.limits import check_read_window
+
+        check_read_window(paths[0], int((b.east - b.west + 2 * m) / abs(ds_list[0].res[0])) + 1,
+                          int((b.north - b.south + 2 * m) / abs(ds_list[0].res[1])) + 1)
         bounds = (max(b.west - m, w), max(b.south - m, s), min(b.east + m, e), min(b.north + m, n))
         try:
             arr, transform = merge(ds_list, bounds=bounds, nodata=np.nan, dtype="float64", res=ds_list[0].res)
@@ -215,10 +219,40 @@ def _soil(paths: list[str], what: str, region: grid.Region, factor: int) -> np.n
     return g
 
 
-def _land_cover(paths: list[str], scheme: str, region: grid.Region, factor: int) -> np.ndarray:
+def _mode_warp(path: str, region: grid.Region, factor: int) -> tuple[np.ndarray | None, float | None]:
+    """The class map's mode on the fine grid of ``region`` by GDAL's warper (a WarpedVRT): it reads the
+    source in chunks, so a 10 m WorldCover tile (36 000² classes) needs no window in memory.
+    (None, nodata) for a raster outside the region."""
     import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
 
-    from sm1km.storage.readers.rasters import read_raster
+    lat, lon = grid.region_coords(region, factor)
+    try:
+        with rasterio.open(path) as ds:
+            if ds.crs is None:
+                raise InputError(path, "the land-cover raster has no CRS.", "use the file as downloaded.")
+            nodata = ds.nodata
+            b = region.bbox
+            from rasterio.warp import transform_bounds
+
+            lw, ls, le, ln = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+            if le <= b.west or lw >= b.east or ln <= b.south or ls >= b.north:
+                return None, nodata  # a tile of the glob outside the region
+            with WarpedVRT(ds, crs="EPSG:4326", transform=grid.FineGrid(factor).transform(region),
+                           width=lon.size, height=lat.size, resampling=Resampling.mode,
+                           src_nodata=nodata, nodata=nodata if nodata is not None else 0) as vrt:
+                raw = vrt.read(1, masked=True).astype(np.float32).filled(np.nan)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(path, f"cannot read the land-cover raster ({type(exc).__name__}: {exc}).",
+                         "re-download the file.") from None
+    return raw, nodata
+
+
+def _land_cover(paths: list[str], scheme: str, region: grid.Region, factor: int) -> np.ndarray:
+
 
     hdf = [p for p in paths if p.lower().endswith(".hdf")]
     if hdf:  # MCD12Q1 granules as LP DAAC serves them: the MODIS reader mosaics the tiles (mode)
@@ -235,15 +269,19 @@ def _land_cover(paths: list[str], scheme: str, region: grid.Region, factor: int)
         return terrain.map_land_cover(raw, scheme)
     arrays = []
     for p in paths:
-        raw = read_raster(p, region, factor, "mode", integer_scale=None).values
-        with rasterio.open(p) as ds:
-            nodata = ds.nodata
+        raw, nodata = _mode_warp(p, region, factor)
+        if raw is None:
+            continue
         bad = terrain.unknown_classes(raw, scheme, nodata)
         if bad:
             raise InputError(p, f"class values {bad[:10]} are not {scheme} classes.",
                              "set inputs.predictor_sources.land_cover_scheme to the file's scheme "
                              "(worldcover | mcd12q1).")
         arrays.append(np.where(np.isin(raw, [nodata]) if nodata is not None else False, np.nan, raw))
+    if not arrays:
+        raise InputError(paths[0] if len(paths) == 1 else f"{len(paths)} land-cover files",
+                         f"no land-cover raster overlaps the region {region.bbox.as_tuple()}.",
+                         "pass the tiles of the run's region (docs/data.md).")
     return terrain.map_land_cover(_first_valid(arrays), scheme)
 
 
