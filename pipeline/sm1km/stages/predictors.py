@@ -269,15 +269,15 @@ def _land_cover(paths: list[str], scheme: str, region: grid.Region, factor: int)
         return terrain.map_land_cover(raw, scheme)
     arrays = []
     for p in paths:
-        raw, nodata = _mode_warp(p, region, factor)
-        if raw is None:
+        warped, nodata = _mode_warp(p, region, factor)
+        if warped is None:
             continue
-        bad = terrain.unknown_classes(raw, scheme, nodata)
+        bad = terrain.unknown_classes(warped, scheme, nodata)
         if bad:
             raise InputError(p, f"class values {bad[:10]} are not {scheme} classes.",
                              "set inputs.predictor_sources.land_cover_scheme to the file's scheme "
                              "(worldcover | mcd12q1).")
-        arrays.append(np.where(np.isin(raw, [nodata]) if nodata is not None else False, np.nan, raw))
+        arrays.append(np.where(np.isin(warped, [nodata]) if nodata is not None else False, np.nan, warped))
     if not arrays:
         raise InputError(paths[0] if len(paths) == 1 else f"{len(paths)} land-cover files",
                          f"no land-cover raster overlaps the region {region.bbox.as_tuple()}.",
