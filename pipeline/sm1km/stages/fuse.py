@@ -53,7 +53,7 @@ from sm1km.runtime.runner import run_tasks
 from sm1km.runtime.units import WorkUnit, plan_units
 from sm1km.storage import deps, store
 from sm1km.storage.append import extend_time, write_packed_preserving
-from sm1km.storage.master import time_blocks
+from sm1km.storage.master import crs_variable, time_blocks
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,14 @@ SM_ATTRS = {
     "valid_min": fc.SM_MIN,
     "valid_max": 1.0,
     "ancillary_variables": "source_flag",
+    "grid_mapping": "crs",
 }
 FLAG_ATTRS = {
     "long_name": "source of the fused soil moisture value",
     "flag_values": np.array(fc.FLAG_VALUES, dtype=np.uint8),
     "flag_meanings": fc.FLAG_MEANINGS,
     "valid_range": np.array([0, 3], dtype=np.uint8),
+    "grid_mapping": "crs",
 }
 
 
@@ -443,10 +445,12 @@ def _template(cfg: RunConfig, inp: FusionInputs, settings: FitSettings, params_d
     shape = (nt, inp.ny, inp.nx)
     ds = xr.Dataset(
         {"sm": (dims, da.zeros(shape, dtype="float32", chunks=dask_chunks), dict(SM_ATTRS)),
-         "source_flag": (dims, da.zeros(shape, dtype="uint8", chunks=dask_chunks), dict(FLAG_ATTRS))},
+         "source_flag": (dims, da.zeros(shape, dtype="uint8", chunks=dask_chunks), dict(FLAG_ATTRS)),
+         "crs": crs_variable(cfg.coarse_region, 1)},  # factor 1: the 0.25 degree grid
         coords={"time": ("time", times.values.astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
                 "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-                "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"})})
+                "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"})}
+    ).set_coords("crs")
     ds.attrs = dict(sorted(_store_attrs(cfg, inp, settings, params_digest).items()))
     enc = {"sm": {"chunks": chunks, "_FillValue": np.float32("nan")},
            "source_flag": {"chunks": chunks},
@@ -462,7 +466,7 @@ def _store_attrs(cfg: RunConfig, inp: FusionInputs, settings: FitSettings, param
         inputs.append({"name": name, "sha256": store.sha256_file(store.join(url, "zarr.json"), inp.storage_options),
                        "sha256_of": "zarr.json (metadata)"})
     return store.provenance_attrs(
-        cfg, title="sm1km fused 25 km daily surface soil moisture (gap-free)",
+        cfg, title="sm1km fused 25 km daily surface soil moisture (gap-free)", name="fused",
         summary="ESA CCI SM COMBINED where observed; elsewhere ERA5 swvl1 rescaled to CCI per pixel "
                 f"({method} matching over the overlap days of the reference period {settings.start}..{settings.end}), "
                 "neighbourhood or unscaled ERA5 where a pixel has too few CCI days (see source_flag).",
