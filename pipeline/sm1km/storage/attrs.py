@@ -55,10 +55,15 @@ def product_id(name: str) -> str:
 
 
 def bbox_attrs(south: float, north: float, west: float, east: float) -> dict[str, Any]:
-    """ACDD geospatial bounds (cell EDGES, not centres) with their units."""
-    return {"geospatial_lat_min": float(south), "geospatial_lat_max": float(north),
-            "geospatial_lon_min": float(west), "geospatial_lon_max": float(east),
-            "geospatial_lat_units": "degrees_north", "geospatial_lon_units": "degrees_east"}
+    """ACDD geospatial bounds (cell EDGES, not centres) with their units, as numbers and as a WKT
+    polygon; the vertical extent is the product's soil layer (0-5 cm, depth positive down)."""
+    s, n, w, e = float(south), float(north), float(west), float(east)
+    return {"geospatial_lat_min": s, "geospatial_lat_max": n, "geospatial_lon_min": w, "geospatial_lon_max": e,
+            "geospatial_lat_units": "degrees_north", "geospatial_lon_units": "degrees_east",
+            "geospatial_bounds": f"POLYGON(({s!r} {w!r}, {n!r} {w!r}, {n!r} {e!r}, {s!r} {e!r}, {s!r} {w!r}))",
+            "geospatial_bounds_crs": "EPSG:4326",
+            "geospatial_vertical_min": 0.0, "geospatial_vertical_max": 0.05, "geospatial_vertical_units": "m",
+            "geospatial_vertical_positive": "down"}
 
 
 def edges_bbox(lat: np.ndarray, lon: np.ndarray) -> dict[str, Any]:
@@ -73,6 +78,20 @@ def edges_bbox(lat: np.ndarray, lon: np.ndarray) -> dict[str, Any]:
 def valid_range(dtype: Any, lo: float, hi: float) -> np.ndarray:
     """CF ``valid_range`` in the variable's own type (CF 2.5.1: same type as the variable)."""
     return np.array([lo, hi], dtype=np.dtype(dtype))
+
+
+#: variable attributes CF wants in the variable's own type (CF 2.5.1, 8.1). Zarr attributes are JSON
+#: (no numeric type): netCDF/HDF5 writers type them with :func:`typed_var_attrs`.
+TYPED_ATTRS = ("valid_range", "valid_min", "valid_max", "flag_values", "missing_value")
+
+
+def typed_var_attrs(attrs: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
+    """``attrs`` with those of :data:`TYPED_ATTRS` cast to ``dtype`` (the variable's on-disk type)."""
+    out = dict(attrs)
+    for k in TYPED_ATTRS:
+        if k in out and out[k] is not None and not isinstance(out[k], str):
+            out[k] = np.asarray(out[k]).astype(np.dtype(dtype))
+    return out
 
 
 def provenance_attrs(cfg: RunConfig | None = None, *, title: str, summary: str = "", inputs: Iterable[Mapping[str, Any]] = (),
@@ -96,6 +115,9 @@ def provenance_attrs(cfg: RunConfig | None = None, *, title: str, summary: str =
         "publisher_name": CREATOR_NAME,
         "publisher_url": CREATOR_URL,
         "naming_authority": NAMING_AUTHORITY,
+        "project": "sm1km",
+        "processing_level": "L4 (gap-free, model-downscaled)",
+        "acknowledgement": "ESA CCI Soil Moisture (TU Wien), ECMWF ERA5 (Copernicus C3S), ISMN (TU Wien)",
         "institution": "sm1km project",
         "source": "ESA CCI SM COMBINED + ERA5 swvl1 fusion; XGBoost downscaling trained on ISMN",
         "references": "Zheng, Jia & Zhao (2023), Sci. Data 10:139, doi:10.1038/s41597-023-01991-w",

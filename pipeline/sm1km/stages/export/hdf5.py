@@ -9,7 +9,7 @@ netCDF-4/xarray (h5netcdf or netCDF4 engine) decode the file to m³/m³ with NaN
 
 Global attributes are the store's (CF-1.8/ACDD-1.3, :mod:`sm1km.storage.attrs`) with this file's
 own ACDD ``id``, ``time_coverage_*`` and ``geospatial_*`` (cell edges of the file's window);
-``valid_range`` and the other typed attributes (:data:`TYPED_ATTRS`) are written in the variable's
+``valid_range`` and the other typed attributes (``storage.attrs.TYPED_ATTRS``) are written in the variable's
 dtype, as CF 2.5.1 asks (``compliance-checker --test cf:1.8`` is clean; tests/test_cf_compliance.py).
 ``storage.attrs.ACDD_RECOMMENDED`` lists the attributes every file carries (a master written before
 they existed gets the project's constants).
@@ -93,15 +93,13 @@ def set_attr(obj, key: str, value: Any) -> None:
     obj.attrs[key] = value
 
 
-#: variable attributes CF wants in the variable's own type (CF 2.5.1, 8.1): cast, not int64
-TYPED_ATTRS = ("valid_range", "valid_min", "valid_max", "flag_values", "missing_value")
-
-
 def set_var_attr(dset, key: str, value: Any) -> None:
-    """:func:`set_attr` for a dataset; the attributes of :data:`TYPED_ATTRS` get ``dset.dtype``."""
-    if key in TYPED_ATTRS and value is not None and not isinstance(value, str):
-        dset.attrs[key] = np.asarray(value).astype(dset.dtype)
-        return
+    """:func:`set_attr` for a dataset; ``attrs.TYPED_ATTRS`` (valid_range, ...) get ``dset.dtype``."""
+    if key in acdd.TYPED_ATTRS:
+        value = acdd.typed_var_attrs({key: value}, dset.dtype)[key]
+        if isinstance(value, np.ndarray):
+            dset.attrs[key] = value
+            return
     set_attr(dset, key, value)
 
 
