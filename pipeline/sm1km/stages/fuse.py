@@ -68,6 +68,7 @@ SM_ATTRS = {
     "valid_min": fc.SM_MIN,
     "valid_max": 1.0,
     "ancillary_variables": "source_flag",
+    "coverage_content_type": "modelResult",
     "grid_mapping": "crs",
 }
 FLAG_ATTRS = {
@@ -75,6 +76,7 @@ FLAG_ATTRS = {
     "flag_values": np.array(fc.FLAG_VALUES, dtype=np.uint8),
     "flag_meanings": fc.FLAG_MEANINGS,
     "valid_range": np.array([0, 3], dtype=np.uint8),
+    "coverage_content_type": "qualityInformation",
     "grid_mapping": "crs",
 }
 
@@ -447,15 +449,19 @@ def _template(cfg: RunConfig, inp: FusionInputs, settings: FitSettings, params_d
         {"sm": (dims, da.zeros(shape, dtype="float32", chunks=dask_chunks), dict(SM_ATTRS)),
          "source_flag": (dims, da.zeros(shape, dtype="uint8", chunks=dask_chunks), dict(FLAG_ATTRS)),
          "crs": crs_variable(cfg.coarse_region, 1)},  # factor 1: the 0.25 degree grid
-        coords={"time": ("time", times.values.astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
-                "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-                "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"})}
+        coords={"time": ("time", times.values.astype("datetime64[ns]"),
+                         {"standard_name": "time", "long_name": "time", "axis": "T"}),
+                "lat": ("lat", lat, {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
+                                     "axis": "Y"}),
+                "lon": ("lon", lon, {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
+                                     "axis": "X"})}
     ).set_coords("crs")
     ds.attrs = dict(sorted(_store_attrs(cfg, inp, settings, params_digest).items()))
     enc = {"sm": {"chunks": chunks, "_FillValue": np.float32("nan")},
            "source_flag": {"chunks": chunks},
            "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64",
-                    "chunks": (tb,)}}
+                    "chunks": (tb,), "_FillValue": None},
+           "lat": {"_FillValue": None}, "lon": {"_FillValue": None}}  # CF 2.5.1: no fill on coordinates
     return ds, enc
 
 
@@ -472,6 +478,9 @@ def _store_attrs(cfg: RunConfig, inp: FusionInputs, settings: FitSettings, param
                 "neighbourhood or unscaled ERA5 where a pixel has too few CCI days (see source_flag).",
         inputs=inputs,
         extra={**settings.attrs(), "fusion_params_digest": params_digest,
+               "time_coverage_resolution": "P1D", "standard_name_vocabulary": "CF Standard Name Table v85",
+               "geospatial_lat_resolution": "0.25 degree", "geospatial_lon_resolution": "0.25 degree",
+               "cdm_data_type": "Grid",
                "fusion_land_definition": f"land_fraction >= {LAND_FRACTION_MIN} or CCI observed at least once "
                                          "in the reference period",
                "fusion_sm_clip": f"[{fc.SM_MIN}, max({fc.SM_MAX}, largest observed CCI of the pixel)]"})
