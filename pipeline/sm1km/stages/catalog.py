@@ -52,6 +52,11 @@ ZARR_MEDIA_TYPE = "application/vnd+zarr"
 XARRAY_ASSETS_SCHEMA = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
 GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 HDF5_MEDIA_TYPE = "application/x-hdf5"
+PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+#: multihash prefix of a sha2-256 digest (code 0x12, length 0x20), as the file extension wants it
+SHA256_MULTIHASH = "1220"
 _AUXILIARY = ("crs", "time_bnds")
 
 
@@ -110,12 +115,16 @@ def _datacube(ds, attrs_of, times=None) -> tuple[dict, dict]:
     return dims, variables
 
 
+def _box_geometry(west: float, south: float, east: float, north: float) -> tuple[list[float], dict[str, Any]]:
+    bbox = [west, south, east, north]
+    geom = {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
+                                                [west, north], [west, south]]]}
+    return bbox, geom
+
+
 def _bbox_geometry(cfg: RunConfig):
     b = cfg.coarse_region.bbox
-    bbox = [b.west, b.south, b.east, b.north]
-    geom = {"type": "Polygon", "coordinates": [[[b.west, b.south], [b.east, b.south], [b.east, b.north],
-                                                [b.west, b.north], [b.west, b.south]]]}
-    return bbox, geom
+    return _box_geometry(b.west, b.south, b.east, b.north)
 
 
 def _utc(d) -> dt.datetime:
@@ -156,6 +165,54 @@ def _entry_interval(entry: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | 
     if not a or not b:
         return None
     return _utc(a), _utc(b) + dt.timedelta(days=1, seconds=-1)
+
+
+def file_fields(fs, path: str) -> dict[str, Any]:
+    """``file:size`` and ``file:checksum`` (sha2-256 multihash, hex) of one file, streamed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+            size += len(chunk)
+    return {"file:size": size, "file:checksum": SHA256_MULTIHASH + h.hexdigest()}
+
+
+def geotiff_fields(fs, path: str) -> dict[str, Any]:
+    """Projection (``proj:code``, shape, transform, bbox) and ``raster:bands`` of a COG, from its
+    header: what odc-stac / stackstac need to load it without opening it first."""
+    import rasterio
+
+    with fs.open(path, "rb") as f, rasterio.open(f) as r:
+        t = r.transform
+        epsg = r.crs.to_epsg() if r.crs else None
+        out: dict[str, Any] = {
+            "proj:code": f"EPSG:{epsg}" if epsg else None,
+            "proj:shape": [int(r.height), int(r.width)],
+            "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f, 0.0, 0.0, 1.0],
+            "proj:bbox": [r.bounds.left, r.bounds.bottom, r.bounds.right, r.bounds.top],
+        }
+        if epsg is None:
+            del out["proj:code"]
+            if r.crs:
+                out["proj:wkt2"] = r.crs.to_wkt()
+        bands = []
+        for b in range(1, r.count + 1):
+            tags = r.tags(b)
+            nodata = r.nodatavals[b - 1]
+            band: dict[str, Any] = {
+                "data_type": r.dtypes[b - 1], "sampling": "area",
+                "scale": float(r.scales[b - 1]), "offset": float(r.offsets[b - 1]),
+            }
+            if nodata is not None:
+                band["nodata"] = int(nodata) if float(nodata).is_integer() else float(nodata)
+            if tags.get("units"):
+                band["unit"] = tags["units"]
+            bands.append(band)
+        out["raster:bands"] = bands
+    return out
 
 
 def relative_href(from_dir: str, to_url: str) -> str:
@@ -259,11 +316,23 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
             props: dict[str, Any] = {"title": name}
             if entry.get("deps"):
                 props["sm1km:deps"] = entry["deps"]  # changes when the file is rewritten: the item with it
-            item = pystac.Item(id=f"{kind}-{name}", geometry=geom, bbox=bbox, datetime=None,
+            fields = file_fields(fs, p)
+            extensions = [FILE_SCHEMA]
+            if kind == "geotiff":
+                fields.update(geotiff_fields(fs, p))
+                extensions = [PROJECTION_SCHEMA, RASTER_SCHEMA, FILE_SCHEMA]
+            # a one-day file also has its instant (``datetime``: what loaders put on the time axis, the
+            # master's time label of that day); a month or a year has only its interval
+            one_day = t1 - t0 < dt.timedelta(days=1)
+            ibox, igeom = bbox, geom
+            if "proj:bbox" in fields and fields.get("proj:code") == "EPSG:4326":  # a --bbox export: its own box
+                ibox, igeom = _box_geometry(*fields["proj:bbox"])
+            item = pystac.Item(id=f"{kind}-{name}", geometry=igeom, bbox=ibox, datetime=t0 if one_day else None,
                                start_datetime=t0, end_datetime=t1, properties=props)
+            item.stac_extensions.extend(extensions)
             item.add_asset("data", pystac.Asset(href=href(rel, 1),
                                                 media_type=GEOTIFF_MEDIA_TYPE if kind == "geotiff" else HDF5_MEDIA_TYPE,
-                                                roles=["data"]))
+                                                roles=["data"], extra_fields=fields))
             coll.add_item(item)
             if entry:
                 intervals.append((t0, t1))
