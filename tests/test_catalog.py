@@ -22,10 +22,10 @@ import xarray as xr
 
 from http_server import RangeHTTPServer
 from http_world import built_run, run_root
-from stac_schemas import validate
 from sm1km import cli
 from sm1km.stages import catalog
 from sm1km.storage import publish
+from stac_schemas import validate
 
 pytestmark = pytest.mark.network
 
@@ -183,7 +183,7 @@ def test_no_local_absolute_path_in_files_or_catalog(run):
                     seen.update({f"{f}:band{b}:{k}": v for k, v in r.tags(b).items()})
         else:
             with h5py.File(f) as h:
-                h.visititems(lambda n, o: seen.update({f"{f}:{n}:{k}": v for k, v in o.attrs.items()}))
+                h.visititems(lambda n, o, f=f: seen.update({f"{f}:{n}:{k}": v for k, v in o.attrs.items()}))
                 seen.update({f"{f}:{k}": v for k, v in h.attrs.items()})
     for p in coll_path.parent.rglob("*.json"):
         seen[str(p)] = p.read_text()
