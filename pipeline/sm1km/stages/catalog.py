@@ -215,6 +215,46 @@ def geotiff_fields(fs, path: str) -> dict[str, Any]:
     return out
 
 
+def _modified(info: dict[str, Any]) -> str | None:
+    """The file's modification time (ISO, UTC) from an fsspec ``info``: local ``mtime``, S3 ``LastModified``."""
+    t = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+    if t is None:
+        return None
+    ts = pd.Timestamp(t, unit="s") if isinstance(t, (int, float)) else pd.Timestamp(t)
+    ts = ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_CACHED = ("file:", "proj:", "raster:")
+
+
+def _file_metadata(fs, path: str, kind: str, item_url: str, deps: str | None, so) -> dict[str, Any]:
+    """Asset fields of an export file (``updated``, ``file:*``; for a COG ``proj:*`` and ``raster:bands``).
+
+    Reading them means reading the whole file (the checksum), so they are taken from the item the
+    catalog already holds when that item describes the same file: same size, same modification
+    time (the asset's ``updated``) and same ``sm1km:deps``. A file rewritten since is read again.
+    """
+    info = fs.info(path)
+    updated = _modified(info)
+    try:
+        prev = store.read_json(item_url, so)
+    except (OSError, ValueError):
+        prev = None
+    if isinstance(prev, dict) and updated:
+        asset = (prev.get("assets") or {}).get("data") or {}
+        props = prev.get("properties") or {}
+        if (asset.get("updated") == updated and asset.get("file:size") == int(info["size"])
+                and props.get("sm1km:deps") == deps and asset.get("file:checksum")
+                and (kind != "geotiff" or "raster:bands" in asset)):
+            return {"updated": updated, **{k: v for k, v in asset.items() if k.startswith(_CACHED)}}
+    fields: dict[str, Any] = {"updated": updated} if updated else {}
+    fields.update(file_fields(fs, path))
+    if kind == "geotiff":
+        fields.update(geotiff_fields(fs, path))
+    return fields
+
+
 def relative_href(from_dir: str, to_url: str) -> str:
     """Relative link from folder ``from_dir`` to ``to_url`` (both local paths or both on one bucket/host)."""
     def split(u: str) -> tuple[str, str]:
@@ -316,11 +356,9 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
             props: dict[str, Any] = {"title": name}
             if entry.get("deps"):
                 props["sm1km:deps"] = entry["deps"]  # changes when the file is rewritten: the item with it
-            fields = file_fields(fs, p)
-            extensions = [FILE_SCHEMA]
-            if kind == "geotiff":
-                fields.update(geotiff_fields(fs, p))
-                extensions = [PROJECTION_SCHEMA, RASTER_SCHEMA, FILE_SCHEMA]
+            fields = _file_metadata(fs, p, kind, store.join(out_url, f"{kind}-{name}", f"{kind}-{name}.json"),
+                                    entry.get("deps"), so)
+            extensions = [PROJECTION_SCHEMA, RASTER_SCHEMA, FILE_SCHEMA] if kind == "geotiff" else [FILE_SCHEMA]
             # a one-day file also has its instant (``datetime``: what loaders put on the time axis, the
             # master's time label of that day); a month or a year has only its interval
             one_day = t1 - t0 < dt.timedelta(days=1)
