@@ -201,6 +201,25 @@ def test_no_local_absolute_path_in_files_or_catalog(run):
     assert ABS_PATH.search('{"root": "/tmp/pytest-of-x/run"}') and not ABS_PATH.search("1/120 deg, m3/m3")
 
 
+def test_portable_paths():
+    """Pure: how export provenance rewrites paths (relative to the root, else a basename; URLs kept, redacted)."""
+    from sm1km.stages.export.common import portable_path, portable_text
+
+    root = "/tmp/pytest-of-x/run"
+    assert portable_path(root, root) == "."
+    assert portable_path(f"{root}/master.zarr", root) == portable_path(f"file://{root}/master.zarr", root) == "master.zarr"
+    assert portable_path("/data/in/truth.zarr", root) == "truth.zarr"
+    assert portable_path("/data/cci/*.nc", root) == "cci/*.nc"
+    assert portable_path("s3://b/k.nc?X-Amz-Signature=abc", root) == "s3://b/k.nc?X-Amz-Signature=***"
+    assert portable_path("s3://b/run/master.zarr", "s3://b/run") == "s3://b/run/master.zarr"
+    assert portable_path("ghcr.io/sm1km/sm1km:0.1.0", root) == "ghcr.io/sm1km/sm1km:0.1.0"
+    doc = json.loads(portable_text(json.dumps({"store": {"root": root}, "inputs": {"cci": "/in/cci/*.nc",
+                                                                                   "era5": "https://u:p@h/e.grib"},
+                                               "n": 3}), root))
+    assert doc == {"store": {"root": "."}, "inputs": {"cci": "cci/*.nc", "era5": "https://***@h/e.grib"}, "n": 3}
+    assert portable_text(f"read {root}/fused.zarr at 1/120 deg (m3/m3)", root) == "read fused.zarr at 1/120 deg (m3/m3)"
+
+
 def test_datacube_describes_the_stores(run):
     cfg, out, coll_path = run
     _, items = _docs(coll_path)

@@ -332,7 +332,10 @@ def portable_path(value: str, root: str) -> str:
     base = posixpath.normpath(root.removeprefix("file://")) if root and "://" not in root.replace("file://", "") else ""
     if base and (path == base or path.startswith(base.rstrip("/") + "/")):
         return posixpath.relpath(path, base)
-    return posixpath.basename(path) or "."
+    name = posixpath.basename(path) or "."
+    if any(c in name for c in "*?["):  # a glob of inputs: its folder's name says more than "*.nc"
+        name = posixpath.join(posixpath.basename(posixpath.dirname(path)), name)
+    return name
 
 
 def portable_text(text: str, root: str) -> str:
