@@ -8,6 +8,15 @@ name; its ``sm1km:deps`` property is the file's deps digest, so the item changes
 rewritten). The Collection also carries the Zarr assets, so a client can go straight
 from the collection to a store.
 
+Export items carry what loaders (odc-stac, stackstac) need to plan a read without opening the
+files: per asset ``file:size`` / ``file:checksum`` (sha2-256 multihash) and ``updated``; for a COG
+``proj:code``/``proj:shape``/``proj:transform``/``proj:bbox`` (projection v2) and ``raster:bands``
+(nodata, scale, offset, data type, unit, sampling; raster v1.1), read from its header. A one-day
+file's item has a ``datetime`` (odc-stac's time axis), a month's or year's only its interval. The
+checksum reads the whole file, so these fields are reused from the item already written while the
+file keeps its size, modification time and deps (:func:`_file_metadata`). ``tests/test_stac_load.py``
+loads the daily items with odc-stac into an xarray equal to the master.
+
 Links are relative by default, so the folder tree can be served over HTTP (or S3 public read)
 as is: the catalog goes to ``<root>/catalog/`` and points at ``../../master.zarr``. ``out_url``
 writes it elsewhere (links relative from there, e.g. a stable public prefix — see
