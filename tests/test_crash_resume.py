@@ -64,9 +64,9 @@ def run_and_kill_at(name: str, args: list[str], log_dir: Path, progress, kill_at
 def stage_log(text: str) -> dict[str, tuple[int, int]]:
     """(total, skipped) per resumable stage, from the stages' own log lines."""
     out = {}
-    m = re.search(r"fuse: (\d+) chunks of \d+ cells, (\d+) already done", text)
+    m = re.search(r"fuse: (\d+) units \(.*?\), (\d+) to do", text)
     if m:
-        out["fuse"] = (int(m[1]), int(m[2]))
+        out["fuse"] = (int(m[1]), int(m[1]) - int(m[2]))
     m = re.search(r"downscale: (\d+) shards, (\d+) already done \(skipped\)", text)
     if m:
         out["downscale"] = (int(m[1]), int(m[2]))

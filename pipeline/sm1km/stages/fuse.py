@@ -562,6 +562,17 @@ def _check_existing(cfg: RunConfig, url: str, so: dict, method: str, params: Sto
     return n
 
 
+#: ledger key written once the fused store's template is complete (not a unit: no region key)
+TEMPLATE_MARK = "template"
+
+
+def _template_complete(ledger: store.Ledger) -> bool:
+    """Was the existing store's template written to the end? Its mark, or (stores from before the
+    mark) any unit marker: units are written only after the template."""
+    keys = ledger.keys()
+    return TEMPLATE_MARK in keys or any(k.startswith(("lat-", "lon-", "time-")) for k in keys)
+
+
 def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: bool = False) -> StageResult:
     """Write or grow ``fused.zarr`` (resumable). Returns ``{"fused": url}`` (``.stats``: units =
     (chunk × time block) total/written/skipped, blocks_total/blocks_redone, and the store's pixel counts).
@@ -583,6 +594,11 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
     blocks_rec = deps.BlockDigests(cfg.store.root, STORE_NAME, so)
     stored = None if overwrite else read_stored_params(cfg, so)
     exists = store.exists(url, so) and not overwrite
+    if exists and not _template_complete(ledger):
+        # a run killed while it wrote the store's template (metadata, coordinates) and before any unit:
+        # the partial store is not resumed, it is written again (nothing in it is published or computed)
+        log.warning("fuse: %s was left half-created by an interrupted run: writing its template again", url)
+        exists = False
     n_pub = _check_existing(cfg, url, so, method, stored) if exists else 0
     settings = _resolve_settings(cfg, method, stored, params_url)
     if stored is None:  # first run, --overwrite, or an interrupted fit: (re)fit, then a new fused store
@@ -601,6 +617,7 @@ def fuse(cfg: RunConfig, client=None, *, method: str | None = None, overwrite: b
         template, enc = _template(cfg, inp, settings, stored.digest)
         store.create_template(url, template, enc, so, overwrite=True)
         ledger.clear()  # a new store: markers of an older one mean nothing
+        ledger.mark(TEMPLATE_MARK, {"store": STORE_NAME})  # the template is complete
     elif n_pub < nt:
         extend_time(url, dates[n_pub:], so)
     published = exists and n_pub == nt and store.open_group(url, so).metadata.consolidated_metadata is not None
