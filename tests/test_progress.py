@@ -86,3 +86,24 @@ def test_a_progress_callback_sees_every_task():
     seen = []
     assert list(run_tasks(None, abs, [-1, -2, -3], progress=lambda d, t: seen.append((d, t)))) == [1, 2, 3]
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_the_dashboard_link_is_logged_once(caplog, tmp_path):
+    """A Pipeline hands one client to every stage: its dashboard link is logged the first time only."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from sm1km.runtime.client import stage_client
+    from sm1km.testing.worlds import cells_config
+
+    cfg = cells_config(str(tmp_path))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with caplog.at_level(logging.INFO, logger="sm1km.runtime.cluster"):
+            for _ in range(3):
+                with stage_client(cfg, client):
+                    pass
+        lines = [r.getMessage() for r in caplog.records if r.name == "sm1km.runtime.cluster"
+                 and r.levelno >= logging.INFO]
+        assert lines == [f"dask client (dashboard: {client.dashboard_link})"]
