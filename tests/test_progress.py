@@ -107,3 +107,20 @@ def test_the_dashboard_link_is_logged_once(caplog, tmp_path):
         lines = [r.getMessage() for r in caplog.records if r.name == "sm1km.runtime.cluster"
                  and r.levelno >= logging.INFO]
         assert lines == [f"dask client (dashboard: {client.dashboard_link})"]
+
+
+def test_quiet_holds_for_every_verb(tmp_path):
+    """``sm1km -q demo`` prints only warnings: no summary on stdout, no INFO line on stderr (demo no
+    longer raises the sm1km logger back to INFO); ``-q synth`` prints nothing either."""
+    from sm1km.testing.worlds import child_env
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sm1km.cli", "-q", *args], capture_output=True, text=True,
+                              env=child_env(), timeout=600)
+
+    p = cli("synth", "--workdir", str(tmp_path / "w"), "--preset", "tiny", "--days", "6")
+    assert p.returncode == 0 and p.stdout == "" and " INFO " not in p.stderr, p.stderr
+    p = cli("demo", "--workdir", str(tmp_path / "demo"), "--preset", "tiny")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "" and " INFO " not in p.stderr and "%|" not in p.stderr, p.stderr
+    assert (tmp_path / "demo" / "store" / "report" / "index.html").exists()
