@@ -1,12 +1,17 @@
-"""``sm1km catalog``: the STAC Collection + Items of a finished run validate against the core STAC
-JSON schemas (bundled with pystac, offline) and our structural check of the datacube extension,
-describe the stores exactly (dimensions, variables, units, packing), and every asset href resolves
-to something that opens over HTTP (Zarr with xarray, GeoTIFF with GDAL, HDF5 with h5py)."""
+"""``sm1km catalog``: the STAC Collection + Items of a finished run validate offline against the core
+STAC JSON schemas (bundled with pystac), the extension schemas bundled in ``tests/data/stac-schemas``
+(projection, raster, file, xarray-assets; jsonschema) and our structural check of the datacube
+extension, describe the stores and the files exactly (dimensions, variables, units, packing; the
+COGs' grid, bands, size and checksum), and every asset href resolves to something that opens over
+HTTP (Zarr with xarray, GeoTIFF with GDAL, HDF5 with h5py). No exported file or STAC document names
+a local absolute path."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +25,7 @@ from http_world import built_run, run_root
 from sm1km import cli
 from sm1km.stages import catalog
 from sm1km.storage import publish
+from stac_schemas import validate
 
 pytestmark = pytest.mark.network
 
@@ -65,14 +71,16 @@ def check_datacube(item: dict) -> None:
 
 
 def test_collection_and_items_validate(run):
+    import jsonschema
     from pystac.validation import validate_dict
 
     cfg, out, coll_path = run
     coll, items = _docs(coll_path)
+    checked = set()
     for doc in (coll, *items.values()):
-        core = copy.deepcopy(doc)
-        core["stac_extensions"] = []  # core schemas are bundled with pystac: validated offline
-        validate_dict(core)
+        checked.update(validate(doc))  # core (pystac's bundled schemas) + bundled extension schemas
+    assert checked == {catalog.PROJECTION_SCHEMA, catalog.RASTER_SCHEMA, catalog.FILE_SCHEMA,
+                       catalog.XARRAY_ASSETS_SCHEMA}
     for pid in ("master", "monthly", "fused"):
         check_datacube(items[pid])
     broken = copy.deepcopy(items["master"])
@@ -80,8 +88,136 @@ def test_collection_and_items_validate(run):
     broken["stac_extensions"] = []
     with pytest.raises(Exception, match="start_datetime|valid"):
         validate_dict(broken)
+    # the bundled extension schemas can fail: each broken field is caught
+    cog = items["geotiff-sm1km_daily_20200101"]
+    for path, value in ((("proj:shape",), [20, 20, 1]), (("proj:transform",), [1, 2, 3]),
+                        (("raster:bands", 0, "data_type"), "short"), (("raster:bands", 0, "sampling"), "centre"),
+                        (("file:checksum",), "sha256:XYZ"), (("file:size",), -1), (("proj:kode",), "EPSG:4326")):
+        bad = copy.deepcopy(cog)
+        node = bad["assets"]["data"]
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+        with pytest.raises(jsonschema.ValidationError):
+            validate(bad)
+    undeclared = copy.deepcopy(cog)
+    undeclared["stac_extensions"].remove(catalog.PROJECTION_SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):  # the schema wants its URI in stac_extensions
+        jsonschema.Draft7Validator(_schema(catalog.PROJECTION_SCHEMA)).validate(undeclared)
     assert set(items) == {"fused", "master", "monthly", "geotiff-sm1km_daily_20200101",
                           "geotiff-sm1km_daily_20200102", "hdf5-sm1km_monthly_2020"}
+
+
+def _schema(uri: str) -> dict:
+    from stac_schemas import bundled
+
+    return bundled()[uri]
+
+
+def test_cog_items_carry_what_loaders_need(run):
+    """proj (code, shape, transform, bbox), raster:bands (nodata, scale, offset, data type, unit,
+    sampling), file:size/checksum per asset; a daily item has its datetime, a yearly one an interval."""
+    import rasterio
+
+    cfg, out, coll_path = run
+    _, items = _docs(coll_path)
+    root = Path(cfg.store.root)
+    for day in ("20200101", "20200102"):
+        item = items[f"geotiff-sm1km_daily_{day}"]
+        assert set(item["stac_extensions"]) == {catalog.PROJECTION_SCHEMA, catalog.RASTER_SCHEMA, catalog.FILE_SCHEMA}
+        asset = item["assets"]["data"]
+        path = root / "exports" / "geotiff" / f"sm1km_daily_{day}.tif"
+        with rasterio.open(path) as r:
+            assert asset["proj:code"] == "EPSG:4326"
+            assert asset["proj:shape"] == [r.height, r.width] == [20, 20]
+            assert asset["proj:transform"] == [*r.transform[:6], 0.0, 0.0, 1.0]
+            assert asset["proj:bbox"] == list(r.bounds) == item["bbox"]
+        assert asset["raster:bands"] == [{"data_type": "int16", "nodata": -32768, "scale": 0.001, "offset": 0.0,
+                                          "unit": "m3 m-3", "sampling": "area"}]
+        data = path.read_bytes()
+        assert asset["file:size"] == len(data)
+        assert asset["file:checksum"] == "1220" + hashlib.sha256(data).hexdigest()
+        p = item["properties"]
+        assert p["datetime"] == f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00Z" == p["start_datetime"]
+    h5 = items["hdf5-sm1km_monthly_2020"]
+    assert h5["properties"]["datetime"] is None and h5["stac_extensions"] == [catalog.FILE_SCHEMA]
+    data = (root / "exports" / "hdf5" / "sm1km_monthly_2020.h5").read_bytes()
+    assert h5["assets"]["data"]["file:checksum"] == "1220" + hashlib.sha256(data).hexdigest()
+
+
+#: an absolute local path in a value: ``/x/y`` at the start or after a space, quote, ``=``, ``(``, ``[`` or ``,``;
+#: or ``file://``; a Windows drive
+ABS_PATH = re.compile(r"(?:^|[\s\"'=(\[,])/[^\s/\"']+/|file://|\b[A-Za-z]:\\")
+
+
+def _strings(obj, where=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(obj, (str, bytes)):
+        text = obj.decode("utf-8", "replace") if isinstance(obj, bytes) else obj
+        yield where, text
+        if text[:1] in "{[":
+            try:
+                yield from _strings(json.loads(text), where)
+            except ValueError:
+                pass
+
+
+def test_no_local_absolute_path_in_files_or_catalog(run):
+    """Exported files and STAC documents travel: no machine path in COG tags, HDF5 attrs, items."""
+    import h5py
+    import rasterio
+
+    cfg, out, coll_path = run
+    root = str(Path(cfg.store.root).resolve())
+    seen: dict[str, str] = {}
+    for f in out["exports"]:
+        if f.endswith(".tif"):
+            with rasterio.open(f) as r:
+                seen.update({f"{f}:{k}": v for k, v in r.tags().items()})
+                for b in range(1, r.count + 1):
+                    seen.update({f"{f}:band{b}:{k}": v for k, v in r.tags(b).items()})
+        else:
+            with h5py.File(f) as h:
+                h.visititems(lambda n, o, f=f: seen.update({f"{f}:{n}:{k}": v for k, v in o.attrs.items()}))
+                seen.update({f"{f}:{k}": v for k, v in h.attrs.items()})
+    for p in coll_path.parent.rglob("*.json"):
+        seen[str(p)] = p.read_text()
+    assert any(k.endswith(":sm1km_config") for k in seen)
+    bad = [(k + w, t[:120]) for k, v in seen.items() for w, t in _strings(v)
+           if root in t or ABS_PATH.search(t)]
+    assert not bad, bad
+    tif = next(f for f in out["exports"] if f.endswith(".tif"))
+    with rasterio.open(tif) as r:
+        tags = r.tags()
+    assert tags["source_store"] == "master.zarr"
+    conf = json.loads(tags["sm1km_config"])
+    assert conf["store"]["root"] == "." and conf["grid"]["factor"] == cfg.grid.factor
+    # the check itself can fail
+    assert ABS_PATH.search('{"root": "/tmp/pytest-of-x/run"}') and not ABS_PATH.search("1/120 deg, m3/m3")
+
+
+def test_portable_paths():
+    """Pure: how export provenance rewrites paths (relative to the root, else a basename; URLs kept, redacted)."""
+    from sm1km.stages.export.common import portable_path, portable_text
+
+    root = "/tmp/pytest-of-x/run"
+    assert portable_path(root, root) == "."
+    assert portable_path(f"{root}/master.zarr", root) == portable_path(f"file://{root}/master.zarr", root) == "master.zarr"
+    assert portable_path("/data/in/truth.zarr", root) == "truth.zarr"
+    assert portable_path("/data/cci/*.nc", root) == "cci/*.nc"
+    assert portable_path("s3://b/k.nc?X-Amz-Signature=abc", root) == "s3://b/k.nc?X-Amz-Signature=***"
+    assert portable_path("s3://b/run/master.zarr", "s3://b/run") == "s3://b/run/master.zarr"
+    assert portable_path("ghcr.io/sm1km/sm1km:0.1.0", root) == "ghcr.io/sm1km/sm1km:0.1.0"
+    doc = json.loads(portable_text(json.dumps({"store": {"root": root}, "inputs": {"cci": "/in/cci/*.nc",
+                                                                                   "era5": "https://u:p@h/e.grib"},
+                                               "n": 3}), root))
+    assert doc == {"store": {"root": "."}, "inputs": {"cci": "cci/*.nc", "era5": "https://***@h/e.grib"}, "n": 3}
+    assert portable_text(f"read {root}/fused.zarr at 1/120 deg (m3/m3)", root) == "read fused.zarr at 1/120 deg (m3/m3)"
 
 
 def test_datacube_describes_the_stores(run):
@@ -184,3 +320,31 @@ def test_rerun_writes_no_document_and_changes_no_byte(run, tmp_path):
     victim.write_text("{}")
     third = catalog.catalog(cfg, out_url=str(out))
     assert third.stats["units_written"] == 1 and victim.read_bytes() == before[victim]
+
+
+def test_file_fields_are_read_once_per_file_version(run, tmp_path):
+    """The checksum costs a read of the whole file: a re-run takes ``file:*``/``proj:*``/``raster:*``
+    from the item already written when the file is the same (size, ``updated`` = mtime, deps), and
+    reads the file again once it changed."""
+    import os
+
+    cfg, out, _ = run
+    cat = tmp_path / "cat"
+    catalog.catalog(cfg, out_url=str(cat))
+    doc_path = cat / "geotiff-sm1km_daily_20200101" / "geotiff-sm1km_daily_20200101.json"
+    doc = json.loads(doc_path.read_text())
+    tif = Path(cfg.store.root) / "exports" / "geotiff" / "sm1km_daily_20200101.tif"
+    true_sum = "1220" + hashlib.sha256(tif.read_bytes()).hexdigest()
+    assert doc["assets"]["data"]["file:checksum"] == true_sum and doc["assets"]["data"]["updated"]
+    doc["assets"]["data"]["file:checksum"] = "1220" + "0" * 64  # a marker: kept only if the file is not read
+    doc_path.write_text(json.dumps(doc, indent=2))
+    catalog.catalog(cfg, out_url=str(cat))
+    assert json.loads(doc_path.read_text())["assets"]["data"]["file:checksum"] == "1220" + "0" * 64
+    st = tif.stat()
+    try:
+        os.utime(tif, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "rewritten": read again
+        again = catalog.catalog(cfg, out_url=str(cat))
+        assert again.stats["units_written"] == 1
+        assert json.loads(doc_path.read_text())["assets"]["data"]["file:checksum"] == true_sum
+    finally:
+        os.utime(tif, ns=(st.st_atime_ns, st.st_mtime_ns))

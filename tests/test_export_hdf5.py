@@ -14,7 +14,7 @@ import xarray as xr
 
 import export_stores as es
 from sm1km.stages.export import export, plan_jobs
-from sm1km.stages.export.common import open_source
+from sm1km.stages.export.common import open_source, portable_text
 from sm1km.stages.export.hdf5 import write_hdf5
 from sm1km.storage import store
 
@@ -46,7 +46,9 @@ def test_daily_hdf5_round_trip(store_root, tmp_path):
                 assert ds.sm.attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
                 assert ds.sm.attrs["grid_mapping"] == "crs" and ds.crs.attrs["grid_mapping_name"] == "latitude_longitude"
                 assert ds.attrs["sm1km_version"] and "exported by sm1km" in ds.attrs["history"]
-                assert ds.attrs["sm1km_config"] == master.attrs["sm1km_config"]
+                # the master's config, with its paths relative to the store root (no machine path)
+                assert ds.attrs["sm1km_config"] == portable_text(master.attrs["sm1km_config"], root)
+                assert ds.attrs["source_store"] == ("master.zarr" if "://" not in root else cfg.store.url("master.zarr"))
         with xr.open_dataset(p, engine="h5netcdf", mask_and_scale=False) as raw:
             assert raw.sm.dtype == np.int16
             np.testing.assert_array_equal(raw.sm.values, q["sm"][t0:t0 + raw.sizes["time"]])

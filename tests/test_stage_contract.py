@@ -17,10 +17,21 @@ import pytest
 
 from sm1km.cli import main
 from sm1km.cli._common import load_config
+from sm1km.config import PredictorSources
 from sm1km.errors import ModelError, StoreError
 from sm1km.runtime.result import StageResult
 from sm1km.storage.publish import POINTER
-from sm1km.testing.contract import FileUnits, KillPoint, LedgerUnits, OneUnit, StageContractTests, StoreUnits
+from sm1km.testing.contract import (
+    BACKENDS,
+    ContractRoot,
+    FileUnits,
+    KillPoint,
+    LedgerUnits,
+    OneUnit,
+    StageContractTests,
+    StoreUnits,
+    _bucket,
+)
 from sm1km.testing.worlds import tiny_run
 
 INPUT_STORES = ("inputs/cci.zarr", "inputs/era5.zarr", "inputs/predictors.zarr", "inputs/stations.zarr")
@@ -196,3 +207,98 @@ class TestPromote(Contract):
     def run_cli(self, argv):
         cfg = load_config(argv[argv.index("--config") + 1])
         return main([*argv, "--to", cfg.store.root])
+
+
+# --------------------------------------------------------------------------------------------
+# sm1km predictors: the static rasters from (synthetic) public downloads, written under the root
+# --------------------------------------------------------------------------------------------
+PREDICTOR_KEYS = ("elevation", "slope", "twi", "clay", "sand", "land_cover")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorFiles(FileUnits):
+    """One unit per GeoTIFF under ``prefix``; its marker ``<file>.sources.json`` belongs to it."""
+
+    def finished(self, tree):
+        return {k for k in super().finished(tree) if k.endswith(".tif")}
+
+    def objects(self, unit, tree):
+        return {unit, unit + ".sources.json"} & set(tree)
+
+
+def _predictor_downloads(folder, bbox) -> dict:
+    """A DEM (two tiles), SoilGrids clay/sand (g/kg) and a WorldCover map covering ``bbox`` + 0.1 degrees."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    folder.mkdir(parents=True, exist_ok=True)
+    w, s, e, n = bbox.west - 0.1, bbox.south - 0.1, bbox.east + 0.1, bbox.north + 0.1
+
+    def tif(name, res, west, east, fn, dtype, nodata):
+        nx, ny = int(round((east - west) / res)), int(round((n - s) / res))
+        lon = west + res * (np.arange(nx) + 0.5)
+        lat = n - res * (np.arange(ny) + 0.5)
+        data = fn(lon[None, :], lat[:, None]).astype(dtype)
+        with rasterio.open(folder / name, "w", driver="GTiff", width=nx, height=ny, count=1, dtype=dtype,
+                           crs="EPSG:4326", transform=Affine(res, 0, west, 0, -res, n), nodata=nodata) as ds:
+            ds.write(data, 1)
+
+    def dem(lon, lat):
+        return 300 + 400 * np.sin(lon * 7) * np.cos(lat * 5)
+
+    mid = round((w + e) / 2 * 120) / 120
+    tif("dem_0.tif", 1 / 240, w, mid, dem, "float32", -32767.0)
+    tif("dem_1.tif", 1 / 240, mid, e, dem, "float32", -32767.0)
+    tif("clay.tif", 1 / 120, w, e, lambda lo, la: 150 + 50 * np.cos(lo * 3) + 0 * la, "int16", -32768)
+    tif("sand.tif", 1 / 120, w, e, lambda lo, la: 450 + 80 * np.sin(la * 3) + 0 * lo, "int16", -32768)
+    tif("worldcover.tif", 1 / 240, w, e, lambda lo, la: np.where(np.sin(lo * 9) > 0, 40, 10) + 0 * la, "uint8", 0)
+    return {"dem": str(folder / "dem_*.tif"), "clay": str(folder / "clay.tif"), "sand": str(folder / "sand.tif"),
+            "land_cover": str(folder / "worldcover.tif"), "land_cover_scheme": "worldcover"}
+
+
+class TestPredictors(Contract):
+    """``sm1km predictors`` with its outputs under the root (``<root>/predictors/*.tif``): local files
+    and, on the S3 root, objects; sources are synthetic downloads outside the root."""
+
+    stage = "predictors"
+    starts_from = "ingest"
+    units = PredictorFiles("predictors")
+    kill_at = KillPoint("predictors/*.tif", 3)  # the 3rd of 6 (elevation, slope, twi, clay, sand, land_cover)
+
+    @pytest.fixture(params=BACKENDS)
+    def root(self, request, tiny, tmp_path_factory):
+        base = tmp_path_factory.getbasetemp() / "contract" / self.stage
+        if request.param == "s3":
+            endpoint = request.getfixturevalue("moto_server")
+            url = f"s3://{_bucket(endpoint)}/{self.stage}"
+        else:
+            endpoint, url = None, str(base / "store")
+        cfg = tiny.config(url, endpoint_url=endpoint)
+        dl = base / "downloads"
+        sources = _predictor_downloads(dl, cfg.coarse_region.bbox) if not (dl / "clay.tif").exists() else {
+            "dem": str(dl / "dem_*.tif"), "clay": str(dl / "clay.tif"), "sand": str(dl / "sand.tif"),
+            "land_cover": str(dl / "worldcover.tif"), "land_cover_scheme": "worldcover"}
+        targets = {k: f"{url.rstrip('/')}/predictors/{k}.tif" for k in PREDICTOR_KEYS}
+        inputs = cfg.inputs.model_copy(update={
+            "predictor_sources": PredictorSources(**sources),
+            "predictors": cfg.inputs.predictors.model_copy(update=targets)})
+        cfg = cfg.model_copy(update={"inputs": inputs})
+        root = ContractRoot(request.param, url, cfg, tiny.world.write_run_yaml(cfg, base / request.param))
+        root.reset(tiny.before[self.pre_stage])
+        return root
+
+    def break_input(self, root, scratch):
+        """SoilGrids in percent (a copy of clay/sand ÷ 10): InputError before anything is written."""
+        import rasterio
+
+        src = root.cfg.inputs.predictor_sources
+        out = {}
+        for k in ("clay", "sand"):
+            with rasterio.open(getattr(src, k)) as ds:
+                prof, data = ds.profile, ds.read(1)
+            with rasterio.open(scratch / f"{k}.tif", "w", **prof) as ds:
+                ds.write((data // 10).astype(data.dtype), 1)
+            out[k] = str(scratch / f"{k}.tif")
+        return root.cfg.model_copy(update={"inputs": root.cfg.inputs.model_copy(
+            update={"predictor_sources": src.model_copy(update=out)})})

@@ -162,6 +162,18 @@ class PredictorInputs(_Strict):
     land_cover: InputSpec | None = None
 
 
+class PredictorSources(_Strict):
+    """What ``sm1km predictors`` derives the static predictors from (docs/data.md): DEM tiles
+    (GeoTIFF, EPSG:4326: Copernicus GLO-90, SRTM), SoilGrids clay/sand (g/kg) and a land-cover map."""
+
+    dem: InputSpec | None = Field(None, description="DEM GeoTIFF tiles (glob or list) -> elevation, slope, twi")
+    clay: InputSpec | None = Field(None, description="SoilGrids clay GeoTIFF/VRT in g/kg -> clay fraction")
+    sand: InputSpec | None = Field(None, description="SoilGrids sand GeoTIFF/VRT in g/kg -> sand fraction")
+    land_cover: InputSpec | None = Field(None, description="land-cover raster(s) -> IGBP codes (mode)")
+    land_cover_scheme: Literal["worldcover", "mcd12q1"] = Field(
+        "worldcover", description="classes of land_cover: ESA WorldCover (10..100) or MCD12Q1 LC_Type1 IGBP")
+
+
 class InputStorageConfig(_Strict):
     """Where ``s3://`` inputs live when not in the store's object storage (credentials: environment)."""
 
@@ -203,6 +215,8 @@ class InputsConfig(_Strict):
     era5_lsm: str | None = Field(None, description="ERA5 land-sea mask file (optional)")
     ismn: InputSpec | None = Field(None, description="ISMN download folder or zip (Header+values or CEOP)")
     predictors: PredictorInputs = Field(default_factory=PredictorInputs)
+    predictor_sources: PredictorSources | None = Field(
+        None, description="downloads `sm1km predictors` derives the static predictor rasters from")
     truth: str | None = Field(None, description="synthetic-world truth store (evaluation only)")
     storage: InputStorageConfig | None = Field(
         None, description="object storage of s3:// inputs (default: the store's endpoint and options)")
@@ -401,6 +415,9 @@ class RunConfig(_Strict):
             data["inputs"][k] = fix(data["inputs"][k])
         for k, v in data["inputs"]["predictors"].items():
             data["inputs"]["predictors"][k] = fix(v)
+        if data["inputs"].get("predictor_sources"):
+            for k in ("dem", "clay", "sand", "land_cover"):
+                data["inputs"]["predictor_sources"][k] = fix(data["inputs"]["predictor_sources"][k])
         return type(self).model_validate(data)
 
     def to_yaml(self) -> str:

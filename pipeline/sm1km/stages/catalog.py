@@ -8,6 +8,15 @@ name; its ``sm1km:deps`` property is the file's deps digest, so the item changes
 rewritten). The Collection also carries the Zarr assets, so a client can go straight
 from the collection to a store.
 
+Export items carry what loaders (odc-stac, stackstac) need to plan a read without opening the
+files: per asset ``file:size`` / ``file:checksum`` (sha2-256 multihash) and ``updated``; for a COG
+``proj:code``/``proj:shape``/``proj:transform``/``proj:bbox`` (projection v2) and ``raster:bands``
+(nodata, scale, offset, data type, unit, sampling; raster v1.1), read from its header. A one-day
+file's item has a ``datetime`` (odc-stac's time axis), a month's or year's only its interval. The
+checksum reads the whole file, so these fields are reused from the item already written while the
+file keeps its size, modification time and deps (:func:`_file_metadata`). ``tests/test_stac_load.py``
+loads the daily items with odc-stac into an xarray equal to the master.
+
 Links are relative by default, so the folder tree can be served over HTTP (or S3 public read)
 as is: the catalog goes to ``<root>/catalog/`` and points at ``../../master.zarr``. ``out_url``
 writes it elsewhere (links relative from there, e.g. a stable public prefix — see
@@ -52,6 +61,11 @@ ZARR_MEDIA_TYPE = "application/vnd+zarr"
 XARRAY_ASSETS_SCHEMA = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
 GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 HDF5_MEDIA_TYPE = "application/x-hdf5"
+PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+#: multihash prefix of a sha2-256 digest (code 0x12, length 0x20), as the file extension wants it
+SHA256_MULTIHASH = "1220"
 _AUXILIARY = ("crs", "time_bnds")
 
 
@@ -110,12 +124,16 @@ def _datacube(ds, attrs_of, times=None) -> tuple[dict, dict]:
     return dims, variables
 
 
+def _box_geometry(west: float, south: float, east: float, north: float) -> tuple[list[float], dict[str, Any]]:
+    bbox = [west, south, east, north]
+    geom = {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
+                                                [west, north], [west, south]]]}
+    return bbox, geom
+
+
 def _bbox_geometry(cfg: RunConfig):
     b = cfg.coarse_region.bbox
-    bbox = [b.west, b.south, b.east, b.north]
-    geom = {"type": "Polygon", "coordinates": [[[b.west, b.south], [b.east, b.south], [b.east, b.north],
-                                                [b.west, b.north], [b.west, b.south]]]}
-    return bbox, geom
+    return _box_geometry(b.west, b.south, b.east, b.north)
 
 
 def _utc(d) -> dt.datetime:
@@ -156,6 +174,94 @@ def _entry_interval(entry: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | 
     if not a or not b:
         return None
     return _utc(a), _utc(b) + dt.timedelta(days=1, seconds=-1)
+
+
+def file_fields(fs, path: str) -> dict[str, Any]:
+    """``file:size`` and ``file:checksum`` (sha2-256 multihash, hex) of one file, streamed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+            size += len(chunk)
+    return {"file:size": size, "file:checksum": SHA256_MULTIHASH + h.hexdigest()}
+
+
+def geotiff_fields(fs, path: str) -> dict[str, Any]:
+    """Projection (``proj:code``, shape, transform, bbox) and ``raster:bands`` of a COG, from its
+    header: what odc-stac / stackstac need to load it without opening it first."""
+    import rasterio
+
+    with fs.open(path, "rb") as f, rasterio.open(f) as r:
+        t = r.transform
+        epsg = r.crs.to_epsg() if r.crs else None
+        out: dict[str, Any] = {
+            "proj:code": f"EPSG:{epsg}" if epsg else None,
+            "proj:shape": [int(r.height), int(r.width)],
+            "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f, 0.0, 0.0, 1.0],
+            "proj:bbox": [r.bounds.left, r.bounds.bottom, r.bounds.right, r.bounds.top],
+        }
+        if epsg is None:
+            del out["proj:code"]
+            if r.crs:
+                out["proj:wkt2"] = r.crs.to_wkt()
+        bands = []
+        for b in range(1, r.count + 1):
+            tags = r.tags(b)
+            nodata = r.nodatavals[b - 1]
+            band: dict[str, Any] = {
+                "data_type": r.dtypes[b - 1], "sampling": "area",
+                "scale": float(r.scales[b - 1]), "offset": float(r.offsets[b - 1]),
+            }
+            if nodata is not None:
+                band["nodata"] = int(nodata) if float(nodata).is_integer() else float(nodata)
+            if tags.get("units"):
+                band["unit"] = tags["units"]
+            bands.append(band)
+        out["raster:bands"] = bands
+    return out
+
+
+def _modified(info: dict[str, Any]) -> str | None:
+    """The file's modification time (ISO, UTC) from an fsspec ``info``: local ``mtime``, S3 ``LastModified``."""
+    t = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+    if t is None:
+        return None
+    ts = pd.Timestamp(t, unit="s") if isinstance(t, (int, float)) else pd.Timestamp(t)
+    ts = ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_CACHED = ("file:", "proj:", "raster:")
+
+
+def _file_metadata(fs, path: str, kind: str, item_url: str, deps: str | None, so) -> dict[str, Any]:
+    """Asset fields of an export file (``updated``, ``file:*``; for a COG ``proj:*`` and ``raster:bands``).
+
+    Reading them means reading the whole file (the checksum), so they are taken from the item the
+    catalog already holds when that item describes the same file: same size, same modification
+    time (the asset's ``updated``) and same ``sm1km:deps``. A file rewritten since is read again.
+    """
+    info = fs.info(path)
+    updated = _modified(info)
+    try:
+        prev = store.read_json(item_url, so)
+    except (OSError, ValueError):
+        prev = None
+    if isinstance(prev, dict) and updated:
+        asset = (prev.get("assets") or {}).get("data") or {}
+        props = prev.get("properties") or {}
+        if (asset.get("updated") == updated and asset.get("file:size") == int(info["size"])
+                and props.get("sm1km:deps") == deps and asset.get("file:checksum")
+                and (kind != "geotiff" or "raster:bands" in asset)):
+            return {"updated": updated, **{k: v for k, v in asset.items() if k.startswith(_CACHED)}}
+    fields: dict[str, Any] = {"updated": updated} if updated else {}
+    fields.update(file_fields(fs, path))
+    if kind == "geotiff":
+        fields.update(geotiff_fields(fs, path))
+    return fields
 
 
 def relative_href(from_dir: str, to_url: str) -> str:
@@ -259,11 +365,21 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
             props: dict[str, Any] = {"title": name}
             if entry.get("deps"):
                 props["sm1km:deps"] = entry["deps"]  # changes when the file is rewritten: the item with it
-            item = pystac.Item(id=f"{kind}-{name}", geometry=geom, bbox=bbox, datetime=None,
+            fields = _file_metadata(fs, p, kind, store.join(out_url, f"{kind}-{name}", f"{kind}-{name}.json"),
+                                    entry.get("deps"), so)
+            extensions = [PROJECTION_SCHEMA, RASTER_SCHEMA, FILE_SCHEMA] if kind == "geotiff" else [FILE_SCHEMA]
+            # a one-day file also has its instant (``datetime``: what loaders put on the time axis, the
+            # master's time label of that day); a month or a year has only its interval
+            one_day = t1 - t0 < dt.timedelta(days=1)
+            ibox, igeom = bbox, geom
+            if "proj:bbox" in fields and fields.get("proj:code") == "EPSG:4326":  # a --bbox export: its own box
+                ibox, igeom = _box_geometry(*fields["proj:bbox"])
+            item = pystac.Item(id=f"{kind}-{name}", geometry=igeom, bbox=ibox, datetime=t0 if one_day else None,
                                start_datetime=t0, end_datetime=t1, properties=props)
+            item.stac_extensions.extend(extensions)
             item.add_asset("data", pystac.Asset(href=href(rel, 1),
                                                 media_type=GEOTIFF_MEDIA_TYPE if kind == "geotiff" else HDF5_MEDIA_TYPE,
-                                                roles=["data"]))
+                                                roles=["data"], extra_fields=fields))
             coll.add_item(item)
             if entry:
                 intervals.append((t0, t1))

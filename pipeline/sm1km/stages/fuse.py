@@ -53,7 +53,7 @@ from sm1km.runtime.runner import run_tasks
 from sm1km.runtime.units import WorkUnit, plan_units
 from sm1km.storage import deps, store
 from sm1km.storage.append import extend_time, write_packed_preserving
-from sm1km.storage.master import time_blocks
+from sm1km.storage.master import crs_variable, time_blocks
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,16 @@ SM_ATTRS = {
     "valid_min": fc.SM_MIN,
     "valid_max": 1.0,
     "ancillary_variables": "source_flag",
+    "coverage_content_type": "modelResult",
+    "grid_mapping": "crs",
 }
 FLAG_ATTRS = {
     "long_name": "source of the fused soil moisture value",
     "flag_values": np.array(fc.FLAG_VALUES, dtype=np.uint8),
     "flag_meanings": fc.FLAG_MEANINGS,
     "valid_range": np.array([0, 3], dtype=np.uint8),
+    "coverage_content_type": "qualityInformation",
+    "grid_mapping": "crs",
 }
 
 
@@ -443,15 +447,21 @@ def _template(cfg: RunConfig, inp: FusionInputs, settings: FitSettings, params_d
     shape = (nt, inp.ny, inp.nx)
     ds = xr.Dataset(
         {"sm": (dims, da.zeros(shape, dtype="float32", chunks=dask_chunks), dict(SM_ATTRS)),
-         "source_flag": (dims, da.zeros(shape, dtype="uint8", chunks=dask_chunks), dict(FLAG_ATTRS))},
-        coords={"time": ("time", times.values.astype("datetime64[ns]"), {"standard_name": "time", "axis": "T"}),
-                "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-                "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"})})
+         "source_flag": (dims, da.zeros(shape, dtype="uint8", chunks=dask_chunks), dict(FLAG_ATTRS)),
+         "crs": crs_variable(cfg.coarse_region, 1)},  # factor 1: the 0.25 degree grid
+        coords={"time": ("time", times.values.astype("datetime64[ns]"),
+                         {"standard_name": "time", "long_name": "time", "axis": "T"}),
+                "lat": ("lat", lat, {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
+                                     "axis": "Y"}),
+                "lon": ("lon", lon, {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
+                                     "axis": "X"})}
+    ).set_coords("crs")
     ds.attrs = dict(sorted(_store_attrs(cfg, inp, settings, params_digest).items()))
     enc = {"sm": {"chunks": chunks, "_FillValue": np.float32("nan")},
            "source_flag": {"chunks": chunks},
            "time": {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian", "dtype": "int64",
-                    "chunks": (tb,)}}
+                    "chunks": (tb,), "_FillValue": None},
+           "lat": {"_FillValue": None}, "lon": {"_FillValue": None}}  # CF 2.5.1: no fill on coordinates
     return ds, enc
 
 
@@ -462,12 +472,15 @@ def _store_attrs(cfg: RunConfig, inp: FusionInputs, settings: FitSettings, param
         inputs.append({"name": name, "sha256": store.sha256_file(store.join(url, "zarr.json"), inp.storage_options),
                        "sha256_of": "zarr.json (metadata)"})
     return store.provenance_attrs(
-        cfg, title="sm1km fused 25 km daily surface soil moisture (gap-free)",
+        cfg, title="sm1km fused 25 km daily surface soil moisture (gap-free)", name="fused",
         summary="ESA CCI SM COMBINED where observed; elsewhere ERA5 swvl1 rescaled to CCI per pixel "
                 f"({method} matching over the overlap days of the reference period {settings.start}..{settings.end}), "
                 "neighbourhood or unscaled ERA5 where a pixel has too few CCI days (see source_flag).",
         inputs=inputs,
         extra={**settings.attrs(), "fusion_params_digest": params_digest,
+               "time_coverage_resolution": "P1D", "standard_name_vocabulary": "CF Standard Name Table v85",
+               "geospatial_lat_resolution": "0.25 degree", "geospatial_lon_resolution": "0.25 degree",
+               "cdm_data_type": "Grid",
                "fusion_land_definition": f"land_fraction >= {LAND_FRACTION_MIN} or CCI observed at least once "
                                          "in the reference period",
                "fusion_sm_clip": f"[{fc.SM_MIN}, max({fc.SM_MAX}, largest observed CCI of the pixel)]"})

@@ -208,9 +208,8 @@ def master_template(cfg: RunConfig, *, model_sha256: str | None = None, model_ca
         {"sm": xr.DataArray(_lazy(shape, np.float32), dims=dims, attrs=dict(SM_ATTRS)),
          "sm_uncertainty": xr.DataArray(_lazy(shape, np.float32), dims=dims, attrs=dict(SM_UNCERTAINTY_ATTRS)),
          "crs": crs_variable(cfg.coarse_region, cfg.grid.factor)},
-        coords=coords)
+        coords=coords).set_coords("crs")  # a coordinate: rioxarray finds the CRS without decode_coords="all"
     extra = {**_grid_attrs(cfg), "time_coverage_resolution": "P1D", "product_version": "1",
-             "keywords": "soil moisture, downscaling, ESA CCI, ERA5, 1 km, daily",
              "sm1km_layout": f"shard={list(shard)} inner_chunk={list(chunks)}"}
     if model_sha256:
         extra["model_sha256"] = model_sha256
@@ -219,7 +218,7 @@ def master_template(cfg: RunConfig, *, model_sha256: str | None = None, model_ca
 
         extra["model_card"] = json.dumps(dict(model_card), sort_keys=True, default=str)
     ds.attrs = provenance_attrs(
-        cfg, title="sm1km gap-free daily surface soil moisture at 1 km",
+        cfg, title="sm1km gap-free daily surface soil moisture at 1 km", name="master",
         summary="Daily 1 km (1/120 degree at factor 30) surface soil moisture: ESA CCI SM COMBINED gap-filled "
                 "with rescaled ERA5 at 25 km, downscaled with an XGBoost model trained on ISMN stations.",
         extra=extra)
@@ -251,14 +250,17 @@ def monthly_template(cfg: RunConfig, *,
         {"sm": xr.DataArray(_lazy(shape, np.float32), dims=dims, attrs=sm_attrs),
          "n_valid_days": xr.DataArray(_lazy(shape, np.int16), dims=dims,
                                       attrs={"long_name": "number of valid daily values in the month",
+                                             "standard_name": "number_of_observations",
+                                             "coverage_content_type": "auxiliaryInformation",
                                              "units": "1", "grid_mapping": "crs"}),
          "time_bnds": xr.DataArray(bnds, dims=("time", "nv")),
          "crs": crs_variable(cfg.coarse_region, cfg.grid.factor)},
-        coords=coords)
+        coords=coords).set_coords("crs")
     ds.attrs = provenance_attrs(
-        cfg, title="sm1km monthly mean surface soil moisture at 1 km",
+        cfg, title="sm1km monthly mean surface soil moisture at 1 km", name="monthly",
         summary="Monthly means of the sm1km daily 1 km master.",
         extra={**_grid_attrs(cfg), "time_coverage_resolution": "P1M",
+               "keywords": "soil moisture, downscaling, ESA CCI, ERA5, 1 km, monthly",
                **({"source_master_date_created": source_attrs["date_created"]}
                   if source_attrs and "date_created" in source_attrs else {})})
     enc = {**_coord_encoding(), "sm": packed_encoding(chunks, shards),

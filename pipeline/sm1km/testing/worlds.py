@@ -54,6 +54,7 @@ def _stages() -> dict[str, Callable[..., Any]]:
     from sm1km.stages.export import export
     from sm1km.stages.fuse import fuse
     from sm1km.stages.ingest import ingest
+    from sm1km.stages.predictors import predictors
     from sm1km.stages.train import train
     from sm1km.validation.validate import validate
 
@@ -65,7 +66,8 @@ def _stages() -> dict[str, Callable[..., Any]]:
     from sm1km.stages.publish import promote
 
     return {"ingest": ingest, "fuse": fuse, "train": train, "downscale": downscale, "aggregate": aggregate,
-            "export": export, "validate": validate, "catalog": catalog, "update": update, "promote": promote}
+            "export": export, "validate": validate, "catalog": catalog, "update": update, "promote": promote,
+            "predictors": predictors}
 
 
 #: every stage that writes, in pipeline order

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from sm1km._version import __version__
 from sm1km.core.encoding import FILL, SCALE
 from sm1km.core.grid import BBox, FineGrid
 from sm1km.errors import ConfigError, StoreError
+from sm1km.redact import redact_text, redact_url
 from sm1km.storage import store
 
 log = logging.getLogger(__name__)
@@ -313,12 +315,68 @@ def history_line(what: str) -> str:
     return f"{store.now_iso()} exported by sm1km {__version__}: {what}"
 
 
+#: an absolute local path inside free text or JSON (``/a/b``, ``file:///a/b``, ``~/a``); not ``1/120``, not a URL
+_ABS_PATH = re.compile(r"(?<![\w.~:/-])(?:file://)?(?:~|/)(?:/?[^\s/\"',;]+)+/?")
+
+
+def portable_path(value: str, root: str) -> str:
+    """``value`` as an exported file may carry it: a local path relative to the store ``root`` when it
+    lies under it (``.`` for the root itself), else its basename; URLs (``s3://``, ``https://``) are kept,
+    redacted (:func:`sm1km.redact.redact_url`). Pure."""
+    if "://" in value and not value.startswith("file://"):
+        return redact_url(value)
+    path = value.removeprefix("file://")
+    if not (path.startswith(("/", "~"))):
+        return value
+    path = posixpath.normpath(path)
+    base = posixpath.normpath(root.removeprefix("file://")) if root and "://" not in root.replace("file://", "") else ""
+    if base and (path == base or path.startswith(base.rstrip("/") + "/")):
+        return posixpath.relpath(path, base)
+    name = posixpath.basename(path) or "."
+    if any(c in name for c in "*?["):  # a glob of inputs: its folder's name says more than "*.nc"
+        name = posixpath.join(posixpath.basename(posixpath.dirname(path)), name)
+    return name
+
+
+def portable_text(text: str, root: str) -> str:
+    """Free text / a JSON document with every absolute local path made portable (:func:`portable_path`)
+    and every URL redacted. JSON (an object or a list) is rewritten value by value, keys sorted."""
+    stripped = text.lstrip()
+    if stripped[:1] in "{[":
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if isinstance(doc, (dict, list)):
+            return json.dumps(_portable_obj(doc, root), sort_keys=True)
+    out = _ABS_PATH.sub(lambda m: portable_path(m.group(0), root), text)
+    return redact_text(out)
+
+
+def _portable_obj(obj: Any, root: str) -> Any:
+    if isinstance(obj, dict):
+        return {k: _portable_obj(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable_obj(v, root) for v in obj]
+    if isinstance(obj, str):
+        return portable_text(obj, root) if obj else obj
+    return obj
+
+
 def provenance(source: Source, what: str) -> dict[str, Any]:
-    """Global attributes of an exported file: the store's provenance plus an export history line."""
-    attrs = dict(source.attrs)
+    """Global attributes of an exported file: the store's provenance plus an export history line.
+
+    Exported files travel (downloads, mirrors): they carry no path of the machine that wrote them.
+    ``source_store`` and every path inside the attributes (``sm1km_config``'s ``store.root`` and
+    input paths, free text) are made relative to the store root (the source store's folder), or cut
+    to their basename when outside it; ``s3://``/``https://`` URLs are kept, redacted
+    (:func:`portable_text`).
+    """
+    root = posixpath.dirname(source.url.rstrip("/"))
+    attrs = {k: (portable_text(v, root) if isinstance(v, str) else v) for k, v in source.attrs.items()}
     hist = attrs.get("history", "")
-    attrs["history"] = (hist + "\n" if hist else "") + history_line(what)
-    attrs["source_store"] = source.url
+    attrs["history"] = (hist + "\n" if hist else "") + portable_text(history_line(what), root)
+    attrs["source_store"] = portable_path(source.url, root)
     return attrs
 
 

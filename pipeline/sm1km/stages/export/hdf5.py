@@ -7,6 +7,13 @@ gzip + shuffle, with the master's packing attributes (``scale_factor`` 0.001, ``
 ``_FillValue`` −32768) and CF attributes; ``time``, ``lat``, ``lon`` are HDF5 dimension scales, so
 netCDF-4/xarray (h5netcdf or netCDF4 engine) decode the file to m³/m³ with NaN at fill.
 
+Global attributes are the store's (CF-1.8/ACDD-1.3, :mod:`sm1km.storage.attrs`) with this file's
+own ACDD ``id``, ``time_coverage_*`` and ``geospatial_*`` (cell edges of the file's window);
+``valid_range`` and the other typed attributes (``storage.attrs.TYPED_ATTRS``) are written in the variable's
+dtype, as CF 2.5.1 asks (``compliance-checker --test cf:1.8`` is clean; tests/test_cf_compliance.py).
+``storage.attrs.ACDD_RECOMMENDED`` lists the attributes every file carries (a master written before
+they existed gets the project's constants).
+
 Streaming: time runs within one master time shard × spatial windows aligned to the shards.
 """
 
@@ -30,6 +37,7 @@ from sm1km.stages.export.common import (
     time_groups,
 )
 from sm1km.stages.export.manifest import DEPS_ATTR
+from sm1km.storage import attrs as acdd
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,32 @@ def set_attr(obj, key: str, value: Any) -> None:
     obj.attrs[key] = value
 
 
+def set_var_attr(dset, key: str, value: Any) -> None:
+    """:func:`set_attr` for a dataset; ``attrs.TYPED_ATTRS`` (valid_range, ...) get ``dset.dtype``."""
+    if key in acdd.TYPED_ATTRS:
+        value = acdd.typed_var_attrs({key: value}, dset.dtype)[key]
+        if isinstance(value, np.ndarray):
+            dset.attrs[key] = value
+            return
+    set_attr(dset, key, value)
+
+
+def file_attrs(src: Source, job: Hdf5Job, times: np.ndarray) -> dict[str, Any]:
+    """Per-file ACDD attributes: its own id, time coverage and geospatial bounds (cell edges)."""
+    lat, lon = src.lat(job.rows), src.lon(job.cols)
+    out: dict[str, Any] = {"id": acdd.product_id(f"{src.product}.hdf5.{job.label.replace('-', '')}"),
+                           "time_coverage_start": str(times.min()), "time_coverage_end": str(times.max())}
+    if lat.size and lon.size:
+        out.update(acdd.edges_bbox(lat, lon))
+    return out
+
+
+#: ACDD attributes a master written before sm1km wrote them gets from the project's constants
+ACDD_DEFAULTS = {"keywords": acdd.KEYWORDS, "license": acdd.DATA_LICENSE, "creator_name": acdd.CREATOR_NAME,
+                 "creator_url": acdd.CREATOR_URL, "creator_type": acdd.CREATOR_TYPE,
+                 "naming_authority": acdd.NAMING_AUTHORITY, "Conventions": acdd.CONVENTIONS}
+
+
 def chunk_shape(unit: tuple[int, int], shape: tuple[int, int], chunk_px: int) -> tuple[int, int]:
     """HDF5 chunk (rows, cols): whole master units, at least ``chunk_px`` per side where possible."""
     out = []
@@ -133,8 +167,9 @@ def write_hdf5(job: Hdf5Job) -> int:
     with staged_output(job.url, job.storage_options) as local:
         with h5py.File(local, "w", track_order=True, rdcc_nbytes=64 << 20, rdcc_nslots=100003, rdcc_w0=1.0) as f:
             attrs = provenance(src, f"{src.product} HDF5 {job.label}")
-            attrs["time_coverage_start"] = str(times.min())
-            attrs["time_coverage_end"] = str(times.max())
+            for k, v in ACDD_DEFAULTS.items():
+                attrs.setdefault(k, v)
+            attrs.update(file_attrs(src, job, times))
             attrs["product"] = src.product
             if job.deps:
                 attrs[DEPS_ATTR] = job.deps
@@ -165,7 +200,7 @@ def write_hdf5(job: Hdf5Job) -> int:
                 write_packing_attrs(d, src.var_encoding.get(v, {}), None)
                 for k, val in src.var_attrs.get(v, {}).items():
                     if k not in ("grid_mapping",):
-                        set_attr(d, k, val)
+                        set_var_attr(d, k, val)
                 d.attrs["grid_mapping"] = "crs"
                 for i, dim in enumerate(("time", "lat", "lon")):
                     d.dims[i].attach_scale(f[dim])
