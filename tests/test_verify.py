@@ -60,3 +60,113 @@ def test_fill_value_mismatch_is_reported(tmp_path, capsys):
 def test_not_a_store(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "nothing.zarr")]) == 2
     assert "not a Zarr v3 store" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- a whole run
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+from sm1km.testing.worlds import run_stage, tiny_run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run (its GeoTIFF export, plus the HDF5 one) to copy and damage."""
+    run = tiny_run(tmp_path_factory.getbasetemp())
+    root = tmp_path_factory.mktemp("verify-run") / "store"
+    shutil.copytree(run.cfg.store.root, root)
+    cfg = run.config(str(root))
+    run_stage("export", cfg, fmt="hdf5")
+    return run, root
+
+
+def _copy(finished, tmp_path):
+    run, src = finished
+    root = tmp_path / "store"
+    shutil.copytree(src, root)
+    cfg = run.config(str(root))
+    return root, run.world.write_run_yaml(cfg, tmp_path)
+
+
+def _verify(capsys, cfg_path):
+    rc = main(["verify", "--config", str(cfg_path)])
+    cap = capsys.readouterr()
+    return rc, json.loads(cap.out), cap.err
+
+
+def test_finished_run_passes_and_says_what_it_checked(finished, tmp_path, capsys):
+    _, cfg_path = _copy(finished, tmp_path)
+    rc, rep, err = _verify(capsys, cfg_path)
+    assert rc == 0, err
+    assert rep["ok"] and rep["failed"] == 0 and rep["passed"] == rep["checks_run"] == len(rep["checks"])
+    by = {(c["check"], c["object"].rsplit("/", 1)[-1]): c for c in rep["checks"]}
+    for s in ("fused.zarr", "master.zarr", "monthly.zarr"):
+        assert ("store.conventions", s) in by and ("store.deps", s) in by and ("store.shards", s) in by
+    assert by[("exports.valid", "geotiff")]["items"] == 12      # every COG validated
+    assert by[("exports.valid", "hdf5")]["items"] == 1          # the month's HDF5 opened
+    assert by[("catalog.assets", "catalog")]["items"] > 12
+    assert by[("store.shards", "master.zarr")]["items"] > 0
+    assert "sm1km verify:" not in err
+
+
+def _problems(rep):
+    return [(c["check"], f["object"]) for c in rep["checks"] for f in c["failed"]]
+
+
+def test_deleted_cog_is_named(finished, tmp_path, capsys):
+    root, cfg_path = _copy(finished, tmp_path)
+    (root / "exports" / "geotiff" / "sm1km_daily_20200403.tif").unlink()
+    rc, rep, err = _verify(capsys, cfg_path)
+    assert rc == 2
+    cog = str(root / "exports/geotiff/sm1km_daily_20200403.tif")
+    assert _problems(rep) == [("exports.files", cog), ("catalog.assets", cog)]  # the manifest's and the STAC item's
+    paras = [p for p in err.splitlines() if p.startswith("sm1km verify:")]
+    assert len(paras) == 2 and all(cog in p for p in paras) and "missing" in paras[0]
+
+
+def test_truncated_shard_is_named(finished, tmp_path, capsys):
+    root, cfg_path = _copy(finished, tmp_path)
+    shard = root / "master.zarr" / "sm" / "c" / "1" / "0" / "1"
+    shard.write_bytes(shard.read_bytes()[:-7])
+    rc, rep, err = _verify(capsys, cfg_path)
+    assert rc == 2
+    assert _problems(rep) == [("store.shards", str(shard))]
+    assert "damaged" in err and "master.zarr/sm/c/1/0/1" in err
+
+
+def test_marker_without_its_shard_is_named(finished, tmp_path, capsys):
+    root, cfg_path = _copy(finished, tmp_path)
+    (root / "master.zarr" / "sm" / "c" / "0" / "1" / "1").unlink()
+    rc, rep, err = _verify(capsys, cfg_path)
+    assert rc == 2
+    marker = str(root / "_ledger/master.zarr/lat-20-40_lon-20-40_time-0-4.json")
+    assert ("store.shards", marker) in _problems(rep)
+    assert "land pixel-days" in err
+
+
+def test_manifest_digest_mismatch_is_named(finished, tmp_path, capsys):
+    root, cfg_path = _copy(finished, tmp_path)
+    man = root / "exports" / "geotiff" / "_manifest.json"
+    doc = json.loads(man.read_text())
+    doc["files"]["sm1km_daily_20200405.tif"]["deps"] = "0" * 64
+    man.write_text(json.dumps(doc))
+    rc, rep, err = _verify(capsys, cfg_path)
+    assert rc == 2
+    assert _problems(rep) == [("exports.deps", str(root / "exports/geotiff/sm1km_daily_20200405.tif"))]
+    assert "sm1km_deps" in err
+
+
+def test_stale_marker_deps_are_named(finished, tmp_path, capsys):
+    root, cfg_path = _copy(finished, tmp_path)
+    m = root / "_ledger" / "fused.zarr" / "lat-0-2_lon-0-2_time-4-8.json"
+    info = json.loads(m.read_text())
+    info["deps"] = "1" * 64
+    m.write_text(json.dumps(info))
+    rc, rep, _ = _verify(capsys, cfg_path)
+    assert rc == 2 and _problems(rep) == [("store.deps", str(m))]
+
+
+def test_verify_needs_something_to_check(capsys):
+    assert main(["verify"]) == 2
+    assert "--config" in capsys.readouterr().err

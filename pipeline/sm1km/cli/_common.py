@@ -24,6 +24,22 @@ def load_config(args_or_path):
     return RunConfig.from_yaml(path)
 
 
+def log_level(args) -> int:
+    """The log level the global ``-q`` / ``-v`` options ask for (WARNING / INFO / DEBUG at ``-vv``):
+    a verb that sets the ``sm1km`` logger's level itself (demo, bench) uses this, so ``-q`` holds."""
+    import logging
+
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.DEBUG if int(getattr(args, "verbose", 0) or 0) > 1 else logging.INFO
+
+
+def chatty(args) -> bool:
+    """Whether a verb prints its human-readable summary (not under ``-q``; results meant for
+    programs — JSON, file lists — are printed whatever the level)."""
+    return not getattr(args, "quiet", False)
+
+
 def add_lock_arguments(p) -> None:
     p.add_argument("--force-unlock", action="store_true",
                    help="break the store's run lock first (only when the run that holds it is surely dead)")
@@ -52,4 +68,4 @@ def locked_cli(stage: str):
     return deco
 
 
-__all__ = ["add_config_argument", "load_config", "add_lock_arguments", "with_lock_arguments", "locked_cli"]
+__all__ = ["add_config_argument", "load_config", "log_level", "chatty", "add_lock_arguments", "with_lock_arguments", "locked_cli"]

@@ -61,14 +61,17 @@ def run(args) -> int:
     harness = load_harness()
     errors, run_bench, summary_lines = harness.errors, harness.run_bench, harness.summary_lines
 
-    logging.getLogger("sm1km").setLevel(logging.INFO)
+    from sm1km.cli._common import chatty, log_level
+
+    logging.getLogger("sm1km").setLevel(log_level(args))
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+        logging.basicConfig(level=log_level(args), stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     if args.reps < 3:
         logging.getLogger(__name__).warning("--reps %d: figures are specified as the median of >= 3 repetitions",
                                             args.reps)
     skip = [s.strip() for s in args.skip.split(",") if s.strip()]
     res = run_bench(args.preset, args.out, workdir=args.workdir, reps=args.reps, keep=args.keep, skip=skip)
-    print("\n".join(summary_lines(res)))
-    print(f"written: {args.out}")
+    if chatty(args):
+        print("\n".join(summary_lines(res)))
+        print(f"written: {args.out}")
     return 1 if errors(res) else 0

@@ -20,15 +20,18 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from sm1km.cli._common import chatty, log_level
     from sm1km.config import RunConfig
     from sm1km.pipeline import demo
     from sm1km.storage.metrics_json import read_metrics_json
     from sm1km.validation.validate import headline
 
-    logging.getLogger("sm1km").setLevel(logging.INFO)
+    logging.getLogger("sm1km").setLevel(log_level(args))
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        logging.basicConfig(level=log_level(args), stream=sys.stderr)
     out = demo(args.workdir, preset=args.preset, seed=args.seed)
+    if not chatty(args):
+        return 0
     wd = Path(args.workdir).resolve()
     print("\nsm1km demo finished. Outputs:")
     print(f"  config:   {out['_config']}")

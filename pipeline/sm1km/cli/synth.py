@@ -21,6 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from sm1km.cli._common import chatty
     from sm1km.synth import preset, write_world
 
     overrides = {}
@@ -32,6 +33,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     paths = write_world(args.workdir, params, seed=args.seed, overwrite=args.overwrite)
     took = time.perf_counter() - t0
+    if not chatty(args):
+        return 0
     files = paths.all_files()
     size = sum(f.stat().st_size for f in files)
     print(f"synthetic world '{params.name}' (seed {args.seed}) written in {took:.1f} s: "

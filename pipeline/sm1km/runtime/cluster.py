@@ -78,6 +78,20 @@ def tls_address(address: str, security: Any) -> str:
     return address
 
 
+#: dashboard links already logged by this process (every stage makes or is given a client)
+_DASHBOARDS_LOGGED: set[str] = set()
+
+
+def log_dashboard(client, what: str = "dask client") -> None:
+    """Log ``what (dashboard: <link>)`` at INFO the first time this process sees the link, at DEBUG after."""
+    link = getattr(client, "dashboard_link", None)
+    if not link:
+        return
+    first = link not in _DASHBOARDS_LOGGED
+    _DASHBOARDS_LOGGED.add(link)
+    log.log(logging.INFO if first else logging.DEBUG, "%s (dashboard: %s)", what, link)
+
+
 @contextlib.contextmanager
 def make_client(cfg: RunConfig):
     """Context manager yielding a connected ``distributed.Client`` (or None for synchronous)."""
@@ -98,14 +112,14 @@ def make_client(cfg: RunConfig):
         security = cluster_security(cfg)
         address = tls_address(address, security)
         with Client(address, timeout="60s", security=security) as client:
-            log.info("connected to scheduler %s (dashboard: %s)", address, client.dashboard_link)
+            log_dashboard(client, f"connected to scheduler {address}")
             yield client
         return
     if c.kind == "kubernetes":
         from sm1km.runtime.kube import kube_cluster  # provided by the deployment layer
 
         with kube_cluster(cfg) as cluster, Client(cluster) as client:
-            log.info("KubeCluster %s (dashboard: %s)", cluster.name, client.dashboard_link)
+            log_dashboard(client, f"KubeCluster {cluster.name}")
             yield client
         return
     security = cluster_security(cfg, allow_temporary=True)
@@ -113,5 +127,5 @@ def make_client(cfg: RunConfig):
     with LocalCluster(n_workers=c.n_workers, threads_per_worker=c.threads_per_worker,
                       memory_limit=c.memory_limit, processes=True, dashboard_address=":0",
                       host="127.0.0.1", **tls) as cluster, Client(cluster, security=security) as client:
-        log.info("local cluster with %d workers (dashboard: %s)", c.n_workers, client.dashboard_link)
+        log_dashboard(client, f"local cluster with {c.n_workers} workers")
         yield client

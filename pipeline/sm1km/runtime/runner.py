@@ -21,12 +21,18 @@ and before handing out every result: once the holder has fenced itself (or lost 
 the lock's :class:`~sm1km.storage.lock.FencedError`, submits nothing more and yields nothing more
 (so the stage commits nothing more); the tasks still in flight are cancelled.
 
-Progress: a log line at every tenth of the known total (``total=`` or ``len(items)``).
+Progress: a log line at every tenth of the known total (``total=`` or ``len(items)``); on a
+terminal also a tqdm bar on stderr (``progress=None``, the default, shows one only when stderr is a
+TTY, the log level is INFO or finer — not ``sm1km -q`` — and no ``CI`` variable is set; ``True`` /
+``False`` force it). While a bar is shown the tenth-lines go to DEBUG, so the two do not interleave.
+A ``progress`` callable is called as ``progress(done, total)`` after every finished task instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -79,20 +85,53 @@ def default_window(client) -> int:
         return 8
 
 
+def bars_wanted(stream: Any = None) -> bool:
+    """Whether a progress bar belongs on ``stream`` (stderr): a TTY, not quiet, not CI."""
+    stream = sys.stderr if stream is None else stream
+    if os.environ.get("CI") or os.environ.get("SM1KM_NO_PROGRESS"):
+        return False
+    if not log.isEnabledFor(logging.INFO):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or foreign stream
+        return False
+
+
 class _Progress:
-    def __init__(self, name: str, total: int | None):
+    """The tenth-lines in the log; and a tqdm bar, or the caller's ``progress(done, total)`` callback."""
+
+    def __init__(self, name: str, total: int | None, progress: bool | Callable[[int, int | None], Any] | None = None):
         self.name, self.total, self.done = name, total, 0
         self._step = max(1, (total or 0) // 10)
+        self._callback = progress if callable(progress) else None
+        self._bar: Any = None
+        if self._callback is None and (progress if progress is not None else bars_wanted()):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=name, unit="task", file=sys.stderr, leave=False,
+                             dynamic_ncols=True, mininterval=0.2)
 
     def tick(self) -> None:
         self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        if self._callback is not None:
+            self._callback(self.done, self.total)
         if self.total and (self.done == self.total or self.done % self._step == 0):
-            log.info("%s: %d/%d done", self.name, self.done, self.total)
+            log.log(logging.DEBUG if self._bar is not None else logging.INFO, "%s: %d/%d done", self.name,
+                    self.done, self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window: int | None = None,
               name: str = "task", retries: int = 1, total: int | None = None,
-              raise_errors: bool = True, ordered: bool = False) -> Iterator[Any]:
+              raise_errors: bool = True, ordered: bool = False,
+              progress: bool | Callable[[int, int | None], Any] | None = None) -> Iterator[Any]:
     """Yield ``fn(item)`` for every item (completion order with a client, item order without).
 
     ``raise_errors=False`` yields an Sm1kmError raised by a task as the result of that item instead
@@ -104,10 +143,20 @@ def run_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], *, window:
     ``items`` may be a lazy iterator: it is consumed as tasks finish. An item's ``key`` attribute,
     if it has one, names its dask task (``<name>-<key>-<run token>``), so the dashboard shows which
     unit runs. ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
+    ``progress``: see the module docstring (None: a bar on a terminal only).
     """
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]  # hasattr() does not narrow an Iterable to Sized
-    progress = _Progress(name, total)
+    bar = _Progress(name, total, progress)
+    try:
+        yield from _run(client, fn, items, bar, window=window, name=name, retries=retries,
+                        raise_errors=raise_errors, ordered=ordered)
+    finally:
+        bar.close()
+
+
+def _run(client, fn: Callable[[Any], Any], items: Iterable[Any], progress: _Progress, *, window: int | None,
+         name: str, retries: int, raise_errors: bool, ordered: bool) -> Iterator[Any]:
     it = iter(items)
     fences = held_fences()
     if client is None:
@@ -173,4 +222,4 @@ def map_tasks(client, fn: Callable[[Any], Any], items: Iterable[Any], **options:
     return list(run_tasks(client, fn, list(items), ordered=True, **options))
 
 
-__all__ = ["run_tasks", "map_tasks", "default_window"]
+__all__ = ["run_tasks", "map_tasks", "default_window", "bars_wanted"]
