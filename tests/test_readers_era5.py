@@ -476,3 +476,17 @@ def test_cds_zip_without_swvl1_or_netcdf_and_hostile_members(era5_world, tmp_pat
         zf.write(bomb, bomb.name)
     with pytest.raises(LimitError, match="declares_a_huge_lat.nc"):
         read_era5(hostile)
+
+
+def test_cds_daily_statistics_product_one_step_per_day(era5_world, tmp_path):
+    """The CDS 'derived daily statistics' product: one daily-mean step per day (valid_time at 00 UTC);
+    read as those daily values, no partial day."""
+    hourly = era5_world["hourly"]
+    daily = np.stack([hourly[d * 24:(d + 1) * 24].mean(axis=0) for d in (0, 1)]).astype(np.float32)
+    times = np.array(["2020-04-01T00:00", "2020-04-02T00:00"], dtype="datetime64[ns]")
+    p = write_new_cds(tmp_path / "era5_daily_mean.nc", daily, era5_world["lsm"], times=times)
+    got = read_era5(p)
+    assert got.attrs["steps_per_day_max"] == 1 and got.attrs["partial_days"] == {}
+    np.testing.assert_array_equal(got["time"].values, times)
+    for day, (exp, _) in enumerate(era5_world["expected"]):
+        np.testing.assert_allclose(got["swvl1"].values[day], exp, atol=1e-6, equal_nan=True)
