@@ -74,7 +74,6 @@ class TestIngest(Contract):
 
 class TestFuse(Contract):
     stage = "fuse"
-    known_failures = {"test_killed_*template*": (TEMPLATE_KILL, False)}
     units = LedgerUnits("fused.zarr")
     kill_at = (KillPoint("fused.zarr/sm/c/*", 3),  # in the 3rd of 4 chunks
                KillPoint("fused.zarr/lat/c/*", 1, name="template"))

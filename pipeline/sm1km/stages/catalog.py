@@ -9,7 +9,7 @@ rewritten). The Collection also carries the Zarr assets, so a client can go stra
 from the collection to a store.
 
 Export items carry what loaders (odc-stac, stackstac) need to plan a read without opening the
-files: per asset ``file:size`` / ``file:checksum`` (sha2-256 multihash) and ``updated``; for a COG
+files: per asset ``file:size`` / ``file:checksum`` (sha2-256 multihash); for a COG
 ``proj:code``/``proj:shape``/``proj:transform``/``proj:bbox`` (projection v2) and ``raster:bands``
 (nodata, scale, offset, data type, unit, sampling; raster v1.1), read from its header. A one-day
 file's item has a ``datetime`` (odc-stac's time axis), a month's or year's only its interval. The
@@ -224,41 +224,31 @@ def geotiff_fields(fs, path: str) -> dict[str, Any]:
     return out
 
 
-def _modified(info: dict[str, Any]) -> str | None:
-    """The file's modification time (ISO, UTC) from an fsspec ``info``: local ``mtime``, S3 ``LastModified``."""
-    t = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
-    if t is None:
-        return None
-    ts = pd.Timestamp(t, unit="s") if isinstance(t, (int, float)) else pd.Timestamp(t)
-    ts = ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 _CACHED = ("file:", "proj:", "raster:")
 
 
 def _file_metadata(fs, path: str, kind: str, item_url: str, deps: str | None, so) -> dict[str, Any]:
-    """Asset fields of an export file (``updated``, ``file:*``; for a COG ``proj:*`` and ``raster:bands``).
+    """Asset fields of an export file (``file:*``; for a COG ``proj:*`` and ``raster:bands``).
 
     Reading them means reading the whole file (the checksum), so they are taken from the item the
-    catalog already holds when that item describes the same file: same size, same modification
-    time (the asset's ``updated``) and same ``sm1km:deps``. A file rewritten since is read again.
+    catalog already holds when that item describes the same file: same size and same ``sm1km:deps``
+    (the digest of everything the file was computed from, embedded in the file; exports are
+    deterministic, so equal deps mean equal bytes). A file without deps, or rewritten with other
+    deps, is read again. No modification time is recorded: it would change the items' bytes on every
+    copy of the files and break byte-identical re-runs (``verify`` checks the files themselves).
     """
     info = fs.info(path)
-    updated = _modified(info)
     try:
         prev = store.read_json(item_url, so)
     except (OSError, ValueError):
         prev = None
-    if isinstance(prev, dict) and updated:
+    if isinstance(prev, dict) and deps:
         asset = (prev.get("assets") or {}).get("data") or {}
         props = prev.get("properties") or {}
-        if (asset.get("updated") == updated and asset.get("file:size") == int(info["size"])
-                and props.get("sm1km:deps") == deps and asset.get("file:checksum")
-                and (kind != "geotiff" or "raster:bands" in asset)):
-            return {"updated": updated, **{k: v for k, v in asset.items() if k.startswith(_CACHED)}}
-    fields: dict[str, Any] = {"updated": updated} if updated else {}
-    fields.update(file_fields(fs, path))
+        if (asset.get("file:size") == int(info["size"]) and props.get("sm1km:deps") == deps
+                and asset.get("file:checksum") and (kind != "geotiff" or "raster:bands" in asset)):
+            return {k: v for k, v in asset.items() if k.startswith(_CACHED)}
+    fields: dict[str, Any] = dict(file_fields(fs, path))
     if kind == "geotiff":
         fields.update(geotiff_fields(fs, path))
     return fields
