@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -106,6 +107,20 @@ def _no_url_userinfo(v: str | None) -> str | None:
     return v
 
 
+def _s3_options(anon: bool, client_kwargs: Mapping[str, Any], region_name: str | None,
+                endpoint_url: str | None) -> dict[str, Any]:
+    """s3fs storage options from a config section's S3 settings (credentials: environment)."""
+    opts: dict[str, Any] = {"anon": anon}
+    ck = dict(client_kwargs)
+    if region_name:
+        ck.setdefault("region_name", region_name)
+    if ck:
+        opts["client_kwargs"] = ck
+    if endpoint_url:
+        opts["endpoint_url"] = endpoint_url
+    return opts
+
+
 class StoreConfig(_Strict):
     root: str = Field(description="local path or fsspec URL (s3://bucket/prefix) of the run's stores")
     endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto, Ceph); None = AWS")
@@ -127,15 +142,7 @@ class StoreConfig(_Strict):
         """fsspec storage options for ``root`` (empty for local paths). Credentials: environment."""
         if not self.root.startswith(("s3://", "s3a://")):
             return {}
-        opts: dict[str, Any] = {"anon": self.anon}
-        ck = dict(self.client_kwargs)
-        if self.region_name:
-            ck.setdefault("region_name", self.region_name)
-        if ck:
-            opts["client_kwargs"] = ck
-        if self.endpoint_url:
-            opts["endpoint_url"] = self.endpoint_url
-        return opts
+        return _s3_options(self.anon, self.client_kwargs, self.region_name, self.endpoint_url)
 
     def url(self, *parts: str) -> str:
         """URL of a child of the root (``url('master.zarr')``)."""
@@ -194,15 +201,7 @@ class InputStorageConfig(_Strict):
         return _no_url_userinfo(v)
 
     def storage_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"anon": self.anon}
-        ck = dict(self.client_kwargs)
-        if self.region_name:
-            ck.setdefault("region_name", self.region_name)
-        if ck:
-            opts["client_kwargs"] = ck
-        if self.endpoint_url:
-            opts["endpoint_url"] = self.endpoint_url
-        return opts
+        return _s3_options(self.anon, self.client_kwargs, self.region_name, self.endpoint_url)
 
 
 def _spec_list(v: InputSpec | None) -> list[str]:
