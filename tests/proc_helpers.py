@@ -177,11 +177,16 @@ def dask_deployment(log_dir: Path, n_workers: int = 2, env: dict | None = None):
         wait_for_workers(address, n_workers, procs=procs)
         yield LocalDeployment(address, sched, workers, procs)
     finally:
-        for p in reversed(procs):
-            p.kill(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.popen.wait(timeout=10)
+        stop_all(procs)
+
+
+def stop_all(procs) -> None:
+    """SIGTERM every process (last started first), then wait; SIGKILL one that does not exit in 10 s."""
+    for p in reversed(procs):
+        p.kill(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.popen.wait(timeout=10)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -84,14 +82,7 @@ def tls_deployment(log_dir: Path, tls: TLSFiles, n_workers: int = 2):
                 time.sleep(0.1)
         yield address
     finally:
-        for p in reversed(procs):
-            p.kill(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.popen.wait(timeout=10)
+        P.stop_all(procs)
 
 
 def test_separate_processes_on_s3_equal_the_local_single_process_run(world, reference, moto_server, tmp_path):
