@@ -107,15 +107,28 @@ class Pipeline:
         log.info("stage %s: done in %.1f s", name, self.timings[name])
         return out
 
-    def run(self, client=None, stages: Iterable[str] = DEFAULT_STAGES) -> StageResult:
+    def run(self, client=None, stages: Iterable[str] = DEFAULT_STAGES, *, dry_run: bool = False,
+            dry_run_root: str | None = None, keep_templates: bool = False) -> StageResult:
         """Run ``stages`` in order on one dask client (made from the config if not given).
 
         Returns ``{stage: its result}``. Units are stages: ``units_total`` the stages run,
         ``units_skipped`` those that found nothing left to do (their own ``units_written == 0``),
         ``units_written`` the others; ``stats["stages"]`` holds each stage's own counters.
+
+        ``dry_run=True`` computes nothing and starts no cluster: every store's template is created
+        at full size under a scratch root (``dry_run_root``, default ``<store.root>/_dryrun``, removed
+        afterwards unless ``keep_templates``), every unit planned and every ledger scanned
+        (:func:`sm1km.stages.dryrun.dry_run`: ``{stage: its plan}``, ``stats`` with units, requests,
+        wall time and peak memory). The run's own stores are not touched.
         """
         if self.cfg.period.is_latest:  # period.end: latest -> one day for every stage of the run
-            return Pipeline(update_config(self.cfg)).run(client, stages)
+            return Pipeline(update_config(self.cfg)).run(client, stages, dry_run=dry_run, dry_run_root=dry_run_root,
+                                                         keep_templates=keep_templates)
+        if dry_run:
+            from sm1km.stages.dryrun import dry_run as plan_run
+
+            with run_lock(self.cfg, "run"):
+                return plan_run(self.cfg, stages, scratch=dry_run_root, keep_templates=keep_templates)
         outputs: dict[str, Any] = {}
         with run_lock(self.cfg, "run"), stage_client(self.cfg, client) as c:
             for name in stages:
@@ -125,7 +138,8 @@ class Pipeline:
                  "stages": {n: dict(r.stats) for n, r in outputs.items() if isinstance(r, StageResult)}}
         return StageResult(outputs, stats)
 
-    def update(self, client=None, until: dt.date | None = None) -> StageResult:
+    def update(self, client=None, until: dt.date | None = None, *, dry_run: bool = False,
+               dry_run_root: str | None = None, keep_templates: bool = False) -> StageResult:
         """Bring every product up to date for the days not yet in the master (``sm1km update``).
 
         The target day is ``until`` (default: ``period.end``; with ``period.end: latest``, the last
@@ -136,8 +150,16 @@ class Pipeline:
 
         Returns :meth:`run`'s result; ``stats`` add ``target``, ``master_end_before`` /
         ``master_end_after`` and ``up_to_date`` (no stage wrote anything).
+
+        ``dry_run=True``: :meth:`run`'s dry run of :data:`UPDATE_STAGES` on the updated config (nothing
+        computed, the model not required); ``stats`` add ``target`` and ``master_end_before``.
         """
         cfg = update_config(self.cfg, until)
+        if dry_run:
+            result = Pipeline(cfg).run(client, stages=UPDATE_STAGES, dry_run=True, dry_run_root=dry_run_root,
+                                       keep_templates=keep_templates)
+            return StageResult(dict(result), {**result.stats, "target": str(cfg.period.end),
+                                              "master_end_before": master_end(cfg)})
         pinned = check_pinned_model(cfg)
         before = master_end(cfg)
         log.info("update: target %s, master holds up to %s, model %s", cfg.period.end,

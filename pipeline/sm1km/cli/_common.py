@@ -68,4 +68,16 @@ def locked_cli(stage: str):
     return deco
 
 
-__all__ = ["add_config_argument", "load_config", "log_level", "chatty", "add_lock_arguments", "with_lock_arguments", "locked_cli"]
+def add_dry_run_arguments(p) -> None:
+    """``--dry-run`` (+ ``--dry-run-root``, ``--keep-templates``) of ``run`` and ``update``."""
+    p.add_argument("--dry-run", action="store_true",
+                   help="compute nothing: create every store's template at full size under a scratch root, plan "
+                        "every unit, scan the ledgers; print units, requests, wall time and peak memory as JSON "
+                        "(the run's own stores are not touched)")
+    p.add_argument("--dry-run-root", default=None, metavar="URL",
+                   help="scratch root of the dry run's templates (default: <store.root>/_dryrun, removed afterwards)")
+    p.add_argument("--keep-templates", action="store_true",
+                   help="with --dry-run: leave the templates under the scratch root for inspection")
+
+
+__all__ = ["add_dry_run_arguments", "add_config_argument", "load_config", "log_level", "chatty", "add_lock_arguments", "with_lock_arguments", "locked_cli"]

@@ -20,11 +20,14 @@ unit's dask task on the dashboard (``run_tasks`` uses an item's ``key``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sm1km.core.grid import Region, tiles
-from sm1km.storage.store import region_key
+import numpy as np
+
+from sm1km.core.grid import Region
+from sm1km.storage.store import Ledger, region_key
 
 
 @dataclass(frozen=True)
@@ -89,18 +92,145 @@ class WorkUnit:
         return slice(self.r0 - window.r0, self.r1 - window.r0), slice(self.c0 - window.c0, self.c1 - window.c0)
 
 
-def plan_units(region: Region, tile_cells: int, time_blocks: Iterable[slice] | None = None,
+@dataclass(frozen=True)
+class _Extent:
+    """What :func:`plan_units` reads of a region: its size in coarse cells."""
+
+    n_rows: int
+    n_cols: int
+
+
+def plan_units(region: Region | _Extent, tile_cells: int, time_blocks: Iterable[slice] | None = None,
                factor: int = 1) -> Iterator[WorkUnit]:
     """Units of ``region``: tiles of ``tile_cells²`` coarse cells (``grid.tiles``, row-major) and,
-    per tile, every block of ``time_blocks`` in order (tile-major); one unit per tile without."""
+    per tile, every block of ``time_blocks`` in order (tile-major); one unit per tile without.
+
+    Streamed: the tiles are computed as they are yielded (no list of tiles), so planning the
+    3.9 million master shards of the global 2000-2020 run holds one unit at a time."""
     blocks = list(time_blocks) if time_blocks is not None else None
-    for tile in tiles(region, tile_cells):
-        rs, cs = tile.coarse_slices(region)
-        if blocks is None:
-            yield WorkUnit(rs.start, rs.stop, cs.start, cs.stop, factor=factor)
-            continue
-        for tb in blocks:
-            yield WorkUnit(rs.start, rs.stop, cs.start, cs.stop, tb.start, tb.stop, factor)
+    tc = tile_cells
+    if tc < 1:
+        raise ValueError("tile_cells must be >= 1")
+    for r in range(0, region.n_rows, tc):
+        r1 = min(r + tc, region.n_rows)
+        for c in range(0, region.n_cols, tc):
+            c1 = min(c + tc, region.n_cols)
+            if blocks is None:
+                yield WorkUnit(r, r1, c, c1, factor=factor)
+                continue
+            for tb in blocks:
+                yield WorkUnit(r, r1, c, c1, tb.start, tb.stop, factor)
+
+
+_KEY_PART = re.compile(r"^(lat|lon|time)-(\d+)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class UnitGrid:
+    """The plan of one stage as arithmetic: tiles of ``tile_cells²`` cells of an ``n_rows × n_cols``
+    region, per tile ``n_time`` steps in blocks of ``block`` (``n_time`` None: whole-period units),
+    ``factor`` pixels per cell. :meth:`units` is :func:`plan_units` (same units, same order);
+    :meth:`ordinal` maps a ledger key back to its unit's position in that order (None for a key that
+    is no unit of this plan), so a ledger of millions of markers is checked against the plan with
+    a bitmap of one bit per unit instead of a set of key strings (see ``sm1km.stages.dryrun``)."""
+
+    n_rows: int
+    n_cols: int
+    tile_cells: int
+    n_time: int | None = None
+    block: int = 1
+    factor: int = 1
+
+    @classmethod
+    def of(cls, region: Region, tile_cells: int, n_time: int | None = None, block: int = 1,
+           factor: int = 1) -> UnitGrid:
+        return cls(region.n_rows, region.n_cols, tile_cells, n_time, block if n_time is not None else 1, factor)
+
+    @property
+    def tile_rows(self) -> int:
+        return -(-self.n_rows // self.tile_cells)
+
+    @property
+    def tile_cols(self) -> int:
+        return -(-self.n_cols // self.tile_cells)
+
+    @property
+    def n_blocks(self) -> int:
+        return 1 if self.n_time is None else -(-self.n_time // self.block)
+
+    def __len__(self) -> int:
+        return self.tile_rows * self.tile_cols * self.n_blocks
+
+    def _blocks(self) -> list[slice] | None:
+        if self.n_time is None:
+            return None
+        return [slice(t, min(t + self.block, self.n_time)) for t in range(0, self.n_time, self.block)]
+
+    def units(self) -> Iterator[WorkUnit]:
+        """Every unit, lazily, in :func:`plan_units` order (tile-major)."""
+        region = _Extent(self.n_rows, self.n_cols)
+        return plan_units(region, self.tile_cells, self._blocks(), self.factor)
+
+    def ordinal(self, key: str) -> int | None:
+        """Position in :meth:`units` of the unit whose ledger key is ``key``; None if none has it."""
+        parts: dict[str, tuple[int, int]] = {}
+        for part in key.split("_"):
+            m = _KEY_PART.match(part)
+            if m is None or m[1] in parts:
+                return None
+            parts[m[1]] = (int(m[2]), int(m[3]))
+        if "lat" not in parts or "lon" not in parts or (("time" in parts) != (self.n_time is not None)):
+            return None
+        f, tc = self.factor, self.tile_cells
+        (y0, y1), (x0, x1) = parts["lat"], parts["lon"]
+        if y0 % (f * tc) or x0 % (f * tc):
+            return None
+        i, j = y0 // (f * tc), x0 // (f * tc)
+        if i >= self.tile_rows or j >= self.tile_cols:
+            return None
+        if y1 != min(y0 // f + tc, self.n_rows) * f or x1 != min(x0 // f + tc, self.n_cols) * f:
+            return None
+        b = 0
+        if self.n_time is not None:
+            t0, t1 = parts["time"]
+            if t0 % self.block or t0 >= self.n_time or t1 != min(t0 + self.block, self.n_time):
+                return None
+            b = t0 // self.block
+        return (i * self.tile_cols + j) * self.n_blocks + b
+
+
+@dataclass
+class LedgerScan:
+    """A ledger read against a plan (:func:`scan_ledger`): one byte per planned unit, not a set of keys."""
+
+    grid: UnitGrid
+    marked: np.ndarray            # bool, one per unit of ``grid`` in plan order
+    others: list[str] = field(default_factory=list)  # markers that are no unit of the plan (blocks.json, ...)
+    markers: int = 0              # every marker seen
+
+    @property
+    def n_done(self) -> int:
+        return int(self.marked.sum())
+
+    def has(self, key: str) -> bool:
+        """Is the unit with ledger key ``key`` marked? (False for a key that is no unit of the plan.)"""
+        i = self.grid.ordinal(key)
+        return i is not None and bool(self.marked[i])
+
+
+def scan_ledger(ledger: Ledger, grid: UnitGrid) -> LedgerScan:
+    """Read ``ledger``'s markers page by page (:meth:`~sm1km.storage.store.Ledger.iter_keys`) into a
+    bitmap over ``grid``: the driver holds one byte per unit (3.9 MB for the 3.9 million master
+    shards of the global 2000-2020 run) instead of every key string (~400 MB as a Python set)."""
+    scan = LedgerScan(grid, np.zeros(len(grid), dtype=bool))
+    for key in ledger.iter_keys():
+        scan.markers += 1
+        i = grid.ordinal(key)
+        if i is None:
+            scan.others.append(key)
+        else:
+            scan.marked[i] = True
+    return scan
 
 
 def count_units(region: Region, tile_cells: int, n_time_blocks: int = 1) -> int:
@@ -108,4 +238,4 @@ def count_units(region: Region, tile_cells: int, n_time_blocks: int = 1) -> int:
     return (-(-region.n_rows // tile_cells)) * (-(-region.n_cols // tile_cells)) * n_time_blocks
 
 
-__all__ = ["WorkUnit", "plan_units", "count_units"]
+__all__ = ["WorkUnit", "UnitGrid", "LedgerScan", "scan_ledger", "plan_units", "count_units"]

@@ -38,7 +38,7 @@ from sm1km.errors import StoreError
 from sm1km.runtime.client import stage_client
 from sm1km.runtime.result import StageResult
 from sm1km.runtime.runner import run_tasks
-from sm1km.runtime.units import WorkUnit, plan_units
+from sm1km.runtime.units import UnitGrid, WorkUnit, plan_units, scan_ledger
 from sm1km.stages.downscale import n_shards as n_master_shards
 from sm1km.storage import master, store
 
@@ -111,6 +111,12 @@ def monthly_specs(cfg):
     months, _ = month_index(cfg.dates())
     blocks = master.time_blocks(len(months), master.MONTHLY_TIME_CHUNK)
     return plan_units(cfg.coarse_region, cfg.grid.tile_cells, blocks, cfg.grid.factor)
+
+
+def monthly_grid(cfg) -> UnitGrid:
+    """The plan of :func:`monthly_specs` as arithmetic (its size, a ledger key's position in it)."""
+    months, _ = month_index(cfg.dates())
+    return UnitGrid.of(cfg.coarse_region, cfg.grid.tile_cells, len(months), master.MONTHLY_TIME_CHUNK, cfg.grid.factor)
 
 
 def master_days(spec: WorkUnit, start: str, n_days: int) -> tuple[int, int]:
@@ -191,7 +197,7 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     computed), ``months_redone`` (months whose digest changed) and ``months_open`` (0 or 1: the
     last month is not complete in the master).
     """
-    from sm1km.stages.downscale import shard_specs
+    from sm1km.stages.downscale import shard_grid
     from sm1km.storage.append import grow_store, published_length, write_time_values
     from sm1km.storage.deps import BLOCKS_VERSION, BlockDigests
 
@@ -202,9 +208,9 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     if not store.exists(murl, so):
         raise StoreError(murl, "no master store.", "run `sm1km downscale --config run.yaml` first.")
     src_attrs = dict(store.open_group(murl, so).attrs)
-    master_keys = store.Ledger(cfg.store.root, master.MASTER_STORE, so).keys()
+    # streamed: one byte per master shard, not a set of 3.9 million key strings (the global run)
     need = n_master_shards(cfg)
-    done_master = sum(1 for sp in shard_specs(cfg) if sp.key in master_keys)
+    done_master = scan_ledger(store.Ledger(cfg.store.root, master.MASTER_STORE, so), shard_grid(cfg)).n_done
     if done_master < need or published_length(murl, so) < cfg.period.n_days:
         raise StoreError(murl, f"the master is incomplete ({done_master} of {need} shards written, "
                                f"{published_length(murl, so)} of {cfg.period.n_days} days published).",
@@ -226,12 +232,12 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     recorded = blocks.read()
     stale = {m for m, lab in enumerate(labels) if recorded.get(lab) != cur[lab]}
     ledger = store.Ledger(cfg.store.root, master.MONTHLY_STORE, so)
-    present = ledger.keys()
+    present = scan_ledger(ledger, monthly_grid(cfg))
 
     def task_of(spec: WorkUnit) -> MonthsTask | None:
         m0, m1 = spec.time_bounds
         todo = [m for m in range(m0, m1) if m in stale]
-        if todo and spec.key in present:
+        if todo and present.has(spec.key):
             info = ledger.info(spec.key) or {}
             have = info.get("deps") or {}
             todo = [m for m in todo if have.get(labels[m]) != cur[labels[m]]]
@@ -253,9 +259,8 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
         for res in run_tasks(c, task, tasks, window=max_in_flight, name="aggregate_chunk", total=n_tasks):
             written += 1
             months_written += res["months_written"]
-    planned = {sp.key for sp in monthly_specs(cfg)}
-    for k in present:
-        if _UNIT_KEY.match(k) and k not in planned:  # a grown 12-month block's old key
+    for k in present.others:
+        if _UNIT_KEY.match(k):  # a grown 12-month block's old key (no unit of the plan)
             ledger.fs.rm(ledger._key_path(k))
     if stale or set(recorded) != set(cur):
         store.write_json(blocks.url, {"version": BLOCKS_VERSION, "store": master.MONTHLY_STORE,

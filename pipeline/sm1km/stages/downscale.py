@@ -51,7 +51,7 @@ from sm1km.runtime import caches
 from sm1km.runtime.client import stage_client
 from sm1km.runtime.result import StageResult
 from sm1km.runtime.runner import run_tasks
-from sm1km.runtime.units import WorkUnit, count_units, plan_units
+from sm1km.runtime.units import UnitGrid, WorkUnit, count_units, plan_units
 from sm1km.storage import master, store
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,12 @@ def shard_specs(cfg) -> Iterator[WorkUnit]:
     """All master shards of a run, lazily, tile-major (a tile's time blocks follow each other)."""
     blocks = master.time_blocks(cfg.period.n_days, cfg.grid.time_block_days)
     return plan_units(cfg.coarse_region, cfg.grid.tile_cells, blocks, cfg.grid.factor)
+
+
+def shard_grid(cfg) -> UnitGrid:
+    """The plan of :func:`shard_specs` as arithmetic (its size, a ledger key's position in it)."""
+    g = cfg.grid
+    return UnitGrid.of(cfg.coarse_region, g.tile_cells, cfg.period.n_days, g.time_block_days, g.factor)
 
 
 def n_shards(cfg) -> int:
@@ -415,8 +421,8 @@ def downscale(cfg, client=None, *, max_in_flight: int | None = None, **options) 
         for res in run_tasks(c, task, todo, window=max_in_flight, name="downscale_shard", total=total - skipped):
             written += 1
             land += res["land_pixel_days"]
-    planned = {sp.key for sp in shard_specs(cfg)}
-    superseded = [k for k in present if _UNIT_KEY.match(k) and k not in planned]  # a grown block's old key
+    plan = shard_grid(cfg)  # no set of every planned key: the plan stays streamed (3.9 M shards globally)
+    superseded = [k for k in present if _UNIT_KEY.match(k) and plan.ordinal(k) is None]  # a grown block's old key
     for k in superseded:
         ledger.fs.rm(ledger._key_path(k))
     if stale or set(recorded) != set(block_deps):
@@ -445,5 +451,5 @@ def _published(url: str, so: dict) -> bool:
     return bool((read_root_metadata(url, so).get("consolidated_metadata") or {}).get("metadata"))
 
 
-__all__ = ["downscale", "shard_specs", "n_shards", "make_context", "read_inputs", "downscale_shard",
+__all__ = ["downscale", "shard_specs", "shard_grid", "n_shards", "make_context", "read_inputs", "downscale_shard",
            "DownscaleContext", "time_offset", "check_space", "block_key", "master_deps", "fused_day_deps"]

@@ -418,6 +418,47 @@ def commit_check(url: str) -> None:
 # --------------------------------------------------------------------------------------------
 # ledger of finished regions
 # --------------------------------------------------------------------------------------------
+def iter_names(url: str, storage_options: Mapping[str, Any] | None = None, suffix: str = "", *,
+               page: int = 1000) -> Iterator[str]:
+    """Names (without ``suffix``) of the objects directly under ``url`` that end with ``suffix``,
+    streamed: on S3 one ``ListObjectsV2`` request per ``page`` names (1000 at most, S3's page),
+    locally ``os.scandir``; nothing when ``url`` does not exist. Temporary names (a leading dot)
+    are left out locally."""
+    fs, path = filesystem(url, storage_options)
+    cut = len(suffix)
+    if not is_remote(url):
+        try:
+            with os.scandir(path) as it:
+                for e in it:
+                    if e.name.endswith(suffix) and not e.name.startswith(".") and e.is_file():
+                        yield e.name[:len(e.name) - cut]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        return
+    if url.startswith(("s3://", "s3a://")) and hasattr(fs, "call_s3"):
+        bucket, _, prefix = path.partition("/")
+        prefix = prefix.rstrip("/") + "/"
+        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": min(page, 1000)}
+        with permanent_errors(url, storage_options):
+            while True:
+                out = fs.call_s3("list_objects_v2", **kw)
+                for obj in out.get("Contents", []):
+                    name = obj["Key"][len(prefix):]
+                    if name.endswith(suffix):
+                        yield name[:len(name) - cut]
+                if not out.get("IsTruncated"):
+                    return
+                kw["ContinuationToken"] = out["NextContinuationToken"]
+    try:  # another filesystem: one listing
+        names = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return
+    for n in sorted(names):
+        base = posixpath.basename(n.rstrip("/"))
+        if base.endswith(suffix):
+            yield base[:len(base) - cut]
+
+
 class Ledger:
     """Marker objects for finished regions of one store: ``<root>/_ledger/<store_name>/<key>.json``.
 
@@ -459,6 +500,15 @@ class Ledger:
         except PermissionError as exc:
             raise _known_permanent(exc, self.url, self.storage_options) from None
         return {posixpath.basename(n)[:-5] for n in names if n.endswith(".json")}
+
+    def iter_keys(self, page: int = 1000) -> Iterator[str]:
+        """The marked keys, streamed page by page (:func:`iter_names`): a ledger of millions of
+        markers is scanned without holding its listing (``fs.ls`` holds every entry, and s3fs
+        caches it). Order: the store's."""
+        try:
+            yield from iter_names(self.url, self.storage_options, ".json", page=page)
+        except PermissionError as exc:
+            raise _known_permanent(exc, self.url, self.storage_options) from None
 
     def clear(self) -> None:
         if self.fs.exists(self.path):

@@ -94,10 +94,13 @@ def template(days: np.ndarray | None, lat, lon, tvars, svars, chunks_t, chunks_s
     for v in tvars:
         assert days is not None, "time-dependent variables need days"
         shape = (len(days), lat.size, lon.size)
-        data[v.name] = (("time", "lat", "lon"), dsa.zeros(shape, dtype=v.dtype, chunks=chunks_t), dict(v.attrs))
+        # one never-computed dask chunk (as master._lazy): a graph of one task per store chunk made
+        # the global 1 km predictors template (millions of chunks) cost minutes and GBs on the driver
+        data[v.name] = (("time", "lat", "lon"), dsa.empty(shape, dtype=v.dtype, chunks=shape), dict(v.attrs))
         enc[v.name] = {"chunks": chunks_t, "dtype": v.dtype, "_FillValue": _fill_value(v.dtype)}
     for v in svars:
-        data[v.name] = (("lat", "lon"), dsa.zeros((lat.size, lon.size), dtype=v.dtype, chunks=chunks_s), dict(v.attrs))
+        data[v.name] = (("lat", "lon"), dsa.empty((lat.size, lon.size), dtype=v.dtype, chunks=(lat.size, lon.size)),
+                        dict(v.attrs))
         enc[v.name] = {"chunks": chunks_s, "dtype": v.dtype, "_FillValue": _fill_value(v.dtype)}
     return xr.Dataset(data, coords=coords, attrs=dict(attrs)), enc
 
