@@ -175,6 +175,23 @@ class TestUpdate(Contract):
         root.flip_byte("model/model.ubj")
 
 
+class TestUpdateDryRun(TestUpdate):
+    """``sm1km update --dry-run`` before every update: the dry run writes nothing under the root (its
+    templates go to a scratch root, removed), so the update after it leaves the same bytes as one
+    without (the reference is :class:`TestUpdate`'s, same stage and root); the dry-run verb takes
+    the run lock like the update (``cli_args``)."""
+
+    cli_args = ("--dry-run",)
+
+    def call(self, cfg):
+        from sm1km.testing.worlds import fixed_timestamps, stage_function
+
+        with fixed_timestamps():
+            plan = stage_function("update")(cfg, dry_run=True)
+        assert plan.stats["dry_run"] and plan.stats["units_written"] == 0, plan.stats
+        return super().call(cfg)
+
+
 @dataclasses.dataclass(frozen=True)
 class PublishedUnits(FileUnits):
     """The catalog's documents and the pointer ``published.json`` (promote with the prefix = the root)."""

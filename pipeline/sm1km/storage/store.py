@@ -435,13 +435,15 @@ def iter_names(url: str, storage_options: Mapping[str, Any] | None = None, suffi
         except (FileNotFoundError, NotADirectoryError):
             return
         return
-    if url.startswith(("s3://", "s3a://")) and hasattr(fs, "call_s3"):
+    if url.startswith(("s3://", "s3a://")) and hasattr(fs, "_call_s3"):
+        from fsspec.asyn import sync
+
         bucket, _, prefix = path.partition("/")
         prefix = prefix.rstrip("/") + "/"
         kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": min(page, 1000)}
         with permanent_errors(url, storage_options):
             while True:
-                out = fs.call_s3("list_objects_v2", **kw)
+                out = sync(fs.loop, fs._call_s3, "list_objects_v2", **kw)  # (looked up per call)
                 for obj in out.get("Contents", []):
                     name = obj["Key"][len(prefix):]
                     if name.endswith(suffix):
