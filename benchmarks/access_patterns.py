@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import platform
@@ -49,6 +50,7 @@ from sm1km.config import GridConfig, RunConfig  # noqa: E402
 from sm1km.core.encoding import encode_int16  # noqa: E402
 from sm1km.stages import aggregate, downscale  # noqa: E402
 from sm1km.storage import master, store  # noqa: E402
+from sm1km.storage.shard_reads import concurrent_shard_reads  # noqa: E402
 
 _GRID = GridConfig()
 #: name -> (time_block_days, inner chunk as (time, lat, lon) in units of (days, px, px); None = unsharded)
@@ -173,10 +175,21 @@ def patterns_for(ds, monthly, bbox, points, month: str) -> dict:
     return pats
 
 
-def _measure_mode(srv, url, mon_url, kw, concurrency, bbox, points, month, repeats) -> dict:
+def _reader(concurrency, shard_reads):
+    """zarr's ``async.concurrency`` (None: its default, 10) and, with ``shard_reads`` (a dict of
+    ``concurrent_shard_reads`` settings), the concurrent coalesced partial shard reads."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(zarr.config.set({"async.concurrency": concurrency} if concurrency else {}))
+    if shard_reads is not None:
+        stack.enter_context(concurrent_shard_reads(**shard_reads))
+    return stack
+
+
+def _measure_mode(srv, url, mon_url, kw, concurrency, bbox, points, month, repeats, shard_reads=None) -> dict:
     """Open master + monthly with ``open_zarr(**kw)`` and measure every pattern; ``concurrency``:
-    zarr's ``async.concurrency`` during the reads (None: zarr's default, 10)."""
-    with zarr.config.set({"async.concurrency": concurrency} if concurrency else {}):
+    zarr's ``async.concurrency`` during the reads (None: zarr's default, 10); ``shard_reads``:
+    settings of :func:`sm1km.storage.shard_reads.concurrent_shard_reads` (None: zarr alone)."""
+    with _reader(concurrency, shard_reads):
         i0 = len(srv.requests())
         t_open = time.perf_counter()
         ds = xr.open_zarr(url, **kw)
@@ -186,6 +199,7 @@ def _measure_mode(srv, url, mon_url, kw, concurrency, bbox, points, month, repea
                         "time_s": round(time.perf_counter() - t_open, 4),
                         "note": "master + monthly metadata and coordinates"}}
         res["open"]["zarr_async_concurrency"] = concurrency or zarr.config.get("async.concurrency")
+        res["open"]["shard_reads"] = shard_reads
         for pat, fn in patterns_for(ds, monthly, bbox, points, month).items():
             if isinstance(fn, list):  # one measurement per point, averaged
                 ms = [measure(srv, f, repeats) for f in fn]
@@ -231,10 +245,11 @@ def run(args) -> dict:
                 res = {}
                 lay = out["layouts"][name]
                 aligned = dict(zip(("time", "lat", "lon"), lay["shard"] or lay["inner_chunk"]))
-                for mode, kw, conc in (("dask", {}, None), ("dask_shards", {"chunks": aligned}, None),
-                                       ("lazy", {"chunks": None}, None),
-                                       ("lazy_c64", {"chunks": None}, 64)):
-                    res[mode] = _measure_mode(srv, url, mon_url, kw, conc, bbox, points, month, args.repeats)
+                for mode, kw, conc, sr in (("dask", {}, None, None), ("dask_shards", {"chunks": aligned}, None, None),
+                                           ("lazy", {"chunks": None}, None, None),
+                                           ("lazy_c64", {"chunks": None}, 64, None),
+                                           ("lazy_coalesced", {"chunks": None}, None, {})):
+                    res[mode] = _measure_mode(srv, url, mon_url, kw, conc, bbox, points, month, args.repeats, sr)
                 out["results"][name] = res
                 print(f"measured {name}", file=sys.stderr)
     finally:
@@ -259,6 +274,41 @@ def run(args) -> dict:
     out["environment"] = {"python": platform.python_version(), "zarr": zarr.__version__, "xarray": xr.__version__,
                           "machine": platform.machine(), "cpus": os.cpu_count(),
                           "zarr_async_concurrency": zarr.config.get("async.concurrency")}
+    return out
+
+
+#: reader settings of the whole-record point series (``record``): name -> (async.concurrency, shard_reads)
+RECORD_READERS = {
+    "zarr": (None, None),
+    "zarr_c64": (64, None),
+    "concurrent": (None, {"max_gap_bytes": 0}),
+    "coalesced": (None, {}),
+    "coalesced_c64": (64, {}),
+}
+
+
+def record(args, work: Path) -> dict:
+    """A whole record (``--record-days``, default 7671 = 2000-2020) of one tile with the chosen
+    layout, read over HTTP at ``--latency-ms``: the point series (and a day map of the tile) with
+    each of :data:`RECORD_READERS`."""
+    lay = LAYOUTS["chosen"]
+    rec = argparse.Namespace(**{**vars(args), "size_deg": args.tile_cells / 4, "days": args.record_days,
+                                "start": "2000-01-01"})
+    cfg = run_config(work / "record", rec, lay["time_block"])
+    info = build_master(cfg, lay, args.seed, args.workers)
+    print(f"built the {args.record_days}-day record: {info}", file=sys.stderr)
+    n = cfg.coarse_region.n_rows * args.factor
+    out: dict = {"layout": info, "days": args.record_days, "latency_ms": args.latency_ms, "readers": {}}
+    with RangeHTTPServer(work, latency_s=args.latency_ms / 1000) as srv:
+        url = srv.url(f"record/{master.MASTER_STORE}")
+        for name, (conc, sr) in RECORD_READERS.items():
+            with _reader(conc, sr):
+                ds = xr.open_zarr(url, chunks=None, zarr_format=3)
+                series = measure(srv, lambda ds=ds: ds.sm.isel(lat=n // 3, lon=(2 * n) // 3).values, args.repeats)
+                day = measure(srv, lambda ds=ds: ds.sm.isel(time=args.record_days // 2).values, args.repeats)
+            out["readers"][name] = {"async_concurrency": conc or zarr.config.get("async.concurrency"),
+                                    "shard_reads": sr, "point_series": series, "day_map_tile": day}
+            print(f"record {name}: series {series}", file=sys.stderr)
     return out
 
 
@@ -291,7 +341,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--latency-ms", type=float, default=20.0, help="emulated per-request latency of the server")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="threads writing shards")
-    p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    p.add_argument("--layouts", nargs="*", default=list(LAYOUTS), choices=list(LAYOUTS),
+                   help="layouts of the one-year comparison (none: only the whole record)")
+    p.add_argument("--record-days", type=int, default=7671,
+                   help="days of the whole-record point series (one tile, chosen layout; 0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="where to build the stores (default: a temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the built stores")
@@ -300,12 +353,24 @@ def main(argv=None) -> int:
     if args.small:
         args.size_deg, args.region_deg, args.factor, args.tile_cells, args.days = 1.0, 0.5, 10, 2, 40
         args.points, args.repeats, args.latency_ms = 2, 1, 0.0
-    out = run(args)
+        args.record_days = min(args.record_days, 300)
+    out = run(args) if args.layouts else {"benchmark": "access_patterns", "results": {}, "targets": {}}
+    if args.record_days:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="sm1km-access-record-"))
+        try:
+            out["record"] = record(args, work)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     for line in summary_lines(out):
         print(line)
     print(json.dumps(out["targets"], indent=1))
+    for name, r in out.get("record", {}).get("readers", {}).items():
+        m = r["point_series"]
+        print(f"record {out['record']['days']} days, {name:14s}: point series {m['requests']} requests, "
+              f"{m['bytes'] / 1e6:.1f} MB, {m['time_s']:.2f} s")
     return 0
 
 
