@@ -64,3 +64,11 @@ def test_benchmark_small_run_counts_requests_and_bytes(tmp_path, capsys):
     assert chosen["day_map"]["bytes"] < previous["day_map"]["bytes"] / 2
     assert chosen["point_series"]["objects"] < previous["point_series"]["objects"]
     assert lay["chosen"]["shard"][0] == 128 and lay["chosen"]["inner_chunk"][0] == 2
+    # the whole-record section: every reader returns the whole series; coalescing never adds requests
+    rec = out["record"]
+    assert rec["days"] == 300 and set(rec["readers"]) == set(bench.RECORD_READERS)
+    for name, r in rec["readers"].items():
+        assert r["point_series"]["values"] == 300 and r["point_series"]["errors"] == 0, name
+    n_shards = -(-300 // rec["layout"]["shard"][0])
+    assert rec["readers"]["coalesced"]["point_series"]["requests"] <= rec["readers"]["zarr"]["point_series"]["requests"]
+    assert rec["readers"]["coalesced"]["point_series"]["objects"] == n_shards
