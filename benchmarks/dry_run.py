@@ -9,7 +9,8 @@
    ``--s3-markers`` (moto) scanned with :func:`sm1km.runtime.units.scan_ledger` (paged LIST, one
    byte per unit); the time per marker and per LIST page projected to the markers of a finished
    global run (every master shard, monthly chunk and fusion unit marked: 5.49 million), at the
-   page time measured on moto and at an assumed 100 ms per LIST page of real S3.
+   page time measured on moto and at an assumed 100 ms per LIST page of real S3, one page after
+   the other and listed by tile row 16 at a time (as ``scan_ledger`` does for big plans).
 
     python benchmarks/dry_run.py --out benchmarks/results/dry_run.json       # ~3 min on 2 cores
     python benchmarks/dry_run.py --quick                                     # a 10°x10° config, seconds
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         if "scan_s3_moto" in result:
             proj["s3_moto_scan_s"] = round(full * result["scan_s3_moto"]["us_per_marker"] / 1e6, 1)
         proj["s3_scan_s_at_100ms_per_page"] = round(proj["list_pages"] * S3_LIST_PAGE_S, 1)
+        # listed by tile row, SCAN_WORKERS rows at once (runtime.units.scan_ledger): 180 rows of
+        # 21,600 master markers (22 pages each) + 180 rows of 7,560 monthly (8) + 45 rows of 5,400 fused (6)
+        from sm1km.runtime.units import SCAN_WORKERS
+
+        row_pages = 180 * 22 + 180 * 8 + 45 * 6 + 3 * 2
+        proj["s3_scan_s_by_rows_at_100ms_per_page"] = round(row_pages / SCAN_WORKERS * S3_LIST_PAGE_S, 1)
         result["projection"] = proj
         print("projection:", proj)
     finally:

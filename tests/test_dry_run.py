@@ -156,6 +156,28 @@ def test_ledger_scan_on_s3_is_paged(moto_server, s3_bucket):
     assert scan.n_done == len(grid) == 1200 and scan.others == ["blocks"]
 
 
+@pytest.mark.network
+def test_ledger_scan_on_s3_by_rows_finds_every_marker(moto_server, s3_bucket):
+    """A big plan's ledger listed one tile row at a time, concurrently (threshold lowered): the same
+    bitmap and the same other markers (before and after the ``lat-`` keys, superseded keys) as one
+    sequential listing; one LIST per row (+ the two outside the rows)."""
+    bucket, so = s3_bucket
+    region = snap_bbox(BBox(0, 0, 5, 5))  # 20 x 20 cells
+    grid = UnitGrid.of(region, 4, 20, 8, 30)  # 5 x 5 tiles x 3 blocks
+    ledger = store.Ledger(f"s3://{bucket}/run", "master.zarr", so)
+    fs, path = store.filesystem(ledger.url, so)
+    units = list(grid.units())
+    marked = units[::2]
+    others = ["blocks", "days", "template", units[1].key.replace("time-8-16", "time-8-12")]
+    fs.pipe({f"{path}/{k}.json": b"{}" for k in [*(u.key for u in marked), *others]})
+    sequential = scan_ledger(ledger, grid)
+    with RequestCounter() as req:
+        rows = scan_ledger(ledger, grid, parallel_from=0, workers=4)
+    assert rows.marked.tolist() == sequential.marked.tolist() and rows.n_done == len(marked)
+    assert sorted(rows.others) == sorted(sequential.others) == sorted(others)
+    assert req.counts["s3.list_objects_v2"] == grid.tile_rows + 2
+
+
 # --------------------------------------------------------------------------------------------
 # memory: flat in the number of units
 # --------------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ unit's dask task on the dashboard (``run_tasks`` uses an item's ``key``).
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -218,18 +219,68 @@ class LedgerScan:
         return i is not None and bool(self.marked[i])
 
 
-def scan_ledger(ledger: Ledger, grid: UnitGrid) -> LedgerScan:
+#: plans of at least this many units are listed row by row, concurrently, on an object store
+PARALLEL_SCAN_UNITS = 100_000
+#: row listings in flight at once
+SCAN_WORKERS = 16
+
+
+def _row_prefixes(grid: UnitGrid) -> list[str]:
+    """The key prefix of every tile row of ``grid`` (``lat-<y0>-<y1>_``: unit keys sort ``lat``
+    first)."""
+    f, tc = grid.factor, grid.tile_cells
+    return [f"lat-{r * f}-{min(r + tc, grid.n_rows) * f}_" for r in range(0, grid.n_rows, tc)]
+
+
+def scan_ledger(ledger: Ledger, grid: UnitGrid, *, parallel_from: int = PARALLEL_SCAN_UNITS,
+                workers: int = SCAN_WORKERS) -> LedgerScan:
     """Read ``ledger``'s markers page by page (:meth:`~sm1km.storage.store.Ledger.iter_keys`) into a
     bitmap over ``grid``: the driver holds one byte per unit (3.9 MB for the 3.9 million master
-    shards of the global 2000-2020 run) instead of every key string (~400 MB as a Python set)."""
+    shards of the global 2000-2020 run) instead of every key string (~400 MB as a Python set).
+
+    On an object store, a plan of ``parallel_from`` units or more is listed one tile row at a
+    time (prefix ``lat-<y0>-<y1>_``), ``workers`` rows at once, plus the names outside the
+    ``lat-`` range: S3 pages 1000 keys per request, so the 5,492 pages of a finished global run
+    take ~9 min one after the other at 100 ms each and ~35 s 16 at a time. Row listing only sees
+    markers whose rows are the plan's (a marker of another tile size is not listed: it is no unit
+    of this plan either)."""
     scan = LedgerScan(grid, np.zeros(len(grid), dtype=bool))
-    for key in ledger.iter_keys():
-        scan.markers += 1
-        i = grid.ordinal(key)
-        if i is None:
-            scan.others.append(key)
-        else:
-            scan.marked[i] = True
+
+    def take(keys: Iterable[str]) -> None:
+        for key in keys:
+            scan.markers += 1
+            i = grid.ordinal(key)
+            if i is None:
+                scan.others.append(key)
+            else:
+                scan.marked[i] = True
+
+    if "://" not in ledger.url or ledger.url.startswith("file://") or len(grid) < parallel_from:
+        take(ledger.iter_keys())
+        return scan
+    import concurrent.futures as cf
+
+    def before_lat() -> list[str]:
+        out = []
+        for key in ledger.iter_keys():
+            if key.startswith("lat-"):
+                break
+            out.append(key)
+        return out
+
+    def row(prefix: str) -> list[str]:
+        return list(ledger.iter_keys(prefix=prefix))
+
+    def after_lat() -> list[str]:
+        return list(ledger.iter_keys(start_after="lat."))
+
+    jobs: list[Callable[[], list[str]]] = [before_lat, after_lat]
+    jobs += [functools.partial(row, p) for p in _row_prefixes(grid)]
+    window = 2 * max(1, workers)  # rows listed but not yet taken: bounded (a row's keys, not the ledger's)
+    with cf.ThreadPoolExecutor(max(1, workers)) as pool:
+        for i in range(0, len(jobs), window):
+            for fut in [pool.submit(job) for job in jobs[i:i + window]]:
+                take(fut.result())
     return scan
 
 

@@ -419,18 +419,20 @@ def commit_check(url: str) -> None:
 # ledger of finished regions
 # --------------------------------------------------------------------------------------------
 def iter_names(url: str, storage_options: Mapping[str, Any] | None = None, suffix: str = "", *,
-               page: int = 1000) -> Iterator[str]:
-    """Names (without ``suffix``) of the objects directly under ``url`` that end with ``suffix``,
-    streamed: on S3 one ``ListObjectsV2`` request per ``page`` names (1000 at most, S3's page),
-    locally ``os.scandir``; nothing when ``url`` does not exist. Temporary names (a leading dot)
-    are left out locally."""
+               page: int = 1000, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+    """Names (without ``suffix``) of the objects directly under ``url`` that end with ``suffix``
+    (and start with ``prefix``; with ``start_after``: only names sorting after it), streamed: on
+    S3 one ``ListObjectsV2`` request per ``page`` names (1000 at most, S3's page), locally
+    ``os.scandir``; nothing when ``url`` does not exist. Temporary names (a leading dot) are left
+    out locally. Order: the store's (S3: sorted; locally: the directory's)."""
     fs, path = filesystem(url, storage_options)
     cut = len(suffix)
     if not is_remote(url):
         try:
             with os.scandir(path) as it:
                 for e in it:
-                    if e.name.endswith(suffix) and not e.name.startswith(".") and e.is_file():
+                    if e.name.endswith(suffix) and e.name.startswith(prefix) and not e.name.startswith(".") \
+                            and (start_after is None or e.name > start_after) and e.is_file():
                         yield e.name[:len(e.name) - cut]
         except (FileNotFoundError, NotADirectoryError):
             return
@@ -438,14 +440,16 @@ def iter_names(url: str, storage_options: Mapping[str, Any] | None = None, suffi
     if url.startswith(("s3://", "s3a://")) and hasattr(fs, "_call_s3"):
         from fsspec.asyn import sync
 
-        bucket, _, prefix = path.partition("/")
-        prefix = prefix.rstrip("/") + "/"
-        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": min(page, 1000)}
+        bucket, _, folder = path.partition("/")
+        folder = folder.rstrip("/") + "/"
+        kw: dict[str, Any] = {"Bucket": bucket, "Prefix": folder + prefix, "Delimiter": "/", "MaxKeys": min(page, 1000)}
+        if start_after is not None:
+            kw["StartAfter"] = folder + start_after
         with permanent_errors(url, storage_options):
             while True:
                 out = sync(fs.loop, fs._call_s3, "list_objects_v2", **kw)  # (looked up per call)
                 for obj in out.get("Contents", []):
-                    name = obj["Key"][len(prefix):]
+                    name = obj["Key"][len(folder):]
                     if name.endswith(suffix):
                         yield name[:len(name) - cut]
                 if not out.get("IsTruncated"):
@@ -457,7 +461,7 @@ def iter_names(url: str, storage_options: Mapping[str, Any] | None = None, suffi
         return
     for n in sorted(names):
         base = posixpath.basename(n.rstrip("/"))
-        if base.endswith(suffix):
+        if base.endswith(suffix) and base.startswith(prefix) and (start_after is None or base > start_after):
             yield base[:len(base) - cut]
 
 
@@ -503,12 +507,13 @@ class Ledger:
             raise _known_permanent(exc, self.url, self.storage_options) from None
         return {posixpath.basename(n)[:-5] for n in names if n.endswith(".json")}
 
-    def iter_keys(self, page: int = 1000) -> Iterator[str]:
-        """The marked keys, streamed page by page (:func:`iter_names`): a ledger of millions of
-        markers is scanned without holding its listing (``fs.ls`` holds every entry, and s3fs
-        caches it). Order: the store's."""
+    def iter_keys(self, page: int = 1000, prefix: str = "", start_after: str | None = None) -> Iterator[str]:
+        """The marked keys (starting with ``prefix``, sorting after ``start_after``), streamed page
+        by page (:func:`iter_names`): a ledger of millions of markers is scanned without holding
+        its listing (``fs.ls`` holds every entry, and s3fs caches it). Order: the store's."""
         try:
-            yield from iter_names(self.url, self.storage_options, ".json", page=page)
+            yield from iter_names(self.url, self.storage_options, ".json", page=page, prefix=prefix,
+                                  start_after=start_after)
         except PermissionError as exc:
             raise _known_permanent(exc, self.url, self.storage_options) from None
 
