@@ -155,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         proj = {"markers_finished_global_run": full,
                 "local_scan_s": round(full * result["scan_local"]["us_per_marker"] / 1e6, 1),
                 "list_pages": -(-full // 1000)}
-        if "scan_s3_moto" in result:
-            proj["s3_moto_scan_s"] = round(full * result["scan_s3_moto"]["us_per_marker"] / 1e6, 1)
         proj["s3_scan_s_at_100ms_per_page"] = round(proj["list_pages"] * S3_LIST_PAGE_S, 1)
         # listed by tile row, SCAN_WORKERS rows at once (runtime.units.scan_ledger): 180 rows of
         # 21,600 master markers (22 pages each) + 180 rows of 7,560 monthly (8) + 45 rows of 5,400 fused (6)
