@@ -28,8 +28,9 @@ station-grouped CV that is reported anyway. No model that scores a candidate for
 has seen fold *f*, and fold *f* is never scored for its own choice.
 
 **Cost-aware choice** (:func:`cost_aware_choice`): the cheapest candidate (prediction cost) whose
-pooled ubRMSE is within the fold noise of the best one — a one-standard-error rule with cost as
-the measure of simplicity; noise = standard error of the per-fold ubRMSE differences to the best.
+pooled ubRMSE is within the fold noise of the best one — the one-standard-error rule (ESL 7.10)
+with cost as the measure of simplicity; noise = standard error of the best's CV estimate over the
+folds (std of its per-fold ubRMSE / sqrt(K)).
 Metrics follow pytesmo: bias = mean(x − y), RMSE, ubRMSE (ddof = 0), Pearson R; x = estimate,
 y = station.
 """
@@ -311,33 +312,35 @@ Chooser = Callable[[int, Mapping[str, float], Mapping[str, np.ndarray]], tuple[s
 
 def cost_aware_choice(pooled: Mapping[str, float], per_fold: Mapping[str, np.ndarray],
                       cost: Mapping[str, float], n_se: float = 1.0) -> tuple[str, dict[str, Any]]:
-    """The cheapest candidate whose pooled ubRMSE is within the fold noise of the best one.
+    """The one-standard-error rule with prediction cost as the measure of simplicity.
 
-    ``best`` = the lowest pooled ubRMSE (ties: cheaper, then name). For every candidate c the
-    noise is ``se_c`` = std(d, ddof=1)/sqrt(n) of its per-fold ubRMSE differences d to ``best``
-    (0 with fewer than 2 folds). Going from the cheapest up, the first c with
-    ``pooled_c - pooled_best <= n_se * se_c`` is chosen (``best`` itself always qualifies).
-    Returns (choice, {best, margin, noise, cost order}).
+    ``best`` = the lowest pooled ubRMSE (ties: cheaper, then name); the noise ``se`` = the
+    standard error of ``best``'s CV estimate over the folds, std(per-fold ubRMSE, ddof=1)/sqrt(n)
+    (Hastie, Tibshirani & Friedman, ESL 7.10; 0 with fewer than 2 folds). Going from the cheapest
+    up, the first candidate with ``pooled_c - pooled_best <= n_se * se`` is chosen (``best``
+    itself always qualifies). Also recorded per candidate, as a diagnostic: ``paired_se``, the
+    standard error of its per-fold differences to ``best``. Returns (choice, {best, se, chosen,
+    candidates: {c: pooled_ubrmse, margin_to_best, noise_se, paired_se, cost}}).
     """
     def val(v: float | None) -> float:
         return float(v) if v is not None and np.isfinite(v) else np.inf
 
+    def se_of(d: np.ndarray) -> float:
+        d = d[np.isfinite(d)]
+        return float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) >= 2 else 0.0
+
     names = sorted(pooled)
     best = min(names, key=lambda c: (val(pooled[c]), cost.get(c, np.inf), c))
-    info: dict[str, Any] = {"best": best, "candidates": {}}
-    chosen = best
-    for c in sorted(names, key=lambda c: (cost.get(c, np.inf), val(pooled[c]), c)):
-        d = np.asarray(per_fold[c], np.float64) - np.asarray(per_fold[best], np.float64)
-        d = d[np.isfinite(d)]
-        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) >= 2 else 0.0
+    se = se_of(np.asarray(per_fold[best], np.float64))
+    info: dict[str, Any] = {"best": best, "se": se, "candidates": {}}
+    order = sorted(names, key=lambda c: (cost.get(c, np.inf), val(pooled[c]), c))
+    for c in order:
+        paired = se_of(np.asarray(per_fold[c], np.float64) - np.asarray(per_fold[best], np.float64))
         margin = val(pooled[c]) - val(pooled[best]) if c != best else 0.0
         info["candidates"][c] = {"pooled_ubrmse": pooled[c], "margin_to_best": margin, "noise_se": se,
-                                 "cost": cost.get(c)}
-    for c in sorted(names, key=lambda c: (cost.get(c, np.inf), val(pooled[c]), c)):
-        e = info["candidates"][c]
-        if c == best or (np.isfinite(e["margin_to_best"]) and e["margin_to_best"] <= n_se * e["noise_se"]):
-            chosen = c
-            break
+                                 "paired_se": paired, "cost": cost.get(c)}
+    chosen = next(c for c in order if c == best or (np.isfinite(info["candidates"][c]["margin_to_best"]) and
+                                                    info["candidates"][c]["margin_to_best"] <= n_se * se))
     info["chosen"] = chosen
     return chosen, info
 

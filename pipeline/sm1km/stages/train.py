@@ -266,31 +266,35 @@ class _Candidate:
         return f"{self.alg}/{self.target}"
 
     def cost_for(self, fold: int | None = None) -> float:
-        """Mean cost of the outer fits (``fold`` None) or of the pair fits that held ``fold`` out."""
-        sel = [c for c, k in zip(self.costs, self.calls) if (len(k) == 1 if fold is None else fold in k and len(k) == 2)]
+        """Mean cost of the outer fits (``fold`` None), or of the outer fit that held ``fold`` out
+        (trained without it: what the nested choice for that fold may know)."""
+        sel = [c for c, k in zip(self.costs, self.calls) if len(k) == 1 and (fold is None or k == (fold,))]
         return float(np.mean(sel)) if sel else float("nan")
 
 
 def _nested_candidate(cand: _Candidate, X, y, st, folds, cost_rows: np.ndarray) -> None:
     tr = cand.trainer
 
+    n_folds = len(np.unique(folds))
+
     def fit_predict(X_tr, y_tr, s_tr, X_te):
         n0 = len(tr.best_rounds)
         b = tr.fit(X_tr, y_tr, s_tr)
         r = tr.best_rounds[-1] if len(tr.best_rounds) > n0 else None
         cand.rounds.append(r)
-        cand.costs.append(node_visits_per_row(b, cost_rows, r))
+        # the cost is measured on the outer fits (the first K calls); pair fits are not timed
+        cand.costs.append(node_visits_per_row(b, cost_rows, r) if len(cand.costs) < n_folds else float("nan"))
         return tr.predict(b, X_te)
 
     cand.outer, cand.inner, cand.calls = cv.nested_fits(X, y, st, folds, fit_predict)
 
 
-SELECTION_RULE = ("cost-aware one-standard-error rule on station-grouped CV: among the candidates "
-                  "(algorithm x target), best = lowest pooled ubRMSE; noise = standard error of the per-fold "
-                  "ubRMSE differences to best (std ddof=1 / sqrt(folds)); going from the cheapest prediction "
-                  "cost (node visits per row) up, the first candidate whose pooled ubRMSE exceeds best's by no "
-                  "more than that noise is kept. Nested: the same rule on the inner folds picks the candidate "
-                  "of every outer fold.")
+SELECTION_RULE = ("cost-aware one-standard-error rule (ESL 7.10) on station-grouped CV: among the candidates "
+                  "(algorithm x target), best = lowest pooled ubRMSE; noise = standard error of best's CV "
+                  "estimate over the folds (std of its per-fold ubRMSE, ddof=1, / sqrt(folds)); going from the "
+                  "cheapest prediction cost (node visits per row) up, the first candidate whose pooled ubRMSE "
+                  "exceeds best's by no more than that noise is kept. Nested: the same rule on the inner folds "
+                  "picks the candidate of every outer fold.")
 
 
 def _reason(choice: str, info: Mapping[str, Any], forced: str | None) -> str:
@@ -431,7 +435,7 @@ def fit_all(table: pd.DataFrame, *, algorithm: str = "auto", k: int = 5, seed: i
                                     "relative_prediction_cost": None,
                                     "eligible": n in eligible,
                                     **{k_: v for k_, v in sel_info["candidates"].get(n, {}).items()
-                                       if k_ in ("margin_to_best", "noise_se")}}
+                                       if k_ in ("margin_to_best", "noise_se", "paired_se")}}
                                 for n, c in cands.items()},
                  "fits": {n: len(c.calls) for n, c in cands.items()}}
     cheapest = min(v["prediction_cost"] for v in selection["candidates"].values())
