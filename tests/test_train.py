@@ -195,3 +195,21 @@ def test_collocation_in_parallel_batches_equals_serial(tmp_path):
         par, ex_par = collocate_stores(cfg, client=client, batch_size=5)
     assert par.equals(serial)
     assert sorted(e["station"] for e in ex_par) == sorted(e["station"] for e in ex_serial)
+
+
+def test_prediction_cost_counts_node_visits():
+    """The measured prediction cost: split nodes a row passes, summed over the trees used."""
+    import xgboost as xgb
+
+    from sm1km.stages.train import node_visits_per_row
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, F.N_FEATURES)).astype(np.float32)
+    y = rng.normal(size=500)
+    d = xgb.DMatrix(X, label=y, feature_names=list(F.FEATURE_NAMES))
+    stumps = xgb.train({"max_depth": 1, "nthread": 1}, d, 3)
+    assert node_visits_per_row(stumps, X) == 3.0
+    deep = xgb.train({"max_depth": 3, "min_child_weight": 0, "nthread": 1}, d, 2)
+    assert node_visits_per_row(deep, X) == 6.0 and node_visits_per_row(deep, X, 1) == 3.0
+    forest = xgb.train({"max_depth": 3, "min_child_weight": 0, "num_parallel_tree": 4, "nthread": 1}, d, 1)
+    assert node_visits_per_row(forest, X) == 12.0

@@ -226,26 +226,23 @@ def node_visits_per_row(booster, X: np.ndarray, n_rounds: int | None = None) -> 
     import xgboost as xgb
 
     trees = json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"]["model"]["trees"]
-    depth = []
-    for t in trees:
-        left, right = t["left_children"], t["right_children"]
-        d = np.zeros(len(left), dtype=np.int64)
-        stack = [0]
-        while stack:
-            i = stack.pop()
-            for c in (left[i], right[i]):
-                if c != -1:
-                    d[c] = d[i] + 1
-                    stack.append(c)
-        depth.append(d)
-    width = max(len(d) for d in depth)
-    lut = np.zeros((len(depth), width), dtype=np.int64)
-    for i, d in enumerate(depth):
-        lut[i, :len(d)] = d
+    # depth of every node of every tree at once: one flat parent array, relaxed max-depth times
+    sizes = np.array([len(t["parents"]) for t in trees], dtype=np.int64)
+    offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    parent = np.concatenate([np.asarray(t["parents"], dtype=np.int64) for t in trees])
+    root = np.zeros(len(parent), dtype=bool)
+    root[offset] = True
+    parent = np.where(root, 0, parent + np.repeat(offset, sizes))
+    depth = np.zeros(len(parent), dtype=np.int64)
+    for _ in range(64):
+        new = np.where(root, 0, depth[parent] + 1)
+        if np.array_equal(new, depth):
+            break
+        depth = new
     kw = {"iteration_range": (0, int(n_rounds))} if n_rounds else {}
     leaves = booster.predict(xgb.DMatrix(X, feature_names=list(FEATURE_NAMES), missing=np.nan),
                              pred_leaf=True, **kw).astype(np.int64).reshape(len(X), -1)
-    return float(lut[np.arange(leaves.shape[1])[None, :], leaves].sum(axis=1).mean())
+    return float(depth[offset[None, :leaves.shape[1]] + leaves].sum(axis=1).mean())
 
 
 @dataclass
@@ -510,7 +507,7 @@ def nested_uncertainty(X: np.ndarray, y: np.ndarray, folds: np.ndarray,
                                                 n_threads=n_threads, grid=grid, folds=folds[ok])
         d = xgb.DMatrix(X[ok], label=r_in[ok], feature_names=list(FEATURE_NAMES), nthread=int(n_threads))
         b = xgb.train(params, d, num_boost_round=r_rounds)
-        q_out[te] = b.inplace_predict(X[te]).reshape(int(te.sum()), -1)
+        q_out[te] = b.inplace_predict(X[te]).reshape(int(te.sum()), -1)  # r_rounds <= 200: a small fit
         r_out[te] = y[te] - outer[te]
         rounds_of[f] = r_rounds
     ok = np.isfinite(r_out) & np.isfinite(q_out).all(axis=1)
