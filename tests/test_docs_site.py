@@ -137,9 +137,12 @@ def test_api_reference_is_filled_from_the_docstrings(site: pathlib.Path) -> None
 
 def test_broken_link_missing_anchor_or_page_outside_the_nav_fail_the_build(tmp_path: pathlib.Path) -> None:
     root = tmp_path / "repo"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(DOCS, root / "docs", ignore=ignore)
-    shutil.copytree(REPO / "pipeline" / "sm1km", root / "pipeline" / "sm1km", ignore=ignore)
+    shutil.copytree(DOCS, root / "docs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # the package as empty modules: the API pages still build (same nav), in a third of the time
+    for src in (REPO / "pipeline").rglob("*.py"):
+        stub = root / src.relative_to(REPO)
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.touch()
     for name in ("mkdocs.yml", "README.md"):
         shutil.copy2(REPO / name, root / name)
     with open(root / "docs" / "fusion.md", "a", encoding="utf-8") as f:
