@@ -56,13 +56,17 @@ def doc_pages(docs: pathlib.Path) -> list[str]:
     return sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.md"))
 
 
-def nav_pages(config: pathlib.Path) -> set[str]:
+def mkdocs_yml() -> dict:
     class Loader(yaml.SafeLoader):
         pass
 
-    # mkdocs.yml names a Python function (toc's slugify): not needed to read the nav
+    # mkdocs.yml names a Python function (toc's slugify): not needed here
     Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
-    nav = yaml.load(config.read_text(encoding="utf-8"), Loader=Loader)["nav"]  # noqa: S506 (SafeLoader)
+    return yaml.load((REPO / "mkdocs.yml").read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 (SafeLoader)
+
+
+def nav_pages() -> set[str]:
+    nav = mkdocs_yml()["nav"]
     out: set[str] = set()
 
     def walk(item: object) -> None:
@@ -88,7 +92,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 def test_every_page_of_docs_is_in_the_nav() -> None:
-    missing = sorted(set(doc_pages(DOCS)) - nav_pages(REPO / "mkdocs.yml"))
+    missing = sorted(set(doc_pages(DOCS)) - nav_pages())
     assert not missing, f"pages of docs/ not in mkdocs.yml's nav (add them to the section they belong to): {missing}"
 
 
@@ -135,7 +139,15 @@ def test_api_reference_is_filled_from_the_docstrings(site: pathlib.Path) -> None
     assert "sm1km.cli" not in (site / "api" / "sm1km" / "index.html").read_text(encoding="utf-8")
 
 
-def test_broken_link_missing_anchor_or_page_outside_the_nav_fail_the_build(tmp_path: pathlib.Path) -> None:
+def test_links_out_of_docs_point_at_the_repository(site: pathlib.Path) -> None:
+    # docs/performance.md links ../benchmarks/results/*.json: files of the repository, not of the site
+    page = (site / "performance" / "index.html").read_text(encoding="utf-8")
+    repo_url = mkdocs_yml()["repo_url"]
+    assert f'href="{repo_url}/blob/main/benchmarks/results/bench_small.json"' in page
+    assert (REPO / "benchmarks" / "results" / "bench_small.json").is_file()
+
+
+def test_broken_links_missing_anchor_or_page_outside_the_nav_fail_the_build(tmp_path: pathlib.Path) -> None:
     root = tmp_path / "repo"
     shutil.copytree(DOCS, root / "docs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # the package as empty modules: the API pages still build (same nav), in a third of the time
@@ -145,9 +157,13 @@ def test_broken_link_missing_anchor_or_page_outside_the_nav_fail_the_build(tmp_p
         stub.touch()
     for name in ("mkdocs.yml", "README.md"):
         shutil.copy2(REPO / name, root / name)
+    for entry in REPO.iterdir():  # the rest of the repository, for the links out of docs/
+        if not (root / entry.name).exists() and not entry.name.startswith("."):
+            (root / entry.name).symlink_to(entry)
     with open(root / "docs" / "fusion.md", "a", encoding="utf-8") as f:
         f.write("\n[a page that is not there](no-such-page.md) and [a heading that is not there]"
-                "(reading.md#no-such-heading)\n")
+                "(reading.md#no-such-heading) and [a repository file that is not there]"
+                "(../benchmarks/results/no-such-file.json)\n")
     (root / "docs" / "orphan-page.md").write_text("# Not in the nav\n", encoding="utf-8")
 
     proc = build(root, tmp_path / "site")
@@ -156,4 +172,5 @@ def test_broken_link_missing_anchor_or_page_outside_the_nav_fail_the_build(tmp_p
     assert re.search(r"WARNING.*fusion\.md.*no-such-page\.md.*not found", log), log
     assert re.search(r"WARNING.*fusion\.md.*reading\.md#no-such-heading.*does not contain an anchor", log), log
     assert re.search(r'not included in the "nav" configuration:\s*- orphan-page\.md', log), log
-    assert "Aborted with 3 warnings in strict mode" in log, log
+    assert re.search(r"WARNING.*fusion\.md.*no-such-file\.json.*not in the repository", log), log
+    assert re.search(r"Aborted with \d+ warnings in strict mode", log), log  # each line above is a WARNING

@@ -1,6 +1,6 @@
 """Pages the docs site generates at build time (mkdocs-gen-files runs this from ``mkdocs.yml``).
 
-* ``index.md``: the README, its ``docs/...`` links made relative to the site (one source for both).
+* ``index.md``: the README, its links made relative to docs/ (one source for both).
 * ``api/<package>.md``: one API reference page per public package; every module of the package
   (private ``_*`` modules left out) is a ``::: sm1km.x.y`` block that mkdocstrings fills from the
   docstrings (static analysis with griffe: nothing is imported). A module added to a package appears
@@ -60,8 +60,19 @@ def api_page(title: str, names: list[str]) -> str:
 
 
 def index_page() -> str:
+    """The README as docs/index.md: ``docs/x.md`` links become ``x.md``, other relative links ``../x``
+    (links out of docs/, which site_hooks.py points at the repository)."""
+
+    def relink(m: re.Match[str]) -> str:
+        target = m.group(1)
+        if target.startswith("docs/"):
+            target = target.removeprefix("docs/")
+        elif not re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*:|/|#)", target):
+            target = "../" + target
+        return f"]({target}"
+
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    return re.sub(r"\]\(docs/", "](", text)
+    return re.sub(r"\]\(([^)\s]+)", relink, text)
 
 
 with mkdocs_gen_files.open("index.md", "w") as f:
