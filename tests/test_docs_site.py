@@ -98,7 +98,7 @@ def test_every_page_of_docs_is_in_the_nav() -> None:
 
 def test_site_renders_every_page_and_the_figures(site: pathlib.Path) -> None:
     for page in doc_pages(DOCS):
-        out = site / page.removesuffix(".md") / "index.html"
+        out = site / page.replace(".md", ".html")
         assert out.is_file(), f"{page} was not rendered"
     assert "gap-free daily 1 km surface soil moisture" in text_of(site / "index.html")  # the README
     for img in sorted((DOCS / "img").glob("*.png")):
@@ -113,7 +113,7 @@ def test_site_renders_every_page_and_the_figures(site: pathlib.Path) -> None:
 
 def test_api_reference_is_filled_from_the_docstrings(site: pathlib.Path) -> None:
     for pkg in API_PACKAGES:
-        assert (site / "api" / pkg / "index.html").is_file(), f"no API page for {pkg}"
+        assert (site / "api" / f"{pkg}.html").is_file(), f"no API page for {pkg}"
     pkg = REPO / "pipeline" / "sm1km"
     known = [  # (page, module file, object, anchor)
         ("core", pkg / "core" / "fusion.py", "fit_params", "sm1km.core.fusion.fit_params"),
@@ -123,25 +123,25 @@ def test_api_reference_is_filled_from_the_docstrings(site: pathlib.Path) -> None
         ("sm1km", pkg / "pipeline.py", "Pipeline", "sm1km.pipeline.Pipeline"),
     ]
     for page, path, name, anchor in known:
-        out = site / "api" / page / "index.html"
+        out = site / "api" / f"{page}.html"
         assert f'id="{anchor}"' in out.read_text(encoding="utf-8"), f"{anchor} not on api/{page}"
         doc = docstring_of(path, name)
         squeezed = "".join(text_of(out).split())  # inline tags (<code>) leave spaces: compare without any
         assert "".join(doc.split()) in squeezed, f"the docstring of {anchor} is not on api/{page}: {doc!r}"
     # the docstrings' Sphinx roles (:func:`x`) are links into the reference, not raw text (docs/dev/site_hooks.py)
     for page in API_PACKAGES:
-        out = (site / "api" / page / "index.html").read_text(encoding="utf-8")
+        out = (site / "api" / f"{page}.html").read_text(encoding="utf-8")
         left = re.findall(r":(?:func|class|mod|meth|attr|data|exc|obj):<code>[^<]*", out)
         assert not left, f"api/{page}: unresolved roles {left[:5]}"
-    core = (site / "api" / "core" / "index.html").read_text(encoding="utf-8")
-    assert '<a class="autorefs autorefs-internal" href="./#sm1km.core.fusion.fit_params"><code>fit_params</code></a>' in core
+    core = (site / "api" / "core.html").read_text(encoding="utf-8")
+    assert '<a class="autorefs autorefs-internal" href="#sm1km.core.fusion.fit_params"><code>fit_params</code></a>' in core
     # the CLI internals are not API
-    assert "sm1km.cli" not in (site / "api" / "sm1km" / "index.html").read_text(encoding="utf-8")
+    assert "sm1km.cli" not in (site / "api" / "sm1km.html").read_text(encoding="utf-8")
 
 
 def test_links_out_of_docs_point_at_the_repository(site: pathlib.Path) -> None:
     # docs/performance.md links ../benchmarks/results/*.json: files of the repository, not of the site
-    page = (site / "performance" / "index.html").read_text(encoding="utf-8")
+    page = (site / "performance.html").read_text(encoding="utf-8")
     repo_url = mkdocs_yml()["repo_url"]
     assert f'href="{repo_url}/blob/main/benchmarks/results/bench_small.json"' in page
     assert (REPO / "benchmarks" / "results" / "bench_small.json").is_file()

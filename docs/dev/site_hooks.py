@@ -104,7 +104,8 @@ def on_post_page(output: str, page: Any, **kwargs: Any) -> str:
         target = _target(m.group(1), scope)
         if target is None:
             return code
-        href = get_relative_url(_ids[target], page.url) + "#" + target
+        where = "" if _ids[target] == page.url else get_relative_url(_ids[target], page.url)
+        href = f"{where}#{target}"
         return f'<a class="autorefs autorefs-internal" href="{href}">{code}</a>'
 
     return ROLE.sub(link, output)
