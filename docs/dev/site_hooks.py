@@ -6,8 +6,8 @@ would call them broken. Before a page is rendered each such link whose target ex
 becomes a link to it at ``repo_url`` (``blob/main/...``); one whose target does not exist is a warning,
 so ``--strict`` fails on it like on any other broken link. Fenced code blocks are left alone.
 
-**Sphinx roles**: the docstrings cross-reference with Sphinx roles (``:func:`fit_params```); rendered as Markdown those
-come out as ``:func:<code>fit_params</code>``. After every page is rendered, each such role becomes
+**Sphinx roles**: the docstrings cross-reference with Sphinx roles (``:func:`fit_params```); rendered
+as Markdown those come out as ``:func:<code>fit_params</code>``. After every page is rendered, each such role becomes
 the code name itself, linked to the object's entry in the API reference when one exists (looked up
 from the innermost documented object outwards: the class, its module, its package, then ``sm1km.``).
 """
@@ -68,6 +68,10 @@ def on_page_markdown(markdown: str, page: Any, config: Any, **kwargs: Any) -> st
             fenced = not fenced
         out.append(line if fenced else LINK.sub(rewrite, line))
     return "".join(out)
+
+
+def on_pre_build(**kwargs: Any) -> None:
+    _ids.clear()  # `mkdocs serve` rebuilds in the same process
 
 
 def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
