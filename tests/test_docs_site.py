@@ -17,7 +17,8 @@ import sys
 import pytest
 import yaml
 
-for _mod in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "mkdocs_gen_files"):
+for _mod in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "mkdocs_gen_files",
+             "mdx_truly_sane_lists", "mdx_breakless_lists"):
     pytest.importorskip(_mod, reason="the docs extra is not installed (pip install -e '.[docs]')")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
