@@ -113,8 +113,10 @@ def test_site_renders_every_page_and_the_figures(site: pathlib.Path) -> None:
 
 
 def test_api_reference_is_filled_from_the_docstrings(site: pathlib.Path) -> None:
+    overview = (site / "api" / "index.html").read_text(encoding="utf-8")
     for pkg in API_PACKAGES:
         assert (site / "api" / f"{pkg}.html").is_file(), f"no API page for {pkg}"
+        assert f'href="{pkg}.html"' in overview, f"api/index does not list {pkg}"
     pkg = REPO / "pipeline" / "sm1km"
     known = [  # (page, module file, object, anchor)
         ("core", pkg / "core" / "fusion.py", "fit_params", "sm1km.core.fusion.fit_params"),

@@ -1,6 +1,7 @@
 """Pages the docs site generates at build time (mkdocs-gen-files runs this from ``mkdocs.yml``).
 
 * ``index.md``: the README, its links made relative to docs/ (one source for both).
+* ``api/index.md``: the packages, each with the first sentence of its docstring.
 * ``api/<package>.md``: one API reference page per public package; every module of the package
   (private ``_*`` modules left out) is a ``::: sm1km.x.y`` block that mkdocstrings fills from the
   docstrings (static analysis with griffe: nothing is imported). A module added to a package appears
@@ -12,6 +13,7 @@ documented by its ``--help`` and the pages.
 
 from __future__ import annotations
 
+import ast
 import pathlib
 import re
 
@@ -59,6 +61,25 @@ def api_page(title: str, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def first_sentence(module: str) -> str:
+    """The first sentence of a module's docstring, on one line."""
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return " ".join(re.split(r"\.\s", doc, maxsplit=1)[0].split()).rstrip(".") + "."
+
+
+def api_index() -> str:
+    lines = ["# API reference", "",
+             "Generated from the docstrings; one page per package, every public module of it. The packages'",
+             "tiers and their import rule: [architecture](../architecture.md#the-tiers).", "",
+             "| page | what |", "|---|---|"]
+    for page, (title, names) in API_PAGES.items():
+        what = first_sentence(names[0].removesuffix(".*")).replace("|", "\\|")
+        lines.append(f"| [{title}]({page}.md) | {what} |")
+    return "\n".join(lines) + "\n"
+
+
 def index_page() -> str:
     """The README as docs/index.md: ``docs/x.md`` links become ``x.md``, other relative links ``../x``
     (links out of docs/, which site_hooks.py points at the repository)."""
@@ -77,6 +98,9 @@ def index_page() -> str:
 
 with mkdocs_gen_files.open("index.md", "w") as f:
     f.write(index_page())
+
+with mkdocs_gen_files.open("api/index.md", "w") as f:
+    f.write(api_index())
 
 for page, (title, names) in API_PAGES.items():
     with mkdocs_gen_files.open(f"api/{page}.md", "w") as f:
