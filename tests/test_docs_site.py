@@ -1,6 +1,6 @@
 """The docs site (mkdocs.yml): it builds with --strict, renders every page of docs/ and the figures,
-has an API reference filled from the docstrings, and fails on a broken link, a missing anchor or a
-page left out of the nav. Needs the ``docs`` extra (``make test`` installs it); skipped without it.
+has an API reference filled from the docstrings, and fails on a broken link (also one to a repository
+file outside docs/), a missing anchor or a page left out of the nav. Needs the ``docs`` extra (``make test`` installs it); skipped without it.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def docstring_of(path: pathlib.Path, name: str | None) -> str:
     doc = ast.get_docstring(node)  # type: ignore[arg-type]
     assert doc, f"{path.name}:{name} has no docstring"
     first = re.split(r"\.\s", doc)[0]
-    return " ".join(first.replace("``", "").split())
+    first = re.sub(r":\w+:`~?([^`]+)`", r"\1", first)  # a Sphinx role is rendered as its name
+    return " ".join(first.replace("`", "").split())
 
 
 def doc_pages(docs: pathlib.Path) -> list[str]:
