@@ -192,3 +192,72 @@ def test_pipeline_exports_netcdf_when_the_config_names_it(tmp_path):
     assert sorted(res) == ["hdf5", "netcdf"]
     assert [posixpath.basename(f) for f in res["netcdf"]] == ["sm1km_daily_202001.nc", "sm1km_daily_202002.nc"]
     assert res["netcdf"][0].startswith(cfg.store.url("exports", "netcdf"))
+
+
+def test_netcdf_export_grows_with_the_master(store_root, tmp_path):
+    """Grown (to day N, then N + k) equals one shot, decoded; the closed month's file is left as it was
+    (same bytes, not rewritten), the open month's rewritten atomically; files of a killed run (no
+    manifest) are adopted by their embedded digest; a second export is a no-op."""
+    from sm1km.stages.export.manifest import MANIFEST
+    from sm1km.testing.worlds import fixed_timestamps
+    from test_export_grow import N0, _objects, _stamps, _world, _write_master
+
+    root, so = store_root
+    cfg, q = _world(root, so)
+    one_out, out = store.join(root, "exports", "one"), store.join(root, "exports", "netcdf")
+    with fixed_timestamps():
+        one = export(cfg, fmt="netcdf", out=one_out)
+        _write_master(cfg, so, q, N0)
+        first = export(cfg, fmt="netcdf", out=out)
+        assert first.stats["units_written"] == 2
+        before, stamps = _objects(out, so), _stamps(out, so)
+        _write_master(cfg, so, q, len(q["sm"]))
+        grown = export(cfg, fmt="netcdf", out=out)
+    assert [posixpath.basename(f) for f in grown["files"]] == [posixpath.basename(f) for f in one["files"]]
+    assert grown.stats["units_written"] == grown.stats["units_rewritten"] == 1 and grown.stats["units_skipped"] == 1
+    after = _objects(out, so)
+    assert after["sm1km_daily_201912.nc"] == before["sm1km_daily_201912.nc"]
+    assert _stamps(out, so)["sm1km_daily_201912.nc"] == stamps["sm1km_daily_201912.nc"]
+    assert after["sm1km_daily_202001.nc"] != before["sm1km_daily_202001.nc"]
+    master_ds = store.open_dataset(cfg.store.url("master.zarr"), so).load()
+    for name, payload in after.items():
+        if name == MANIFEST:
+            continue
+        p = tmp_path / name
+        p.write_bytes(payload)
+        with xr.open_dataset(p) as ds, xr.open_dataset(es.local_copy(store.join(one_out, name), so, tmp_path)) as o:
+            xr.testing.assert_identical(ds.drop_attrs(), o.drop_attrs())
+            np.testing.assert_array_equal(ds.sm.values, master_ds.sm.sel(time=ds.time).values)
+    man = read_manifest(out, so)
+    assert man["sm1km_daily_202001.nc"]["time_coverage_end"] == "2020-01-12" and man["sm1km_daily_202001.nc"]["n_days"] == 12
+    stamps2 = _stamps(out, so)
+    again = export(cfg, fmt="netcdf", out=out)
+    assert again.stats["units_written"] == 0 and again.stats["tasks"] == 0 and _stamps(out, so) == stamps2
+    # a killed run: files there, no manifest -> adopted; a foreign file under a name -> rewritten
+    fs, path = store.filesystem(out, so)
+    fs.rm(posixpath.join(path, MANIFEST))
+    fs.pipe_file(posixpath.join(path, "sm1km_daily_201912.nc"), b"CDF\x01 not a netCDF-4 file")
+    with fixed_timestamps():
+        res = export(cfg, fmt="netcdf", out=out)
+    assert res.stats["units_adopted"] == 1 and res.stats["units_rewritten"] == 1
+    assert _objects(out, so)["sm1km_daily_201912.nc"] == before["sm1km_daily_201912.nc"]  # deterministic bytes
+
+
+@pytest.mark.network
+def test_netcdf_export_on_a_dask_cluster_s3_to_s3(s3_bucket, tmp_path):
+    from distributed import Client, LocalCluster
+
+    bucket, so = s3_bucket
+    root = f"s3://{bucket}/run"
+    cfg = es.run_config(root, so, start="2020-01-01", end="2020-03-05")
+    q = es.make_master(cfg, so)
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        res = export(cfg, c, fmt="netcdf", out=store.join(root, "nc"), window_pixels=200)
+    assert res.stats["tasks"] == 3
+    t0 = 0
+    for f in res["files"]:   # three files written by concurrent threads of one worker (netCDF-C's lock)
+        with xr.open_dataset(es.local_copy(f, so, tmp_path), mask_and_scale=False) as ds:
+            np.testing.assert_array_equal(ds.sm.values, q["sm"][t0:t0 + ds.sizes["time"]])
+            t0 += ds.sizes["time"]
+    assert t0 == len(cfg.dates())
