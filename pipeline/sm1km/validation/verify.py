@@ -478,8 +478,9 @@ def _netcdf_problem(local: str, entry: Mapping[str, Any]) -> str | None:
             if n_days is not None and nc["sm"].shape[0] != int(n_days):
                 return f"sm holds {nc['sm'].shape[0]} days, the manifest says {n_days}"
             t = nc["time"]
-            days = netCDF4.num2date(t[:], t.units, getattr(t, "calendar", "standard"))
-            first, last = (str(d)[:10] for d in (days[0], days[-1])) if len(days) else ("", "")
+            days = np.atleast_1d(np.asarray(netCDF4.num2date(t[:], t.units, getattr(t, "calendar", "standard")),
+                                            dtype=object))
+            first, last = (str(d)[:10] for d in (days[0], days[-1])) if days.size else ("", "")
     except OSError as exc:
         return f"does not open as netCDF ({exc})"
     span = (entry.get("time_coverage_start"), entry.get("time_coverage_end"))
