@@ -29,6 +29,8 @@ FILL = -32768
 def test_daily_netcdf_round_trip(store_root, tmp_path):
     import netCDF4
 
+    pytest.importorskip("rioxarray")  # registers the .rio accessor
+
     root, so = store_root
     cfg = es.run_config(root, so)
     q = es.make_master(cfg, so)
@@ -55,6 +57,10 @@ def test_daily_netcdf_round_trip(store_root, tmp_path):
                 assert ds.sm.attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
                 assert ds.sm.attrs.get("grid_mapping", ds.sm.encoding.get("grid_mapping")) == "crs"
                 assert ds.crs.attrs["grid_mapping_name"] == "latitude_longitude"
+                assert ds.sm.rio.crs.to_epsg() == 4326 and "crs" in ds.sm.coords   # rioxarray, no options
+                w, s, e, n = ds.sm.rio.bounds()
+                assert (w, s, e, n) == (ds.attrs["geospatial_lon_min"], ds.attrs["geospatial_lat_min"],
+                                        ds.attrs["geospatial_lon_max"], ds.attrs["geospatial_lat_max"])
                 # bounds: a day is [day, day + 1); cells [centre - res/2, centre + res/2]
                 tb = ds.time_bnds.values
                 np.testing.assert_array_equal(tb[:, 0], sel.time.values)
@@ -261,3 +267,18 @@ def test_netcdf_export_on_a_dask_cluster_s3_to_s3(s3_bucket, tmp_path):
             np.testing.assert_array_equal(ds.sm.values, q["sm"][t0:t0 + ds.sizes["time"]])
             t0 += ds.sizes["time"]
     assert t0 == len(cfg.dates())
+
+
+def test_cli_exports_netcdf(tmp_path, capsys):
+    from sm1km.cli import main
+
+    cfg = es.run_config(str(tmp_path / "store"), {})
+    es.make_master(cfg, {})
+    yml = tmp_path / "run.yaml"
+    yml.write_text(cfg.to_yaml())
+    assert main(["export", "--config", str(yml), "--format", "netcdf", "--file-period", "year"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [cfg.store.url("exports", "netcdf", "sm1km_daily_2020.nc")]
+    assert main(["export", "--config", str(yml), "--format", "hdf5", "--file-period", "year"]) == 2
+    err = capsys.readouterr().err
+    assert "--file-period" in err and "netcdf" in err

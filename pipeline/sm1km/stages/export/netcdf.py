@@ -9,7 +9,8 @@ period (the open month's file grows with the master and is rewritten atomically)
 Contents: dimensions ``time``, ``lat``, ``lon``, ``nv`` (2). ``sm`` (and ``sm_uncertainty`` /
 ``n_valid_days`` when exported) are int16 ``(time, lat, lon)`` with the master's packing
 (``scale_factor`` 0.001, ``add_offset`` 0, ``_FillValue`` −32768, values unchanged), ``valid_range``
-in int16, ``grid_mapping = "crs"`` (a scalar CF grid-mapping variable, EPSG:4326 WKT);
+in int16, ``grid_mapping = "crs"`` (a scalar CF grid-mapping variable, EPSG:4326 WKT; also in
+``coordinates``, as on the stores, so xarray attaches it and rioxarray finds the CRS without options);
 ``time`` int32 days since 1970-01-01 with ``time_bnds`` (daily: [day, day + 1); monthly: [month
 start, next month start)); ``lat``/``lon`` cell centres with ``lat_bnds``/``lon_bnds`` cell edges.
 Chunks ``(1, ≥256, ≥256)`` along the master's shards (one day's map is one chunk read per
@@ -243,6 +244,7 @@ def _define(nc, src: Source, job: NetcdfJob, times: np.ndarray, lat: np.ndarray,
         set_attrs(d, {k: val for k, val in src.var_attrs.get(v, {}).items() if k not in ("grid_mapping",)},
                   dtype=np.int16)
         d.setncattr("grid_mapping", "crs")
+        d.setncattr("coordinates", "crs")  # as on the stores: xarray attaches crs, rioxarray finds the CRS by default
 
 
 __all__ = ["NetcdfJob", "write_netcdf", "file_name", "file_label", "default_period", "PERIODS", "NC_LOCK"]
