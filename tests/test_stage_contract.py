@@ -128,6 +128,21 @@ class TestExport(Contract):
         _garbage_metadata(root, "master.zarr/zarr.json")
 
 
+class TestExportNetcdf(Contract):
+    """``export --format netcdf``: the tiny world's 12 days are one month's file, so the kill is after
+    it, while the manifest is written (the re-run adopts the file by its embedded digest)."""
+
+    stage = "export"
+    options = {"fmt": "netcdf"}
+    cli_args = ("--format", "netcdf")
+    units = FileUnits("exports/netcdf")
+    kill_at = KillPoint("exports/netcdf/_manifest.json", 1)
+    input_error = StoreError
+
+    def break_input(self, root, scratch):
+        _garbage_metadata(root, "master.zarr/zarr.json")
+
+
 class TestValidate(Contract):
     stage = "validate"
     known_failures = {
