@@ -463,7 +463,8 @@ def train(cfg: RunConfig, client=None, *, overwrite: bool = False, **options) ->
     with stage_client(cfg, client) as c:
         table, excluded = collocate_stores(cfg, client=c)
     n_threads = int(options.get("n_threads") or DEFAULT_THREADS)
-    fit_options: dict[str, Any] = {"n_threads": n_threads, "rf_trees": int(options.get("rf_trees") or RF_PARAMS["num_parallel_tree"]),
+    fit_options: dict[str, Any] = {
+                   "n_threads": n_threads, "rf_trees": int(options.get("rf_trees") or RF_PARAMS["num_parallel_tree"]),
                    "gbt_max_rounds": int(options.get("gbt_max_rounds") or GBT_MAX_ROUNDS),
                    "algorithms": tuple(options.get("algorithms") or ALGORITHMS),
                    "target": str(options.get("target") or "auto")}
