@@ -85,8 +85,6 @@ class TestFuse(Contract):
 
 class TestTrain(Contract):
     stage = "train"
-    known_failures = {"test_rerun_is_a_noop*": ("train refits and rewrites model.ubj, uncertainty.ubj and model.json on "
-                                                 "every run (same bytes): no skip of a finished model", True)}
     units = OneUnit("model", ("model/model.ubj", "model/uncertainty.ubj", "model/model.json"), "model/model.json")
     kill_at = KillPoint("model/model.json", 1)  # the boosters written, not the card
     input_error = StoreError

@@ -23,10 +23,19 @@
 4. The CV numbers go to ``<root>/report/metrics.json`` under ``model``.
 
 Deterministic: fixed ``seeds.train`` and a fixed XGBoost thread count give byte-identical files.
+
+**Resumable** (like every stage): the card records what the model was computed from
+(``training_deps``: :func:`training_deps` — a digest of the collocated training table, the
+``model`` settings that shape training, ``seeds.train``, the stage's options, period, region and the
+code versions). A re-run whose inputs are unchanged and whose files match the card's sha256 is a
+no-op that says so and writes nothing; changed inputs (more station-days, another setting, a new
+``TRAIN_VERSION``) retrain, naming what changed — as a revised input day recomputes its block in
+``fuse``/``downscale``; ``overwrite=True`` (``sm1km train --overwrite``) retrains regardless.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from collections.abc import Mapping
@@ -45,6 +54,7 @@ from sm1km.errors import ModelError
 from sm1km.runtime.client import stage_client
 from sm1km.runtime.result import StageResult
 from sm1km.storage import store
+from sm1km.storage.deps import digest_of as deps_digest
 from sm1km.storage.metrics_json import jsonable, update_metrics_json
 from sm1km.storage.model import QUANTILES, save_model
 
@@ -531,18 +541,100 @@ def _packages() -> dict[str, str]:
     return out
 
 
-def train(cfg: RunConfig, client=None, **options) -> StageResult:
+# --------------------------------------------------------------------------------------------
+# resumable: skip a model that is up to date with its inputs (the card's ``training_deps``)
+# --------------------------------------------------------------------------------------------
+#: bump when what ``train`` computes from the same inputs changes (CV design, choice, final fits):
+#: a model trained under another version is retrained by the next run
+TRAIN_VERSION = 1
+DEPS_KEY = "training_deps"  # the card's record of what the model was computed from
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """sha256 of the collocated training table: column names, dtypes and every row's values."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([[str(c), str(table[c].dtype)] for c in table.columns]).encode())
+    h.update(np.ascontiguousarray(pd.util.hash_pandas_object(table, index=False).to_numpy(np.uint64)).tobytes())
+    return h.hexdigest()
+
+
+def training_deps(cfg: RunConfig, table: pd.DataFrame, excluded: list, fit_options: Mapping[str, Any]) -> dict:
+    """What a trained model (and its card) is computed from; equal deps give the same files."""
+    b = cfg.coarse_region.bbox
+    m = cfg.model
+    return {"version": TRAIN_VERSION, "sm1km": __version__, "xgboost": _packages().get("xgboost", ""),
+            "table": table_digest(table), "excluded": deps_digest(jsonable(excluded)),
+            "model": {"algorithm": m.algorithm, "cv_folds": m.cv_folds, "min_station_days": m.min_station_days},
+            "seed": cfg.seeds.train, "options": jsonable(dict(fit_options)),
+            "period": [str(cfg.period.start), str(cfg.period.end)],
+            "region": [b.west, b.south, b.east, b.north], "grid_factor": cfg.grid.factor}
+
+
+def up_to_date_model(cfg: RunConfig, deps: Mapping[str, Any]) -> tuple[dict | None, str]:
+    """(the stored card, "") when the model at ``cfg.model_path`` was trained from ``deps`` and its
+    files have the card's sha256; else (None, why it is (re)trained)."""
+    from sm1km.storage.model import card_url
+
+    so = cfg.store.storage_options()
+    try:
+        card = store.read_json(card_url(cfg.model_path), so)
+    except (OSError, ValueError) as exc:
+        return None, f"its card cannot be read ({type(exc).__name__})"
+    if not isinstance(card, dict):
+        return None, "no trained model yet"
+    old = card.get(DEPS_KEY)
+    if not isinstance(old, dict):
+        return None, "the stored model records no training inputs (trained by an older sm1km)"
+    changed = [k for k in sorted(set(old) | set(deps)) if old.get(k) != jsonable(deps.get(k))]
+    if changed:
+        return None, "its inputs changed: " + ", ".join(
+            k if k in ("table", "excluded") else f"{k} {old.get(k)} -> {deps.get(k)}" for k in changed)
+    head = cfg.model_path.rstrip("/").rpartition("/")[0]
+    for name, info in (card.get("files") or {}).items():
+        try:
+            sha = store.sha256_file(f"{head}/{name}" if head else name, so)
+        except OSError:
+            return None, f"{name} is missing"
+        if sha != (info or {}).get("sha256"):
+            return None, f"{name} does not match the sha256 in its card"
+    return card, ""
+
+
+def _skipped_result(cfg: RunConfig, card: Mapping[str, Any]) -> StageResult:
+    """The result of a run that found the model up to date (metrics.json's section restored if lost)."""
+    from sm1km.storage.metrics_json import metrics_json_url, read_metrics_json
+    from sm1km.storage.model import UNCERTAINTY_NAME, card_url
+
+    head = cfg.model_path.rstrip("/").rpartition("/")[0]
+    urls = {"model": cfg.model_path, "card": card_url(cfg.model_path)}
+    if UNCERTAINTY_NAME in (card.get("files") or {}):
+        urls["uncertainty"] = f"{head}/{UNCERTAINTY_NAME}" if head else UNCERTAINTY_NAME
+    urls["metrics"] = (metrics_json_url(cfg) if read_metrics_json(cfg).get("model") == card.get("cv")
+                       else update_metrics_json(cfg, "model", card.get("cv") or {}))
+    n = len(card.get("files") or {})
+    training = card.get("training") or {}
+    log.info("train: %s is up to date (trained on %s stations / %s samples, sha256 %s…): nothing to do; "
+             "sm1km train --overwrite retrains", cfg.model_path, training.get("n_stations"),
+             training.get("n_samples"), str(card["files"][card["model_file"]]["sha256"])[:12])
+    return StageResult(urls, {"units_total": n, "units_written": 0, "units_skipped": n, "up_to_date": True,
+                              "algorithm": card.get("algorithm"), "target_kind": card.get("target_kind"),
+                              "n_stations": training.get("n_stations"), "n_samples": training.get("n_samples")})
+
+
+def train(cfg: RunConfig, client=None, *, overwrite: bool = False, **options) -> StageResult:
     """Train, cross-validate and save the downscaling model; returns URLs of what it wrote.
 
     Options: ``n_threads`` (XGBoost training threads, default 4), ``rf_trees``, ``gbt_max_rounds``,
     ``algorithms`` (which to cross-validate; default both), ``target`` (``auto``, ``sm``, ``residual``).
+    ``overwrite``: retrain even when the stored model is up to date with its inputs.
 
     Returns ``{"model", "uncertainty", "card", "metrics"}`` URLs. Units in ``.stats`` are the models
     fitted and saved: the chosen model and its quantile (uncertainty) model, 2 (the cross-validation
-    fits are not outputs and not counted). Training is not resumable: every run refits and rewrites
-    both (byte-identical for the same inputs), so ``units_written == units_total`` and
-    ``units_skipped == 0``. Also in ``.stats``: ``algorithm``, ``target_kind``, ``n_stations``,
-    ``n_samples``.
+    fits are not outputs and not counted). A model up to date with its inputs (:func:`up_to_date_model`)
+    is kept: nothing is written, ``units_skipped == units_total`` and ``up_to_date`` is True; otherwise
+    both are refitted (byte-identical for the same inputs). Also in ``.stats``: ``algorithm``,
+    ``target_kind``, ``n_stations``, ``n_samples``.
     """
     from sm1km.stages.collocate import add_raw_baselines, collocate_stores
 
@@ -551,12 +643,18 @@ def train(cfg: RunConfig, client=None, **options) -> StageResult:
         table, excluded = collocate_stores(cfg, client=c)
     table = add_raw_baselines(cfg, table)
     n_threads = int(options.get("n_threads") or DEFAULT_THREADS)
+    fit_options: dict[str, Any] = {
+                   "n_threads": n_threads, "rf_trees": int(options.get("rf_trees") or RF_PARAMS["num_parallel_tree"]),
+                   "gbt_max_rounds": int(options.get("gbt_max_rounds") or GBT_MAX_ROUNDS),
+                   "algorithms": tuple(options.get("algorithms") or ALGORITHMS),
+                   "target": str(options.get("target") or "auto")}
+    deps = training_deps(cfg, table, excluded, fit_options)
+    stored, why = (None, "--overwrite") if overwrite else up_to_date_model(cfg, deps)
+    if stored is not None:
+        return _skipped_result(cfg, stored)
+    log.info("train: training %s (%s)", cfg.model_path, why)
     result = fit_all(table, algorithm=cfg.model.algorithm, k=cfg.model.cv_folds, seed=cfg.seeds.train,
-                     n_threads=n_threads, rf_trees=int(options.get("rf_trees") or RF_PARAMS["num_parallel_tree"]),
-                     gbt_max_rounds=int(options.get("gbt_max_rounds") or GBT_MAX_ROUNDS),
-                     min_station_days=cfg.model.min_station_days,
-                     algorithms=tuple(options.get("algorithms") or ALGORITHMS),
-                     target=str(options.get("target") or "auto"))
+                     min_station_days=cfg.model.min_station_days, **fit_options)
     b = cfg.coarse_region.bbox
     nets = table.groupby("network")["station"].nunique()
     card = {
@@ -590,6 +688,7 @@ def train(cfg: RunConfig, client=None, **options) -> StageResult:
         "inputs": {"stations": cfg.store.url("inputs", "stations.zarr"),
                    "predictors": cfg.store.url("inputs", "predictors.zarr"),
                    "fused": cfg.store.url("fused.zarr")},
+        DEPS_KEY: deps,
     }
     urls = save_model(cfg.model_path, result["booster"], jsonable(card),
                       uncertainty_booster=result["uncertainty_booster"], schema=FEATURE_SCHEMA, storage_options=so)
@@ -601,7 +700,7 @@ def train(cfg: RunConfig, client=None, **options) -> StageResult:
              card["training"]["n_stations"], card["training"]["n_samples"], sg["ubrmse_pooled"],
              base["ubrmse_pooled"], sg["ubrmse_median"], base["ubrmse_median"], sg["r_median"], base["r_median"])
     n_models = sum(b is not None for b in (result["booster"], result["uncertainty_booster"]))
-    return StageResult(urls, {"units_total": n_models, "units_written": n_models, "units_skipped": 0,
+    return StageResult(urls, {"units_total": n_models, "units_written": n_models, "units_skipped": 0, "up_to_date": False,
                               "algorithm": result["algorithm"], "target_kind": result["target_kind"],
                               "n_stations": card["training"]["n_stations"],
                               "n_samples": card["training"]["n_samples"]})
