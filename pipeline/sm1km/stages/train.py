@@ -546,7 +546,7 @@ def _packages() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 #: bump when what ``train`` computes from the same inputs changes (CV design, choice, final fits):
 #: a model trained under another version is retrained by the next run
-TRAIN_VERSION = 1
+TRAIN_VERSION = 2
 DEPS_KEY = "training_deps"  # the card's record of what the model was computed from
 
 
