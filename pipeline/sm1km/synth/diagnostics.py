@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,8 +163,13 @@ class _Corr:
         return _corr(*self.s)
 
 
-def world_diagnostics(workdir) -> dict:
-    """The world's diagnostics, computed from the files in ``workdir`` (see the module docstring)."""
+def world_diagnostics(workdir, subgrid: bool = False) -> dict:
+    """The world's diagnostics, computed from the files in ``workdir`` (see the module docstring).
+
+    ``subgrid=True`` also re-simulates the world in memory (from ``world.json``'s parameters and
+    seed) and adds :func:`subgrid_skill` under ``"subgrid"`` (small and demo worlds only: it holds
+    the whole period in memory).
+    """
     import datetime as dt
 
     import rasterio
@@ -231,7 +237,9 @@ def world_diagnostics(workdir) -> dict:
         return a - np.repeat(np.repeat(c, factor, 0), factor, 1)
 
     dn_r, dn_anom_r, day_anom_r, cloud_wet, cloud_theta = _Corr(), _Corr(), _Corr(), _Corr(), _Corr()
-    theta_mean = np.nanmean(theta, axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        theta_mean = np.nanmean(theta, axis=0)
     cloud_on_wet, cloud_on_dry = [0.0, 0.0], [0.0, 0.0]
     dates = [dt.date.fromisoformat(str(t)[:10]) for t in times]
     for k, date in enumerate(dates):
@@ -275,6 +283,12 @@ def world_diagnostics(workdir) -> dict:
         "stations_with_drift_or_break": sum(1 for s in world.get("stations", []) if s.get("drift") or s.get("break_day") is not None),
         "literature": LITERATURE,
     }
+    if subgrid:
+        from sm1km.synth.params import WorldParams
+        from sm1km.synth.world import make_world
+
+        sk = subgrid_skill(make_world(WorldParams.from_dict(params), int(world["seed"])))
+        out["subgrid"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in sk.items()}
     return out
 
 
@@ -319,8 +333,14 @@ def render_table(d: dict) -> str:
               f"| R(cloud gap, wetting day Δθ > 0.01) | {_fmt(cl.get('cloud_vs_wetting_day_r'))} |",
               f"| R(cloud gap, θ − pixel mean) | {_fmt(cl.get('cloud_vs_theta_anomaly_r'))} |",
               f"| cloud fraction on wetting / other pixel-days | {_fmt(cl.get('cloud_fraction_wetting_days'))} / "
-              f"{_fmt(cl.get('cloud_fraction_other_days'))} |",
-              DOC_END]
+              f"{_fmt(cl.get('cloud_fraction_other_days'))} |"]
+    sg = d.get("subgrid")
+    if sg:
+        lines += [f"| sub-grid skill of a linear model on the predictors: R² (static only) | {_fmt(sg.get('r2'))} "
+                  f"({_fmt(sg.get('r2_static'))}) |",
+                  f"| RMSE of the within-cell anomaly: 25 km baseline → linear model | {_fmt(sg.get('rmse_coarse'))} → "
+                  f"{_fmt(sg.get('rmse_downscaled'))} |"]
+    lines.append(DOC_END)
     return "\n".join(lines)
 
 
@@ -350,11 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                                              "vs truth, LST and clouds vs wetness) as JSON.")
     ap.add_argument("workdir", nargs="?", help="the world's folder (as written by sm1km synth)")
     ap.add_argument("--json", metavar="OUT", help="write the JSON here (default: print it)")
+    ap.add_argument("--subgrid", action="store_true", help="also re-simulate the world and add subgrid_skill")
     ap.add_argument("--doc", metavar="MD", help="rewrite the diagnostics block of this markdown page")
     ap.add_argument("--from", dest="src", metavar="JSON", help="with --doc: take the numbers from this JSON file")
     a = ap.parse_args(argv)
     if a.workdir:
-        d = world_diagnostics(a.workdir)
+        d = world_diagnostics(a.workdir, subgrid=a.subgrid)
     elif a.src:
         d = json.loads(Path(a.src).read_text())
     else:
