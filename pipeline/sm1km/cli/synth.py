@@ -1,4 +1,4 @@
-"""``sm1km synth --workdir DIR [--preset demo|medium|tiny] [--seed N]``: write the synthetic world.
+"""``sm1km synth --workdir DIR [--preset demo|medium|multiyear|tiny] [--seed N]``: write the synthetic world.
 
 Calls :func:`sm1km.synth.write_world` and prints what it wrote. See docs/synthetic-world.md.
 """

@@ -157,6 +157,22 @@ def slope_deg(elev: np.ndarray, geo: Geometry) -> np.ndarray:
     return np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32)
 
 
+def surface_normal(elev: np.ndarray, geo: Geometry) -> np.ndarray:
+    """(3, ny, nx) float32 unit normal (east, north, up) of the terrain (row 0 = north)."""
+    dzdr, dzdc = np.gradient(elev.astype(np.float64))
+    gx = dzdc / geo.dx_m  # dz/d(east)
+    gy = -dzdr / geo.dy_m  # rows run south: dz/d(north) = -dz/d(row)
+    norm = np.sqrt(gx**2 + gy**2 + 1.0)
+    return np.stack([-gx / norm, -gy / norm, 1.0 / norm]).astype(np.float32)
+
+
+def gaussian_smooth(a: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian low-pass of a 2-D field (reflecting edges), float64."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.asarray(a, np.float64), max(float(sigma_px), 0.3), mode="reflect")
+
+
 def flow_accumulation(elev: np.ndarray, land: np.ndarray) -> np.ndarray:
     """D8 upstream pixel count (incl. itself), no pit filling: closed depressions are sinks.
 
@@ -272,6 +288,34 @@ def land_cover(rng: np.random.Generator, geo: Geometry, elev: np.ndarray, twi: n
         block = [(r, c) for r in range(r0, r0 + bh) for c in range(c0, c0 + bw)]
     lc[~land] = LC_WATER
     return lc, block
+
+
+#: classes a classifier confuses (MODIS MCD12Q1-like confusion between neighbours in spectral space)
+LC_CONFUSION = {
+    LC_CROPLAND: (LC_GRASSLAND, LC_DECIDUOUS_BROADLEAF),
+    LC_GRASSLAND: (LC_CROPLAND, LC_MIXED_FOREST),
+    LC_DECIDUOUS_BROADLEAF: (LC_MIXED_FOREST, LC_CROPLAND),
+    LC_MIXED_FOREST: (LC_DECIDUOUS_BROADLEAF, LC_EVERGREEN_NEEDLELEAF),
+    LC_EVERGREEN_NEEDLELEAF: (LC_MIXED_FOREST, LC_GRASSLAND),
+    LC_URBAN: (LC_CROPLAND, LC_GRASSLAND),
+    LC_BARREN: (LC_GRASSLAND, LC_URBAN),
+}
+
+
+def misclassify(rng: np.random.Generator, geo: Geometry, lc: np.ndarray, land: np.ndarray, fraction: float) -> np.ndarray:
+    """A classified land-cover map: patches (~2–3 km) covering ``fraction`` of land get a confused class."""
+    out = lc.copy()
+    if fraction <= 0 or not land.any():
+        return out
+    score = smooth_noise(rng, geo.shape, geo.px(0.012)) + 0.5 * rng.standard_normal(geo.shape)
+    thr = np.quantile(score[land], 1.0 - fraction)
+    wrong = land & (score > thr)
+    pick = rng.random(geo.shape) < 0.7
+    for code, (first, second) in LC_CONFUSION.items():
+        sel = wrong & (lc == code)
+        out[sel & pick] = first
+        out[sel & ~pick] = second
+    return out
 
 
 def _standardise(x: np.ndarray, land: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from sm1km.synth.world import (
 
 log = logging.getLogger(__name__)
 
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2  # 2: realistic error structure (WorldParams.errors), station error fields
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,8 @@ def write_world(workdir, params: WorldParams | str = "demo", seed: int = 2024060
         theta_c = F.block_mean(day.theta, f)
         theta_c_all[k] = theta_c
         tair_c = F.block_mean(day.t_air_c, f, land_w)
-        v = O.cci_day(theta_c, tair_c, cells, day.date, clon, r_cci)
+        v = O.cci_day(theta_c, tair_c, cells, day.date, clon, r_cci, ndvi_c=F.block_mean(day.ndvi, f, land_w),
+                      errors=params.errors)
         W.write_cci(paths.cci_dir / W.cci_filename(day.date), day.date, clat, clon, v, seed=seed,
                     period=(params.start, params.end))
         valid = v["sm"] != np.float32(-9999.0)
@@ -351,7 +352,7 @@ def write_world(workdir, params: WorldParams | str = "demo", seed: int = 2024060
     # ERA5: monthly files of hourly (or every era5_step_hours) values + a land-sea mask file
     r_era5 = rng_for(seed, STREAM_ERA5)
     eg = O.era5_grid(st)
-    daily = O.era5_daily(theta_c_all, st, eg, r_era5)
+    daily = O.era5_daily(theta_c_all, st, eg, r_era5, dates)
     hourly = O.era5_hourly(daily, eg, params.era5_step_hours, r_era5)
     steps = 24 // params.era5_step_hours
     times = [dt.datetime.combine(d, dt.time()) + dt.timedelta(hours=h * params.era5_step_hours)
@@ -393,7 +394,11 @@ def write_world(workdir, params: WorldParams | str = "demo", seed: int = 2024060
         station_info.append({"network": s.network, "station": s.name, "lat": s.lat, "lon": s.lon, "row": s.row,
                              "col": s.col, "sensor": s.sensor, "gap_days": list(s.gap) if s.gap else None,
                              "late_start_days": s.late_start, "deep_sensor": s.deep_sensor,
-                             "negative_spikes": s.negative_spikes, "bias": round(s.bias, 5), "gain": round(s.gain, 5)})
+                             "negative_spikes": s.negative_spikes, "bias": round(s.bias, 5), "gain": round(s.gain, 5),
+                             "network_bias": round(s.network_bias, 5), "network_gain": round(s.network_gain, 5),
+                             "repr_sigma": round(s.repr_sigma, 5), "drift": round(s.drift, 5),
+                             "drift_start_day": s.drift_start if s.drift else None, "break_day": s.break_day,
+                             "break_size": round(s.break_size, 5)})
 
     frac_valid = cci_valid_days / params.n_days
     sparse = [[int(r), int(c)] for r, c in zip(*np.nonzero(cells.land & (cci_valid_days < 20)))]

@@ -1,12 +1,19 @@
 """Observing the truth: what each instrument of the synthetic world sees (pure numpy).
 
-* CCI COMBINED: coarse-cell mean of the truth, compressed dynamic range, cell bias, daily noise;
-  30–70 % of land cells missing per day (swath stripes + flags: frozen, dense vegetation).
+* CCI COMBINED: coarse-cell mean of the truth, dynamic range compressed (more under forest), cell
+  bias, a vegetation- and season-dependent bias, daily noise; 30–70 % of land cells missing per day
+  (swath stripes + flags: frozen, dense vegetation).
 * ERA5: at the 0.25° ERA5 points (cell corners), neighbour-averaged, lagged in time, wetter, with
-  a smooth bias and AR(1) model error; sea points ~0 / tiny negative.
-* Predictors: the static fields as a user would download them (rounded DEM, noisy texture in %).
-* NDVI 16-day composites from the daily NDVI; ISMN stations: truth of their pixel + point-scale
-  bias, gain and noise, hourly, with quality flags and gaps.
+  a smooth bias, a seasonal bias (larger under forest) and AR(1) model error; sea points ~0 / tiny
+  negative.
+* Predictors: proxies of the causal fields as a user would download them: elevation, slope and TWI
+  from a measured DEM (random error + canopy offset), a misclassified land-cover map, texture in %
+  with pixel noise and a smooth regional error.
+* NDVI 16-day composites from the daily NDVI; ISMN stations: truth of their pixel + network and
+  station calibration (bias, gain), a time-varying daily point-scale (representativeness) error,
+  drifts/breaks at a few stations that no quality flag marks, hourly noise, quality flags and gaps.
+
+The error sizes are ``WorldParams.errors`` (:class:`sm1km.synth.params.ErrorModel`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from scipy.signal import lfilter
 from sm1km.core.grid import FineGrid
 from sm1km.errors import ConfigError
 from sm1km.synth import fields as F
-from sm1km.synth.world import Statics
+from sm1km.synth.params import ErrorModel
+from sm1km.synth.world import STREAM_COVER_ERROR, STREAM_DEM, STREAM_STATION_ERRORS, Statics, rng_for
 
 EPOCH = dt.date(1970, 1, 1)
 T0_SENTINEL = -3440586.5  # Julian date -999999 as days since 1970 (a real CCI quirk)
@@ -56,12 +64,20 @@ def cci_cells(st: Statics, rng: np.random.Generator) -> CciCells:
     return CciCells(land=land, forest_fraction=ff, p_dense=p_dense, bias=bias, uncertainty=unc, swath_angle=float(rng.uniform(0.5, 1.1)))
 
 
+def seasonal_cycle(date: dt.date, peak_doy: float) -> float:
+    """cos of the annual cycle, 1 on ``peak_doy`` and −1 half a year later."""
+    return float(np.cos(2.0 * np.pi * (date.timetuple().tm_yday - peak_doy) / 365.25))
+
+
 def cci_day(theta_c: np.ndarray, t_air_c: np.ndarray, cells: CciCells, date: dt.date, lon: np.ndarray,
-            rng: np.random.Generator) -> dict[str, np.ndarray]:
+            rng: np.random.Generator, ndvi_c: np.ndarray | None = None,
+            errors: ErrorModel | None = None) -> dict[str, np.ndarray]:
     """All variables of one CCI COMBINED day on the region's cells, fill values included.
 
-    ``theta_c``: coarse-cell mean truth; ``t_air_c``: coarse-cell mean air temperature (°C).
+    ``theta_c``: coarse-cell mean truth; ``t_air_c``: coarse-cell mean air temperature (°C);
+    ``ndvi_c``: coarse-cell mean NDVI of the day (vegetation-dependent bias, none if omitted).
     """
+    e = errors if errors is not None else ErrorModel.ideal()
     shape = theta_c.shape
     land = cells.land & np.isfinite(theta_c)
     n_land = int(land.sum())
@@ -93,7 +109,12 @@ def cci_day(theta_c: np.ndarray, t_air_c: np.ndarray, cells: CciCells, date: dt.
     valid = land & ~missing
 
     noise = (0.022 + 0.02 * cells.forest_fraction) * rng.standard_normal(shape)
-    sm = np.clip(0.045 + 0.85 * np.nan_to_num(theta_c) + cells.bias + noise, 0.0, 1.0)
+    ff = cells.forest_fraction
+    th = np.nan_to_num(theta_c)
+    veg_bias = -e.cci_veg_bias * (np.nan_to_num(ndvi_c, nan=0.5) - 0.5) if ndvi_c is not None else 0.0
+    season_bias = e.cci_seasonal_bias * (0.5 + ff) * seasonal_cycle(date, 200.0)  # wettest bias in July
+    sm = np.clip(0.045 + 0.85 * th - e.cci_forest_gain_loss * ff * (th - 0.25) + cells.bias + veg_bias + season_bias
+                 + noise, 0.0, 1.0)
 
     # observation time: night (01:30) / morning (09:30) local overpasses, or both
     dn = rng.choice(np.array([1, 2, 3], np.int8), size=shape, p=[0.3, 0.3, 0.4])
@@ -153,8 +174,13 @@ def _corner_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.pad(inner, [(0, 0)] * (inner.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
 
 
-def era5_daily(theta_c: np.ndarray, st: Statics, grid: Era5Grid, rng: np.random.Generator) -> np.ndarray:
-    """Daily mean swvl1 (time, lat, lon) at the ERA5 points: smoother, lagged, wetter than the truth."""
+def era5_daily(theta_c: np.ndarray, st: Statics, grid: Era5Grid, rng: np.random.Generator,
+               dates: list[dt.date] | None = None) -> np.ndarray:
+    """Daily mean swvl1 (time, lat, lon) at the ERA5 points: smoother, lagged, wetter than the truth.
+
+    With ``dates``, a seasonal bias of amplitude ``errors.era5_seasonal_bias`` × (0.5 + forest
+    fraction) is added (wetter in early March, drier in early September).
+    """
     lf = st.cell_land_fraction
     x = _corner_mean(theta_c, np.broadcast_to(lf, theta_c.shape))
     x = _fill_missing_points(x)
@@ -167,9 +193,12 @@ def era5_daily(theta_c: np.ndarray, st: Statics, grid: Era5Grid, rng: np.random.
     bias = 0.02 * F.smooth_noise(rng, shape, 2.0)
     err = np.zeros(shape)
     out = np.empty_like(smooth)
+    ff = _corner_mean(st.cell_forest_fraction, np.ones_like(st.cell_land_fraction))
+    amp = st.params.errors.era5_seasonal_bias * (0.5 + np.nan_to_num(ff))
     for t in range(x.shape[0]):
         err = 0.7 * err + np.sqrt(1 - 0.49) * 0.012 * F.smooth_noise(rng, shape, 1.5)
-        out[t] = np.clip(0.07 + 0.85 * smooth[t] + bias + err, 0.01, 0.65)
+        season = amp * seasonal_cycle(dates[t], 62.0) if dates is not None else 0.0
+        out[t] = np.clip(0.07 + 0.85 * smooth[t] + bias + err + season, 0.01, 0.65)
     return out
 
 
@@ -208,20 +237,48 @@ def era5_hourly(daily: np.ndarray, grid: Era5Grid, step_hours: int, rng: np.rand
 
 
 # ------------------------------------------------------------------------------------- predictors
+def measured_dem(st: Statics) -> np.ndarray:
+    """The DEM a user downloads: true terrain + random error (``dem_noise_m``, ~2 px correlation) + a
+    canopy offset over forest (``dem_canopy_m``, radar DEMs see part of the canopy); 0 over the sea."""
+    e = st.params.errors
+    if e.dem_noise_m <= 0 and e.dem_canopy_m <= 0:
+        return st.elevation_m
+    rng = rng_for(st.seed, STREAM_DEM)
+    forest = np.isin(st.land_cover, F.FOREST_CLASSES)
+    noise = e.dem_noise_m * F.smooth_noise(rng, st.shape, 1.2)
+    canopy = e.dem_canopy_m * forest * np.clip(0.7 + 0.3 * F.smooth_noise(rng, st.shape, 3.0), 0, None)
+    return np.where(st.land, np.maximum(st.elevation_m + noise + canopy, 1.0), 0.0).astype(np.float32)
+
+
 def predictor_statics(st: Statics, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Static predictor rasters as written (dtype and units of the files, nodata included)."""
+    """Static predictor rasters as written (dtype and units of the files, nodata included).
+
+    Proxies, not the causal fields: elevation/slope/TWI from :func:`measured_dem`, land cover
+    misclassified in patches, texture with pixel noise and a smooth regional error.
+    """
+    e = st.params.errors
     land = st.land
     noise_c = 4.5 * F.smooth_noise(rng, st.shape, 1.5)
     noise_s = 5.5 * F.smooth_noise(rng, st.shape, 1.5)
+    if e.texture_bias_pct > 0:
+        noise_c = noise_c + e.texture_bias_pct * F.smooth_noise(rng, st.shape, st.geo.px(0.08))
+        noise_s = noise_s + 1.2 * e.texture_bias_pct * F.smooth_noise(rng, st.shape, st.geo.px(0.08))
     clay_pct = np.clip(np.round(np.nan_to_num(st.clay) * 100 + noise_c), 1, 99)
     sand_pct = np.clip(np.round(np.nan_to_num(st.sand) * 100 + noise_s), 1, 99)
+    dem = measured_dem(st)
+    if dem is st.elevation_m:
+        slope, twi = st.slope_deg, st.twi
+    else:
+        slope = F.slope_deg(dem, st.geo)
+        twi = F.topographic_wetness(dem, land, st.geo)
+    lc = F.misclassify(rng_for(st.seed, STREAM_COVER_ERROR), st.geo, st.land_cover, land, e.land_cover_error_fraction)
     return {
-        "elevation": np.where(land, np.round(st.elevation_m), 0).astype(np.int16),
-        "slope": np.where(land, st.slope_deg, -9999.0).astype(np.float32),
-        "twi": np.where(land, st.twi, -9999.0).astype(np.float32),
+        "elevation": np.where(land, np.round(dem), 0).astype(np.int16),
+        "slope": np.where(land, slope, -9999.0).astype(np.float32),
+        "twi": np.where(land, twi, -9999.0).astype(np.float32),
         "clay": np.where(land, clay_pct, 255).astype(np.uint8),
         "sand": np.where(land, sand_pct, 255).astype(np.uint8),
-        "land_cover": st.land_cover.astype(np.uint8),
+        "land_cover": np.where(land, lc, F.LC_WATER).astype(np.uint8),
     }
 
 
@@ -259,6 +316,14 @@ class Station:
     late_start: int = 0
     deep_sensor: bool = False
     negative_spikes: bool = False
+    network_bias: float = 0.0  # calibration shared by the network's stations
+    network_gain: float = 1.0
+    repr_sigma: float = 0.0  # point-scale (representativeness) error σ, m³/m³ (daily, AR(1))
+    repr_memory_days: float = 5.0
+    drift: float = 0.0  # linear drift reached at the record's end (from drift_start), m³/m³, flagged G
+    drift_start: int = 0
+    break_day: int | None = None  # a step change of break_size from this day on, flagged G
+    break_size: float = 0.0
 
     @property
     def key(self) -> str:
@@ -290,6 +355,10 @@ def place_stations(st: Statics, rng: np.random.Generator) -> list[Station]:
             for i in range(p.n_networks)]
     counts = np.full(p.n_networks, n // p.n_networks)
     counts[: n % p.n_networks] += 1
+    e = p.errors
+    re_ = rng_for(st.seed, STREAM_STATION_ERRORS)
+    net_bias = e.network_bias_sigma * re_.standard_normal(p.n_networks)
+    net_gain = np.clip(1.0 + e.network_gain_sigma * re_.standard_normal(p.n_networks), 0.6, 1.4)
     used: set[tuple[int, int]] = set()
     stations: list[Station] = []
     row0 = st.region.row0 * p.factor
@@ -318,7 +387,9 @@ def place_stations(st: Statics, rng: np.random.Generator) -> list[Station]:
                 network=net, name=f"{net[:2]}{i:02d}", lat=lat, lon=lon, row=r, col=c,
                 elevation=float(np.round(max(0.5, st.elevation_m[r, c] + rng.normal(0, 4.0)), 2)),
                 sensor=NETWORK_SENSORS[k % len(NETWORK_SENSORS)],
-                bias=float(rng.normal(0.0, 0.02)), gain=float(rng.normal(1.0, 0.12)), noise=float(rng.uniform(0.004, 0.01)),
+                bias=float(rng.normal(0.0, e.station_bias_sigma)), gain=float(rng.normal(1.0, e.station_gain_sigma)),
+                noise=float(rng.uniform(0.004, 0.01)), network_bias=float(net_bias[k]), network_gain=float(net_gain[k]),
+                repr_sigma=float(re_.uniform(*e.station_repr_sigma)), repr_memory_days=e.station_repr_memory_days,
             ))
     nd = p.n_days
     for s in stations:
@@ -333,7 +404,42 @@ def place_stations(st: Statics, rng: np.random.Generator) -> list[Station]:
     if len(stations) >= 2:
         for s in rng.choice(len(stations), size=2, replace=False):
             stations[int(s)].negative_spikes = True
+    # a few stations drift or break without any quality flag saying so
+    n_bad = int(round(e.drift_break_fraction * len(stations)))
+    if e.drift_break_fraction > 0 and len(stations) >= 5 and nd >= 8:
+        n_bad = max(1, n_bad)
+    for i in (re_.choice(len(stations), size=n_bad, replace=False) if n_bad else []):
+        s = stations[int(i)]
+        size = float(re_.uniform(*e.drift_break_size) * re_.choice([-1.0, 1.0]))
+        day = int(re_.integers(int(0.2 * nd), max(int(0.2 * nd) + 1, int(0.8 * nd))))
+        if re_.random() < 0.5:
+            s.drift, s.drift_start = size, day // 2
+        else:
+            s.break_day, s.break_size = day, size
     return stations
+
+
+def station_daily(s: Station, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The station's daily reading (before hourly noise) from its pixel's daily truth ``theta``.
+
+    Network and station calibration around the pixel's mean, the point-scale error (AR(1) with memory
+    ``repr_memory_days``, σ = ``repr_sigma``·(0.5 + relative wetness)), then drift and break.
+    """
+    nd = theta.shape[0]
+    mean = float(np.nanmean(theta))
+    daily = s.network_bias + s.bias + mean + s.network_gain * s.gain * (theta - mean)
+    if s.repr_sigma > 0:
+        phi = float(np.exp(-1.0 / s.repr_memory_days))
+        ar = lfilter([np.sqrt(1 - phi**2)], [1.0, -phi], rng.standard_normal(nd))
+        lo, hi = float(np.nanmin(theta)), float(np.nanmax(theta))
+        wet = (theta - lo) / max(hi - lo, 1e-6)
+        daily = daily + s.repr_sigma * (0.5 + wet) * ar
+    t = np.arange(nd)
+    if s.drift != 0.0:
+        daily = daily + s.drift * np.clip((t - s.drift_start) / max(nd - 1 - s.drift_start, 1), 0.0, 1.0)
+    if s.break_day is not None:
+        daily = daily + np.where(t >= s.break_day, s.break_size, 0.0)
+    return daily
 
 
 def station_hourly(s: Station, theta: np.ndarray, t_air: np.ndarray, porosity: float, rng: np.random.Generator,
@@ -345,7 +451,7 @@ def station_hourly(s: Station, theta: np.ndarray, t_air: np.ndarray, porosity: f
     """
     nd: int = theta.shape[0]
     mean = float(np.nanmean(theta))
-    daily = s.bias + mean + s.gain * (theta - mean)
+    daily = station_daily(s, theta, rng)
     if depth == "deep":  # a 0.20 m sensor: slower, damped
         sm = lfilter([0.2], [1.0, -0.8], daily - daily[0]) + daily[0]
         daily = 0.8 * sm + 0.2 * mean + 0.03

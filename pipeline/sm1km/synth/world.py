@@ -14,6 +14,11 @@ The predictors carry the information a downscaling model needs: texture (θs, θ
 static, LST day−night contrast responds to ``s`` and NDVI to the 30-day wetness. A hidden
 small-scale field modulates ``s_eq`` and the drydown time and appears in no predictor: the part of
 the 1 km pattern no model can explain.
+
+LST is confounded (``WorldParams.errors``): the day-time excess over air temperature scales with
+the solar incidence of the terrain (slope and aspect at the ~10:30 overpass), a daily shortwave
+anomaly and the daily wind speed; calm nights pool cold air in valleys. Clouds (LST nodata) follow
+the day's storms and the previous day's rain, so gaps sit on wet days.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 # independent random streams: changing one component never shifts the others
 STREAM_TERRAIN, STREAM_SOIL, STREAM_COVER, STREAM_HIDDEN, STREAM_WEATHER, STREAM_LST = range(6)
 STREAM_CCI, STREAM_ERA5, STREAM_STATIONS, STREAM_PREDICTORS, STREAM_NDVI = range(10, 15)
+STREAM_LST_CONFOUND, STREAM_DEM, STREAM_COVER_ERROR, STREAM_STATION_ERRORS = range(20, 24)
 
 
 def rng_for(seed: int, stream: int) -> np.random.Generator:
@@ -65,6 +71,8 @@ class Statics:
     runon: np.ndarray  # 0–1, convergent terrain gets more water
     vigour: np.ndarray  # static NDVI anomaly
     green_shift_days: np.ndarray  # later green-up at altitude
+    normal: np.ndarray  # (3, ny, nx) unit surface normal (east, north, up) of the true terrain
+    valley: np.ndarray  # 0–1, depth below the surrounding terrain (cold-air pools on calm nights)
 
     @property
     def factor(self) -> int:
@@ -144,6 +152,8 @@ def make_statics(params: WorldParams, seed: int) -> Statics:
     et_factor = et_table[lc]
     runon = F.sigmoid(1.5 * twi_n - 1.0)
     green_shift = np.clip(elev / 1000.0 * 18.0, 0, 45)
+    normal = F.surface_normal(elev, geo)
+    valley = np.clip(-(elev - F.gaussian_smooth(elev, geo.px(0.04))) / 120.0, 0.0, 1.0)
 
     def sea_nan(a):
         return np.where(land, a, np.nan).astype(np.float32)
@@ -153,6 +163,7 @@ def make_statics(params: WorldParams, seed: int) -> Statics:
         twi=twi, clay=clay, sand=sand, porosity=sea_nan(porosity), wilting=sea_nan(wilting), land_cover=lc,
         forest_block=block, hidden=hidden, s_eq=sea_nan(s_eq), tau_factor=tau_factor.astype(np.float32),
         et_factor=et_factor, runon=runon.astype(np.float32), vigour=vigour, green_shift_days=green_shift.astype(np.float32),
+        normal=normal, valley=np.where(land, valley, 0.0).astype(np.float32),
     )
 
 
@@ -163,6 +174,17 @@ def air_temperature_climatology(lat: np.ndarray, doy: int) -> np.ndarray:
     amp = 1.5 + 0.2 * alat
     phase = np.where(lat >= 0, 20.0, 20.0 + 182.6)
     return t_ann - amp * np.cos(2.0 * np.pi * (doy - phase) / 365.25)
+
+
+def sun_vector(lat_deg: np.ndarray, doy: int, local_hour: float = 10.5) -> np.ndarray:
+    """(3, ny, 1) unit vector to the sun (east, north, up) at ``local_hour`` solar time (MODIS Terra ~10:30)."""
+    phi = np.deg2rad(lat_deg)[:, None]
+    decl = np.deg2rad(23.44) * np.sin(2.0 * np.pi * (284 + doy) / 365.0)
+    h = np.deg2rad(15.0 * (local_hour - 12.0))
+    cos_z = np.clip(np.sin(phi) * np.sin(decl) + np.cos(phi) * np.cos(decl) * np.cos(h), 0.05, 1.0)
+    sin_z = np.sqrt(1.0 - cos_z**2)
+    az = np.arctan2(np.sin(h), np.sin(phi) * np.cos(h) - np.cos(phi) * np.tan(decl)) + np.pi  # from north
+    return np.stack([sin_z * np.sin(az), sin_z * np.cos(az), cos_z])
 
 
 def _phenology(doy: float, shift: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -177,8 +199,11 @@ def simulate(st: Statics) -> Iterator[Day]:
     ny, nx = st.shape
     geo = st.geo
     land = st.land
+    e = p.errors
     rw = rng_for(st.seed, STREAM_WEATHER)
     rl = rng_for(st.seed, STREAM_LST)
+    rc = rng_for(st.seed, STREAM_LST_CONFOUND)
+    wind_up = 1.0 + 0.3 * np.clip(st.elevation_m, 0, None) / 1000.0  # windier on the heights
 
     nmin = np.zeros(256, np.float32)
     nmax = np.zeros(256, np.float32)
@@ -195,6 +220,7 @@ def simulate(st: Statics) -> Iterator[Day]:
     s30 = s.copy()
     snow = np.zeros((ny, nx), np.float32)
     t_anom = np.zeros((ny, nx), np.float32)
+    rain_prev = np.zeros((ny, nx), np.float32)
     wet = False
 
     sig_t = geo.px(0.8)
@@ -237,20 +263,31 @@ def simulate(st: Statics) -> Iterator[Day]:
         s30 = np.where(land, s30 + (s - s30) / 20.0, np.nan).astype(np.float32)
         theta = (st.wilting + s * (st.porosity - st.wilting)).astype(np.float32)
 
-        # land surface temperature: dry bare soil is hot by day, wet soil stays warm at night
+        # land surface temperature: dry bare soil is hot by day, wet soil stays warm at night; the day-time
+        # excess over air temperature also follows the terrain's solar incidence, a shortwave anomaly and wind
         veg = np.clip(ndvi, 0, 1)
-        lst_day = (t_air + 273.15 + 2.5 + 11.0 * (1.0 - s) * (1.0 - 0.6 * veg) + 2.0 * (1.0 - veg)
-                   + 1.0 * rl.standard_normal((ny, nx), dtype=np.float32))
-        lst_night = (t_air + 273.15 - 6.5 + 3.5 * s + 1.0 * veg
-                     + 0.8 * rl.standard_normal((ny, nx), dtype=np.float32))
+        excess = 2.5 + 11.0 * (1.0 - s) * (1.0 - 0.6 * veg) + 2.0 * (1.0 - veg)
+        sun = sun_vector(geo.lat, doy)
+        incidence = np.clip((st.normal * sun).sum(axis=0) / sun[2], 0.0, 2.0)  # 1 on flat ground
+        shortwave = 1.0 + 0.08 * F.smooth_noise(rc, (ny, nx), geo.px(0.2)) + 0.05 * rc.standard_normal()
+        wind = np.clip(3.0 * np.exp(0.35 * F.smooth_noise(rc, (ny, nx), geo.px(0.3)) + 0.3 * rc.standard_normal())
+                       * wind_up, 0.5, 15.0)
+        excess = (excess * (1.0 + e.lst_radiation * (incidence - 1.0)) * (1.0 + e.lst_radiation * (shortwave - 1.0))
+                  / np.maximum(1.0 + e.lst_wind * (wind - 3.0), 0.4))
+        calm = np.exp(-wind / 2.0)
+        lst_day = (t_air + 273.15 + excess + e.lst_noise_k * rl.standard_normal((ny, nx), dtype=np.float32))
+        lst_night = (t_air + 273.15 - 6.5 + 3.5 * s + 1.0 * veg - e.lst_inversion_k * calm * st.valley
+                     + 0.8 * e.lst_noise_k * rl.standard_normal((ny, nx), dtype=np.float32))
         lst_day = np.where(snow > 5.0, np.minimum(lst_day, 273.15 + 0.3 * np.clip(t_air, 0, None)), lst_day)
-        cloud_score = 0.7 * F.smooth_noise(rl, (ny, nx), geo.px(0.1)) + 0.6 * np.clip(storm - thr, -1, 1)
+        cloud_score = (0.7 * F.smooth_noise(rl, (ny, nx), geo.px(0.1)) + e.cloud_rain_weight * np.clip(storm - thr, -1, 1)
+                       + 0.5 * e.cloud_rain_weight * np.tanh(rain_prev / 5.0))
         cloud_frac = rl.uniform(0.35, 0.85) if wet else rl.uniform(0.05, 0.4)
         night_score = 0.6 * cloud_score + 0.8 * F.smooth_noise(rl, (ny, nx), geo.px(0.1))
         cloud_day = cloud_score > np.quantile(cloud_score, 1.0 - cloud_frac)
         cloud_night = night_score > np.quantile(night_score, 1.0 - cloud_frac)
         lst_day = np.where(land & ~cloud_day, lst_day, np.nan).astype(np.float32)
         lst_night = np.where(land & ~cloud_night, lst_night, np.nan).astype(np.float32)
+        rain_prev = precip
 
         yield Day(date=date, in_period=k >= p.spin_up_days, theta=theta, s=s, t_air_c=t_air,
                   rain_mm=precip, snow_mm=snow.copy(), ndvi=ndvi, lst_day_k=lst_day, lst_night_k=lst_night)
