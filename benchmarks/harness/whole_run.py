@@ -126,12 +126,14 @@ def whole_run(results: dict, setup: dict, agg: dict | None, stores: dict) -> dic
             "per global day x 7671 days")
     x = u.get("export_modis_days")
     if _ok(x) and x.get("days", 0) >= 4:
-        c = _med(x, "stage_cpu_s") * x["tile_year_scale"]
-        b = x["bytes"] * x["tile_year_scale"]
+        per_tile = x["tile_year_scale"] / max(1, x["files"])  # the bbox touches x["files"] tiles
+        c = _med(x, "stage_cpu_s") * per_tile
+        b = x["bytes"] * per_tile
         n = MODIS_LAND_TILES * GLOBAL_YEARS
         add("export MODIS-tile HDF5", "exports/modis", c * n, c / 365 * MODIS_LAND_TILES, b * n,
             b / 365 * MODIS_LAND_TILES,
-            f"tile h18v04 for {x['days']} days x 365/{x['days']} = a tile-year ({c:.1f} CPU-s) x "
+            f"the tiles of 0-15 E, 40-50 N ({x['files']} files) for {x['days']} days, per tile x 365/{x['days']} = a "
+            f"tile-year ({c:.1f} CPU-s) x "
             f"{MODIS_LAND_TILES} land tiles x {GLOBAL_YEARS} years; NRT: the open year's file is rewritten (one "
             "day's share priced)")
     total = sum(r["core_hours"] or 0 for r in rows)
