@@ -77,6 +77,28 @@ def test_tiny_bench_measures_the_same_work(tiny_result):
     # the model cost is reported as trees x depth
     mc = r["model_cost"]["model"]
     assert mc["trees_x_max_depth"] == mc["trees"] * mc["max_depth"] > 0
+    # full-size units (quick sizes here) next to their floors, timed in the same run
+    u = r["units"]
+    assert u["size"] == "quick"
+    for k in ("ingest_cci_day", "ingest_era5_day"):
+        x = u[k]
+        assert x["written_bytes"] > 0 and x["decoded_bytes"] > 0 and x["stats"]["units_written"] == 1
+        assert x["ratio_to_decode"] == pytest.approx(x["decode_wall_s"]["median"] / x["stage_wall_s"]["median"],
+                                                     rel=2e-3)
+        assert x["ratio_to_naive"] == pytest.approx(x["naive_wall_s"]["median"] / x["stage_wall_s"]["median"],
+                                                    rel=2e-3)
+    cog = u["export_cog_strip"]
+    assert cog["bytes"] > 0 and cog["floor_bytes"] > 0
+    assert cog["ratio_to_floor"] == pytest.approx(cog["floor_wall_s"]["median"] / cog["stage_wall_s"]["median"],
+                                                  rel=2e-3)
+    assert u["modis_tile"]["grid_px"][0] > 0 and u["export_modis_days"]["files"] == 1
+    # the whole run: every priced stage, shares adding up to 1
+    wr = r["whole_run"]
+    stages = {row["stage"] for row in wr["rows"]}
+    assert {"ingest CCI", "ingest ERA5", "fuse", "train", "downscale", "aggregate (monthly)"} <= stages
+    assert sum(row["share"] for row in wr["rows"]) == pytest.approx(1.0, abs=1e-3)
+    assert wr["core_hours_total"] == pytest.approx(sum(row["core_hours"] or 0 for row in wr["rows"]), abs=0.1)
+    assert 0 < r["fusion"]["ratio_to_formula"]
     assert r["gpu"]["available"] in (True, False)
     if not r["gpu"]["available"]:
         assert r["gpu"]["reason"]
@@ -161,3 +183,25 @@ def test_peak_rss_of_a_child_is_its_own():
     child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert peak_rss_bytes() > big.nbytes
     assert child < 200 * 2**20
+
+
+def test_performance_doc_matches_the_committed_bench_json():
+    """docs/performance.md's generated block is what benchmarks/perf_doc.py makes of the committed
+    JSON (no hand-copied numbers): regenerate with ``python benchmarks/perf_doc.py``."""
+    import perf_doc
+
+    res = json.loads(perf_doc.RESULT.read_text())
+    doc = perf_doc.DOC.read_text()
+    assert perf_doc.rewrite(doc, perf_doc.render(res)) == doc
+    if "whole_run" in res["results"] and "rows" in res["results"]["whole_run"]:
+        for row in res["results"]["whole_run"]["rows"]:
+            assert row["stage"] in doc
+
+
+def test_perf_doc_block_is_rewritten_between_markers():
+    import perf_doc
+
+    text = f"a\n{perf_doc.BEGIN}\nold\n{perf_doc.END}\nb\n"
+    assert perf_doc.rewrite(text, "new\n") == f"a\n{perf_doc.BEGIN}\nnew\n{perf_doc.END}\nb\n"
+    with pytest.raises(SystemExit):
+        perf_doc.rewrite("no markers", "x")

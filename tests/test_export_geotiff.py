@@ -155,7 +155,7 @@ def test_option_errors(tmp_path):
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         export(cfg, fmt="geotiff", start="1.2.2020", out=str(tmp_path / "o"))
     with pytest.raises(ConfigError, match="unknown format"):
-        export(cfg, fmt="netcdf", out=str(tmp_path / "o"))
+        export(cfg, fmt="grib2", out=str(tmp_path / "o"))
     with pytest.raises(StoreError, match="sm_uncertainty"):
         export(cfg, fmt="geotiff", product="monthly", with_uncertainty=True, out=str(tmp_path / "o"))
     assert not os.path.exists(tmp_path / "o")

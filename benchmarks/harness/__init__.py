@@ -9,7 +9,9 @@ region, its north-west quarter the **1×** region (see :mod:`.world`). Sections 
 the same feature matrices vs features alone), ``profile`` (cProfile of one task), ``model_cost``
 (trees × depth), ``compression``, ``memory`` (peak RSS of a worker process at 1× and 4×),
 ``scaling`` (LocalCluster workers/threads, scheduler overhead), ``export``, ``projection`` (the
-global 2000–2020 run) and ``gpu``. Every figure is the median of ``reps`` repetitions. See
+global 2000–2020 downscale), ``units`` (full-size units of each stage next to their floors, measured
+in the same run: :mod:`.units`), ``whole_run`` (every stage and store of the global run and of one
+NRT day: :mod:`.whole_run`) and ``gpu``. Every figure is the median of ``reps`` repetitions. See
 ``docs/performance.md``.
 """
 
@@ -33,7 +35,7 @@ from harness.world import PRESETS, BenchPreset, get_preset, prepare_world, regio
 log = logging.getLogger(__name__)
 
 SECTIONS = ("ingest", "fusion", "downscale", "profile", "model_cost", "compression", "memory", "scaling",
-            "export", "projection", "gpu")
+            "export", "projection", "units", "whole_run", "gpu")
 
 __all__ = ["run_bench", "summary_lines", "SECTIONS", "PRESETS", "BenchPreset", "BENCH_SCHEMA", "SCHEMA_VERSION",
            "gpu_info", "machine_info", "package_versions"]
@@ -168,6 +170,18 @@ def run_bench(preset: str | BenchPreset = "small", out: str | Path | None = None
         if "projection" not in skip and _ok(ds) and mb:
             sched = sc.get("scheduler") if _ok(sc) else None
             _guard(r, "projection", lambda: projection(ds, sc if _ok(sc) else None, mb, cfg4, sched), timings)
+        if "units" not in skip:
+            from harness.units import bench_units
+
+            _guard(r, "units", lambda: bench_units(wd, p.units, reps), timings)
+        if "whole_run" not in skip:
+            def whole():
+                from harness.whole_run import measure_aggregate, store_bytes, whole_run
+
+                agg = measure_aggregate(cfg1) if (Path(cfg1.store.root) / "master.zarr" / "zarr.json").exists() \
+                    else None
+                return whole_run(r, setup, agg, store_bytes(cfg4, cfg1))
+            _guard(r, "whole_run", whole, timings)
         if "gpu" not in skip:
             _guard(r, "gpu", lambda: bench_gpu(world, ctx, reps) if ctx else gpu_info(), timings)
     finally:
@@ -266,6 +280,20 @@ def summary_lines(res: dict) -> list[str]:
         lines.append(f"global 2000-2020: {pr['core_hours']:,} core-hours ({pr['core_hours_from_cpu_time']:,} from CPU "
                      f"time); {pr['wall_hours_on_workers']} h on N workers; {pr['bytes']['stored_total'] / 1e12:.1f} TB "
                      f"stored; {pr['tasks']['total_shards']:,} shards")
+    u = r.get("units", {})
+    if _ok(u) and not u.get("skipped"):
+        parts = []
+        for k, key in (("ingest_cci_day", "ratio_to_decode"), ("ingest_cci_day", "ratio_to_naive"),
+                       ("ingest_era5_day", "ratio_to_decode"), ("ingest_era5_day", "ratio_to_naive"),
+                       ("modis_tile", "ratio_to_decode"), ("export_cog_strip", "ratio_to_floor")):
+            if _ok(u.get(k)):
+                parts.append(f"{k} {key.removeprefix('ratio_to_')} {u[k][key]}")
+        lines.append(f"units ({u['size']}), floor / stage: " + "; ".join(parts))
+    wr = r.get("whole_run", {})
+    if _ok(wr) and not wr.get("skipped"):
+        lines.append(f"whole run 2000-2020: {wr['core_hours_total']:,} core-hours, "
+                     f"{wr['bytes_stored_total'] / 1e12:.1f} TB stored; one NRT day {wr['nrt_day_core_hours_total']} "
+                     "core-hours")
     gpu = r.get("gpu", {})
     lines.append(f"gpu: {'available' if gpu.get('available') else 'not available'}"
                  + (f" ({gpu.get('reason')})" if gpu.get("reason") else ""))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results.units and results.whole_run
 
 _FIGURE = {
     "type": "object",
@@ -22,6 +22,9 @@ def _obj(required: list[str], props: dict | None = None) -> dict:
 
 
 _SKIPPED = _obj(["skipped"], {"skipped": {"const": True}})
+_UNIT_INGEST = _obj(["written_bytes", "stage_wall_s", "stage_cpu_s", "decode_wall_s", "naive_wall_s", "ratio_to_decode",
+                     "ratio_to_naive"], {"stage_wall_s": _REF, "stage_cpu_s": _REF, "decode_wall_s": _REF,
+                                         "naive_wall_s": _REF, "ratio_to_decode": {"type": "number"}})
 
 _SECTIONS = {
     "downscale": _obj(
@@ -59,6 +62,17 @@ _SECTIONS = {
                                                  {"rows_per_s_per_core": _REF})}),
     "compression": _obj(["codecs", "raw_bytes"]),
     "gpu": _obj(["available"], {"available": {"type": "boolean"}}),
+    "units": _obj(["size", "ingest_cci_day", "ingest_era5_day", "modis_tile", "export_cog_strip", "export_modis_days"],
+                  {"ingest_cci_day": _UNIT_INGEST, "ingest_era5_day": _UNIT_INGEST,
+                   "modis_tile": _obj(["stage_cpu_s", "decode_cpu_s", "ratio_to_decode"],
+                                      {"stage_cpu_s": _REF, "decode_cpu_s": _REF}),
+                   "export_cog_strip": _obj(["px", "bytes", "stage_cpu_s", "floor_cpu_s", "ratio_to_floor"],
+                                            {"stage_cpu_s": _REF, "floor_cpu_s": _REF}),
+                   "export_modis_days": _obj(["days", "bytes", "stage_cpu_s", "tile_year_scale"],
+                                             {"stage_cpu_s": _REF})}),
+    "whole_run": _obj(["rows", "core_hours_total", "nrt_day_core_hours_total", "bytes_stored_total"],
+                      {"rows": {"type": "array", "items": _obj(
+                          ["stage", "store", "core_hours", "share", "bytes_stored", "basis"])}}),
 }
 
 BENCH_SCHEMA: dict = {

@@ -207,7 +207,13 @@ def bench_fusion(cfg, reps: int, core_days: int = 365) -> dict[str, Any]:
     core = [timed(lambda: fuse_block(cci_t, era5_t, land, fz.method, fz.min_overlap_days, fz.neighbourhood_cells))
             for _ in range(max(1, reps))]
     n_core = int(cci_t.size)
+    stage_rate = median([reg["cell_days"] / s.cpu_s for s in samples if s.cpu_s > 0] or [0.0])
+    core_rate = median([n_core / s.cpu_s for s in core if s.cpu_s > 0] or [float("inf")])
     return {"region": reg, "pixel_days": reg["cell_days"],
+            "ratio_to_formula": _round(stage_rate / core_rate, 4),
+            "ratio_to_formula_note": "the stage's CPU rate (fuse of the bench world: fixed costs of opening "
+                                     "stores, fitting, templates, ledger over few cell-days) / the formula's "
+                                     "(fuse_block on the 365-day block)",
             "pixel_days_per_s_per_core": rate_figure(reg["cell_days"], walls, "25 km pixel-days/s/core"),
             "cpu_pixel_days_per_s_per_core": rate_figure(reg["cell_days"], [s.cpu_s for s in samples],
                                                          "25 km pixel-days per CPU-second"),

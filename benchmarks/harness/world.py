@@ -38,6 +38,7 @@ class BenchPreset:
     rf_compare: bool = True
     quarter: str = "coast"           # the 1x quarter: nw, ne, sw, se, or coast (the one with most sea)
     scaling_region: str = "4x"       # region the scaling runs downscale (enough shards for 2 workers)
+    units: str = "full"              # size of results.units: "full" (global units) or "quick" (tests)
 
     def params(self):
         from sm1km.synth import preset
@@ -49,7 +50,8 @@ PRESETS: dict[str, BenchPreset] = {
     # the test's world: seconds
     "tiny": BenchPreset("tiny", "tiny", (("n_days", 12),),
                         train_options=(("algorithms", ("gbt",)), ("target", "residual"), ("gbt_max_rounds", 40)),
-                        scaling=((1, 1, 1), (2, 1, 1)), export_formats=("geotiff", "hdf5"), rf_compare=False),
+                        scaling=((1, 1, 1), (2, 1, 1)), export_formats=("geotiff", "hdf5"), rf_compare=False,
+                        units="quick"),
     # the demo world (480x480 px, north Italy) for 32 days. 1x = its coastal quarter (240x240 px, 4
     # shards of 32x120x120; with seed 1 the sea is in the north-east: one shard all sea, two coastal,
     # one inland - as a global run meets coasts); 4x = the whole world (16 shards), also the region
