@@ -48,6 +48,8 @@ def _f(v, nd: int = 3) -> str:
     if v is None:
         return "–"
     s = f"{v:.{nd}f}"
+    if s.startswith("-") and float(s) == 0:  # no "−0.000"
+        s = s[1:]
     return s.replace("-", "−") if s.startswith("-") else s
 
 
