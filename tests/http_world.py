@@ -25,6 +25,8 @@ def built_run(root: str):
     files = export(cfg, fmt="geotiff", product="daily", start="2020-01-01", end="2020-01-02",
                    out=cfg.store.url("exports", "geotiff"))["files"]
     files += export(cfg, fmt="hdf5", product="monthly", out=cfg.store.url("exports", "hdf5"))["files"]
+    files += export(cfg, fmt="netcdf", product="daily", start="2020-01-01", end="2020-01-02",
+                    out=cfg.store.url("exports", "netcdf"))["files"]
     out["exports"] = sorted(files)
     return cfg, out
 

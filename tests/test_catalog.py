@@ -105,7 +105,17 @@ def test_collection_and_items_validate(run):
     with pytest.raises(jsonschema.ValidationError):  # the schema wants its URI in stac_extensions
         jsonschema.Draft7Validator(_schema(catalog.PROJECTION_SCHEMA)).validate(undeclared)
     assert set(items) == {"fused", "master", "monthly", "geotiff-sm1km_daily_20200101",
-                          "geotiff-sm1km_daily_20200102", "hdf5-sm1km_monthly_2020"}
+                          "geotiff-sm1km_daily_20200102", "hdf5-sm1km_monthly_2020", "netcdf-sm1km_daily_202001"}
+    # item_assets (STAC 1.1 core): what the items' assets are; the export kinds differ in type
+    assert coll["item_assets"] == {
+        "zarr": {"title": "the product's consolidated Zarr v3 store", "type": catalog.ZARR_MEDIA_TYPE,
+                 "description": "open with xarray (xarray:open_kwargs)", "roles": ["data"]},
+        "data": {"title": "exported file", "roles": ["data"], "description": coll["item_assets"]["data"]["description"]}}
+    assert all(set(it["assets"]) <= set(coll["item_assets"]) for it in items.values())
+    bad = copy.deepcopy(coll)
+    bad["item_assets"]["data"] = {"href": "x.tif", "roles": ["data"]}  # a definition has no href
+    with pytest.raises(Exception, match="valid|href"):
+        validate(bad)
 
 
 def _schema(uri: str) -> dict:
@@ -140,9 +150,21 @@ def test_cog_items_carry_what_loaders_need(run):
         p = item["properties"]
         assert p["datetime"] == f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00Z" == p["start_datetime"]
     h5 = items["hdf5-sm1km_monthly_2020"]
-    assert h5["properties"]["datetime"] is None and h5["stac_extensions"] == [catalog.FILE_SCHEMA]
+    assert h5["properties"]["datetime"] is None
+    assert h5["stac_extensions"] == [catalog.PROJECTION_SCHEMA, catalog.FILE_SCHEMA]
     data = (root / "exports" / "hdf5" / "sm1km_monthly_2020.h5").read_bytes()
     assert h5["assets"]["data"]["file:checksum"] == "1220" + hashlib.sha256(data).hexdigest()
+    # HDF5 and netCDF on the lat/lon grid: the COGs' grid, to the bit (same region)
+    cog = items["geotiff-sm1km_daily_20200101"]["assets"]["data"]
+    nc = items["netcdf-sm1km_daily_202001"]
+    assert nc["stac_extensions"] == [catalog.PROJECTION_SCHEMA, catalog.FILE_SCHEMA]
+    assert nc["assets"]["data"]["type"] == "application/netcdf"
+    for asset in (h5["assets"]["data"], nc["assets"]["data"]):
+        for k in ("proj:code", "proj:shape", "proj:transform", "proj:bbox"):
+            assert asset[k] == cog[k], k
+    assert nc["bbox"] == cog["proj:bbox"]
+    p = nc["properties"]
+    assert (p["start_datetime"], p["end_datetime"]) == ("2020-01-01T00:00:00Z", "2020-01-02T23:59:59Z")
 
 
 #: an absolute local path in a value: ``/x/y`` at the start or after a space, quote, ``=``, ``(``, ``[`` or ``,``;
@@ -276,7 +298,7 @@ def test_every_asset_opens_over_http(run):
                 opened.add(item.id)
         for asset in coll.assets.values():  # collection-level Zarr assets
             assert xr.open_zarr(asset.get_absolute_href()).sizes["time"] > 0
-    assert len(opened) == 6
+    assert len(opened) == 7
 
 
 def test_cli_writes_catalog_and_publishes(run, tmp_path, capsys):

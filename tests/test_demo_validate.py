@@ -31,6 +31,7 @@ def test_demo_prints_outputs_and_headline(demo_run):
     assert "sm1km demo finished" in r.stdout
     assert "master.zarr" in r.stdout and "report/index.html" in r.stdout
     assert "station-grouped CV" in r.stdout and "vs 1 km truth" in r.stdout
+    assert "nested station-grouped CV (outer folds)" in r.stdout and "leave-network-out" in r.stdout
     assert "not available" not in r.stdout  # every stage ran
 
 
@@ -50,6 +51,16 @@ def test_metrics_json_contract(demo_run):
         assert set(model[scheme]) >= {"n_stations", "n_samples", "r_pooled", "ubrmse_pooled", "r_median",
                                       "ubrmse_median"}, scheme
     assert "baseline_25km" in model
+    # [16]: leave-network-out, 25 km-cell-grouped and the nested outer-fold score, with the fused,
+    # ERA5 and CCI baselines at the same station-days, and the cost-aware choice with its reason
+    for scheme in ("network_out", "cell_grouped", "nested"):
+        assert set(model[scheme]) >= {"n_stations", "r_pooled", "ubrmse_pooled", "r_median", "ubrmse_median",
+                                      "baseline_25km", "baseline_era5", "baseline_cci"}, scheme
+    assert set(model["baselines"]) == {"fused_25km", "era5", "cci"}
+    assert len(model["nested"]["choices"]) == model["nested"]["n_folds"]
+    sel = model["selection"]
+    assert sel["chosen"] == f"{model['default_algorithm']}/{model['target_kind']}" and sel["reason"]
+    assert all(c["prediction_cost"] > 0 for c in sel["candidates"].values())
     st = m["stations"]
     assert set(st) >= {"n_stations", "r_median", "ubrmse_median", "r_pooled", "ubrmse_pooled", "bias_median",
                        "networks"}

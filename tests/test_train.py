@@ -87,8 +87,20 @@ def test_train_end_to_end(tmp_path):
     assert card["algorithm"] in ("rf", "gbt") and "station-grouped" in card["algorithm_reason"]
     assert card["target_kind"] in ("sm", "residual") and "station-grouped" in card["target_reason"]
     tc = card["cv"]["targets"]
-    best = min((tc[t][a]["ubrmse_pooled"], t) for t in ("sm", "residual") for a in ("rf", "gbt"))
-    assert best[1] == card["target_kind"]
+    assert set(tc) == {"sm", "residual"} and all(set(tc[t]) == {"rf", "gbt"} for t in tc)
+    # the card records the rule, every candidate's score and measured prediction cost, the choice
+    sel = card["selection"]
+    assert sel["chosen"] == f"{card['algorithm']}/{card['target_kind']}" and "noise" in sel["rule"]
+    assert set(sel["candidates"]) == {"rf/sm", "rf/residual", "gbt/sm", "gbt/residual"}
+    for name, c in sel["candidates"].items():
+        assert c["prediction_cost"] > 0 and len(c["ubrmse_per_fold"]) == 5, name
+        assert sel["fits"][name] == 15  # 5 outer + 10 shared pair fits (nested CV, K = 5)
+    # the rule holds: the choice is within the noise of the best, and every cheaper one is not
+    ch = sel["candidates"][sel["chosen"]]
+    assert ch["margin_to_best"] <= ch["noise_se"]
+    for name, c in sel["candidates"].items():
+        if c["prediction_cost"] < ch["prediction_cost"]:
+            assert c["margin_to_best"] > c["noise_se"], name
     assert card["training"]["n_stations"] == 20 and card["training"]["n_samples"] > 900
     assert {e["station"] for e in card["training"]["excluded_stations"]} == {"NETA/OUTSIDE", "NETB/SPARSE"}
     assert card["feature_schema"] == json.loads(json.dumps(F.FEATURE_SCHEMA))
@@ -97,21 +109,28 @@ def test_train_end_to_end(tmp_path):
     assert sum(card["feature_importance_gain"].values()) == pytest.approx(1.0, abs=1e-3)
     assert "xgboost" in card["packages"]
     cv = card["cv"]
-    for scheme in ("random_kfold", "station_grouped", "spatial_block", "year_out"):
+    chosen = card["algorithm"]
+    for scheme in ("random_kfold", "station_grouped", "network_out", "cell_grouped", "spatial_block", "year_out"):
         assert CV_KEYS <= set(cv[scheme]), scheme
         assert CV_KEYS <= set(cv[scheme]["baseline_25km"])
-        for alg in ("rf", "gbt"):
-            assert CV_KEYS <= set(cv["algorithms"][alg][scheme])
+        assert CV_KEYS <= set(cv["algorithms"][chosen][scheme])
+    for alg in ("rf", "gbt"):
+        assert CV_KEYS <= set(cv["algorithms"][alg]["station_grouped"])
     assert cv["year_out"]["held_out"] == "month" and "fewer than 2 years" in cv["year_out"]["note"]
-    assert cv["default_algorithm"] == card["algorithm"]
-    chosen = card["algorithm"]
-    other = {"rf": "gbt", "gbt": "rf"}[chosen]
-    assert cv["algorithms"][chosen]["station_grouped"]["ubrmse_pooled"] <= \
-        cv["algorithms"][other]["station_grouped"]["ubrmse_pooled"]
+    assert cv["network_out"]["held_out"] == "network" and cv["network_out"]["n_folds"] == 2
+    assert cv["cell_grouped"]["held_out"] == "25km_cell"
+    assert cv["default_algorithm"] == chosen
+    # nested: the outer-fold score of the whole procedure, one choice per outer fold
+    nested = cv["nested"]
+    assert CV_KEYS <= set(nested) and nested["n_samples"] == cv["station_grouped"]["n_samples"]
+    assert [c["fold"] for c in nested["choices"]] == list(range(5))
+    assert all(c["choice"] in sel["candidates"] for c in nested["choices"])
+    assert 0 < nested["uncertainty"]["coverage"] <= 1
     metrics = json.loads(open(urls["metrics"]).read())
     assert metrics["fusion"] == {"x": 1}
     assert metrics["model"]["default_algorithm"] == chosen
     assert metrics["model"]["station_grouped"]["n_stations"] == 20
+    assert metrics["model"]["nested"]["n_stations"] == 20
 
     # the model downscales: against the 1 km truth it beats the 25 km field it started from
     m = M.load_model(urls["model"])
@@ -176,3 +195,21 @@ def test_collocation_in_parallel_batches_equals_serial(tmp_path):
         par, ex_par = collocate_stores(cfg, client=client, batch_size=5)
     assert par.equals(serial)
     assert sorted(e["station"] for e in ex_par) == sorted(e["station"] for e in ex_serial)
+
+
+def test_prediction_cost_counts_node_visits():
+    """The measured prediction cost: split nodes a row passes, summed over the trees used."""
+    import xgboost as xgb
+
+    from sm1km.stages.train import node_visits_per_row
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, F.N_FEATURES)).astype(np.float32)
+    y = rng.normal(size=500)
+    d = xgb.DMatrix(X, label=y, feature_names=list(F.FEATURE_NAMES))
+    stumps = xgb.train({"max_depth": 1, "nthread": 1}, d, 3)
+    assert node_visits_per_row(stumps, X) == 3.0
+    deep = xgb.train({"max_depth": 3, "min_child_weight": 0, "nthread": 1}, d, 2)
+    assert node_visits_per_row(deep, X) == 6.0 and node_visits_per_row(deep, X, 1) == 3.0
+    forest = xgb.train({"max_depth": 3, "min_child_weight": 0, "num_parallel_tree": 4, "nthread": 1}, d, 1)
+    assert node_visits_per_row(forest, X) == 12.0

@@ -33,9 +33,15 @@ def test_tiny_world_end_to_end(tmp_path):
     stations = store.open_dataset(cfg.store.url("inputs", "stations.zarr"))
     assert n_st + n_excl == stations.sizes["station"]  # every station is used or reported
     assert n_st >= 2
-    for scheme in ("random_kfold", "station_grouped", "spatial_block", "year_out"):
+    for scheme in ("random_kfold", "station_grouped", "cell_grouped", "spatial_block", "year_out", "nested"):
         assert card["cv"][scheme]["n_stations"] == n_st
         assert np.isfinite(card["cv"][scheme]["ubrmse_pooled"])
+    # raw ERA5 and CCI scored at the same station-days as the fused 25 km value
+    base = card["cv"]["baselines"]
+    assert set(base) == {"fused_25km", "era5", "cci"}
+    assert base["era5"]["n_samples"] == base["fused_25km"]["n_samples"] == card["cv"]["nested"]["n_samples"]
+    assert 0 < base["cci"]["n_samples"] <= base["fused_25km"]["n_samples"]
+    assert card["cv"]["station_grouped"]["baseline_era5"] == base["era5"]
     metrics = json.loads(open(urls["metrics"]).read())
     assert metrics["model"]["default_algorithm"] == card["algorithm"]
 

@@ -72,12 +72,13 @@ from sm1km.testing.worlds import run_stage, tiny_run  # noqa: E402
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished tiny run (its GeoTIFF export, plus the HDF5 one) to copy and damage."""
+    """A finished tiny run (its GeoTIFF export, plus the HDF5 and netCDF ones) to copy and damage."""
     run = tiny_run(tmp_path_factory.getbasetemp())
     root = tmp_path_factory.mktemp("verify-run") / "store"
     shutil.copytree(run.cfg.store.root, root)
     cfg = run.config(str(root))
     run_stage("export", cfg, fmt="hdf5")
+    run_stage("export", cfg, fmt="netcdf")
     return run, root
 
 
@@ -105,6 +106,7 @@ def test_finished_run_passes_and_says_what_it_checked(finished, tmp_path, capsys
         assert ("store.conventions", s) in by and ("store.deps", s) in by and ("store.shards", s) in by
     assert by[("exports.valid", "geotiff")]["items"] == 12      # every COG validated
     assert by[("exports.valid", "hdf5")]["items"] == 1          # the month's HDF5 opened
+    assert by[("exports.valid", "netcdf")]["items"] == by[("exports.deps", "netcdf")]["items"] == 1
     assert by[("catalog.assets", "catalog")]["items"] > 12
     assert by[("store.shards", "master.zarr")]["items"] > 0
     assert "sm1km verify:" not in err
@@ -155,6 +157,24 @@ def test_manifest_digest_mismatch_is_named(finished, tmp_path, capsys):
     assert rc == 2
     assert _problems(rep) == [("exports.deps", str(root / "exports/geotiff/sm1km_daily_20200405.tif"))]
     assert "sm1km_deps" in err
+
+
+def test_damaged_netcdf_is_named(finished, tmp_path, capsys):
+    """A netCDF file cut short, and one whose time axis is not the manifest's days, are named."""
+    import netCDF4
+
+    root, cfg_path = _copy(finished, tmp_path)
+    nc = root / "exports" / "netcdf" / "sm1km_daily_202004.nc"
+    good = nc.read_bytes()
+    nc.write_bytes(good[: len(good) // 2])
+    rc, rep, err = _verify(capsys, cfg_path)
+    assert rc == 2 and ("exports.valid", str(nc)) in _problems(rep)
+    nc.write_bytes(good)
+    with netCDF4.Dataset(nc, "a") as ds:
+        ds["time"][0] = ds["time"][0] - 1
+    rc, rep, err = _verify(capsys, cfg_path)
+    assert rc == 2 and _problems(rep) == [("exports.valid", str(nc))]
+    assert "time axis spans 2020-03-31" in err
 
 
 def test_stale_marker_deps_are_named(finished, tmp_path, capsys):

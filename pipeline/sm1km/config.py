@@ -321,6 +321,27 @@ class ClusterConfig(_Strict):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
 
+class NetcdfExportConfig(_Strict):
+    period: Literal["month", "year"] | None = Field(
+        None, description="one netCDF file per month or per year (default: month for the daily product, "
+                          "year for the monthly)")
+
+
+class ExportConfig(_Strict):
+    """What ``sm1km run`` / ``update`` export (the pipeline's ``export`` step) and the netCDF files' period."""
+
+    formats: tuple[Literal["geotiff", "hdf5", "netcdf"], ...] = Field(
+        ("geotiff", "hdf5"), min_length=1, description="daily exports of the pipeline's export step")
+    netcdf: NetcdfExportConfig = Field(default_factory=NetcdfExportConfig)
+
+    @field_validator("formats")
+    @classmethod
+    def _distinct(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"formats repeat: {list(v)}")
+        return v
+
+
 class SeedsConfig(_Strict):
     synth: int = 20240601
     withhold: int = 7
@@ -340,6 +361,7 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     # -- derived --------------------------------------------------------------------------
     @property
@@ -500,4 +522,8 @@ seeds:
   synth: 20240601
   withhold: 7
   train: 42
+export:               # what `sm1km run` / `update` export (docs/exports.md)
+  formats: [geotiff, hdf5]   # add netcdf for CF netCDF-4 files
+  netcdf:
+    period: null      # month or year (default: month for daily data, year for monthly)
 """

@@ -43,17 +43,18 @@ log = logging.getLogger(__name__)
 
 
 def export_deliverables(cfg: RunConfig, client=None) -> StageResult:
-    """Daily GeoTIFF (COG) and HDF5 deliverables of the whole run into ``<root>/exports/``.
+    """The daily deliverables of the whole run into ``<root>/exports/<format>/``: the config's
+    ``export.formats`` (default GeoTIFF (COG) and HDF5; ``netcdf`` adds CF netCDF-4 files).
 
-    Returns ``{"geotiff": [file URLs], "hdf5": [file URLs]}`` (all files of each export, already
-    existing ones included); ``stats`` are the two exports' file counters summed. The exports grow
+    Returns ``{"geotiff": [file URLs], "hdf5": [file URLs], ...}`` (all files of each export, already
+    existing ones included); ``stats`` are the exports' file counters summed. The exports grow
     with the master: new days' files are added, files whose deps changed (the open month's HDF5, a
     revised time block) rewritten (``units_rewritten``), up-to-date ones are ``units_skipped``.
     """
     out = cfg.store.url("exports")
     files: dict[str, Any] = {}
     stats: dict[str, int] = {}
-    for fmt in ("geotiff", "hdf5"):
+    for fmt in cfg.export.formats:
         res = export(cfg, client=client, fmt=fmt, product="daily", out=store.join(out, fmt))
         files[fmt] = res["files"]
         for k, v in res.stats.items():

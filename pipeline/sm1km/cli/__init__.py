@@ -79,7 +79,7 @@ COMMANDS: dict[str, Verb] = {
     "downscale": Verb("apply the model chunk-wise to write the 1 km Zarr master", downscale.add_arguments,
                       downscale.run),
     "aggregate": Verb("monthly means of the 1 km master", aggregate.add_arguments, aggregate.run),
-    "export": Verb("export GeoTIFF (COG) / HDF5 deliverables from the master", export.add_arguments, export.run),
+    "export": Verb("export GeoTIFF (COG) / HDF5 / netCDF deliverables from the master", export.add_arguments, export.run),
     "validate": Verb("metrics against stations and truth; HTML report", validate.add_arguments, validate.run),
     "catalog": Verb("write a STAC catalog of the products", catalog.add_arguments, catalog.run),
     "promote": Verb("publish a finished run under a stable prefix (readers switch in one atomic step)",

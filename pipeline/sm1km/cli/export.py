@@ -1,4 +1,4 @@
-"""``sm1km export --config run.yaml --format geotiff|hdf5``: deliverable files from the master.
+"""``sm1km export --config run.yaml --format geotiff|hdf5|netcdf``: deliverable files from the master.
 
 Calls :func:`sm1km.stages.export.export` under the store's run lock; prints one file URL per line.
 A re-run writes only what is missing or out of date (docs/exports.md, "Growing exports").
@@ -13,7 +13,7 @@ from sm1km.cli._common import add_config_argument, load_config, locked_cli, with
 
 @with_lock_arguments
 def add_arguments(p) -> None:
-    from sm1km.stages.export import FORMATS, LAYOUTS, PRODUCTS
+    from sm1km.stages.export import FORMATS, LAYOUTS, PERIODS, PRODUCTS
     from sm1km.stages.export.common import DEFAULT_WINDOW_PIXELS
     from sm1km.stages.export.geotiff import COMPRESSIONS
 
@@ -28,9 +28,12 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="URL", help="output folder: path or s3://bucket/prefix "
                                                 "(default <store.root>/exports/<format>)")
     p.add_argument("--with-uncertainty", action="store_true",
-                   help="also export sm_uncertainty (GeoTIFF band 2; HDF5 dataset sm_uncertainty)")
+                   help="also export sm_uncertainty (GeoTIFF band 2; HDF5/netCDF variable sm_uncertainty)")
     p.add_argument("--overwrite", action="store_true",
                    help="rewrite every file (default: only files missing or out of date with the store)")
+    p.add_argument("--file-period", choices=PERIODS, default=None,
+                   help="netcdf: one file per month or per year (default: the config's export.netcdf.period, "
+                        "else month for daily, year for monthly)")
     p.add_argument("--compress", choices=COMPRESSIONS, default="deflate", help="GeoTIFF compression (default deflate)")
     p.add_argument("--blocksize", type=int, default=512, help="GeoTIFF tile size in pixels (default 512)")
     p.add_argument("--files-per-task", type=int, default=None,
@@ -47,7 +50,7 @@ def run(args) -> int:
     files = export(cfg, fmt=args.fmt, product=args.product, start=args.start, end=args.end, bbox=args.bbox,
                    out=args.out, layout=args.layout, with_uncertainty=args.with_uncertainty,
                    overwrite=args.overwrite, window_pixels=args.window_pixels, blocksize=args.blocksize,
-                   compress=args.compress, files_per_task=args.files_per_task)
+                   compress=args.compress, files_per_task=args.files_per_task, file_period=args.file_period)
     for f in files["files"]:
         sys.stdout.write(f + "\n")
     return 0

@@ -1,6 +1,7 @@
 """``sm1km train --config run.yaml``: the downscaling model, cross-validated, with its card.
 
-Calls :func:`sm1km.stages.train.train` under the store's run lock; prints ``{name: url}`` as JSON.
+Calls :func:`sm1km.stages.train.train` under the store's run lock; prints ``{name: url}`` as JSON. A model
+up to date with its inputs is kept (nothing written); ``--overwrite`` retrains it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def add_arguments(p) -> None:
     p.add_argument("--target", choices=("auto", *TARGET_KINDS), default="auto",
                    help="sm: learn the station value (as published); residual: learn station minus fused 25 km; "
                         "auto (default): the better under station-grouped CV")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain even when the stored model is up to date with its inputs (by default a model "
+                        "trained from the same data, settings and code is kept and nothing is written)")
 
 
 @locked_cli("train")
@@ -30,6 +34,6 @@ def run(args) -> int:
 
     cfg = load_config(args)
     urls = train(cfg, n_threads=args.threads, rf_trees=args.rf_trees, gbt_max_rounds=args.gbt_max_rounds,
-                 target=args.target)
+                 target=args.target, overwrite=args.overwrite)
     print(json.dumps(urls, indent=2))
     return 0

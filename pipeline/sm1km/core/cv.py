@@ -1,17 +1,36 @@
-"""Cross-validation of the downscaling model: fold designs and station metrics (pure numpy/pandas).
+"""Cross-validation of the downscaling model: fold designs, nested selection and station metrics
+(pure numpy/pandas).
 
-Four designs, all reported (see ``docs/model.md``):
+Six designs, all reported (see ``docs/model.md``):
 
 * ``random_kfold``   — samples (station-days) shuffled into K folds. What papers usually print;
   optimistic, because the same station is in training and test folds.
-* ``station_grouped`` — whole stations held out (the honest default; it picks the algorithm).
+* ``station_grouped`` — whole stations held out (the honest default; nested selection runs on it).
+* ``network_out``    — whole networks held out (leave-network-out: one network per fold when there
+  are at most K networks; a network's shared sensor type and calibration never leak across).
+* ``cell_grouped``   — whole 0.25° (25 km) cells held out: stations sharing a fused 25 km value are
+  never on both sides of a fold.
 * ``spatial_block``  — whole ``block_deg`` × ``block_deg`` blocks held out (1° first; smaller blocks
   when the region has fewer than K blocks; leave-network-out when even 0.25° blocks are too few).
 * ``year_out``       — whole years held out; with fewer than 2 years, whole calendar months, and
   with fewer than 2 months, K contiguous time blocks (the output says which: ``held_out``).
 
 Every design predicts every sample exactly once (out-of-fold), so the metrics of all designs —
-and of the fused 25 km baseline — are computed over the same stations and samples.
+and of the fused 25 km, ERA5 and CCI baselines — are computed over the same stations and samples.
+
+**Nested selection without extra folds** (:func:`nested_fits`, :func:`nested_choice`): the inner
+folds of outer fold *f* are the other outer folds *g ≠ f*, and the inner model that holds out
+*g* inside outer fold *f* is trained on the folds outside {f, g} — the *same* training set as the
+inner model that holds out *f* inside outer fold *g*. One fit per unordered pair serves both, so
+nested CV of a candidate costs K outer fits + K(K−1)/2 pair fits (15 for K = 5) instead of
+K + K(K−1) = 25 (or K·(K_inner + 1) with fresh inner folds), and the outer fits are the plain
+station-grouped CV that is reported anyway. No model that scores a candidate for outer fold *f*
+has seen fold *f*, and fold *f* is never scored for its own choice.
+
+**Cost-aware choice** (:func:`cost_aware_choice`): the cheapest candidate (prediction cost) whose
+pooled ubRMSE is within the fold noise of the best one — the one-standard-error rule (ESL 7.10)
+with cost as the measure of simplicity; noise = standard error of the best's CV estimate over the
+folds (std of its per-fold ubRMSE / sqrt(K)).
 Metrics follow pytesmo: bias = mean(x − y), RMSE, ubRMSE (ddof = 0), Pearson R; x = estimate,
 y = station.
 """
@@ -20,18 +39,19 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from sm1km.core.metrics import metric_dict
+from sm1km.core.grid import coarse_col_of_lon, coarse_row_of_lat
+from sm1km.core.metrics import metric_dict, ubrmse
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("random_kfold", "station_grouped", "spatial_block", "year_out")
+SCHEMES = ("random_kfold", "station_grouped", "network_out", "cell_grouped", "spatial_block", "year_out")
 BLOCK_SIZES_DEG = (1.0, 0.5, 0.25)
 
 
@@ -146,6 +166,30 @@ def time_blocks(times: npt.ArrayLike, k: int) -> tuple[np.ndarray, dict[str, Any
                     "note": "fewer than 2 months of data: contiguous time blocks held out instead of years"}
 
 
+def cell_groups(lat: npt.ArrayLike, lon: npt.ArrayLike) -> np.ndarray:
+    """Label of the 0.25° (25 km, CCI) cell of each sample: row × 1440 + column of the global grid."""
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    return coarse_row_of_lat(lat).astype(np.int64) * 1440 + coarse_col_of_lon(lon).astype(np.int64)
+
+
+def groups_of(scheme: str, table: pd.DataFrame) -> np.ndarray | None:
+    """The group label that ``scheme`` keeps on one side of every fold (None for random K-fold)."""
+    if scheme == "station_grouped":
+        return table["station"].to_numpy()
+    if scheme == "network_out":
+        return table["network"].to_numpy()
+    if scheme == "cell_grouped":
+        return cell_groups(table["lat"].to_numpy(), table["lon"].to_numpy())
+    return None
+
+
+def groups_disjoint(groups: npt.ArrayLike, folds: npt.ArrayLike) -> bool:
+    """True if no group has samples in two folds (no station / network / cell on both sides)."""
+    g = pd.Series(np.asarray(groups))
+    return bool((pd.Series(np.asarray(folds)).groupby(g.to_numpy()).nunique() <= 1).all())
+
+
 def assign_folds(scheme: str, table: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Fold id per row of ``table`` (needs columns station, network, lat, lon, time) for ``scheme``."""
     if scheme == "random_kfold":
@@ -153,6 +197,17 @@ def assign_folds(scheme: str, table: pd.DataFrame, k: int, seed: int) -> tuple[n
     if scheme == "station_grouped":
         st = table["station"].to_numpy()
         return group_kfold(st, k, seed), {"held_out": "station", "n_groups": int(len(np.unique(st))), "note": ""}
+    if scheme == "network_out":
+        nets = table["network"].to_numpy()
+        n = len(np.unique(nets))
+        note = ("" if 2 <= n <= k else "only one network: leave-network-out not possible" if n < 2
+                else f"{n} networks in {k} folds: several networks held out together")
+        return group_kfold(nets, k, seed), {"held_out": "network", "n_groups": int(n), "note": note}
+    if scheme == "cell_grouped":
+        cells = cell_groups(table["lat"].to_numpy(), table["lon"].to_numpy())
+        n = len(np.unique(cells))
+        return group_kfold(cells, k, seed), {"held_out": "25km_cell", "n_groups": int(n),
+                                             "note": "" if n >= 2 else "all stations in one 25 km cell"}
     if scheme == "spatial_block":
         labels, info = spatial_blocks(table["lat"].to_numpy(), table["lon"].to_numpy(), k,
                                       table["network"].to_numpy() if "network" in table else None)
@@ -205,3 +260,112 @@ def cross_validate(table: pd.DataFrame, X: np.ndarray, fit_predict: FitPredict, 
         results[scheme] = res
         preds[scheme] = p
     return results, preds
+
+
+# --------------------------------------------------------------------------------------------
+# nested selection (inner folds = the other outer folds, one fit per pair of folds)
+# --------------------------------------------------------------------------------------------
+def fold_scores(pred: npt.ArrayLike, y: npt.ArrayLike, folds: npt.ArrayLike,
+                fold_ids: Iterable[int] | None = None) -> np.ndarray:
+    """Pooled ubRMSE of ``pred`` vs ``y`` inside each fold (NaN for a fold without valid pairs)."""
+    pred, y, folds = np.asarray(pred, np.float64), np.asarray(y, np.float64), np.asarray(folds)
+    ids = np.unique(folds) if fold_ids is None else np.asarray(list(fold_ids))
+    return np.array([ubrmse(pred[folds == f], y[folds == f]) for f in ids], dtype=np.float64)
+
+
+def nested_fits(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: np.ndarray,
+                fit_predict: FitPredict) -> tuple[np.ndarray, dict[int, np.ndarray], list[tuple[int, ...]]]:
+    """Outer and inner out-of-fold predictions of one candidate, sharing fits.
+
+    Returns ``(outer, inner, calls)``: ``outer`` predicts fold f from a fit on all folds but f (plain
+    out-of-fold CV); ``inner[f]`` predicts every sample outside f from fits that saw neither f
+    nor the sample's own fold g (one fit on the folds outside {f, g} predicts g for outer fold f
+    *and* f for outer fold g), NaN on fold f itself; ``calls`` names the folds each
+    ``fit_predict`` call held out, in call order (``(f,)`` outer, ``(f, g)`` pair). K + K(K-1)/2 fits.
+    """
+    uniq = [int(f) for f in np.unique(folds)]
+    inner = {f: np.full(len(y), np.nan, dtype=np.float64) for f in uniq}
+    calls: list[tuple[int, ...]] = []
+    outer = np.full(len(y), np.nan, dtype=np.float64)
+    if len(uniq) < 2:
+        return outer, inner, calls
+    for f in uniq:
+        test = folds == f
+        outer[test] = fit_predict(X[~test], y[~test], groups[~test], X[test])
+        calls.append((f,))
+    for a, f in enumerate(uniq):
+        for g in uniq[a + 1:]:
+            test = (folds == f) | (folds == g)
+            if (~test).sum() == 0:
+                continue
+            p = fit_predict(X[~test], y[~test], groups[~test], X[test])
+            calls.append((f, g))
+            tf, tg = folds[test] == f, folds[test] == g
+            inner[g][folds == f] = p[tf]  # for outer fold g, f is an inner test fold
+            inner[f][folds == g] = p[tg]  # and vice versa
+    return outer, inner, calls
+
+
+#: ``choose(outer_fold, pooled, per_fold) -> (candidate, why)``
+Chooser = Callable[[int, Mapping[str, float], Mapping[str, np.ndarray]], tuple[str, dict[str, Any]]]
+
+
+def cost_aware_choice(pooled: Mapping[str, float], per_fold: Mapping[str, np.ndarray],
+                      cost: Mapping[str, float], n_se: float = 1.0) -> tuple[str, dict[str, Any]]:
+    """The one-standard-error rule with prediction cost as the measure of simplicity.
+
+    ``best`` = the lowest pooled ubRMSE (ties: cheaper, then name); the noise ``se`` = the
+    standard error of ``best``'s CV estimate over the folds, std(per-fold ubRMSE, ddof=1)/sqrt(n)
+    (Hastie, Tibshirani & Friedman, ESL 7.10; 0 with fewer than 2 folds). Going from the cheapest
+    up, the first candidate with ``pooled_c - pooled_best <= n_se * se`` is chosen (``best``
+    itself always qualifies). Also recorded per candidate, as a diagnostic: ``paired_se``, the
+    standard error of its per-fold differences to ``best``. Returns (choice, {best, se, chosen,
+    candidates: {c: pooled_ubrmse, margin_to_best, noise_se, paired_se, cost}}).
+    """
+    def val(v: float | None) -> float:
+        return float(v) if v is not None and np.isfinite(v) else np.inf
+
+    def se_of(d: np.ndarray) -> float:
+        d = d[np.isfinite(d)]
+        return float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) >= 2 else 0.0
+
+    names = sorted(pooled)
+    best = min(names, key=lambda c: (val(pooled[c]), cost.get(c, np.inf), c))
+    se = se_of(np.asarray(per_fold[best], np.float64))
+    info: dict[str, Any] = {"best": best, "se": se, "candidates": {}}
+    order = sorted(names, key=lambda c: (cost.get(c, np.inf), val(pooled[c]), c))
+    for c in order:
+        paired = se_of(np.asarray(per_fold[c], np.float64) - np.asarray(per_fold[best], np.float64))
+        margin = val(pooled[c]) - val(pooled[best]) if c != best else 0.0
+        info["candidates"][c] = {"pooled_ubrmse": pooled[c], "margin_to_best": margin, "noise_se": se,
+                                 "paired_se": paired, "cost": cost.get(c)}
+    chosen = next(c for c in order if c == best or (np.isfinite(info["candidates"][c]["margin_to_best"]) and
+                                                    info["candidates"][c]["margin_to_best"] <= n_se * se))
+    info["chosen"] = chosen
+    return chosen, info
+
+
+def nested_choice(y: np.ndarray, folds: np.ndarray, outer: Mapping[str, np.ndarray],
+                  inner: Mapping[str, Mapping[int, np.ndarray]], choose: Chooser
+                  ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Nested CV: for each outer fold f, ``choose`` a candidate on its inner predictions (the
+    other folds, scored per inner fold), then take that candidate's outer prediction of f.
+
+    ``choose(f, pooled, per_fold)`` gets each candidate's pooled ubRMSE over the samples outside f
+    and its ubRMSE per inner fold; it never sees fold f. Returns (nested out-of-fold predictions,
+    one record per outer fold: fold, choice, why).
+    """
+    pred = np.full(len(y), np.nan, dtype=np.float64)
+    record: list[dict[str, Any]] = []
+    uniq = [int(f) for f in np.unique(folds)]
+    if len(uniq) < 2:
+        return pred, record
+    for f in uniq:
+        rest = folds != f
+        inner_ids = [g for g in uniq if g != f]
+        pooled = {c: ubrmse(inner[c][f][rest], y[rest]) for c in inner}
+        per_fold = {c: fold_scores(inner[c][f], y, folds, inner_ids) for c in inner}
+        c, why = choose(f, pooled, per_fold)
+        pred[folds == f] = outer[c][folds == f]
+        record.append({"fold": f, "choice": c, "inner_pooled_ubrmse": pooled, "why": why})
+    return pred, record

@@ -2,16 +2,19 @@
 
 One Item per Zarr product (``fused``, ``master``, ``monthly``) with the datacube extension
 (dimensions with extents and steps, variables with unit, packing scale/offset and nodata) and a
-Zarr asset (with ``xarray:open_kwargs``), plus one Item per exported file (GeoTIFF/HDF5, dated
+Zarr asset (with ``xarray:open_kwargs``), plus one Item per exported file (GeoTIFF/HDF5/netCDF, dated
 by the days it holds from the export's manifest, ``<folder>/_manifest.json``, else from its file
 name; its ``sm1km:deps`` property is the file's deps digest, so the item changes when the file is
 rewritten). The Collection also carries the Zarr assets, so a client can go straight
-from the collection to a store.
+from the collection to a store, and ``item_assets`` (STAC 1.1 core): what the items' ``zarr`` and
+``data`` assets are (roles, title, and the media type when all export items share one).
 
 Export items carry what loaders (odc-stac, stackstac) need to plan a read without opening the
 files: per asset ``file:size`` / ``file:checksum`` (sha2-256 multihash); for a COG
 ``proj:code``/``proj:shape``/``proj:transform``/``proj:bbox`` (projection v2) and ``raster:bands``
-(nodata, scale, offset, data type, unit, sampling; raster v1.1), read from its header. A one-day
+(nodata, scale, offset, data type, unit, sampling; raster v1.1), read from its header; for an
+HDF5 or netCDF file on the lat/lon grid the same ``proj:*`` (EPSG:4326, the grid of its
+``lat``/``lon`` cell centres; the MODIS-sinusoidal tiles, transposed and not georeferenced, get none). A one-day
 file's item has a ``datetime`` (odc-stac's time axis), a month's or year's only its interval. The
 checksum reads the whole file, so these fields are reused from the item already written while the
 file keeps its size, modification time and deps (:func:`_file_metadata`). ``tests/test_stac_load.py``
@@ -61,6 +64,10 @@ ZARR_MEDIA_TYPE = "application/vnd+zarr"
 XARRAY_ASSETS_SCHEMA = "https://stac-extensions.github.io/xarray-assets/v1.0.0/schema.json"
 GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 HDF5_MEDIA_TYPE = "application/x-hdf5"
+NETCDF_MEDIA_TYPE = "application/netcdf"
+#: export file suffix -> (item kind, asset media type)
+EXPORT_KINDS = {".tif": ("geotiff", GEOTIFF_MEDIA_TYPE), ".h5": ("hdf5", HDF5_MEDIA_TYPE),
+                ".nc": ("netcdf", NETCDF_MEDIA_TYPE)}
 PROJECTION_SCHEMA = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER_SCHEMA = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
@@ -224,6 +231,30 @@ def geotiff_fields(fs, path: str) -> dict[str, Any]:
     return out
 
 
+def grid_fields(fs, path: str) -> dict[str, Any]:
+    """``proj:code``/``proj:shape``/``proj:transform``/``proj:bbox`` of an HDF5/netCDF file on the
+    lat/lon grid, from its ``lat``/``lon`` cell centres (1-D, regular; the edges snapped to whole
+    pixels of the grid, as the exports write them). {} for a file without them (MODIS tiles) or of
+    a single row or column (no spacing to read)."""
+    import h5py
+
+    with fs.open(path, "rb") as f, h5py.File(f, "r") as h:
+        if "lat" not in h or "lon" not in h or h["lat"].ndim != 1 or h["lon"].ndim != 1:
+            return {}
+        lat, lon = np.asarray(h["lat"][...], dtype="f8"), np.asarray(h["lon"][...], dtype="f8")
+    if lat.size < 2 or lon.size < 2:
+        return {}
+    per_deg = round(1.0 / abs(float(lon[1] - lon[0])))
+    col0 = round((float(lon[0]) + 180.0) * per_deg - 0.5)
+    row0 = round((90.0 - float(lat[0])) * per_deg - 0.5)
+    west, north = (col0 - 180 * per_deg) / per_deg, (90 * per_deg - row0) / per_deg
+    east, south = (col0 + lon.size - 180 * per_deg) / per_deg, (90 * per_deg - row0 - lat.size) / per_deg
+    res = 1.0 / per_deg
+    return {"proj:code": "EPSG:4326", "proj:shape": [int(lat.size), int(lon.size)],
+            "proj:transform": [res, 0.0, west, 0.0, -res, north, 0.0, 0.0, 1.0],
+            "proj:bbox": [west, south, east, north]}
+
+
 _CACHED = ("file:", "proj:", "raster:")
 
 
@@ -246,11 +277,11 @@ def _file_metadata(fs, path: str, kind: str, item_url: str, deps: str | None, so
         asset = (prev.get("assets") or {}).get("data") or {}
         props = prev.get("properties") or {}
         if (asset.get("file:size") == int(info["size"]) and props.get("sm1km:deps") == deps
-                and asset.get("file:checksum") and (kind != "geotiff" or "raster:bands" in asset)):
+                and asset.get("file:checksum") and (kind != "geotiff" or "raster:bands" in asset)
+                and (kind == "geotiff" or "proj:shape" in asset or props.get("sm1km:grid") == "none")):
             return {k: v for k, v in asset.items() if k.startswith(_CACHED)}
     fields: dict[str, Any] = dict(file_fields(fs, path))
-    if kind == "geotiff":
-        fields.update(geotiff_fields(fs, path))
+    fields.update(geotiff_fields(fs, path) if kind == "geotiff" else grid_fields(fs, path))
     return fields
 
 
@@ -336,9 +367,10 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
     fs, root_path = store.filesystem(cfg.store.url("exports"), so)
     fs.invalidate_cache()  # the exports may have grown since this process last listed them
     manifests: dict[str, dict[str, Any]] = {}
+    media_types: set[str] = set()
     if fs.exists(root_path):
         for p in sorted(fs.find(root_path)):
-            if not p.endswith((".tif", ".h5")):
+            if not p.endswith(tuple(EXPORT_KINDS)):
                 continue
             rel = "exports/" + p[len(root_path.rstrip("/")) + 1:]
             folder, fname = posixpath.split(p)
@@ -350,14 +382,18 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
             if entry.get("empty"):
                 continue
             name = fname.rsplit(".", 1)[0]
-            kind = "geotiff" if p.endswith(".tif") else "hdf5"
+            kind, media_type = EXPORT_KINDS[p[p.rindex("."):]]
+            media_types.add(media_type)
             t0, t1 = _entry_interval(entry) or export_interval(name) or (start, end)
             props: dict[str, Any] = {"title": name}
             if entry.get("deps"):
                 props["sm1km:deps"] = entry["deps"]  # changes when the file is rewritten: the item with it
             fields = _file_metadata(fs, p, kind, store.join(out_url, f"{kind}-{name}", f"{kind}-{name}.json"),
                                     entry.get("deps"), so)
-            extensions = [PROJECTION_SCHEMA, RASTER_SCHEMA, FILE_SCHEMA] if kind == "geotiff" else [FILE_SCHEMA]
+            extensions = [PROJECTION_SCHEMA, RASTER_SCHEMA, FILE_SCHEMA] if kind == "geotiff" else \
+                [PROJECTION_SCHEMA, FILE_SCHEMA] if "proj:shape" in fields else [FILE_SCHEMA]
+            if kind != "geotiff" and "proj:shape" not in fields:
+                props["sm1km:grid"] = "none"  # not on the lat/lon grid (MODIS tiles): no proj:* to read again
             # a one-day file also has its instant (``datetime``: what loaders put on the time axis, the
             # master's time label of that day); a month or a year has only its interval
             one_day = t1 - t0 < dt.timedelta(days=1)
@@ -367,15 +403,32 @@ def build_catalog(cfg: RunConfig, base_url: str | None = None, out_url: str | No
             item = pystac.Item(id=f"{kind}-{name}", geometry=igeom, bbox=ibox, datetime=t0 if one_day else None,
                                start_datetime=t0, end_datetime=t1, properties=props)
             item.stac_extensions.extend(extensions)
-            item.add_asset("data", pystac.Asset(href=href(rel, 1),
-                                                media_type=GEOTIFF_MEDIA_TYPE if kind == "geotiff" else HDF5_MEDIA_TYPE,
-                                                roles=["data"], extra_fields=fields))
+            item.add_asset("data", pystac.Asset(href=href(rel, 1), media_type=media_type, roles=["data"],
+                                                extra_fields=fields))
             coll.add_item(item)
             if entry:
                 intervals.append((t0, t1))
+    coll.item_assets = _item_assets(media_types, zarr=any(pid in PRODUCTS for pid in (i.id for i in coll.get_items())))
     if intervals:
         coll.extent.temporal = pystac.TemporalExtent([[min(a for a, _ in intervals), max(b for _, b in intervals)]])
     return coll
+
+
+def _item_assets(media_types: set[str], zarr: bool):
+    """The collection's ``item_assets``: the Zarr items' ``zarr`` asset and the export items' ``data``."""
+    import pystac
+
+    out = {}
+    if zarr:
+        out["zarr"] = pystac.ItemAssetDefinition.create(title="the product's consolidated Zarr v3 store",
+                                                        description="open with xarray (xarray:open_kwargs)",
+                                                        media_type=ZARR_MEDIA_TYPE, roles=["data"])
+    if media_types:
+        out["data"] = pystac.ItemAssetDefinition.create(
+            title="exported file", description="int16 soil moisture (scale 0.001, m3 m-3, nodata -32768): a COG, "
+                                               "HDF5 or CF netCDF-4 file (see the asset's type); docs/exports.md",
+            media_type=next(iter(media_types)) if len(media_types) == 1 else None, roles=["data"])
+    return out
 
 
 def _holds(url: str, payload: bytes, storage_options) -> bool:

@@ -224,3 +224,39 @@ def collocate_stores(cfg, client=None, batch_size: int = 64) -> tuple[pd.DataFra
     table = table.sort_values(["station", "time"], kind="stable", ignore_index=True)
     excluded = sorted((e for r in results for e in r[1]), key=lambda e: e["station"])
     return table, excluded
+
+
+#: raw coarse products scored as baselines at the training station-days: (column, store, variable)
+RAW_BASELINES = (("baseline_era5", "era5.zarr", "swvl1"), ("baseline_cci", "cci.zarr", "sm"))
+
+
+def add_raw_baselines(cfg, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``baseline_era5`` (raw ERA5 ``swvl1``) and ``baseline_cci`` (raw CCI ``sm``,
+    NaN on its gaps) at each row's 0.25° cell and day, read from ``inputs/`` (a missing store or
+    variable adds no column). Only the cells with stations are read."""
+    so = cfg.store.storage_options()
+    out = table.copy()
+    if not len(table):
+        return out
+    rows_all = coarse_row_of_lat(table["lat"].to_numpy())
+    cols_all = coarse_col_of_lon(table["lon"].to_numpy())
+    for column, name, var in RAW_BASELINES:
+        url = cfg.store.url("inputs", name)
+        if not store.exists(url, so):
+            continue
+        ds = store.open_dataset(url, so)
+        if var not in ds:
+            continue
+        r0, c0 = int(coarse_row_of_lat(ds["lat"].values[0])), int(coarse_col_of_lon(ds["lon"].values[0]))
+        ri, ci = rows_all - r0, cols_all - c0
+        inside = (ri >= 0) & (ri < ds.sizes["lat"]) & (ci >= 0) & (ci < ds.sizes["lon"])
+        ti = pd.DatetimeIndex(ds["time"].values).get_indexer(pd.DatetimeIndex(table["time"].to_numpy()))
+        inside &= ti >= 0
+        vals = np.full(len(table), np.nan, dtype=np.float32)
+        cells = sorted(set(zip(ri[inside].tolist(), ci[inside].tolist())))
+        for r, c in cells:
+            series = np.asarray(ds[var].isel(lat=r, lon=c).values, dtype=np.float32)
+            sel = inside & (ri == r) & (ci == c)
+            vals[sel] = series[ti[sel]]
+        out[column] = vals
+    return out

@@ -326,7 +326,7 @@ class Reference:
     result: Any
 
 
-_REFERENCES: dict[tuple[str, str], Reference] = {}
+_REFERENCES: dict[tuple[str, str, str], Reference] = {}
 
 
 def _stat(result: Any, what: str) -> int | None:
@@ -434,7 +434,7 @@ class StageContractTests:
 
     def reference(self, root: ContractRoot, tiny: TinyRun) -> Reference:
         """The uninterrupted run on ``root`` (once per session); leaves ``root`` at the pre-state."""
-        key = (self.stage, root.url)
+        key = (type(self).__qualname__, self.stage, root.url)  # two suites of one stage (export's formats)
         if key not in _REFERENCES:
             root.reset(tiny.before[self.pre_stage])
             result = self.call(root.cfg)

@@ -16,7 +16,8 @@ records consistent**: every marker's ``"deps"`` equals its time block's record i
 and every record has a marker), the exports under ``<root>/exports/*/`` (every file of
 ``_manifest.json`` exists, is not empty, embeds the manifest's ``sm1km_deps``; each GeoTIFF is a
 valid COG by rio-cogeo's ``cog_validate``; each HDF5 opens and holds its variables with the
-manifest's day count) and the STAC catalog (every asset of every item exists). The shard check reads
+manifest's day count; each netCDF file opens with the netCDF-C library as netCDF-4, holds its
+variables, and its time axis, decoded, spans the manifest's days) and the STAC catalog (every asset of every item exists). The shard check reads
 one index (16 bytes per inner chunk) per shard object: one ranged request each on S3.
 """
 
@@ -439,6 +440,8 @@ def _file_problem(local: str, entry: Mapping[str, Any]) -> str | None:
         except Exception as exc:
             return f"does not open as a GeoTIFF ({type(exc).__name__}: {exc})"
         return None if is_cog else "not a valid COG: " + "; ".join(errors)
+    if local.endswith(".nc"):
+        return _netcdf_problem(local, entry)
     if local.endswith(".h5"):
         import h5py
 
@@ -454,6 +457,35 @@ def _file_problem(local: str, entry: Mapping[str, Any]) -> str | None:
                     return f"{want[-1]} holds {data.shape[0]} days, the manifest says {n_days}"
         except OSError as exc:
             return f"does not open as HDF5 ({exc})"
+    return None
+
+
+def _netcdf_problem(local: str, entry: Mapping[str, Any]) -> str | None:
+    """Why an exported netCDF file is not what the manifest says (None: it is)."""
+    import netCDF4
+
+    from sm1km.stages.export.netcdf import NC_LOCK
+
+    want = ["time", "time_bnds", "lat", "lon", "crs", "sm"]
+    try:
+        with NC_LOCK, netCDF4.Dataset(local, "r") as nc:
+            if nc.data_model != "NETCDF4":
+                return f"a {nc.data_model} file, not netCDF-4"
+            missing = [v for v in want if v not in nc.variables]
+            if missing:
+                return f"netCDF file without variable(s) {', '.join(missing)}"
+            n_days = entry.get("n_days")
+            if n_days is not None and nc["sm"].shape[0] != int(n_days):
+                return f"sm holds {nc['sm'].shape[0]} days, the manifest says {n_days}"
+            t = nc["time"]
+            days = np.atleast_1d(np.asarray(netCDF4.num2date(t[:], t.units, getattr(t, "calendar", "standard")),
+                                            dtype=object))
+            first, last = (str(d)[:10] for d in (days[0], days[-1])) if days.size else ("", "")
+    except OSError as exc:
+        return f"does not open as netCDF ({exc})"
+    span = (entry.get("time_coverage_start"), entry.get("time_coverage_end"))
+    if span[0] and (first, last) != span:
+        return f"its time axis spans {first} to {last}, the manifest says {span[0]} to {span[1]}"
     return None
 
 

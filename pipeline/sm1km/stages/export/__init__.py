@@ -1,4 +1,4 @@
-"""``sm1km export``: GeoTIFF (COG) and HDF5 deliverables from the master (or monthly) store.
+"""``sm1km export``: GeoTIFF (COG), HDF5 and netCDF-4 deliverables from the master (or monthly) store.
 
 One dask task per output file; each task streams the store window by window (windows aligned to
 the store's shards) into a local file and delivers it atomically to a path or ``s3://`` URL.
@@ -7,7 +7,8 @@ days, the options; :mod:`sm1km.stages.export.manifest`) is recorded in ``<out>/_
 in the file; a re-run writes the files that are missing or whose digest changed (new days, the open
 month, a revised block), atomically, and skips the others; ``overwrite`` rewrites all.
 
-Layouts: ``latlon`` (the master's EPSG:4326 grid; GeoTIFF per day/month, HDF5 per month/year) and
+Layouts: ``latlon`` (the master's EPSG:4326 grid; GeoTIFF per day/month, HDF5 per month/year, CF
+netCDF-4 per month or year, ``export.netcdf.period`` / ``file_period``) and
 ``modis-sinusoidal`` (HDF5 per MODIS tile and year, as the published product; daily only).
 See docs/exports.md.
 
@@ -56,11 +57,13 @@ from sm1km.stages.export.hdf5 import file_name as hdf5_name
 from sm1km.stages.export.manifest import embedded_deps, file_deps, read_manifest, source_blocks, write_manifest
 from sm1km.stages.export.modis import ModisJob, tiles_intersecting, write_modis
 from sm1km.stages.export.modis import file_name as modis_name
+from sm1km.stages.export.netcdf import PERIODS, NetcdfJob, default_period, file_label, write_netcdf
+from sm1km.stages.export.netcdf import file_name as netcdf_name
 from sm1km.storage import store
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("geotiff", "hdf5")
+FORMATS = ("geotiff", "hdf5", "netcdf")
 PRODUCTS = ("daily", "monthly")
 LAYOUTS = ("latlon", "modis-sinusoidal")
 
@@ -69,7 +72,7 @@ SCRATCH_BYTES = 16 << 30
 
 #: job type -> its writer (runs on a worker; returns the store reads, None: nothing to write)
 _WRITERS: dict[type, Callable[[Any], int | None]] = {GeoTiffJob: write_geotiff, Hdf5Job: write_hdf5,
-                                                     ModisJob: write_modis}
+                                                     ModisJob: write_modis, NetcdfJob: write_netcdf}
 
 
 def _date(value, key: str) -> dt.date | None:
@@ -81,9 +84,17 @@ def _date(value, key: str) -> dt.date | None:
         raise ConfigError(key, f"invalid date {value!r}.", "write dates as YYYY-MM-DD.") from None
 
 
-def _check_options(fmt: str, product: str, layout: str, with_uncertainty: bool, compress: str, blocksize: int) -> None:
+def _check_options(fmt: str, product: str, layout: str, with_uncertainty: bool, compress: str, blocksize: int,
+                   file_period: str | None = None) -> None:
     if fmt not in FORMATS:
         raise ConfigError("--format", f"unknown format {fmt!r}.", f"use one of {', '.join(FORMATS)}.")
+    if file_period is not None:
+        if file_period not in PERIODS:
+            raise ConfigError("--file-period", f"unknown file period {file_period!r}.",
+                              f"use one of {', '.join(PERIODS)}.")
+        if fmt != "netcdf":
+            raise ConfigError("--file-period", f"the file period is an option of the netcdf format, not of {fmt}.",
+                              "drop --file-period, or export with --format netcdf.")
     if product not in PRODUCTS:
         raise ConfigError("--product", f"unknown product {product!r}.", f"use one of {', '.join(PRODUCTS)}.")
     if layout not in LAYOUTS:
@@ -125,12 +136,14 @@ def _default_out_options(cfg: RunConfig, out: str) -> dict[str, Any]:
 
 def plan_jobs(source: Source, *, fmt: str, layout: str, t_indices: Sequence[int], rows: slice, cols: slice,
               variables: Sequence[str], out: str, out_storage_options: Mapping[str, Any], window_pixels: int,
-              blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None) -> list:
+              blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None,
+              file_period: str | None = None) -> list:
     """The tasks of an export (pure planning; nothing is read beyond the source description).
 
     GeoTIFF: one task per run of days inside one store time chunk, at most ``files_per_task`` files
     (default: the chunk length, reduced so the task's temporary rasters fit ``SCRATCH_BYTES``
-    uncompressed); HDF5: one task per file.
+    uncompressed); HDF5 and netCDF: one task per file (netCDF: one file per ``file_period``,
+    ``month`` or ``year``; default a month of daily data, a year of monthly data).
     """
     so = dict(out_storage_options)
     variables = tuple(variables)
@@ -159,6 +172,13 @@ def plan_jobs(source: Source, *, fmt: str, layout: str, t_indices: Sequence[int]
                                    compress=compress))
         return jobs
     groups: dict[str, list[int]] = {}
+    if fmt == "netcdf":
+        period = file_period or default_period(product)
+        for i in t_indices:
+            groups.setdefault(file_label(source.times[i], period), []).append(i)
+        return [NetcdfJob(url=store.join(out, netcdf_name(product, label)), storage_options=so, source=source,
+                          t_indices=tuple(idx), rows=rows, cols=cols, variables=variables, label=label,
+                          window_pixels=window_pixels) for label, idx in sorted(groups.items())]
     for i in t_indices:
         key = source.times[i][:7] if product == "daily" else source.times[i][:4]
         groups.setdefault(key, []).append(i)
@@ -213,13 +233,15 @@ def file_specs(jobs: Sequence) -> dict[str, tuple[tuple[int, ...], dict[str, Any
 
 
 def export_options(source: Source, *, fmt: str, layout: str, variables: Sequence[str], rows: slice, cols: slice,
-                   blocksize: int, compress: str) -> dict[str, Any]:
+                   blocksize: int, compress: str, file_period: str | None = None) -> dict[str, Any]:
     """The options that change an exported file's bytes (part of its deps digest)."""
     opts: dict[str, Any] = {"format": fmt, "layout": layout, "product": source.product, "variables": list(variables),
                             "rows": [source.row0 + rows.start, source.row0 + rows.stop],
                             "cols": [source.col0 + cols.start, source.col0 + cols.stop], "per_deg": source.per_deg}
     if fmt == "geotiff" and layout == "latlon":
         opts.update(blocksize=int(blocksize), compress=compress)
+    if fmt == "netcdf":
+        opts.update(period=file_period or default_period(source.product))
     return opts
 
 
@@ -255,11 +277,13 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
            bbox: str | Sequence[float] | BBox | None = None, out: str | None = None, layout: str = "latlon", *,
            with_uncertainty: bool = False, overwrite: bool = False, window_pixels: int = DEFAULT_WINDOW_PIXELS,
            blocksize: int = 512, compress: str = "deflate", files_per_task: int | None = None,
-           out_storage_options: Mapping[str, Any] | None = None) -> StageResult:
+           out_storage_options: Mapping[str, Any] | None = None, file_period: str | None = None) -> StageResult:
     """Export the daily master (``product='daily'``) or the monthly store as files under ``out``.
 
-    ``fmt``: ``geotiff`` (COG per day / month) or ``hdf5`` (per month / year); ``layout``: ``latlon`` or
-    ``modis-sinusoidal`` (daily HDF5 per MODIS tile and year). ``start``/``end`` (ISO dates, inclusive)
+    ``fmt``: ``geotiff`` (COG per day / month), ``hdf5`` (per month / year) or ``netcdf`` (CF netCDF-4
+    per ``file_period``: ``month`` or ``year``, default the config's ``export.netcdf.period``, else a
+    month of daily data, a year of monthly data); ``layout``: ``latlon`` or ``modis-sinusoidal``
+    (daily HDF5 per MODIS tile and year). ``start``/``end`` (ISO dates, inclusive)
     and ``bbox`` (W,S,E,N degrees) select a subset. ``out`` defaults to ``<store.root>/exports/<fmt>``.
 
     The export grows with the store (:mod:`sm1km.stages.export.manifest`): a file is written when it
@@ -271,7 +295,9 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
     centre in it are not written); ``.stats`` counts them (``units_written``, of which
     ``units_rewritten`` replaced an older file; ``units_skipped`` up to date; ``units_empty``).
     """
-    _check_options(fmt, product, layout, with_uncertainty, compress, int(blocksize))
+    _check_options(fmt, product, layout, with_uncertainty, compress, int(blocksize), file_period)
+    if fmt == "netcdf" and file_period is None:
+        file_period = cfg.export.netcdf.period
     start, end = _date(start, "--start"), _date(end, "--end")
     if start and end and end < start:
         raise ConfigError("--end", f"end ({end}) is before start ({start}).", "swap the dates.")
@@ -282,7 +308,7 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
     so = cfg.store.storage_options()
     variables = ["sm"] + (["sm_uncertainty"] if with_uncertainty else [])
     source = open_source(url, so, product, cfg.fine_grid.per_deg, variables)
-    if fmt == "hdf5" and product == "monthly" and layout == "latlon":
+    if fmt in ("hdf5", "netcdf") and product == "monthly" and layout == "latlon":
         extra = open_source(url, so, product, cfg.fine_grid.per_deg, ["n_valid_days"]) \
             if _has_var(url, so, "n_valid_days") else None
         if extra is not None:
@@ -296,11 +322,12 @@ def export(cfg: RunConfig, client=None, fmt: str = "geotiff", product: str = "da
     rows, cols = bbox_slices(source, bbox)
     jobs = plan_jobs(source, fmt=fmt, layout=layout, t_indices=t_indices, rows=rows, cols=cols,
                      variables=variables, out=out, out_storage_options=out_so, window_pixels=int(window_pixels),
-                     blocksize=int(blocksize), compress=compress, files_per_task=files_per_task)
+                     blocksize=int(blocksize), compress=compress, files_per_task=files_per_task,
+                     file_period=file_period)
     # what each file is computed from, and which files are not up to date
     blocks = source_blocks(cfg.store.root, PRODUCT_STORES[product], source, variables, so)
     opts = export_options(source, fmt=fmt, layout=layout, variables=variables, rows=rows, cols=cols,
-                          blocksize=int(blocksize), compress=compress)
+                          blocksize=int(blocksize), compress=compress, file_period=file_period)
     specs = file_specs(jobs)
     deps = {u: file_deps(blocks, t, source.times, {**opts, **x}) for u, (t, x) in specs.items()}
     jobs = [with_deps(j, deps) for j in jobs]
@@ -358,4 +385,4 @@ def _merge(a: Source, b: Source) -> Source:
 
 
 __all__ = ["export", "plan_jobs", "pending_jobs", "run_job", "select_times", "file_specs", "export_options",
-           "FORMATS", "PRODUCTS", "LAYOUTS"]
+           "FORMATS", "PRODUCTS", "LAYOUTS", "PERIODS"]

@@ -13,7 +13,7 @@ digest**: the sha256 (:func:`sm1km.storage.deps.digest_of`) of
 * the file's days (the store's dates it holds, so a month that gained days changes) and the
   export options that change its bytes (format, layout, variables, box, compression, tile).
 
-The digest is written **into the file** (GeoTIFF tag / HDF5 attribute ``sm1km_deps``) and into the
+The digest is written **into the file** (GeoTIFF tag / HDF5 or netCDF global attribute ``sm1km_deps``) and into the
 export folder's manifest ``<out>/_manifest.json`` (``{"files": {name: {"deps", "time_coverage_start",
 "time_coverage_end", "n_days"[, "empty"]}}}``), which the driver writes once, after the file tasks,
 and only when it changed. A file is up to date when its manifest entry carries the current digest;
@@ -175,7 +175,7 @@ def embedded_deps(url: str, so: Mapping[str, Any] | None) -> str | None:
     """The deps digest written into an exported file (None: none, or the file cannot be read)."""
     fs, path = store.filesystem(url, so)
     try:
-        if path.endswith(".h5"):
+        if path.endswith((".h5", ".nc")):  # a netCDF-4 file is an HDF5 file
             import h5py
 
             with fs.open(path, "rb") as fh, h5py.File(fh, "r") as f:
