@@ -78,7 +78,7 @@ KILLS: dict[str, dict[str, int]] = {
 STAGE_START = re.compile(r"stage (\w+): start")
 UNIT_MARKER = re.compile(r"^_ledger/(?P<store>.+\.zarr)/(?P<unit>(lat|lon|time)-\d+-\d+(_(lat|lon|time)-\d+-\d+)*"
                          r"|ingest-index)\.json$")
-EXPORT_FILE = re.compile(r"^exports/.+\.(tif|h5)$")
+EXPORT_FILE = re.compile(r"^exports/.+\.(tif|h5|nc)$")
 
 
 def _without_export_listing(key: str, data: bytes) -> bytes:
