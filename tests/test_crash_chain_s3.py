@@ -60,7 +60,7 @@ from faultproxy import FaultPlan, FaultProxy
 from sm1km.pipeline import DEFAULT_STAGES, UPDATE_STAGES
 from sm1km.testing import trees
 
-#: the reference (run + update) and 24 drivers: 1020 s on a 2-core machine shared with other jobs
+#: the reference (run + update) and 24 drivers: 490-1020 s on a 2-core machine shared with other jobs
 pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.timeout(1800)]
 
 SEED = 20261204
