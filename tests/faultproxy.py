@@ -15,6 +15,14 @@ the kinds taking turns on each, so that every kind strikes both (see :class:`Fau
   closed without a response: the client cannot know the write happened (retries must be idempotent);
 * ``delay``      — the response is delayed by up to ``max_delay_s`` (bounded), then relayed.
 
+Body faults (:data:`BODY_KINDS`, only on successful GET responses with a body: 200/206; other
+requests they would strike pass untouched and do not count), also in turn with the others when listed in ``kinds``:
+
+* ``truncate``   — the response is forwarded with its full ``Content-Length`` but only a seeded part
+  of the body (at most all but one byte) is sent, then the connection is closed: a short read;
+* ``corrupt``    — the full response, with one seeded bit of the body flipped (same length): data
+  damaged on the way, as a faulty NIC, proxy or disk would.
+
 A request (method, path, query, range) is never failed more than ``max_consecutive`` times in a
 row, so a client that retries at least that often always gets through: the run's success does not
 depend on luck or on the order of concurrent requests, while the faults are still frequent.
@@ -24,9 +32,10 @@ Permanent modes (every request, no forwarding): ``no_such_bucket`` (404 NoSuchBu
 many further requests (a fault in the middle of a stage); with ``trigger_methods`` only requests of
 those methods are counted, e.g. ``("PUT", "POST", "DELETE")`` to strike in the middle of a write.
 
-Targeting (both modes): ``paths`` (substrings of the request path) and ``methods`` restrict the
-faults to matching requests (the others pass untouched and do not count), and ``max_faults`` stops
-after that many, ``skip_first`` lets that many targeted requests through first — e.g. exactly one
+Targeting (both modes): ``paths`` (substrings of the request path), ``methods`` and ``ranged``
+(GETs of a byte range only, or requests without a ``Range`` header only) restrict the faults to
+matching requests (the others pass untouched and do not count), and ``max_faults`` stops after that
+many, ``skip_first`` lets that many targeted requests through first — e.g. exactly one
 dropped response of a lock renewal (the first PUT of the lock is its creation):
 ``FaultPlan(fraction=1, kinds=("drop_after",), paths=("_locks/run.lock",), methods=("PUT",),
 skip_first=1, max_faults=1)``. Proxies chain (``FaultProxy(other.url)``), one plan each.
@@ -53,6 +62,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TRANSIENT_KINDS = ("500", "503", "drop", "drop_after", "delay")
+BODY_KINDS = ("truncate", "corrupt")
 WRITE_METHODS = ("PUT", "POST", "DELETE")
 PERMANENT_KINDS = ("no_such_bucket", "access_denied")
 
@@ -83,11 +93,12 @@ class FaultPlan:
     methods: tuple[str, ...] | None = None   # only requests of these methods (None: all)
     max_faults: int | None = None            # at most this many faults (None: no limit)
     skip_first: int = 0                      # targeted requests let through before any fault
+    ranged: bool | None = None               # only GETs with (True) / requests without (False) a Range header
 
     def __post_init__(self):
         if not 0.0 <= self.fraction <= 1.0 or not 0.0 <= (self.write_fraction or 0.0) <= 1.0:
             raise ValueError("fractions must be in [0, 1]")
-        bad = [k for k in self.kinds if k not in TRANSIENT_KINDS]
+        bad = [k for k in self.kinds if k not in TRANSIENT_KINDS + BODY_KINDS]
         if bad or (self.permanent is not None and self.permanent not in PERMANENT_KINDS):
             raise ValueError(f"unknown fault kind(s) {bad or self.permanent}")
         if not 0.0 <= self.max_delay_s <= 5.0:
@@ -111,6 +122,7 @@ class FaultProxy:
         self._rng = random.Random(self._plan.seed)
         self._streak: Counter = Counter()
         self._counts: Counter = Counter()
+        self._gets: Counter = Counter()   # GETs of whole objects / of byte ranges
         self._log: list[tuple[str, str, str]] = []   # (kind, method, path) of every fault
         self._until_permanent = self._plan.permanent_after
         self._n_faulted = [0, 0]   # faults so far on reads, on writes
@@ -156,14 +168,15 @@ class FaultProxy:
     def reset_stats(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._gets.clear()
             self._log.clear()
             self._requests.clear()
 
-    def requests(self) -> list[tuple[float, float, str, str, int, str | None]]:
-        """(start, end, method, path, status, fault kind) of every request (``record=True``); status 0:
-        no response was sent."""
+    def requests(self, since: int = 0) -> list[tuple[float, float, str, str, int, str | None]]:
+        """(start, end, method, path, status, fault kind) of every request (``record=True``) in the
+        order they ended, from the ``since``-th on; status 0: no response was sent."""
         with self._lock:
-            return list(self._requests)
+            return self._requests[since:]
 
     def _note(self, t0: float, method: str, path: str, status: int, kind: str | None) -> None:
         if self._record:
@@ -173,7 +186,8 @@ class FaultProxy:
     def stats(self) -> dict:
         with self._lock:
             faults = {k: v for k, v in self._counts.items() if k != "requests"}
-            return {"requests": self._counts["requests"], "faults": faults, "log": list(self._log)}
+            return {"requests": self._counts["requests"], "faults": faults, "log": list(self._log),
+                    "gets": dict(self._gets)}
 
     # -- decision --------------------------------------------------------------------------------
     def _decide(self, method: str, path: str, range_header: str | None) -> tuple[str | None, float]:
@@ -181,7 +195,10 @@ class FaultProxy:
         with self._lock:
             plan = self._plan
             self._counts["requests"] += 1
+            if method == "GET":
+                self._gets["ranged" if range_header else "whole"] += 1
             if (plan.paths is not None and not any(p in path for p in plan.paths)) or \
+                    (plan.ranged is not None and (range_header is not None) != plan.ranged) or \
                     (plan.methods is not None and method not in plan.methods) or \
                     (plan.max_faults is not None and self._n_plan_faults >= plan.max_faults):
                 return None, 0.0  # not targeted: passes untouched
@@ -203,7 +220,9 @@ class FaultProxy:
             if fraction > 0 and plan.kinds and self._fault_now(write, fraction):
                 kind = plan.kinds[self._n_faulted[write] % len(plan.kinds)]  # kinds in turn: each one occurs
                 self._n_faulted[write] += 1
-                if kind == "delay":
+                if kind in BODY_KINDS and method != "GET":
+                    kind = None     # no body to damage: passes untouched
+                elif kind == "delay":
                     delay = self._rng.uniform(0.0, plan.max_delay_s)
                 elif self._streak[key] >= plan.max_consecutive:
                     kind = None     # this request already failed max_consecutive times in a row
@@ -216,6 +235,24 @@ class FaultProxy:
                 self._counts[kind] += 1
                 self._log.append((kind, method, path))
             return kind, delay
+
+    def _uncount(self, kind: str, method: str, path: str) -> None:
+        """A body fault decided for a response that turned out to have no body: not a fault."""
+        with self._lock:
+            self._counts[kind] -= 1
+            self._n_plan_faults -= 1
+            if (kind, method, path) in self._log:
+                self._log.remove((kind, method, path))
+
+    def _damage(self, kind: str, data: bytes) -> bytes:
+        """The part of ``data`` a ``truncate`` sends, or ``data`` with one bit flipped (``corrupt``)."""
+        with self._lock:
+            if kind == "truncate":
+                return data[: self._rng.randrange(len(data))]
+            i = self._rng.randrange(len(data) * 8)
+        out = bytearray(data)
+        out[i // 8] ^= 1 << (i % 8)
+        return bytes(out)
 
     def _fault_now(self, write: bool, fraction: float) -> bool:
         """Seeded random gaps between faults: 1..(2/fraction - 1) requests, 1/fraction on average, so
@@ -302,6 +339,9 @@ class FaultProxy:
                     self._drop()
                     proxy._note(t0, self.command, path, 0, kind)
                     return
+                if kind in BODY_KINDS and (not data or status not in (200, 206)):  # object bodies only
+                    proxy._uncount(kind, self.command, path)
+                    kind = None
                 if delay:
                     time.sleep(delay)
                 self.send_response(status, reason)
@@ -311,7 +351,12 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(data)) if self.command != "HEAD" else
                                  dict((k.lower(), v) for k, v in headers).get("content-length", "0"))
                 self.end_headers()
-                if self.command != "HEAD" and data:
+                if kind in BODY_KINDS:
+                    self.wfile.write(proxy._damage(kind, data))
+                    if kind == "truncate":
+                        self.wfile.flush()
+                        self._drop()
+                elif self.command != "HEAD" and data:
                     self.wfile.write(data)
                 proxy._note(t0, self.command, path, status, kind)
 

@@ -10,7 +10,12 @@ proxy (tests/faultproxy.py).
   (403 AccessDenied), at the start of a run and in the middle of ``downscale``: the command stops
   with exit code 2 and a one-paragraph StoreError (no traceback), no consolidated metadata claims
   completeness, the ledger marks only shards that are completely written, and once the fault is
-  gone a re-run resumes (skipping exactly the marked shards) to the identical master.
+  gone a re-run resumes (skipping exactly the marked shards) to the identical master;
+* an object damaged at rest (one fused chunk whose every GET has a flipped bit): botocore's CRC32
+  check fails on every retry, downscale stops with exit code 2 and a StoreError saying so, no shard
+  that needs the chunk is marked, nothing claims completeness, and the re-run resumes to the
+  identical master once the object reads whole (single damaged or truncated reads are retried and
+  heal: tests/test_crash_chain_s3.py).
 """
 
 from __future__ import annotations
@@ -212,3 +217,47 @@ def test_permanent_fault_mid_downscale_leaves_no_false_completeness(kind, trigge
     got = FW.tree(faulty_run["root"], {"endpoint_url": moto_server}, prefixes=("master.zarr", "_ledger/master.zarr"))
     want = {k: v for k, v in ref_tree.items() if k.startswith(("master.zarr", "_ledger/master.zarr"))}
     FW.assert_same_tree(want, got, FW.normalize_config_attrs, "master after the resumed downscale")
+
+
+def test_an_object_damaged_at_rest_stops_downscale_with_a_store_error(faulty_run, reference, moto_server, proxy):
+    """One chunk of the fused cube reads back with a flipped bit on every GET (damaged at rest, or on
+    every path to it): botocore's CRC32 check fails on each of s3fs's retries (a single damaged read
+    is retried and heals: tests/test_crash_chain_s3.py), downscale stops with exit code 2 and a
+    StoreError that says so (no traceback), no shard that needs the chunk is marked, nothing claims
+    completeness; once the object reads whole again, a re-run resumes to the reference master."""
+    fs = _direct_fs(moto_server)
+    bucket = faulty_run["bucket"]
+    master_path, ledger_path = f"{bucket}/run/master.zarr", f"{bucket}/run/_ledger/master.zarr"
+    for p in (master_path, ledger_path):
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+    victim = "fused.zarr/sm/c/1/0"   # time block 1 (days 5..8) of the fused cube
+    assert fs.exists(f"{bucket}/run/{victim}")
+    proxy.reset_stats()
+    proxy.configure(FaultPlan(fraction=1.0, kinds=("corrupt",), methods=("GET",), paths=(f"/{bucket}/run/{victim}",),
+                              max_consecutive=10**6, seed=SEED))
+    try:
+        res = _run_cli(["-v", "downscale", "--config", str(faulty_run["run_yaml"])])
+    finally:
+        proxy.configure(FaultPlan())
+    damaged_reads = proxy.stats()["faults"].get("corrupt", 0)
+    assert damaged_reads >= 5, proxy.stats()   # s3fs retried the damaged GET before giving up
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("sm1km downscale: error: s3://") and "failed its checksum on every retry" in last, last
+
+    fs.invalidate_cache()
+    assert not _consolidated(fs, master_path)
+    attrs = json.loads(fs.cat_file(f"{master_path}/zarr.json"))["attributes"]
+    assert "time_coverage_end" not in attrs and "last_updated" not in attrs
+    marked = {p.rsplit("/", 1)[1][:-5] for p in fs.find(ledger_path) if re.search(r"/(lat|lon|time)-[^/]*\.json$", p)}
+    assert not any("time-4-8" in k for k in marked), marked   # no shard of the damaged block
+    assert len(marked) < FW.N_MASTER_SHARDS
+
+    stats = FW.run_in_process(faulty_run["run_yaml"], stages=("downscale",))["downscale"].stats
+    assert stats["shards_skipped"] == len(marked)
+    _, ref_tree = reference
+    got = FW.tree(faulty_run["root"], {"endpoint_url": moto_server}, prefixes=("master.zarr", "_ledger/master.zarr"))
+    want = {k: v for k, v in ref_tree.items() if k.startswith(("master.zarr", "_ledger/master.zarr"))}
+    FW.assert_same_tree(want, got, FW.normalize_config_attrs, "master after the damaged chunk read whole again")

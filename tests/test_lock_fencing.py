@@ -275,7 +275,8 @@ def _downscale(name: str, run_yaml: Path, logs: Path, ttl_s: float = TTL_S) -> P
 def _marks(w) -> set[str]:
     w["fs"].invalidate_cache()
     path = f"{w['bucket']}/run/_ledger/master.zarr"
-    return {p.rsplit("/", 1)[1][:-5] for p in w["fs"].find(path) if p.endswith(".json")}
+    names = {p.rsplit("/", 1)[1][:-5] for p in w["fs"].find(path) if p.endswith(".json")}
+    return {n for n in names if n.startswith(("lat-", "lon-", "time-"))}   # region markers only
 
 
 def _skipped(log: str) -> int:

@@ -96,7 +96,6 @@ class TestTrain(Contract):
 
 class TestDownscale(Contract):
     stage = "downscale"
-    known_failures = {"test_killed_*template*": (TEMPLATE_KILL, False)}
     units = LedgerUnits("master.zarr")
     kill_at = (KillPoint("master.zarr/sm/c/*", 7),  # in the 7th of 12 shards
                KillPoint("master.zarr/lat/c/*", 1, name="template"))
@@ -108,7 +107,6 @@ class TestDownscale(Contract):
 
 class TestAggregate(Contract):
     stage = "aggregate"
-    known_failures = {"test_killed_*template*": (TEMPLATE_KILL, False)}
     units = LedgerUnits("monthly.zarr")
     kill_at = (KillPoint("monthly.zarr/n_valid_days/c/*", 3),  # in the 3rd of 4 (sm: all fill, no chunks)
                KillPoint("monthly.zarr/lat/c/*", 1, name="template"))

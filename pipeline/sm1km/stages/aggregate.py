@@ -265,8 +265,9 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
     if stale or set(recorded) != set(cur):
         store.write_json(blocks.url, {"version": BLOCKS_VERSION, "store": master.MONTHLY_STORE,
                                       "blocks": dict(sorted(cur.items()))}, so, separators=(",", ":"))
-    if written or n_pub != n_months or not _published(url, so):
-        store.finalize(url, so, store.coverage_attrs(cfg.dates()))
+    coverage = store.coverage_attrs(cfg.dates())
+    if written or n_pub != n_months or not _published(url, so) or _coverage_behind(url, so, coverage):
+        store.finalize(url, so, coverage)
     else:
         log.info("aggregate: monthly.zarr is up to date (%d months): nothing written", n_months)
     last = months[-1]
@@ -276,6 +277,16 @@ def aggregate(cfg, client=None, *, min_valid_fraction: float = MIN_VALID_FRACTIO
              "months_written": months_written, "months_redone": len(stale), "months_open": months_open}
     log.info("aggregate done: %s", stats)
     return StageResult({"monthly": url, "ledger": ledger.url}, stats)
+
+
+def _coverage_behind(url: str, so: dict, coverage: dict[str, str]) -> bool:
+    """Does the root still carry an older time range? A run killed after its last month was written
+    and marked, before finalize: the re-run has no month to write but must still finalize (days
+    added inside the open month change no month count)."""
+    from sm1km.storage.publish import read_root_metadata
+
+    attrs = read_root_metadata(url, so).get("attributes") or {}
+    return any(attrs.get(k) != coverage[k] for k in ("time_coverage_start", "time_coverage_end"))
 
 
 def _published(url: str, so: dict) -> bool:

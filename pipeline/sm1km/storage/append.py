@@ -118,12 +118,41 @@ def published_length(url: str, storage_options: Mapping[str, Any] | None = None)
     return int(store.array(g, "time").shape[0])
 
 
+#: ledger key (``_ledger/<store>/template.json``) written once a store's template is complete; not a
+#: unit (no region key): a store without it and without unit markers was left half-created
+TEMPLATE_MARK = "template"
+
+
+def _ledger_of(url: str, storage_options: Mapping[str, Any] | None) -> store.Ledger:
+    """The ledger of the store at ``url`` (``<root>/_ledger/<store name>``: the stores grown here
+    live at the top of ``store.root``)."""
+    root, name = url.rstrip("/").rsplit("/", 1)
+    return store.Ledger(root, name, storage_options)
+
+
+def _template_complete(ledger: store.Ledger) -> bool:
+    """Was the existing store's template written to the end? Its mark, or (stores from before the
+    mark) any unit marker or the block record: units are written only after the template."""
+    keys = ledger.keys()
+    return TEMPLATE_MARK in keys or "blocks" in keys or any(k.startswith(("lat-", "lon-", "time-")) for k in keys)
+
+
+def _consolidated(url: str, storage_options: Mapping[str, Any] | None) -> bool:
+    """Does the root ``zarr.json`` hold consolidated metadata (the store was published)?"""
+    try:
+        return bool(read_root_metadata(url, storage_options).get("consolidated_metadata"))
+    except (StoreError, OSError):
+        return False
+
+
 def grow_store(url: str, template: Any, encoding: Mapping[str, Mapping[str, Any]] | None = None,
                storage_options: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """Create a store from ``template`` (an xarray Dataset with a ``time`` coordinate), or grow an
     existing one whose days are a prefix of the template's: ``(published days, days now)``.
 
-    A new store: :func:`sm1km.storage.store.create_template` (``(0, n)``). An existing one must hold
+    A new store: :func:`sm1km.storage.store.create_template` (``(0, n)``), then the template mark
+    (:data:`TEMPLATE_MARK`) in its ledger; an existing one without that mark (nor unit markers), never
+    published, was left half-created by a killed run and is created again. An existing one must hold
     the template's variables with the same non-time shape, and its published days must be the first
     days of the template's time axis (same start, day by day); the missing days are added with
     :func:`extend_time` (invisible to readers until ``store.finalize``). Anything else — other
@@ -133,8 +162,16 @@ def grow_store(url: str, template: Any, encoding: Mapping[str, Mapping[str, Any]
     from xarray.coding.times import decode_cf_datetime
 
     times = pd.DatetimeIndex(template["time"].values)
-    if not store.exists(url, storage_options):
-        store.create_template(url, template, encoding, storage_options)
+    ledger = _ledger_of(url, storage_options)
+    exists = store.exists(url, storage_options)
+    half_created = exists and not _template_complete(ledger) and not _consolidated(url, storage_options)
+    if half_created:
+        # a run killed while it wrote the template (metadata, coordinates), before any unit: nothing in it
+        # is computed or published, so it is written again rather than refused as a foreign layout
+        log.warning("%s was left half-created by an interrupted run: writing its template again", url)
+    if not exists or half_created:
+        store.create_template(url, template, encoding, storage_options, overwrite=exists)
+        ledger.mark(TEMPLATE_MARK, {"store": posixpath.basename(url.rstrip("/"))})  # the template is complete
         return 0, len(times)
     g = store.open_group(url, storage_options, use_consolidated=False)
     members = dict(g.members())

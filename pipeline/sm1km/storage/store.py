@@ -17,6 +17,15 @@ so the bytes are reproducible). Permanent object-store failures (access denied, 
 become a :class:`~sm1km.errors.StoreError` (:func:`permanent_errors`); transient ones are retried
 below us by botocore/s3fs.
 
+Data damaged on the way (:func:`checksum_retries`): botocore validates the CRC32 that S3 returns
+with a whole-object GET of an object uploaded with a checksum (botocore >= 1.36 sends one with every
+PUT and validates by default, ``response_checksum_validation: when_supported``); a mismatch
+(``FlexibleChecksumError``) is retried by s3fs like a dropped connection, and one that persists
+through every retry (the object is damaged at rest) becomes a StoreError. A short read (fewer
+bytes than ``Content-Length``) is retried by s3fs already. Not covered: ranged GETs (S3 returns no
+checksum for a byte range), i.e. partial reads of sharded arrays and of files read through
+``fs.open`` — see docs/operations.md, "Damaged data on the wire".
+
 The attributes a store carries (CF/ACDD provenance, coverage, the packed int16 encoding) are built
 in :mod:`sm1km.storage.attrs`; they are re-exported here because every stage reaches them as
 ``store.provenance_attrs`` etc.
@@ -75,8 +84,32 @@ def join(url: str, *parts: str) -> str:
     return "/".join([base, *[p.strip("/") for p in parts if p]])
 
 
+_CHECKSUM_RETRIES: list[bool] = []
+
+
+def checksum_retries() -> None:
+    """Make s3fs retry a GET whose body failed botocore's checksum validation (data damaged on the
+    wire; by default s3fs gives up at once). Once per process, before the first S3 access."""
+    if _CHECKSUM_RETRIES:
+        return
+    _CHECKSUM_RETRIES.append(True)
+    try:
+        from botocore.exceptions import FlexibleChecksumError  # type: ignore[import-untyped]
+        from s3fs.core import S3_RETRYABLE_ERRORS, add_retryable_error  # type: ignore[import-untyped]
+    except ImportError:  # no S3 support installed: nothing to retry
+        return
+    if FlexibleChecksumError not in S3_RETRYABLE_ERRORS:
+        add_retryable_error(FlexibleChecksumError)
+
+
+def _is_checksum_failure(exc: BaseException) -> bool:
+    return type(exc).__name__ == "FlexibleChecksumError" or "did not match calculated checksum" in str(exc)
+
+
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(fsspec filesystem, path-in-filesystem) for ``url``."""
+    if is_remote(url):
+        checksum_retries()
     try:
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     except Exception as exc:  # bad protocol / options
@@ -90,6 +123,7 @@ def zarr_target(url: str, storage_options: Mapping[str, Any] | None = None) -> Z
     path, or an FsspecStore for a remote URL)."""
     if not is_remote(url):
         return url.removeprefix("file://")
+    checksum_retries()
     return zarr.storage.FsspecStore.from_url(url, storage_options=dict(storage_options or {}))
 
 
@@ -129,6 +163,11 @@ def permanent_error(exc: BaseException, url: str, storage_options: Mapping[str, 
     """
     text = _describe(exc)
     again = "then re-run the same command: finished work is kept."
+    if _is_checksum_failure(exc):
+        return StoreError(url, f"an object read back from the store failed its checksum on every retry ({text}): "
+                               "it is damaged in the store or on every path to it; nothing was computed from it.",
+                          f"check the object store (and any proxy in between), {again} If it persists, re-run the "
+                          "stage that wrote the damaged object.")
     if isinstance(exc, PermissionError) or any(s in text for s in _DENIED):
         return StoreError(url, f"access denied ({text}).",
                           "check the credentials in the environment and the bucket policy (a run needs read and "
@@ -158,6 +197,10 @@ def permanent_errors(url: str, storage_options: Mapping[str, Any] | None = None)
         if err is None:
             raise
         raise err from exc
+    except Exception as exc:
+        if not _is_checksum_failure(exc):
+            raise
+        raise (permanent_error(exc, url, storage_options) or exc) from exc
 
 
 # --------------------------------------------------------------------------------------------
