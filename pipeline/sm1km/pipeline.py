@@ -73,10 +73,11 @@ STAGES: dict[str, Callable[..., Any]] = {
     "validate": validate,
     "catalog": catalog,
 }
-#: what ``sm1km run`` runs: the deliverables (export) and the catalog last, so the catalog never lists
-#: a file that is not there yet
-DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "validate", "export", "catalog")
-DEMO_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "export", "validate", "catalog")
+#: what ``sm1km run`` runs: the deliverables (export) before ``validate``, so the report lists the same
+#: files whether the run was resumed after a kill in export or not (found by the crash chain), and the
+#: catalog last, so it never lists a file that is not there yet
+DEFAULT_STAGES = ("ingest", "fuse", "train", "downscale", "aggregate", "export", "validate", "catalog")
+DEMO_STAGES = DEFAULT_STAGES
 #: what ``sm1km update`` runs: every product stage, never ``train`` (the model is pinned)
 UPDATE_STAGES = ("ingest", "fuse", "downscale", "aggregate", "export", "catalog")
 

@@ -89,7 +89,7 @@ def _outputs(cfg: RunConfig, so) -> dict[str, Any]:
             out[key] = url
     if cfg.inputs.truth:
         out["truth"] = cfg.inputs.truth
-    for fmt, pattern in (("geotiff", "**/*.tif"), ("hdf5", "**/*.h5")):
+    for fmt, pattern in (("geotiff", "**/*.tif"), ("hdf5", "**/*.h5"), ("netcdf", "**/*.nc")):
         fs, path = store.filesystem(cfg.store.url("exports"), so)
         found = sorted(fs.glob(f"{path}/{pattern}")) if fs.exists(path) else []
         prefix = cfg.store.url("exports")
